@@ -1,0 +1,20 @@
+#include <cuda_runtime.h>
+
+#include <cstdio>
+
+#include "device.cuh"
+
+extern "C" int kvtc_cuda_device_count(int* count, char* reason, size_t reason_len) {
+  *count = 0;
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    // Static cudart reports a missing driver here instead of failing to load the addon.
+    if (reason && reason_len) std::snprintf(reason, reason_len, "%s: %s", cudaGetErrorName(err), cudaGetErrorString(err));
+    cudaGetLastError();  // clear the sticky error state
+    return 0;
+  }
+  *count = n;
+  if (n == 0 && reason && reason_len) std::snprintf(reason, reason_len, "no CUDA device present");
+  return 0;
+}

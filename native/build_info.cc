@@ -1,0 +1,53 @@
+#include "build_info.h"
+
+#include "linalg.h"
+
+#ifdef KVTC_WITH_CUDA
+#include "../cuda/device.cuh"
+#endif
+
+namespace kvtc {
+namespace {
+
+Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+#ifdef KVTC_WITH_CUDA
+  o.Set("cuda", true);
+  int count = 0;
+  char reason[256] = {0};
+  kvtc_cuda_device_count(&count, reason, sizeof(reason));
+  o.Set("cudaDevices", count);
+  o.Set("cudaReason", count > 0 ? env.Null() : Napi::String::New(env, reason));
+#else
+  o.Set("cuda", false);
+  o.Set("cudaDevices", 0);
+  o.Set("cudaReason", "built without CUDA (no toolkit found, or KVTC_CUDA=OFF)");
+#endif
+#ifdef KVTC_HAVE_OPENBLAS
+  o.Set("openblas", true);
+#else
+  o.Set("openblas", false);
+#endif
+  o.Set("linalg", linalg_path());
+#if defined(__x86_64__)
+  Napi::Array simd = Napi::Array::New(env);
+  uint32_t i = 0;
+  if (__builtin_cpu_supports("sse4.2")) simd.Set(i++, "sse4.2");
+  if (__builtin_cpu_supports("avx2")) simd.Set(i++, "avx2");
+  if (__builtin_cpu_supports("fma")) simd.Set(i++, "fma");
+  if (__builtin_cpu_supports("avx512f")) simd.Set(i++, "avx512f");
+  o.Set("simd", simd);
+#else
+  o.Set("simd", Napi::Array::New(env));
+#endif
+  return o;
+}
+
+}  // namespace
+
+void register_build_info(Napi::Env env, Napi::Object exports) {
+  exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
+}
+
+}  // namespace kvtc

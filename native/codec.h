@@ -1,0 +1,50 @@
+// The CPU transform codec: encode a cache into a blob and decode it back, against a profile.
+// Tokens [0, sinks) and [tokens - window, tokens) are stored losslessly; the middle tokens are
+// RoPE-stripped (keys), centered, projected onto the profile's principal components, quantized
+// per the bit plan and entropy coded. Middle tokens with non-finite values, or too large for the
+// fp16 quantization parameters, are escaped: stored raw and listed in the header (never lost,
+// never silently clipped).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "container.h"
+#include "profile.h"
+
+namespace kvtc {
+
+// A caller's cache, borrowed for the duration of a call. Per layer, token-major arrays
+// [tokens][kvHeads][headDim] of dtype.
+struct CacheView {
+  uint32_t tokens = 0;
+  DType dtype = DType::F32;
+  std::vector<const void*> keys, values;  // one pointer per layer
+  const int32_t* positions = nullptr;     // nullptr: 0..tokens-1
+};
+
+struct EncodeOptions {
+  bool entropy = true;  // false: coded sections hold the packed quantized rows as they are
+};
+
+// Encodes; throws E_LAYOUT when the cache does not fit the profile's shape.
+std::vector<uint8_t> encode_cache(const Profile& profile, const CacheView& cache, const EncodeOptions& opts);
+
+// Decodes a blob whose header h was read (with its checksum verified) by read_blob_header.
+// keys/values: [layers][tokens][kvHeads*headDim] of h.dtype, allocated by the caller;
+// positions: h.tokens entries. Throws E_PROFILE_MISMATCH for a blob of another profile and
+// E_CORRUPT for inconsistent content.
+void decode_blob(const Profile& profile, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
+                 int32_t* positions);
+
+// Builds the feature rows X[n][g.p] of tokens toks[0..n) for one stream group: the group's layers
+// side by side, keys with RoPE removed (pos: the tokens' positions), g.mean subtracted.
+// cs is scratch space.
+void gather_features(const Profile& pr, const StreamGroup& g, bool is_key, const std::vector<const void*>& layers,
+                     DType dtype, const uint32_t* toks, const int32_t* pos, uint32_t n, float* X,
+                     std::vector<float>& cs);
+
+// Indices of the middle tokens that are transform-coded (not sinks, window or escapes).
+std::vector<uint32_t> coded_tokens(uint32_t tokens, uint32_t sinks, uint32_t window,
+                                   const std::vector<uint32_t>& escapes);
+
+}  // namespace kvtc

@@ -1,0 +1,87 @@
+// IEEE binary16 and bfloat16 conversions used by the codec (element I/O and the fp16 shift/scale
+// of each quantization group). Round-to-nearest-even everywhere so results are deterministic.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+namespace kvtc {
+
+inline uint32_t f32_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline float bits_f32(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+
+inline float f16_to_f32(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t man = h & 0x3ff;
+  if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (man << 13));  // Inf / NaN
+  if (exp == 0) {
+    if (man == 0) return bits_f32(sign);
+    // Subnormal: value = man * 2^-24, exact in f32.
+    float v = float(man) * (1.0f / 16777216.0f);
+    return sign ? -v : v;
+  }
+  return bits_f32(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+inline uint16_t f32_to_f16(float f) {
+  uint32_t x = f32_bits(f);
+  uint32_t sign = (x >> 16) & 0x8000;
+  uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return uint16_t(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));  // Inf/NaN
+  if (ax >= 0x477ff000u) return uint16_t(sign | 0x7c00);  // rounds to >= 65520 -> Inf
+  if (ax < 0x38800000u) {
+    // Result is subnormal (or zero): round ax / 2^-24 to nearest even integer.
+    if (ax < 0x33000000u) return uint16_t(sign);  // below half of the smallest subnormal
+    uint32_t e = ax >> 23;
+    uint32_t m = (ax & 0x7fffff) | 0x800000;
+    uint32_t shift = 126 - e;  // 113 - e + 13
+    uint32_t r = m >> shift;
+    uint32_t rem = m & ((1u << shift) - 1);
+    uint32_t half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) r++;
+    return uint16_t(sign | r);
+  }
+  uint32_t r = ax + 0xc8000fffu + ((ax >> 13) & 1);  // rebias exponent (-112<<23) and round
+  return uint16_t(sign | (r >> 13));
+}
+
+inline float bf16_to_f32(uint16_t b) { return bits_f32(uint32_t(b) << 16); }
+
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t x = f32_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40);  // keep NaN a NaN
+  x += 0x7fff + ((x >> 16) & 1);
+  return uint16_t(x >> 16);
+}
+
+enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2 };
+
+inline int dtype_bytes(DType t) { return t == DType::F32 ? 4 : 2; }
+
+// Reads n elements of dtype t starting at src into floats.
+inline void load_row(const void* src, DType t, int n, float* out) {
+  if (t == DType::F32) {
+    std::memcpy(out, src, size_t(n) * 4);
+  } else if (t == DType::F16) {
+    const uint16_t* s = static_cast<const uint16_t*>(src);
+    for (int i = 0; i < n; i++) out[i] = f16_to_f32(s[i]);
+  } else {
+    const uint16_t* s = static_cast<const uint16_t*>(src);
+    for (int i = 0; i < n; i++) out[i] = bf16_to_f32(s[i]);
+  }
+}
+
+// Writes n floats as dtype t at dst.
+inline void store_row(const float* in, DType t, int n, void* dst) {
+  if (t == DType::F32) {
+    std::memcpy(dst, in, size_t(n) * 4);
+  } else if (t == DType::F16) {
+    uint16_t* d = static_cast<uint16_t*>(dst);
+    for (int i = 0; i < n; i++) d[i] = f32_to_f16(in[i]);
+  } else {
+    uint16_t* d = static_cast<uint16_t*>(dst);
+    for (int i = 0; i < n; i++) d[i] = f32_to_bf16(in[i]);
+  }
+}
+
+}  // namespace kvtc

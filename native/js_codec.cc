@@ -1,0 +1,480 @@
+// N-API bindings of the codec: profiles, encode, decode, inspect and calibration. Everything
+// longer than a header parse runs in an AsyncWorker and settles a promise.
+#include "js_codec.h"
+
+#include <cstring>
+#include <thread>
+
+#include "calibrate.h"
+#include "codec.h"
+#include "container.h"
+#include "crc32c.h"
+#include "js_util.h"
+#include "linalg.h"
+#include "profile.h"
+#include "rope.h"
+
+namespace kvtc {
+namespace {
+
+using ProfilePtr = std::shared_ptr<const Profile>;
+
+const char* dtype_name(DType t) { return t == DType::F32 ? "f32" : t == DType::F16 ? "f16" : "bf16"; }
+
+// Queues a worker built on the JavaScript thread; if its constructor threw, nothing leaks.
+template <typename W>
+Napi::Promise start(std::unique_ptr<W> w) {
+  Napi::Promise p = w->Promise();
+  w.release()->Queue();
+  return p;
+}
+
+ProfilePtr profile_of(const Napi::Value& v) {
+  if (!v.IsExternal()) fail("E_INTERNAL", "expected a native profile handle");
+  return *v.As<Napi::External<ProfilePtr>>().Data();
+}
+
+Napi::Float32Array float_array(Napi::Env env, const std::vector<float>& v) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 4);
+  return a;
+}
+
+Napi::Object profile_info(Napi::Env env, const Profile& pr) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("layers", pr.layers);
+  o.Set("kvHeads", pr.kv_heads);
+  o.Set("headDim", pr.head_dim);
+  o.Set("dtype", dtype_name(pr.dtype));
+  o.Set("ropeStyle", uint32_t(pr.rope.style));
+  o.Set("ropeDims", pr.rope.dims);
+  o.Set("ropeTheta", pr.rope_theta);
+  o.Set("ropeFreqs", float_array(env, pr.rope.freqs));
+  o.Set("sinks", pr.sinks);
+  o.Set("window", pr.window);
+  o.Set("groupLayers", pr.group_layers);
+  o.Set("ratio", pr.ratio);
+  o.Set("seed", double(pr.seed));
+  o.Set("calibrationTokens", double(pr.calib_tokens));
+  Napi::Array groups = Napi::Array::New(env);
+  uint32_t gi = 0;
+  for (int s = 0; s < 2; s++)
+    for (const StreamGroup& g : pr.groups[s]) {
+      Napi::Object go = Napi::Object::New(env);
+      go.Set("stream", s == 0 ? "keys" : "values");
+      go.Set("layerStart", g.layer_start);
+      go.Set("layerCount", g.layer_count);
+      go.Set("features", g.p);
+      go.Set("components", g.k);
+      go.Set("totalEnergy", g.total_energy);
+      go.Set("meanSquare", g.mean_square);
+      go.Set("predictedError", g.predicted_err);
+      uint32_t bits = 0;
+      Napi::Array plan = Napi::Array::New(env, g.plan.size());
+      for (size_t j = 0; j < g.plan.size(); j++) {
+        Napi::Object pg = Napi::Object::New(env);
+        pg.Set("start", g.plan[j].start);
+        pg.Set("size", g.plan[j].size);
+        pg.Set("bits", uint32_t(g.plan[j].bits));
+        plan.Set(uint32_t(j), pg);
+        bits += group_cost_bits(g.plan[j].size, g.plan[j].bits);
+      }
+      go.Set("plan", plan);
+      go.Set("bitsPerToken", bits);
+      go.Set("rowBytes", g.row.rowBytes);
+      go.Set("eigenvalues", float_array(env, g.eigen));
+      groups.Set(gi++, go);
+    }
+  o.Set("groups", groups);
+  return o;
+}
+
+Napi::Object header_info(Napi::Env env, const BlobHeader& h) {
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Uint8Array fp = Napi::Uint8Array::New(env, 16);
+  std::memcpy(fp.Data(), h.fingerprint.data(), 16);
+  o.Set("fingerprint", fp);
+  o.Set("layers", h.layers);
+  o.Set("kvHeads", h.kv_heads);
+  o.Set("headDim", h.head_dim);
+  o.Set("dtype", dtype_name(h.dtype));
+  o.Set("tokens", h.tokens);
+  o.Set("sinks", h.sinks);
+  o.Set("window", h.window);
+  o.Set("escapes", uint32_t(h.escapes.size()));
+  o.Set("contiguousPositions", h.contiguous);
+  o.Set("positionStart", h.pos_start);
+  o.Set("bytes", double(h.total_len));
+  Napi::Array secs = Napi::Array::New(env, h.sections.size());
+  for (size_t i = 0; i < h.sections.size(); i++) {
+    Napi::Object so = Napi::Object::New(env);
+    so.Set("mode", h.sections[i].mode == SectionMode::Rans ? "rans" : "stored");
+    so.Set("storedBytes", h.sections[i].stored_len);
+    so.Set("rawBytes", h.sections[i].raw_len);
+    secs.Set(uint32_t(i), so);
+  }
+  o.Set("sections", secs);
+  return o;
+}
+
+const uint8_t* bytes_of(const Napi::Value& v, size_t& len, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    fail("E_LAYOUT", std::string(what) + " must be a Uint8Array");
+  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+  len = a.ByteLength();
+  return a.Data();
+}
+
+// ---- profiles ------------------------------------------------------------------------------
+
+class LoadProfileWorker : public PromiseWorker {
+ public:
+  LoadProfileWorker(Napi::Env env, Napi::Uint8Array bytes, Napi::Uint8Array fp) : PromiseWorker(env) {
+    data_.assign(bytes.Data(), bytes.Data() + bytes.ByteLength());
+    if (fp.ByteLength() != 16) fail("E_INTERNAL", "fingerprint must be 16 bytes");
+    std::memcpy(fp_.data(), fp.Data(), 16);
+  }
+  void Run() override {
+    profile_ = parse_profile(data_.data(), data_.size());
+    profile_->fingerprint = fp_;
+    data_.clear();
+  }
+  Napi::Value Result(Napi::Env env) override {
+    return Napi::External<ProfilePtr>::New(env, new ProfilePtr(profile_),
+                                           [](Napi::Env, ProfilePtr* p) { delete p; });
+  }
+
+ private:
+  std::vector<uint8_t> data_;
+  std::array<uint8_t, 16> fp_{};
+  std::shared_ptr<Profile> profile_;
+};
+
+Napi::Value LoadProfile(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return start(std::make_unique<LoadProfileWorker>(info.Env(), info[0].As<Napi::Uint8Array>(), info[1].As<Napi::Uint8Array>()));
+  });
+}
+
+// Synchronous: parses and validates a profile, returns its metadata (used by fromBytes()).
+Napi::Value ProfileInfo(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    size_t len;
+    const uint8_t* p = bytes_of(info[0], len, "profile bytes");
+    std::shared_ptr<Profile> pr = parse_profile(p, len);
+    return profile_info(info.Env(), *pr);
+  });
+}
+
+// ---- encode / decode -----------------------------------------------------------------------
+
+class EncodeWorker : public PromiseWorker {
+ public:
+  EncodeWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy)
+      : PromiseWorker(env), profile_(std::move(pr)) {
+    view_ = read_cache(cache, profile_->layers, profile_->row_values(), [this](Napi::Value v) { Keep(v); });
+    opts_.entropy = entropy;
+  }
+  void Run() override { out_ = encode_cache(*profile_, view_, opts_); }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, out_.size());
+    std::memcpy(ab.Data(), out_.data(), out_.size());
+    return ab;
+  }
+
+ private:
+  ProfilePtr profile_;
+  CacheView view_;
+  EncodeOptions opts_;
+  std::vector<uint8_t> out_;
+};
+
+Napi::Value Encode(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return start(std::make_unique<EncodeWorker>(info.Env(), profile_of(info[0]), info[1].As<Napi::Object>(), info[2].ToBoolean()));
+  });
+}
+
+class DecodeWorker : public PromiseWorker {
+ public:
+  DecodeWorker(Napi::Env env, ProfilePtr pr, Napi::Uint8Array blob) : PromiseWorker(env), profile_(std::move(pr)) {
+    blob_ = blob.Data();
+    len_ = blob.ByteLength();
+    Keep(blob);
+    // Header only (cheap) so the outputs can be allocated here, on the JavaScript thread.
+    header_ = read_blob_header(blob_, len_, false);
+    const size_t rv = size_t(header_.kv_heads) * header_.head_dim;
+    const size_t bytes = size_t(header_.layers) * header_.tokens * rv * dtype_bytes(header_.dtype);
+    // Handles die with this call's scope; the references keep the outputs for Result().
+    Napi::ArrayBuffer keys = Napi::ArrayBuffer::New(env, bytes);
+    Napi::ArrayBuffer values = Napi::ArrayBuffer::New(env, bytes);
+    Napi::Int32Array positions = Napi::Int32Array::New(env, header_.tokens);
+    keys_ = Napi::Persistent(keys.As<Napi::Object>());
+    values_ = Napi::Persistent(values.As<Napi::Object>());
+    positions_ = Napi::Persistent(positions.As<Napi::Object>());
+    kp_ = keys.Data();
+    vp_ = values.Data();
+    pp_ = positions.Data();
+  }
+  void Run() override {
+    BlobHeader h = read_blob_header(blob_, len_, true);
+    decode_blob(*profile_, blob_, h, kp_, vp_, pp_);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("keys", keys_.Value());
+    o.Set("values", values_.Value());
+    o.Set("positions", positions_.Value());
+    o.Set("tokens", header_.tokens);
+    o.Set("dtype", dtype_name(header_.dtype));
+    return o;
+  }
+
+ private:
+  ProfilePtr profile_;
+  const uint8_t* blob_;
+  size_t len_;
+  BlobHeader header_;
+  Napi::ObjectReference keys_, values_, positions_;
+  void *kp_, *vp_;
+  int32_t* pp_;
+};
+
+Napi::Value Decode(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    ProfilePtr pr = profile_of(info[0]);
+    size_t len;
+    bytes_of(info[1], len, "blob");
+    return start(std::make_unique<DecodeWorker>(info.Env(), pr, info[1].As<Napi::Uint8Array>()));
+  });
+}
+
+Napi::Value InspectBlob(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    size_t len;
+    const uint8_t* p = bytes_of(info[0], len, "blob");
+    return header_info(info.Env(), read_blob_header(p, len, info[1].ToBoolean()));
+  });
+}
+
+// ---- calibration ---------------------------------------------------------------------------
+
+using CalibratorPtr = std::shared_ptr<Calibrator>;
+
+Profile read_layout(const Napi::Object& o) {
+  Profile p;
+  p.layers = o.Get("layers").As<Napi::Number>().Uint32Value();
+  p.kv_heads = o.Get("kvHeads").As<Napi::Number>().Uint32Value();
+  p.head_dim = o.Get("headDim").As<Napi::Number>().Uint32Value();
+  p.dtype = read_dtype(o.Get("dtype"));
+  const uint32_t style = o.Get("ropeStyle").As<Napi::Number>().Uint32Value();
+  if (style > 2) fail("E_LAYOUT", "rope style must be 0, 1 or 2");
+  p.rope.style = RopeStyle(style);
+  if (p.rope.style != RopeStyle::None) {
+    p.rope.dims = int(o.Get("ropeDims").As<Napi::Number>().Int32Value());
+    p.rope_theta = o.Get("ropeTheta").As<Napi::Number>().DoubleValue();
+    Napi::Float32Array f = o.Get("ropeFreqs").As<Napi::Float32Array>();
+    p.rope.freqs.assign(f.Data(), f.Data() + f.ElementLength());
+    if (p.rope.dims <= 0 || p.rope.dims % 2 || uint32_t(p.rope.dims) > p.head_dim ||
+        p.rope.freqs.size() != size_t(p.rope.dims / 2))
+      fail("E_LAYOUT", "rope spec is inconsistent");
+  }
+  if (p.layers == 0 || p.kv_heads == 0 || p.head_dim == 0) fail("E_LAYOUT", "layout dimensions must be positive");
+  return p;
+}
+
+std::vector<int> int_list(const Napi::Value& v) {
+  std::vector<int> out;
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) out.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+  return out;
+}
+
+Napi::Value CalibratorCreate(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Profile layout = read_layout(info[0].As<Napi::Object>());
+    Napi::Object o = info[1].As<Napi::Object>();
+    CalibrateSettings s;
+    s.sinks = o.Get("sinks").As<Napi::Number>().Uint32Value();
+    s.window = o.Get("window").As<Napi::Number>().Uint32Value();
+    s.group_layers = o.Get("groupLayers").As<Napi::Number>().Uint32Value();
+    s.ratio = o.Get("ratio").As<Napi::Number>().DoubleValue();
+    s.seed = uint64_t(o.Get("seed").As<Napi::Number>().Int64Value());
+    s.sample_tokens = o.Get("sampleTokens").As<Napi::Number>().Uint32Value();
+    s.max_tokens = uint64_t(o.Get("maxTokens").As<Napi::Number>().Int64Value());
+    s.max_features = o.Get("maxFeatures").As<Napi::Number>().Uint32Value();
+    s.sizes = int_list(o.Get("groupSizes"));
+    s.widths = int_list(o.Get("widths"));
+    auto* c = new CalibratorPtr(std::make_shared<Calibrator>(layout, s));
+    return Napi::External<CalibratorPtr>::New(info.Env(), c, [](Napi::Env, CalibratorPtr* p) { delete p; });
+  });
+}
+
+CalibratorPtr calibrator_of(const Napi::Value& v) {
+  if (!v.IsExternal()) fail("E_INTERNAL", "expected a native calibrator handle");
+  return *v.As<Napi::External<CalibratorPtr>>().Data();
+}
+
+class CalibrateAddWorker : public PromiseWorker {
+ public:
+  CalibrateAddWorker(Napi::Env env, CalibratorPtr c, const Napi::Object& cache, uint32_t layers, uint32_t rv)
+      : PromiseWorker(env), cal_(std::move(c)) {
+    view_ = read_cache(cache, layers, rv, [this](Napi::Value v) { Keep(v); });
+  }
+  void Run() override { cal_->add(view_); }
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, double(cal_->tokens_seen())); }
+
+ private:
+  CalibratorPtr cal_;
+  CacheView view_;
+};
+
+Napi::Value CalibratorAdd(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    CalibratorPtr c = calibrator_of(info[0]);
+    return start(std::make_unique<CalibrateAddWorker>(info.Env(), c, info[1].As<Napi::Object>(), info[2].As<Napi::Number>().Uint32Value(),
+                                     info[3].As<Napi::Number>().Uint32Value()));
+  });
+}
+
+struct FitProgress {
+  double fraction;
+  std::string stage;
+};
+
+class CalibrateFinishWorker : public Napi::AsyncProgressQueueWorker<FitProgress> {
+ public:
+  CalibrateFinishWorker(Napi::Env env, CalibratorPtr c, Napi::Function progress, int threads)
+      : Napi::AsyncProgressQueueWorker<FitProgress>(env), cal_(std::move(c)), threads_(threads),
+        deferred_(Napi::Promise::Deferred::New(env)) {
+    if (!progress.IsEmpty() && progress.IsFunction()) progress_ = Napi::Persistent(progress);
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute(const ExecutionProgress& ep) override {
+    try {
+      out_ = cal_->finish([&](double f, const std::string& s) { ep.Send(new FitProgress{f, s}, 1); }, threads_);
+    } catch (const KvtcException& e) {
+      code_ = e.code;
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      code_ = "E_CAPACITY";
+      SetError("out of memory during calibration");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnProgress(const FitProgress* data, size_t count) override {
+    if (progress_.IsEmpty()) return;
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    for (size_t i = 0; i < count; i++) {
+      try {
+        progress_.Call({Napi::Number::New(env, data[i].fraction), Napi::String::New(env, data[i].stage)});
+      } catch (...) {
+        // A throwing progress callback must not break calibration.
+      }
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, out_.size());
+    std::memcpy(ab.Data(), out_.data(), out_.size());
+    deferred_.Resolve(ab);
+  }
+  void OnError(const Napi::Error& e) override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    deferred_.Reject(make_error(env, code_, e.Message()).Value());
+  }
+
+ private:
+  CalibratorPtr cal_;
+  int threads_;
+  Napi::Promise::Deferred deferred_;
+  Napi::FunctionReference progress_;
+  std::vector<uint8_t> out_;
+  std::string code_ = "E_INTERNAL";
+};
+
+Napi::Value CalibratorFinish(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    CalibratorPtr c = calibrator_of(info[0]);
+    Napi::Function fn = info[1].IsFunction() ? info[1].As<Napi::Function>() : Napi::Function();
+    int threads = info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0;
+    if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
+    return start(std::make_unique<CalibrateFinishWorker>(info.Env(), c, fn, threads));
+  });
+}
+
+// ---- internals exposed for tests -----------------------------------------------------------
+
+Napi::Value SymEig(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Float64Array a = info[0].As<Napi::Float64Array>();
+    const int n = info[1].As<Napi::Number>().Int32Value();
+    if (n <= 0 || a.ElementLength() != size_t(n) * n) fail("E_LAYOUT", "symEig: matrix must be n*n");
+    std::vector<double> m(a.Data(), a.Data() + a.ElementLength()), vals, vecs;
+    sym_eig_desc(n, m, vals, vecs);
+    Napi::Object o = Napi::Object::New(info.Env());
+    Napi::Float64Array va = Napi::Float64Array::New(info.Env(), n);
+    Napi::Float64Array ve = Napi::Float64Array::New(info.Env(), size_t(n) * n);
+    std::memcpy(va.Data(), vals.data(), n * 8);
+    std::memcpy(ve.Data(), vecs.data(), size_t(n) * n * 8);
+    o.Set("values", va);
+    o.Set("vectors", ve);
+    return o;
+  });
+}
+
+// rope(x, kvHeads, headDim, style, freqs, positions, inverse): rotates token rows of x in place.
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Float32Array x = info[0].As<Napi::Float32Array>();
+    const int heads = info[1].As<Napi::Number>().Int32Value();
+    const int dim = info[2].As<Napi::Number>().Int32Value();
+    RopeParams rp;
+    rp.style = RopeStyle(info[3].As<Napi::Number>().Uint32Value());
+    Napi::Float32Array f = info[4].As<Napi::Float32Array>();
+    rp.freqs.assign(f.Data(), f.Data() + f.ElementLength());
+    rp.dims = int(rp.freqs.size() * 2);
+    Napi::Int32Array pos = info[5].As<Napi::Int32Array>();
+    const bool inverse = info[6].ToBoolean();
+    if (heads <= 0 || dim <= 0 || rp.dims > dim || x.ElementLength() != pos.ElementLength() * size_t(heads) * dim)
+      fail("E_LAYOUT", "rope: inconsistent shapes");
+    std::vector<float> cs(std::max(2, rp.dims));
+    for (size_t t = 0; t < pos.ElementLength(); t++) {
+      rope_angles(rp, pos[t], cs.data(), cs.data() + rp.dims / 2);
+      rope_rotate_row(rp, x.Data() + t * heads * dim, heads, dim, cs.data(), cs.data() + rp.dims / 2, inverse);
+    }
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Crc32c(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    size_t len;
+    const uint8_t* p = bytes_of(info[0], len, "data");
+    return Napi::Number::New(info.Env(), crc32c(0, p, len));
+  });
+}
+
+}  // namespace
+
+void register_codec(Napi::Env env, Napi::Object exports) {
+  exports.Set("loadProfile", Napi::Function::New(env, LoadProfile));
+  exports.Set("profileInfo", Napi::Function::New(env, ProfileInfo));
+  exports.Set("encode", Napi::Function::New(env, Encode));
+  exports.Set("decode", Napi::Function::New(env, Decode));
+  exports.Set("inspectBlob", Napi::Function::New(env, InspectBlob));
+  exports.Set("calibratorCreate", Napi::Function::New(env, CalibratorCreate));
+  exports.Set("calibratorAdd", Napi::Function::New(env, CalibratorAdd));
+  exports.Set("calibratorFinish", Napi::Function::New(env, CalibratorFinish));
+  Napi::Object internals = Napi::Object::New(env);
+  internals.Set("symEig", Napi::Function::New(env, SymEig));
+  internals.Set("crc32c", Napi::Function::New(env, Crc32c));
+  internals.Set("rope", Napi::Function::New(env, Rope));
+  exports.Set("internals", internals);
+}
+
+}  // namespace kvtc

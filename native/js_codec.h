@@ -1,0 +1,7 @@
+// Registers the codec's JavaScript functions on the addon's exports.
+#pragma once
+#include <napi.h>
+
+namespace kvtc {
+void register_codec(Napi::Env env, Napi::Object exports);
+}

@@ -1,0 +1,93 @@
+#include "js_util.h"
+
+namespace kvtc {
+
+Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+void PromiseWorker::Execute() {
+  try {
+    Run();
+  } catch (const KvtcException& e) {
+    code_ = e.code;
+    SetError(e.what());
+  } catch (const std::bad_alloc&) {
+    code_ = "E_CAPACITY";
+    SetError("out of memory");
+  } catch (const std::exception& e) {
+    code_ = "E_INTERNAL";
+    SetError(e.what());
+  }
+}
+
+void PromiseWorker::OnOK() {
+  Napi::Env env = Env();
+  Napi::HandleScope scope(env);
+  try {
+    deferred_.Resolve(Result(env));
+  } catch (const Napi::Error& e) {
+    deferred_.Reject(e.Value());
+  } catch (const KvtcException& e) {
+    deferred_.Reject(make_error(env, e.code, e.what()).Value());
+  } catch (const std::exception& e) {
+    deferred_.Reject(make_error(env, "E_INTERNAL", e.what()).Value());
+  }
+}
+
+void PromiseWorker::OnError(const Napi::Error& e) {
+  Napi::Env env = Env();
+  Napi::HandleScope scope(env);
+  deferred_.Reject(make_error(env, code_, e.Message()).Value());
+}
+
+DType read_dtype(const Napi::Value& v) {
+  const uint32_t d = v.As<Napi::Number>().Uint32Value();
+  if (d > 2) fail("E_LAYOUT", "dtype code must be 0 (f32), 1 (f16) or 2 (bf16)");
+  return DType(d);
+}
+
+CacheView read_cache(const Napi::Object& obj, uint32_t layers, uint32_t row_values,
+                     const std::function<void(Napi::Value)>& pin) {
+  CacheView c;
+  const double tokens = obj.Get("tokens").As<Napi::Number>().DoubleValue();
+  if (!(tokens >= 0 && tokens <= 2147483647.0) || tokens != double(uint32_t(tokens)))
+    fail("E_LAYOUT", "cache.tokens must be a non-negative integer");
+  c.tokens = uint32_t(tokens);
+  c.dtype = read_dtype(obj.Get("dtype"));
+  const size_t want = size_t(c.tokens) * row_values * dtype_bytes(c.dtype);
+  for (int s = 0; s < 2; s++) {
+    const char* name = s == 0 ? "keys" : "values";
+    Napi::Value v = obj.Get(name);
+    if (!v.IsArray()) fail("E_LAYOUT", std::string("cache.") + name + " must be an array");
+    Napi::Array arr = v.As<Napi::Array>();
+    if (arr.Length() != layers)
+      fail("E_LAYOUT", std::string("cache.") + name + " has " + std::to_string(arr.Length()) + " layers, expected " +
+                           std::to_string(layers));
+    for (uint32_t l = 0; l < layers; l++) {
+      Napi::Value e = arr.Get(l);
+      if (!e.IsTypedArray()) fail("E_LAYOUT", std::string("cache.") + name + "[" + std::to_string(l) + "] must be a typed array");
+      Napi::TypedArray ta = e.As<Napi::TypedArray>();
+      if (ta.ByteLength() != want)
+        fail("E_LAYOUT", std::string("cache.") + name + "[" + std::to_string(l) + "] has " +
+                             std::to_string(ta.ByteLength()) + " bytes, expected " + std::to_string(want));
+      const uint8_t* p = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+      (s == 0 ? c.keys : c.values).push_back(p);
+      if (pin) pin(e);
+    }
+  }
+  Napi::Value pos = obj.Get("positions");
+  if (!pos.IsUndefined() && !pos.IsNull()) {
+    if (!pos.IsTypedArray() || pos.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      fail("E_LAYOUT", "cache.positions must be an Int32Array");
+    Napi::Int32Array pa = pos.As<Napi::Int32Array>();
+    if (pa.ElementLength() != c.tokens) fail("E_LAYOUT", "cache.positions must have one entry per token");
+    c.positions = pa.Data();
+    if (pin) pin(pos);
+  }
+  return c;
+}
+
+}  // namespace kvtc

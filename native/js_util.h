@@ -1,0 +1,65 @@
+// Helpers for the N-API glue: converting KvtcException into JavaScript errors with a `code`, a
+// promise-returning AsyncWorker base, and reading caches / layouts from JavaScript objects.
+#pragma once
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "codec.h"
+#include "errors.h"
+#include "profile.h"
+
+namespace kvtc {
+
+Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message);
+
+// Runs fn, turning C++ exceptions into thrown JavaScript errors with codes.
+template <typename Fn>
+Napi::Value guarded(Napi::Env env, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const KvtcException& e) {
+    throw make_error(env, e.code, e.what());
+  } catch (const std::bad_alloc&) {
+    throw make_error(env, "E_CAPACITY", "out of memory");
+  } catch (const std::exception& e) {
+    throw make_error(env, "E_INTERNAL", e.what());
+  }
+}
+
+// An AsyncWorker that settles a promise: Run() on the thread pool, Resolve() on the main thread.
+// Exceptions from Run() reject with the KvtcError code.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  explicit PromiseWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  virtual void Run() = 0;
+  virtual Napi::Value Result(Napi::Env env) = 0;
+  // JavaScript objects (input arrays) that must stay alive while Run() reads them.
+  void Keep(Napi::Value v) { refs_.emplace_back(Napi::Persistent(v.As<Napi::Object>())); }
+
+ private:
+  void Execute() final;
+  void OnOK() final;
+  void OnError(const Napi::Error& e) final;
+  Napi::Promise::Deferred deferred_;
+  std::vector<Napi::ObjectReference> refs_;
+  std::string code_ = "E_INTERNAL";
+};
+
+// Parses the plain object the TypeScript side passes for a cache:
+// { tokens, dtype: 0|1|2, keys: TypedArray[], values: TypedArray[], positions?: Int32Array }.
+// Validates array byte lengths against the layout; calls pin() on each array it borrows.
+CacheView read_cache(const Napi::Object& obj, uint32_t layers, uint32_t row_values,
+                     const std::function<void(Napi::Value)>& pin);
+
+DType read_dtype(const Napi::Value& v);
+
+}  // namespace kvtc

@@ -1,0 +1,59 @@
+// A CodecProfile: everything calibration learned about one model's KV caches — per PCA group of
+// layers and per stream (keys, values): the mean, the orthonormal basis of the kept principal
+// components, the eigenvalues, the bit plan and the entropy tables. Immutable once built; shared
+// between threads through shared_ptr<const Profile>.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "half.h"
+#include "quant.h"
+#include "rans.h"
+#include "rope.h"
+
+namespace kvtc {
+
+constexpr uint32_t kProfileVersion = 1;
+
+struct StreamGroup {
+  uint32_t layer_start = 0, layer_count = 0;
+  uint32_t p = 0;  // features per token: layer_count * kvHeads * headDim
+  uint32_t k = 0;  // components kept (end of the last coded plan group)
+  double total_energy = 0;    // sum of eigenvalues: per-token variance of the features
+  double mean_square = 0;     // E||x||^2 over calibration tokens (mean included)
+  double predicted_err = 0;   // per-token squared error of the plan on the calibration sample
+  std::vector<float> eigen;   // p eigenvalues, descending
+  std::vector<float> mean;    // p
+  std::vector<float> basis;   // k x p, row c = principal component c
+  std::vector<PlanGroup> plan;
+  std::vector<uint16_t> freqs;  // numContexts x 256 normalized rANS frequencies
+  // Derived at load time, not serialized:
+  std::vector<float> basis_t;  // p x k, for the encoder's GEMM
+  RowLayout row;
+  std::vector<RansTable> tables;
+  void derive();  // fills the derived fields; throws E_PROFILE on inconsistent data
+};
+
+struct Profile {
+  uint32_t layers = 0, kv_heads = 0, head_dim = 0;
+  DType dtype = DType::F32;  // dtype of the calibration samples (informational)
+  RopeParams rope;
+  double rope_theta = 0;  // 0 when explicit frequencies were given
+  uint32_t sinks = 0, window = 0, group_layers = 0;
+  double ratio = 0;
+  uint64_t seed = 0, calib_tokens = 0;
+  std::vector<StreamGroup> groups[2];  // [0] keys, [1] values
+  std::array<uint8_t, 16> fingerprint{};  // set by the loader (sha-256 prefix of the bytes)
+
+  uint32_t row_values() const { return kv_heads * head_dim; }
+};
+
+// Serializes a profile (versioned, CRC-32C at the end).
+std::vector<uint8_t> serialize_profile(const Profile& p);
+
+// Parses and validates; throws E_PROFILE for anything malformed. Derived fields are filled.
+std::shared_ptr<Profile> parse_profile(const uint8_t* data, size_t len);
+
+}  // namespace kvtc

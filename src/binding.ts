@@ -1,0 +1,187 @@
+/**
+ * The only place that loads the native addon. Everything else imports `native` from here, so
+ * there is one answer to "which binary is running and what was compiled into it".
+ */
+import { createRequire } from 'node:module';
+import { KvtcError, toKvtcError } from './errors.js';
+
+/** Opaque handles owned by native code. */
+export type NativeProfileHandle = { readonly __nativeProfile: unique symbol };
+export type NativeCalibratorHandle = { readonly __nativeCalibrator: unique symbol };
+
+/** Cache as the addon reads it: dtype as a code (0 f32, 1 f16, 2 bf16). */
+export interface NativeCache {
+  tokens: number;
+  dtype: number;
+  keys: ArrayBufferView[];
+  values: ArrayBufferView[];
+  positions?: Int32Array;
+}
+
+export interface NativeLayout {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  dtype: number;
+  ropeStyle: number;
+  ropeDims: number;
+  ropeTheta: number;
+  ropeFreqs: Float32Array;
+}
+
+export interface NativeProfileGroup {
+  stream: 'keys' | 'values';
+  layerStart: number;
+  layerCount: number;
+  features: number;
+  components: number;
+  totalEnergy: number;
+  meanSquare: number;
+  predictedError: number;
+  plan: { start: number; size: number; bits: number }[];
+  bitsPerToken: number;
+  rowBytes: number;
+  eigenvalues: Float32Array;
+}
+
+export interface NativeProfileInfo {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  dtype: 'f32' | 'f16' | 'bf16';
+  ropeStyle: number;
+  ropeDims: number;
+  ropeTheta: number;
+  ropeFreqs: Float32Array;
+  sinks: number;
+  window: number;
+  groupLayers: number;
+  ratio: number;
+  seed: number;
+  calibrationTokens: number;
+  groups: NativeProfileGroup[];
+}
+
+export interface NativeBlobInfo {
+  fingerprint: Uint8Array;
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  dtype: 'f32' | 'f16' | 'bf16';
+  tokens: number;
+  sinks: number;
+  window: number;
+  escapes: number;
+  contiguousPositions: boolean;
+  positionStart: number;
+  bytes: number;
+  sections: { mode: 'rans' | 'stored'; storedBytes: number; rawBytes: number }[];
+}
+
+export interface NativeCalibrateSettings {
+  sinks: number;
+  window: number;
+  groupLayers: number;
+  ratio: number;
+  seed: number;
+  sampleTokens: number;
+  maxTokens: number;
+  maxFeatures: number;
+  groupSizes: number[];
+  widths: number[];
+}
+
+interface NativeAddon {
+  buildInfo(): {
+    cuda: boolean;
+    cudaDevices: number;
+    cudaReason: string | null;
+    openblas: boolean;
+    linalg: string;
+    simd: string[];
+  };
+  loadProfile(bytes: Uint8Array, fingerprint: Uint8Array): Promise<NativeProfileHandle>;
+  profileInfo(bytes: Uint8Array): NativeProfileInfo;
+  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean): Promise<ArrayBuffer>;
+  decode(
+    profile: NativeProfileHandle,
+    blob: Uint8Array,
+  ): Promise<{ keys: ArrayBuffer; values: ArrayBuffer; positions: Int32Array; tokens: number; dtype: 'f32' | 'f16' | 'bf16' }>;
+  inspectBlob(blob: Uint8Array, verify: boolean): NativeBlobInfo;
+  calibratorCreate(layout: NativeLayout, settings: NativeCalibrateSettings): NativeCalibratorHandle;
+  calibratorAdd(cal: NativeCalibratorHandle, cache: NativeCache, layers: number, rowValues: number): Promise<number>;
+  calibratorFinish(
+    cal: NativeCalibratorHandle,
+    progress: ((fraction: number, stage: string) => void) | undefined,
+    threads: number,
+  ): Promise<ArrayBuffer>;
+  internals: {
+    symEig(a: Float64Array, n: number): { values: Float64Array; vectors: Float64Array };
+    crc32c(data: Uint8Array): number;
+    /** Rotates token rows of x in place (style 1 interleaved, 2 neox); inverse undoes. */
+    rope(
+      x: Float32Array,
+      kvHeads: number,
+      headDim: number,
+      style: number,
+      freqs: Float32Array,
+      positions: Int32Array,
+      inverse: boolean,
+    ): void;
+  };
+}
+
+function load(): NativeAddon {
+  const require = createRequire(import.meta.url);
+  try {
+    // src/ and dist/ both sit one level below the package root, beside build/.
+    return require('../build/Release/kvtc.node') as NativeAddon;
+  } catch (err) {
+    throw new KvtcError(
+      'E_BACKEND',
+      `kvtc native addon could not be loaded (run \`npm ci\` or \`npm run build\` in the package): ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
+/** The loaded addon. Calls that can throw go through `callNative` to get KvtcErrors. */
+export const native: NativeAddon = load();
+
+/** Runs a synchronous or promise-returning native call, converting its errors to KvtcError. */
+export async function callNative<T>(fn: () => Promise<T> | T): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw toKvtcError(err);
+  }
+}
+
+/** Synchronous variant of callNative. */
+export function callNativeSync<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw toKvtcError(err);
+  }
+}
+
+/** What this build of kvtc contains and which accelerators it can use right now. */
+export interface BuildInfo {
+  /** CUDA code was compiled in. */
+  cuda: boolean;
+  /** Usable CUDA devices now (0 without a driver or device). */
+  cudaDevices: number;
+  /** Why no CUDA device is usable (null when one is). */
+  cudaReason: string | null;
+  /** OpenBLAS/LAPACKE were found at build time and are used for GEMM and the eigensolver. */
+  openblas: boolean;
+  /** Dense kernel path in use: 'openblas', 'avx2' or 'generic'. */
+  linalg: string;
+  /** SIMD extensions the CPU offers. */
+  simd: string[];
+}
+
+export function buildInfo(): BuildInfo {
+  return native.buildInfo();
+}

@@ -1,0 +1,124 @@
+import { callNative, callNativeSync, native } from '../binding.js';
+import { KvtcError } from '../errors.js';
+import { type KvCache, type KvLayout, rowValues, sameShape, validateCache } from '../layout.js';
+import { nativeCache } from './marshal.js';
+import type { CodecProfile } from './profile.js';
+
+export interface EncodeOptions {
+  /**
+   * Entropy-code the quantized sections with rANS (default true). false stores the packed
+   * quantized rows as they are — for comparing entropy coders on exactly the same bytes.
+   */
+  entropy?: boolean;
+}
+
+/**
+ * Compresses one cache with a profile. Tokens [0, sinkTokens) and the last windowTokens are kept
+ * losslessly; the rest are transform-coded. Middle tokens holding NaN/Inf (or values too large
+ * for the fp16 quantization parameters) are stored raw, so they round-trip exactly.
+ * Runs off the main thread. The cache's arrays must not be modified until the promise settles.
+ */
+export async function encode(cache: KvCache, profile: CodecProfile, options: EncodeOptions = {}): Promise<Uint8Array> {
+  validateCache(cache);
+  checkProfileFits(cache.layout, profile);
+  if (options.entropy !== undefined && typeof options.entropy !== 'boolean') {
+    throw new KvtcError('E_OPTIONS', `options.entropy must be a boolean, got ${String(options.entropy)}`);
+  }
+  const handle = await profile.nativeHandle();
+  const ab = await callNative(() => native.encode(handle, nativeCache(cache), options.entropy ?? true));
+  return new Uint8Array(ab);
+}
+
+/**
+ * Restores a cache from a blob made by encode() with the same profile. Fails with E_CORRUPT for
+ * a damaged or truncated blob and E_PROFILE_MISMATCH for a blob of another profile — never
+ * returns wrong data. Output dtype is the dtype that was encoded.
+ */
+export async function decode(blob: Uint8Array, profile: CodecProfile): Promise<KvCache> {
+  if (!(blob instanceof Uint8Array)) {
+    throw new KvtcError('E_CORRUPT', `blob must be a Uint8Array, got ${String(blob)}`);
+  }
+  const handle = await profile.nativeHandle();
+  const out = await callNative(() => native.decode(handle, blob));
+  const layout: KvLayout = { ...profile.layout, dtype: out.dtype };
+  const perLayer = out.tokens * rowValues(layout);
+  const view = (buf: ArrayBuffer, l: number) =>
+    layout.dtype === 'f32' ? new Float32Array(buf, l * perLayer * 4, perLayer) : new Uint16Array(buf, l * perLayer * 2, perLayer);
+  const keys: ArrayBufferView[] = [];
+  const values: ArrayBufferView[] = [];
+  for (let l = 0; l < layout.layers; l++) {
+    keys.push(view(out.keys, l));
+    values.push(view(out.values, l));
+  }
+  return { layout, tokens: out.tokens, positions: out.positions, keys, values };
+}
+
+/** Header facts of a blob, read without decoding. */
+export interface BlobInfo {
+  /** Fingerprint of the profile the blob needs (32 hex digits). */
+  fingerprint: string;
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  dtype: 'f32' | 'f16' | 'bf16';
+  tokens: number;
+  /** Tokens stored losslessly at the start / end. */
+  sinkTokens: number;
+  windowTokens: number;
+  /** Middle tokens stored raw because they held NaN/Inf or out-of-range values. */
+  escapedTokens: number;
+  /** Positions are positionStart + i (stored compactly); otherwise listed explicitly. */
+  contiguousPositions: boolean;
+  positionStart: number;
+  /** Blob size in bytes. */
+  bytes: number;
+  /** Size of the same cache as fp16 (the reference for ratios). */
+  rawBytesF16: number;
+  /** rawBytesF16 / bytes. */
+  ratio: number;
+  /** Section 0: raw tokens; then one per stream group (keys groups, then values groups). */
+  sections: { mode: 'rans' | 'stored'; storedBytes: number; rawBytes: number }[];
+  /** Whether the checksum was verified (inspect(blob, { verify: true })). */
+  verified: boolean;
+}
+
+/**
+ * Reads a blob's header (and, with verify, checks its checksum) without decoding.
+ * Throws E_CORRUPT for anything that is not an intact kvtc blob.
+ */
+export function inspect(blob: Uint8Array, options: { verify?: boolean } = {}): BlobInfo {
+  if (!(blob instanceof Uint8Array)) throw new KvtcError('E_CORRUPT', `blob must be a Uint8Array, got ${String(blob)}`);
+  const verify = options.verify ?? false;
+  const h = callNativeSync(() => native.inspectBlob(blob, verify));
+  const rawBytesF16 = 2 * h.layers * h.tokens * h.kvHeads * h.headDim * 2;
+  return {
+    fingerprint: Buffer.from(h.fingerprint).toString('hex'),
+    layers: h.layers,
+    kvHeads: h.kvHeads,
+    headDim: h.headDim,
+    dtype: h.dtype,
+    tokens: h.tokens,
+    sinkTokens: h.sinks,
+    windowTokens: h.window,
+    escapedTokens: h.escapes,
+    contiguousPositions: h.contiguousPositions,
+    positionStart: h.positionStart,
+    bytes: h.bytes,
+    rawBytesF16,
+    ratio: rawBytesF16 / h.bytes,
+    sections: h.sections,
+    verified: verify,
+  };
+}
+
+/** A cache must have the profile's model shape (dtype may differ). */
+export function checkProfileFits(layout: KvLayout, profile: CodecProfile): void {
+  if (!sameShape(layout, profile.layout)) {
+    const p = profile.layout;
+    throw new KvtcError(
+      'E_PROFILE_MISMATCH',
+      `cache layout (${layout.layers} layers x ${layout.kvHeads} kvHeads x ${layout.headDim}, rope ${layout.rope?.style ?? 'none'}) ` +
+        `does not match the profile (${p.layers} x ${p.kvHeads} x ${p.headDim}, rope ${p.rope?.style ?? 'none'}; fingerprint ${profile.fingerprint})`,
+    );
+  }
+}

@@ -1,0 +1,31 @@
+/**
+ * kvtc: an embeddable, tiered KV-cache store with KV cache transform coding.
+ */
+export { KvtcError, type KvtcErrorCode } from './errors.js';
+export {
+  type DType,
+  type KvCache,
+  type KvLayout,
+  type RopeSpec,
+  cacheBytes,
+  dtypeBytes,
+  rowValues,
+  ropeFreqs,
+  validateCache,
+  validateLayout,
+} from './layout.js';
+export { buildInfo, type BuildInfo } from './binding.js';
+export {
+  CALIBRATE_DEFAULTS,
+  type CalibrateOptions,
+  type CalibrationProgress,
+} from './options.js';
+export { CodecProfile, type ProfileGroup, type ProfileSettings } from './codec/profile.js';
+export { calibrate } from './codec/calibrate.js';
+export { encode, decode, inspect, type EncodeOptions, type BlobInfo } from './codec/codec.js';
+export { f16BitsToF32, f32ToF16Bits, bf16BitsToF32, f32ToBf16Bits, toFloat32, fromFloat32 } from './half.js';
+export {
+  parseSequenceState,
+  writeSequenceState,
+  type LlamaSequenceState,
+} from './adapters/llama-cpp/state.js';
