@@ -18,3 +18,15 @@ extern "C" int kvtc_cuda_device_count(int* count, char* reason, size_t reason_le
   if (n == 0 && reason && reason_len) std::snprintf(reason, reason_len, "no CUDA device present");
   return 0;
 }
+
+extern "C" int kvtc_cuda_host_alloc(void** ptr, size_t bytes) {
+  void* p = nullptr;
+  if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  *ptr = p;
+  return 0;
+}
+
+extern "C" int kvtc_cuda_host_free(void* ptr) { return cudaFreeHost(ptr) == cudaSuccess ? 0 : 1; }

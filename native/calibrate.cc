@@ -20,6 +20,7 @@ uint64_t splitmix64(uint64_t& s) {
 }
 
 constexpr uint32_t kAddBatch = 128;
+constexpr uint32_t kMaxGramTokens = 1024;
 
 }  // namespace
 
@@ -35,17 +36,18 @@ Calibrator::Calibrator(const Profile& layout, const CalibrateSettings& settings)
       a.layer_start = l0;
       a.layer_count = std::min(gl, base_.layers - l0);
       a.p = a.layer_count * base_.row_values();
-      if (a.p > set_.max_features)
-        fail("E_OPTIONS", "a PCA group of " + std::to_string(a.layer_count) + " layers has " + std::to_string(a.p) +
-                              " features, above the covariance limit of " + std::to_string(set_.max_features) +
-                              "; use fewer layers per PCA group");
+      // Wide groups skip the p x p covariance (O(p^2) memory, O(p^3) eigensolver) and take the
+      // exact PCA of the reservoir sample through its Gram matrix instead.
+      a.gram = a.p > set_.max_features;
       a.sum.assign(a.p, 0.0);
-      a.cov.assign(size_t(a.p) * a.p, 0.0);
+      if (!a.gram) a.cov.assign(size_t(a.p) * a.p, 0.0);
       max_p = std::max(max_p, a.p);
       acc_[s].push_back(std::move(a));
     }
   // Keep the reservoir to ~16M floats per stream group whatever the shape.
   reservoir_rows_ = std::max<uint32_t>(64, std::min<uint32_t>(set_.sample_tokens, (16u << 20) / max_p));
+  // The Gram path's eigensolver is cubic in the sample size.
+  if (max_p > set_.max_features) reservoir_rows_ = std::min(reservoir_rows_, kMaxGramTokens);
   for (int s = 0; s < 2; s++)
     for (Accumulator& a : acc_[s]) a.sample.reserve(size_t(reservoir_rows_) * a.p);
 }
@@ -76,7 +78,7 @@ void Calibrator::add(const CacheView& c) {
   }
   // Non-finite tokens would poison the covariance: calibration needs clean samples.
   std::vector<float> X;
-  std::vector<double> XD, XT;
+  std::vector<float> XC, XCT, Cb;
   std::vector<float> cs;
   std::vector<int32_t> pos(kAddBatch);
   for (int s = 0; s < 2; s++) {
@@ -87,8 +89,11 @@ void Calibrator::add(const CacheView& c) {
       g.p = a.p;
       g.mean.assign(a.p, 0.0f);  // gather_features subtracts the mean; raw features here
       X.resize(size_t(kAddBatch) * a.p);
-      XD.resize(size_t(kAddBatch) * a.p);
-      XT.resize(size_t(kAddBatch) * a.p);
+      if (!a.gram) {
+        XC.resize(size_t(kAddBatch) * a.p);
+        XCT.resize(size_t(kAddBatch) * a.p);
+        Cb.resize(size_t(a.p) * a.p);
+      }
       for (size_t b0 = 0; b0 < toks.size(); b0 += kAddBatch) {
         const uint32_t nb = uint32_t(std::min<size_t>(kAddBatch, toks.size() - b0));
         for (uint32_t i = 0; i < nb; i++) pos[i] = c.positions ? c.positions[toks[b0 + i]] : int32_t(toks[b0 + i]);
@@ -97,14 +102,26 @@ void Calibrator::add(const CacheView& c) {
         for (size_t i = 0; i < size_t(nb) * a.p; i++)
           if (!std::isfinite(X[i]))
             fail("E_LAYOUT", "calibration sample holds NaN or Inf (token " + std::to_string(toks[b0 + i / a.p]) + ")");
+        // Moments are taken around a fixed shift (the first batch's mean): products of centred
+        // values are small, so float GEMMs per batch lose nothing that matters, and the f64
+        // running sums avoid the cancellation of E[xx^T] - mu mu^T.
+        if (a.shift.empty()) {
+          a.shift.assign(a.p, 0.0f);
+          for (uint32_t i = 0; i < nb; i++)
+            for (uint32_t j = 0; j < a.p; j++) a.shift[j] += X[size_t(i) * a.p + j] / float(nb);
+        }
         for (uint32_t i = 0; i < nb; i++)
           for (uint32_t j = 0; j < a.p; j++) {
-            const double v = X[size_t(i) * a.p + j];
-            XD[size_t(i) * a.p + j] = v;
-            XT[size_t(j) * nb + i] = v;
+            const float v = X[size_t(i) * a.p + j] - a.shift[j];
             a.sum[j] += v;
+            if (a.gram) continue;
+            XC[size_t(i) * a.p + j] = v;
+            XCT[size_t(j) * nb + i] = v;
           }
-        gemm_f64(int(a.p), int(a.p), int(nb), XT.data(), int(nb), XD.data(), int(a.p), a.cov.data(), int(a.p), true);
+        if (!a.gram) {
+          gemm_f32(int(a.p), int(a.p), int(nb), XCT.data(), int(nb), XC.data(), int(a.p), Cb.data(), int(a.p), false);
+          for (size_t i = 0; i < Cb.size(); i++) a.cov[i] += Cb[i];
+        }
         for (uint32_t i = 0; i < nb; i++) {
           const int64_t sl = slot[b0 + i];
           if (sl < 0) continue;
@@ -127,31 +144,67 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
   g.layer_start = a.layer_start;
   g.layer_count = a.layer_count;
   g.p = p;
-  std::vector<double> mean(p), C(size_t(p) * p);
-  for (uint32_t j = 0; j < p; j++) mean[j] = a.sum[j] / n;
+  std::vector<double> mean(p);
+  std::vector<double> dmean(p);  // mean minus the accumulation shift
+  for (uint32_t j = 0; j < p; j++) {
+    dmean[j] = a.sum[j] / n;
+    mean[j] = double(a.shift[j]) + dmean[j];
+  }
   double mean_sq = 0;
   for (uint32_t j = 0; j < p; j++) mean_sq += mean[j] * mean[j];
-  for (uint32_t i = 0; i < p; i++)
-    for (uint32_t j = 0; j < p; j++) C[size_t(i) * p + j] = a.cov[size_t(i) * p + j] / n - mean[i] * mean[j];
+  g.mean.assign(mean.begin(), mean.end());
+  const uint32_t ns = uint32_t(a.sample.size() / p);
+  std::vector<float> Xs(a.sample);
+  for (uint32_t t = 0; t < ns; t++)
+    for (uint32_t j = 0; j < p; j++) Xs[size_t(t) * p + j] -= g.mean[j];
+
+  // evecs: row c = principal direction c (p values); evals: variance along it.
   std::vector<double> evals, evecs;
-  sym_eig_desc(int(p), C, evals, evecs);
+  if (!a.gram) {
+    std::vector<double> C(size_t(p) * p);
+    for (uint32_t i = 0; i < p; i++)
+      for (uint32_t j = 0; j < p; j++) C[size_t(i) * p + j] = a.cov[size_t(i) * p + j] / n - dmean[i] * dmean[j];
+    sym_eig_desc(int(p), C, evals, evecs);
+  } else {
+    // Xs = U S V^T: eigenvectors u of the Gram matrix Xs Xs^T give directions v = Xs^T u / s.
+    if (ns < 2) fail("E_CALIBRATION", "too few sample tokens for a wide PCA group");
+    std::vector<float> XsT(size_t(p) * ns), Gf(size_t(ns) * ns);
+    for (uint32_t t = 0; t < ns; t++)
+      for (uint32_t j = 0; j < p; j++) XsT[size_t(j) * ns + t] = Xs[size_t(t) * p + j];
+    gemm_f32(int(ns), int(ns), int(p), Xs.data(), int(p), XsT.data(), int(ns), Gf.data(), int(ns), false);
+    std::vector<double> G(Gf.begin(), Gf.end()), gvals, gvecs;
+    sym_eig_desc(int(ns), G, gvals, gvecs);
+    const uint32_t rank = std::min<uint32_t>(ns, p);
+    evals.assign(p, 0.0);
+    evecs.assign(size_t(rank) * p, 0.0);
+    std::vector<float> U(size_t(ns) * rank), V(size_t(rank) * p);
+    for (uint32_t c = 0; c < rank; c++)
+      for (uint32_t t = 0; t < ns; t++) U[size_t(c) * ns + t] = float(gvecs[size_t(c) * ns + t]);
+    // V = U^T Xs (rank x p), then normalize each row.
+    gemm_f32(int(rank), int(p), int(ns), U.data(), int(ns), Xs.data(), int(p), V.data(), int(p), false);
+    for (uint32_t c = 0; c < rank; c++) {
+      evals[c] = std::max(0.0, gvals[c]) / ns;
+      double norm = 0;
+      for (uint32_t j = 0; j < p; j++) norm += double(V[size_t(c) * p + j]) * V[size_t(c) * p + j];
+      norm = std::sqrt(norm);
+      if (norm <= 0) continue;  // a null direction stays zero and gets no bits (zero energy)
+      for (uint32_t j = 0; j < p; j++) evecs[size_t(c) * p + j] = V[size_t(c) * p + j] / norm;
+    }
+  }
   g.eigen.resize(p);
   g.total_energy = 0;
   for (uint32_t i = 0; i < p; i++) {
     g.eigen[i] = float(std::max(0.0, evals[i]));
     g.total_energy += g.eigen[i];
   }
-  g.mean.assign(mean.begin(), mean.end());
   g.mean_square = g.total_energy + mean_sq;
+  const uint32_t directions = uint32_t(evecs.size() / p);
 
   // Projections of the reservoir sample on the components the budget could possibly use
   // (every coded component costs at least 2 bits).
   const double budget = 16.0 * p / set_.ratio;
-  const uint32_t kmax = std::min<uint32_t>(p, uint32_t(budget / 2));
-  const uint32_t ns = uint32_t(a.sample.size() / p);
-  std::vector<float> Xs(a.sample), Et(size_t(p) * std::max<uint32_t>(kmax, 1)), Ds(size_t(ns) * std::max<uint32_t>(kmax, 1));
-  for (uint32_t t = 0; t < ns; t++)
-    for (uint32_t j = 0; j < p; j++) Xs[size_t(t) * p + j] -= g.mean[j];
+  const uint32_t kmax = std::min<uint32_t>(directions, uint32_t(budget / 2));
+  std::vector<float> Et(size_t(p) * std::max<uint32_t>(kmax, 1)), Ds(size_t(ns) * std::max<uint32_t>(kmax, 1));
   for (uint32_t c = 0; c < kmax; c++)
     for (uint32_t j = 0; j < p; j++) Et[size_t(j) * kmax + c] = float(evecs[size_t(c) * p + j]);
   if (kmax > 0) gemm_f32(int(ns), int(kmax), int(p), Xs.data(), int(p), Et.data(), int(kmax), Ds.data(), int(kmax), false);

@@ -19,7 +19,7 @@ struct CalibrateSettings {
   uint64_t seed = 0;                  // reservoir sampling
   uint32_t sample_tokens = 4096;      // rows kept per stream group for the DP and the tables
   uint64_t max_tokens = 0;            // stop accumulating after this many tokens (0 = all)
-  uint32_t max_features = 4096;       // largest PCA group (features) the covariance path accepts
+  uint32_t max_features = 2048;       // wider PCA groups use the sample's Gram matrix, not a covariance
   std::vector<int> sizes{1, 16, 64, 256, 1024};
   std::vector<int> widths{2, 4, 8};
 };
@@ -43,7 +43,9 @@ class Calibrator {
  private:
   struct Accumulator {
     uint32_t layer_start = 0, layer_count = 0, p = 0;
-    std::vector<double> sum, cov;  // p, p x p (full)
+    bool gram = false;             // wide group: PCA of the reservoir sample via its Gram matrix
+    std::vector<float> shift;      // p: the first batch's mean, subtracted before accumulating
+    std::vector<double> sum, cov;  // of (x - shift): p, and p x p (full; empty for gram groups)
     std::vector<float> sample;     // reservoir rows x p
   };
   StreamGroup fit_group(const Accumulator& acc, bool is_key) const;

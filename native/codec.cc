@@ -172,14 +172,42 @@ std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const E
   return out;
 }
 
-void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
-                 int32_t* positions) {
+namespace {
+std::vector<uint32_t> raw_tokens(const BlobHeader& h) {
+  std::vector<uint32_t> raw;
+  for (uint32_t t = 0; t < h.tokens; t++)
+    if (t < h.sinks || t + h.window >= h.tokens) raw.push_back(t);
+  raw.insert(raw.end(), h.escapes.begin(), h.escapes.end());
+  std::sort(raw.begin(), raw.end());
+  return raw;
+}
+}  // namespace
+
+size_t check_blob(const Profile& pr, const BlobHeader& h) {
   if (h.fingerprint != pr.fingerprint)
     fail("E_PROFILE_MISMATCH", "blob was encoded with another profile (fingerprint differs)");
-  if (h.layers != pr.layers || h.kv_heads != pr.kv_heads || h.head_dim != pr.head_dim)
-    fail("E_PROFILE_MISMATCH", "blob layout does not match the profile");
-  const uint32_t n = h.tokens;
+  // Same fingerprint, different shape: the header is damaged, not from another model.
+  require_corrupt(h.layers == pr.layers && h.kv_heads == pr.kv_heads && h.head_dim == pr.head_dim,
+                  "layout does not match the blob's own profile");
   require_corrupt(h.sections.size() == 1 + 2 * pr.groups[0].size(), "section count does not match the profile");
+  const size_t rb = row_bytes(pr, h.dtype);
+  // Every claimed size must agree with the token count before anything is allocated.
+  const uint64_t raw_count = uint64_t(h.sinks) + h.window + h.escapes.size();
+  require_corrupt(h.sections[0].mode == SectionMode::Stored &&
+                      uint64_t(h.sections[0].raw_len) == raw_count * rb * 2 * pr.layers,
+                  "raw section size");
+  const uint64_t coded = uint64_t(h.tokens) - raw_count;
+  size_t si = 1;
+  for (int s = 0; s < 2; s++)
+    for (const StreamGroup& g : pr.groups[s])
+      require_corrupt(uint64_t(h.sections[si++].raw_len) == coded * g.row.rowBytes, "coded section size");
+  return size_t(h.tokens) * rb * pr.layers;
+}
+
+void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
+                 int32_t* positions) {
+  check_blob(pr, h);
+  const uint32_t n = h.tokens;
   for (uint32_t t = 0; t < n; t++) positions[t] = h.contiguous ? int32_t(int64_t(h.pos_start) + t) : h.positions[t];
 
   const size_t rb = row_bytes(pr, h.dtype);
@@ -190,14 +218,8 @@ void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, vo
 
   // Raw tokens.
   {
-    std::vector<uint32_t> raw;
-    for (uint32_t t = 0; t < n; t++)
-      if (t < h.sinks || t + h.window >= n) raw.push_back(t);
-    raw.insert(raw.end(), h.escapes.begin(), h.escapes.end());
-    std::sort(raw.begin(), raw.end());
+    const std::vector<uint32_t> raw = raw_tokens(h);
     const SectionInfo& sec = h.sections[0];
-    require_corrupt(sec.mode == SectionMode::Stored && size_t(sec.raw_len) == raw.size() * rb * 2 * pr.layers,
-                    "raw section size");
     const uint8_t* in = blob + sec.offset;
     for (uint32_t l = 0; l < pr.layers; l++)
       for (int s = 0; s < 2; s++)

@@ -29,6 +29,11 @@ struct EncodeOptions {
 // Encodes; throws E_LAYOUT when the cache does not fit the profile's shape.
 std::vector<uint8_t> encode_cache(const Profile& profile, const CacheView& cache, const EncodeOptions& opts);
 
+// Checks a parsed header against the profile: fingerprint (E_PROFILE_MISMATCH), then shape and
+// every section size against the token count (E_CORRUPT). Returns the decoded bytes per stream
+// ([layers][tokens][kvHeads*headDim] of h.dtype), so callers allocate only validated sizes.
+size_t check_blob(const Profile& profile, const BlobHeader& h);
+
 // Decodes a blob whose header h was read (with its checksum verified) by read_blob_header.
 // keys/values: [layers][tokens][kvHeads*headDim] of h.dtype, allocated by the caller;
 // positions: h.tokens entries. Throws E_PROFILE_MISMATCH for a blob of another profile and

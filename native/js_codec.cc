@@ -9,9 +9,11 @@
 #include "codec.h"
 #include "container.h"
 #include "crc32c.h"
+#include "host_arena.h"
 #include "js_util.h"
 #include "linalg.h"
 #include "profile.h"
+#include "rans.h"
 #include "rope.h"
 
 namespace kvtc {
@@ -170,13 +172,25 @@ Napi::Value ProfileInfo(const Napi::CallbackInfo& info) {
 
 class EncodeWorker : public PromiseWorker {
  public:
-  EncodeWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy)
-      : PromiseWorker(env), profile_(std::move(pr)) {
+  EncodeWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy, bool to_arena)
+      : PromiseWorker(env), profile_(std::move(pr)), to_arena_(to_arena) {
     view_ = read_cache(cache, profile_->layers, profile_->row_values(), [this](Napi::Value v) { Keep(v); });
     opts_.entropy = entropy;
   }
-  void Run() override { out_ = encode_cache(*profile_, view_, opts_); }
+  void Run() override {
+    out_ = encode_cache(*profile_, view_, opts_);
+    if (to_arena_) {
+      size_ = out_.size();
+      handle_ = arena_put(std::move(out_));
+    }
+  }
   Napi::Value Result(Napi::Env env) override {
+    if (to_arena_) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("handle", double(handle_));
+      o.Set("bytes", double(size_));
+      return o;
+    }
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, out_.size());
     std::memcpy(ab.Data(), out_.data(), out_.size());
     return ab;
@@ -186,66 +200,117 @@ class EncodeWorker : public PromiseWorker {
   ProfilePtr profile_;
   CacheView view_;
   EncodeOptions opts_;
+  bool to_arena_;
   std::vector<uint8_t> out_;
+  uint64_t handle_ = 0;
+  size_t size_ = 0;
 };
 
 Napi::Value Encode(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    return start(std::make_unique<EncodeWorker>(info.Env(), profile_of(info[0]), info[1].As<Napi::Object>(), info[2].ToBoolean()));
+    return start(std::make_unique<EncodeWorker>(info.Env(), profile_of(info[0]), info[1].As<Napi::Object>(),
+                                                info[2].ToBoolean(), info[3].ToBoolean()));
   });
 }
 
-class DecodeWorker : public PromiseWorker {
+// Decoding is two steps so that output memory is allocated by JavaScript (where a failed
+// allocation is a catchable RangeError, not a V8 fatal error) and only for validated sizes:
+// decodePrepare verifies the checksum and the header against the profile and returns the sizes;
+// decodeInto decodes into the caller's buffers (verifying again: the blob may have changed).
+class BlobSource {
  public:
-  DecodeWorker(Napi::Env env, ProfilePtr pr, Napi::Uint8Array blob) : PromiseWorker(env), profile_(std::move(pr)) {
-    blob_ = blob.Data();
-    len_ = blob.ByteLength();
-    Keep(blob);
-    // Header only (cheap) so the outputs can be allocated here, on the JavaScript thread.
-    header_ = read_blob_header(blob_, len_, false);
-    const size_t rv = size_t(header_.kv_heads) * header_.head_dim;
-    const size_t bytes = size_t(header_.layers) * header_.tokens * rv * dtype_bytes(header_.dtype);
-    // Handles die with this call's scope; the references keep the outputs for Result().
-    Napi::ArrayBuffer keys = Napi::ArrayBuffer::New(env, bytes);
-    Napi::ArrayBuffer values = Napi::ArrayBuffer::New(env, bytes);
-    Napi::Int32Array positions = Napi::Int32Array::New(env, header_.tokens);
-    keys_ = Napi::Persistent(keys.As<Napi::Object>());
-    values_ = Napi::Persistent(values.As<Napi::Object>());
-    positions_ = Napi::Persistent(positions.As<Napi::Object>());
-    kp_ = keys.Data();
-    vp_ = values.Data();
-    pp_ = positions.Data();
+  // source: a Uint8Array blob, or a number (a host-arena handle, decoded in place).
+  void Bind(const Napi::Value& source, const std::function<void(Napi::Value)>& keep) {
+    if (source.IsNumber()) {
+      block_ = arena_get(uint64_t(source.As<Napi::Number>().Int64Value()));
+      data_ = block_->data;
+      len_ = block_->size;
+    } else {
+      size_t len;
+      data_ = bytes_of(source, len, "blob");
+      len_ = len;
+      keep(source);
+    }
+  }
+  BlobHeader Header() const { return read_blob_header(data_, len_, true); }
+  const uint8_t* data() const { return data_; }
+
+ private:
+  std::shared_ptr<const ArenaBlock> block_;  // keeps an arena blob alive even if freed meanwhile
+  const uint8_t* data_ = nullptr;
+  size_t len_ = 0;
+};
+
+class DecodePrepareWorker : public PromiseWorker {
+ public:
+  DecodePrepareWorker(Napi::Env env, ProfilePtr pr, const Napi::Value& source) : PromiseWorker(env), profile_(std::move(pr)) {
+    src_.Bind(source, [this](Napi::Value v) { Keep(v); });
   }
   void Run() override {
-    BlobHeader h = read_blob_header(blob_, len_, true);
-    decode_blob(*profile_, blob_, h, kp_, vp_, pp_);
+    header_ = src_.Header();
+    bytes_ = check_blob(*profile_, header_);
   }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
-    o.Set("keys", keys_.Value());
-    o.Set("values", values_.Value());
-    o.Set("positions", positions_.Value());
     o.Set("tokens", header_.tokens);
     o.Set("dtype", dtype_name(header_.dtype));
+    o.Set("bytesPerStream", double(bytes_));
     return o;
   }
 
  private:
   ProfilePtr profile_;
-  const uint8_t* blob_;
-  size_t len_;
+  BlobSource src_;
   BlobHeader header_;
-  Napi::ObjectReference keys_, values_, positions_;
-  void *kp_, *vp_;
-  int32_t* pp_;
+  size_t bytes_ = 0;
 };
 
-Napi::Value Decode(const Napi::CallbackInfo& info) {
+Napi::Value DecodePrepare(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    ProfilePtr pr = profile_of(info[0]);
-    size_t len;
-    bytes_of(info[1], len, "blob");
-    return start(std::make_unique<DecodeWorker>(info.Env(), pr, info[1].As<Napi::Uint8Array>()));
+    return start(std::make_unique<DecodePrepareWorker>(info.Env(), profile_of(info[0]), info[1]));
+  });
+}
+
+class DecodeIntoWorker : public PromiseWorker {
+ public:
+  DecodeIntoWorker(Napi::Env env, ProfilePtr pr, const Napi::Value& source, const Napi::Value& keys,
+                   const Napi::Value& values, const Napi::Value& positions)
+      : PromiseWorker(env), profile_(std::move(pr)) {
+    src_.Bind(source, [this](Napi::Value v) { Keep(v); });
+    if (!keys.IsArrayBuffer() || !values.IsArrayBuffer() || !positions.IsTypedArray() ||
+        positions.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      fail("E_INTERNAL", "decodeInto needs two ArrayBuffers and an Int32Array");
+    Napi::ArrayBuffer k = keys.As<Napi::ArrayBuffer>(), v = values.As<Napi::ArrayBuffer>();
+    Napi::Int32Array p = positions.As<Napi::Int32Array>();
+    kp_ = k.Data();
+    vp_ = v.Data();
+    pp_ = p.Data();
+    klen_ = k.ByteLength();
+    vlen_ = v.ByteLength();
+    plen_ = p.ElementLength();
+    Keep(keys);
+    Keep(values);
+    Keep(positions);
+  }
+  void Run() override {
+    BlobHeader h = src_.Header();
+    const size_t bytes = check_blob(*profile_, h);
+    require_corrupt(klen_ == bytes && vlen_ == bytes && plen_ == h.tokens, "blob changed during decoding");
+    decode_blob(*profile_, src_.data(), h, kp_, vp_, pp_);
+  }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  ProfilePtr profile_;
+  BlobSource src_;
+  void *kp_, *vp_;
+  int32_t* pp_;
+  size_t klen_, vlen_, plen_;
+};
+
+Napi::Value DecodeInto(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return start(std::make_unique<DecodeIntoWorker>(info.Env(), profile_of(info[0]), info[1], info[2], info[3], info[4]));
   });
 }
 
@@ -407,6 +472,44 @@ Napi::Value CalibratorFinish(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---- host arena ----------------------------------------------------------------------------
+
+uint64_t handle_of(const Napi::Value& v) {
+  if (!v.IsNumber()) fail("E_LAYOUT", "arena handle must be a number");
+  return uint64_t(v.As<Napi::Number>().Int64Value());
+}
+
+Napi::Value ArenaPut(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    size_t len;
+    const uint8_t* p = bytes_of(info[0], len, "blob");
+    return Napi::Number::New(info.Env(), double(arena_put(p, len)));
+  });
+}
+
+Napi::Value ArenaRead(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto b = arena_get(handle_of(info[0]));
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), b->size);
+    std::memcpy(out.Data(), b->data, b->size);
+    return out;
+  });
+}
+
+Napi::Value ArenaFree(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), arena_free(handle_of(info[0]))); });
+}
+
+Napi::Value ArenaStatsJs(const Napi::CallbackInfo& info) {
+  ArenaStats s = arena_stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("blocks", double(s.blocks));
+  o.Set("bytes", double(s.bytes));
+  o.Set("pinnedBytes", double(s.pinned_bytes));
+  o.Set("pinned", arena_pinned());
+  return o;
+}
+
 // ---- internals exposed for tests -----------------------------------------------------------
 
 Napi::Value SymEig(const Napi::CallbackInfo& info) {
@@ -451,6 +554,43 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   });
 }
 
+const StreamGroup& group_of(const Profile& pr, const Napi::CallbackInfo& info) {
+  const uint32_t s = info[1].As<Napi::Number>().Uint32Value();
+  const uint32_t g = info[2].As<Napi::Number>().Uint32Value();
+  if (s > 1 || g >= pr.groups[s].size()) fail("E_LAYOUT", "no such stream group");
+  return pr.groups[s][g];
+}
+
+// ransEncode(profile, stream, group, rows): entropy-codes packed rows of that stream group with
+// its tables, synchronously (benchmarks compare coders on the same bytes with it).
+Napi::Value RansEncode(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    ProfilePtr pr = profile_of(info[0]);
+    const StreamGroup& g = group_of(*pr, info);
+    size_t len;
+    const uint8_t* rows = bytes_of(info[3], len, "rows");
+    if (g.row.rowBytes == 0 || len % g.row.rowBytes) fail("E_LAYOUT", "rows must be whole quantized rows");
+    std::vector<uint8_t> enc = rans_encode(rows, len, g.row.context.data(), g.row.rowBytes, g.tables.data());
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), enc.size());
+    std::memcpy(out.Data(), enc.data(), enc.size());
+    return out;
+  });
+}
+
+// ransDecode(profile, stream, group, coded, rawLength): the inverse of ransEncode.
+Napi::Value RansDecode(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    ProfilePtr pr = profile_of(info[0]);
+    const StreamGroup& g = group_of(*pr, info);
+    size_t len;
+    const uint8_t* in = bytes_of(info[3], len, "coded");
+    const size_t n = size_t(info[4].As<Napi::Number>().Int64Value());
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), n);
+    rans_decode(in, len, out.Data(), n, g.row.context.data(), g.row.rowBytes, g.tables.data());
+    return out;
+  });
+}
+
 Napi::Value Crc32c(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     size_t len;
@@ -465,15 +605,22 @@ void register_codec(Napi::Env env, Napi::Object exports) {
   exports.Set("loadProfile", Napi::Function::New(env, LoadProfile));
   exports.Set("profileInfo", Napi::Function::New(env, ProfileInfo));
   exports.Set("encode", Napi::Function::New(env, Encode));
-  exports.Set("decode", Napi::Function::New(env, Decode));
+  exports.Set("decodePrepare", Napi::Function::New(env, DecodePrepare));
+  exports.Set("decodeInto", Napi::Function::New(env, DecodeInto));
   exports.Set("inspectBlob", Napi::Function::New(env, InspectBlob));
   exports.Set("calibratorCreate", Napi::Function::New(env, CalibratorCreate));
   exports.Set("calibratorAdd", Napi::Function::New(env, CalibratorAdd));
   exports.Set("calibratorFinish", Napi::Function::New(env, CalibratorFinish));
+  exports.Set("arenaPut", Napi::Function::New(env, ArenaPut));
+  exports.Set("arenaRead", Napi::Function::New(env, ArenaRead));
+  exports.Set("arenaFree", Napi::Function::New(env, ArenaFree));
+  exports.Set("arenaStats", Napi::Function::New(env, ArenaStatsJs));
   Napi::Object internals = Napi::Object::New(env);
   internals.Set("symEig", Napi::Function::New(env, SymEig));
   internals.Set("crc32c", Napi::Function::New(env, Crc32c));
   internals.Set("rope", Napi::Function::New(env, Rope));
+  internals.Set("ransEncode", Napi::Function::New(env, RansEncode));
+  internals.Set("ransDecode", Napi::Function::New(env, RansDecode));
   exports.Set("internals", internals);
 }
 

@@ -7,6 +7,10 @@
 
 #include "errors.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #ifdef KVTC_HAVE_OPENBLAS
 #include <cblas.h>
 #include <lapacke.h>
@@ -70,9 +74,65 @@ inline __attribute__((always_inline)) void gemm_blocked(int m, int n, int k, con
 }
 
 #if defined(__x86_64__)
+// 6 x 16 tile in 12 ymm accumulators: per step 2 loads of the B panel, 6 broadcasts, 12 FMAs.
+__attribute__((target("avx2,fma"))) void tile_f32_avx2(int k, const float* A, int lda, const float* Bp, float* C,
+                                                      int ldc, int mr, int nr, bool accumulate) {
+  __m256 c[6][2];
+  for (int r = 0; r < 6; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
+  const float* a0 = A;
+  for (int p = 0; p < k; p++) {
+    const __m256 b0 = _mm256_loadu_ps(Bp + size_t(p) * 16);
+    const __m256 b1 = _mm256_loadu_ps(Bp + size_t(p) * 16 + 8);
+    for (int r = 0; r < 6; r++) {
+      const __m256 a = _mm256_broadcast_ss(a0 + size_t(r) * lda + p);
+      c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+      c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+    }
+  }
+  alignas(32) float tmp[16];
+  for (int r = 0; r < mr; r++) {
+    float* crow = C + size_t(r) * ldc;
+    if (nr == 16 && !accumulate) {
+      _mm256_storeu_ps(crow, c[r][0]);
+      _mm256_storeu_ps(crow + 8, c[r][1]);
+      continue;
+    }
+    _mm256_store_ps(tmp, c[r][0]);
+    _mm256_store_ps(tmp + 8, c[r][1]);
+    if (accumulate)
+      for (int j = 0; j < nr; j++) crow[j] += tmp[j];
+    else
+      for (int j = 0; j < nr; j++) crow[j] = tmp[j];
+  }
+}
+
 __attribute__((target("avx2,fma"))) void gemm_f32_avx2(int m, int n, int k, const float* A, int lda, const float* B,
                                                       int ldb, float* C, int ldc, bool acc) {
-  gemm_blocked<float, 4, 16>(m, n, k, A, lda, B, ldb, C, ldc, acc);
+  constexpr int MR = 6, NR = 16;
+  std::vector<float> panel(size_t(k) * NR);
+  std::vector<float> aedge(size_t(MR) * k);
+  for (int j0 = 0; j0 < n; j0 += NR) {
+    const int nr = std::min(NR, n - j0);
+    for (int p = 0; p < k; p++) {
+      const float* src = B + size_t(p) * ldb + j0;
+      float* dst = panel.data() + size_t(p) * NR;
+      int j = 0;
+      for (; j < nr; j++) dst[j] = src[j];
+      for (; j < NR; j++) dst[j] = 0.0f;
+    }
+    for (int i0 = 0; i0 < m; i0 += MR) {
+      const int mr = std::min(MR, m - i0);
+      const float* a = A + size_t(i0) * lda;
+      int la = lda;
+      if (mr < MR) {
+        std::fill(aedge.begin(), aedge.end(), 0.0f);
+        for (int r = 0; r < mr; r++) std::memcpy(aedge.data() + size_t(r) * k, a + size_t(r) * lda, sizeof(float) * k);
+        a = aedge.data();
+        la = k;
+      }
+      tile_f32_avx2(k, a, la, panel.data(), C + size_t(i0) * ldc + j0, ldc, mr, nr, acc);
+    }
+  }
 }
 __attribute__((target("avx2,fma"))) void gemm_f64_avx2(int m, int n, int k, const double* A, int lda,
                                                       const double* B, int ldb, double* C, int ldc, bool acc) {

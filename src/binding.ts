@@ -18,6 +18,12 @@ export interface NativeCache {
   positions?: Int32Array;
 }
 
+/** A blob living in the native host arena. */
+export interface ArenaBlob {
+  handle: number;
+  bytes: number;
+}
+
 export interface NativeLayout {
   layers: number;
   kvHeads: number;
@@ -102,12 +108,28 @@ interface NativeAddon {
   };
   loadProfile(bytes: Uint8Array, fingerprint: Uint8Array): Promise<NativeProfileHandle>;
   profileInfo(bytes: Uint8Array): NativeProfileInfo;
-  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean): Promise<ArrayBuffer>;
-  decode(
+  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: false): Promise<ArrayBuffer>;
+  /** Encodes straight into the host arena; returns the blob's handle and size. */
+  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: true): Promise<ArenaBlob>;
+  /** Verifies a blob (or host-arena handle) against the profile; returns the output sizes. */
+  decodePrepare(
     profile: NativeProfileHandle,
-    blob: Uint8Array,
-  ): Promise<{ keys: ArrayBuffer; values: ArrayBuffer; positions: Int32Array; tokens: number; dtype: 'f32' | 'f16' | 'bf16' }>;
+    source: Uint8Array | number,
+  ): Promise<{ tokens: number; dtype: 'f32' | 'f16' | 'bf16'; bytesPerStream: number }>;
+  /** Decodes into caller-allocated buffers of the sizes decodePrepare returned. */
+  decodeInto(
+    profile: NativeProfileHandle,
+    source: Uint8Array | number,
+    keys: ArrayBuffer,
+    values: ArrayBuffer,
+    positions: Int32Array,
+  ): Promise<void>;
   inspectBlob(blob: Uint8Array, verify: boolean): NativeBlobInfo;
+  /** Host arena: encoded blobs in native (page-locked when CUDA is usable) memory, by handle. */
+  arenaPut(blob: Uint8Array): number;
+  arenaRead(handle: number): Uint8Array;
+  arenaFree(handle: number): boolean;
+  arenaStats(): { blocks: number; bytes: number; pinnedBytes: number; pinned: boolean };
   calibratorCreate(layout: NativeLayout, settings: NativeCalibrateSettings): NativeCalibratorHandle;
   calibratorAdd(cal: NativeCalibratorHandle, cache: NativeCache, layers: number, rowValues: number): Promise<number>;
   calibratorFinish(
@@ -118,6 +140,9 @@ interface NativeAddon {
   internals: {
     symEig(a: Float64Array, n: number): { values: Float64Array; vectors: Float64Array };
     crc32c(data: Uint8Array): number;
+    /** Entropy-codes packed rows of one stream group (0 keys / 1 values) synchronously. */
+    ransEncode(profile: NativeProfileHandle, stream: number, group: number, rows: Uint8Array): Uint8Array;
+    ransDecode(profile: NativeProfileHandle, stream: number, group: number, coded: Uint8Array, rawLength: number): Uint8Array;
     /** Rotates token rows of x in place (style 1 interleaved, 2 neox); inverse undoes. */
     rope(
       x: Float32Array,

@@ -42,7 +42,12 @@ export interface CalibrateOptions {
   widths?: number[];
   /** Component-group sizes the plan may choose. Default [1, 16, 64, 256, 1024]. */
   groupSizes?: number[];
-  /** Largest PCA group (features = layers x kvHeads x headDim) accepted. Default 4096. */
+  /**
+   * Widest PCA group (features = layers x kvHeads x headDim) fitted from the full f64 covariance
+   * of every calibration token. Wider groups use the exact PCA of a reservoir sample of up to
+   * 1024 tokens (through its Gram matrix), which keeps memory and time linear in the features.
+   * Default 2048.
+   */
   maxFeatures?: number;
   /** Threads for the fit stage. Default: available parallelism. */
   threads?: number;
@@ -75,7 +80,7 @@ export const CALIBRATE_DEFAULTS = {
   seed: 0,
   widths: [2, 4, 8],
   groupSizes: [1, 16, 64, 256, 1024],
-  maxFeatures: 4096,
+  maxFeatures: 2048,
 } as const;
 
 function bad(field: string, want: string, got: unknown): KvtcError {

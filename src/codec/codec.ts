@@ -25,7 +25,7 @@ export async function encode(cache: KvCache, profile: CodecProfile, options: Enc
     throw new KvtcError('E_OPTIONS', `options.entropy must be a boolean, got ${String(options.entropy)}`);
   }
   const handle = await profile.nativeHandle();
-  const ab = await callNative(() => native.encode(handle, nativeCache(cache), options.entropy ?? true));
+  const ab = await callNative(() => native.encode(handle, nativeCache(cache), options.entropy ?? true, false));
   return new Uint8Array(ab);
 }
 
@@ -38,19 +38,38 @@ export async function decode(blob: Uint8Array, profile: CodecProfile): Promise<K
   if (!(blob instanceof Uint8Array)) {
     throw new KvtcError('E_CORRUPT', `blob must be a Uint8Array, got ${String(blob)}`);
   }
+  return decodeSource(blob, profile);
+}
+
+/**
+ * Decodes a blob or a host-arena handle. Output memory is allocated here, in JavaScript, and
+ * only after the native side verified the checksum and every size in the header: a damaged or
+ * forged header can at worst make the allocation fail (E_CAPACITY), never crash the process.
+ */
+export async function decodeSource(source: Uint8Array | number, profile: CodecProfile): Promise<KvCache> {
   const handle = await profile.nativeHandle();
-  const out = await callNative(() => native.decode(handle, blob));
-  const layout: KvLayout = { ...profile.layout, dtype: out.dtype };
-  const perLayer = out.tokens * rowValues(layout);
+  const prep = await callNative(() => native.decodePrepare(handle, source));
+  let keysBuf: ArrayBuffer;
+  let valuesBuf: ArrayBuffer;
+  try {
+    keysBuf = new ArrayBuffer(prep.bytesPerStream);
+    valuesBuf = new ArrayBuffer(prep.bytesPerStream);
+  } catch (err) {
+    throw new KvtcError('E_CAPACITY', `cannot allocate 2 x ${prep.bytesPerStream} bytes for the decoded cache`, { cause: err });
+  }
+  const positions = new Int32Array(prep.tokens);
+  await callNative(() => native.decodeInto(handle, source, keysBuf, valuesBuf, positions));
+  const layout: KvLayout = { ...profile.layout, dtype: prep.dtype };
+  const perLayer = prep.tokens * rowValues(layout);
   const view = (buf: ArrayBuffer, l: number) =>
     layout.dtype === 'f32' ? new Float32Array(buf, l * perLayer * 4, perLayer) : new Uint16Array(buf, l * perLayer * 2, perLayer);
   const keys: ArrayBufferView[] = [];
   const values: ArrayBufferView[] = [];
   for (let l = 0; l < layout.layers; l++) {
-    keys.push(view(out.keys, l));
-    values.push(view(out.values, l));
+    keys.push(view(keysBuf, l));
+    values.push(view(valuesBuf, l));
   }
-  return { layout, tokens: out.tokens, positions: out.positions, keys, values };
+  return { layout, tokens: prep.tokens, positions, keys, values };
 }
 
 /** Header facts of a blob, read without decoding. */

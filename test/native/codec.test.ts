@@ -164,3 +164,23 @@ describe('RoPE', () => {
     });
   }
 });
+
+describe('wide PCA groups', () => {
+  it('the sample-Gram PCA (groups wider than maxFeatures) codes as well as the covariance path', async () => {
+    const train = samples(base, 3, 500);
+    const test = syntheticCache({ layout: base, tokens: 500, seed: 21 });
+    const cov = await calibrate(train, { ratio: 16, pcaGroupLayers: 'all', windowTokens: 16 });
+    const gram = await calibrate(train, { ratio: 16, pcaGroupLayers: 'all', windowTokens: 16, maxFeatures: 64 });
+    expect(cov.groups[0]!.features).toBe(192);
+    const eCov = await decode(await encode(test, cov), cov);
+    const eGram = await decode(await encode(test, gram), gram);
+    const kc = relMse(test, eCov, 'keys');
+    const kg = relMse(test, eGram, 'keys');
+    expect(kg).toBeLessThan(kc * 1.5);
+    expect(relMse(test, eGram, 'values')).toBeLessThan(relMse(test, eCov, 'values') * 1.5);
+    // The leading eigenvalues agree (same data, sample vs full covariance).
+    const a = cov.groups[0]!.eigenvalues;
+    const b = gram.groups[0]!.eigenvalues;
+    for (let i = 0; i < 4; i++) expect(Math.abs(a[i]! - b[i]!) / a[i]!).toBeLessThan(0.1);
+  });
+});

@@ -1,0 +1,273 @@
+/**
+ * Codec benchmark.
+ *  (a) real stories260K KV (node-llama-cpp, f16 cache): compression ratio vs relative MSE for
+ *      kvtc at several ratios, the paper's pipeline (same plan, DEFLATE instead of rANS), FP8,
+ *      per-head int8/int4, KIVI 2/4-bit, and the Gaussian rate–distortion bound.
+ *  (b) synthetic Llama-3.1-8B-shaped KV (32 layers x 8 KV heads x 128, bf16): encode/decode
+ *      MB/s per core for PCA groups of 1, 4 and 32 layers, against zstd, DEFLATE and memcpy on
+ *      the same bytes; calibration time and profile size.
+ * Prints tables and writes bench/results/codec.json. `--quick` shrinks (b) to 1024 tokens.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus } from 'node:os';
+import { deflateRawSync } from 'node:zlib';
+import { compress as zstdCompress } from '@bokuweb/zstd-wasm';
+import { calibrate, decode, encode, inspect, buildInfo, type KvCache, type KvLayout } from '../src/index.js';
+import { fromFloat32, toFloat32 } from '../src/half.js';
+import { fp16, fp8, gaussianRdBound, int4PerHead, int8PerHead, kivi, type BaselineResult } from './baselines.js';
+import { codedPayload, deflateSections, initZstd, zstdSections } from './payload.js';
+import { disposeModel, loadPrompts, realCaches } from '../test/helpers/real-kv.js';
+import { relMse } from '../test/helpers/metrics.js';
+import { gaussian, mulberry32 } from '../test/helpers/synthetic.js';
+
+const quick = process.argv.includes('--quick');
+const out: Record<string, unknown> = {
+  date: new Date().toISOString(),
+  cpu: cpus()[0]?.model,
+  cores: availableParallelism(),
+  build: buildInfo(),
+  quick,
+};
+
+function table(title: string, rows: Record<string, string | number>[]): void {
+  console.log(`\n${title}`);
+  if (rows.length === 0) return;
+  const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  const fmt = (v: string | number | undefined) => (v === undefined ? '' : typeof v === 'number' ? (Math.abs(v) >= 1000 || Number.isInteger(v) ? String(Math.round(v * 100) / 100) : v.toPrecision(3)) : v);
+  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => fmt(r[c]).length)));
+  const line = (vals: string[]) => '| ' + vals.map((v, i) => v.padEnd(widths[i]!)).join(' | ') + ' |';
+  console.log(line(cols));
+  console.log('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|');
+  for (const r of rows) console.log(line(cols.map((c) => fmt(r[c]))));
+}
+
+// ---------------------------------------------------------------- (a) real stories260K KV
+async function realKv(): Promise<void> {
+  const prompts = loadPrompts();
+  const half = Math.floor(prompts.length / 2);
+  const tokens = 256;
+  console.log(`(a) generating stories260K caches: ${half} train + ${prompts.length - half} test prompts x ${tokens} tokens`);
+  const train = await realCaches({ prompts: prompts.slice(0, half), tokens, cacheType: 'f16' });
+  const test = await realCaches({ prompts: prompts.slice(half), tokens, cacheType: 'f16' });
+  await disposeModel();
+  await initZstd();
+  const rows: Record<string, string | number>[] = [];
+  const coderRows: Record<string, string | number>[] = [];
+  const fp16Bytes = test.reduce((s, c) => s + fp16(c).bytes, 0);
+
+  for (const ratio of [4, 8, 16, 32, 64]) {
+    const profile = await calibrate(train, { ratio, windowTokens: 0 });
+    let kvtcBytes = 0;
+    let paperBytes = 0;
+    let zstdBytes = 0;
+    let errK = 0;
+    let errV = 0;
+    let ransEncMs = 0;
+    let ransDecMs = 0;
+    let plainEncMs = 0;
+    let plainDecMs = 0;
+    let payload = 0;
+    let deflate = { bytes: 0, encodeMs: 0, decodeMs: 0 };
+    let zstd = { bytes: 0, encodeMs: 0, decodeMs: 0 };
+    // Rate–distortion bound per stream: distortion per coded token vs the calibration spectrum.
+    const bound = { keys: 0, values: 0 };
+    const achievedBits = { keys: 0, values: 0 };
+    let codedTokens = 0;
+    for (const cache of test) {
+      let t = performance.now();
+      const blob = await encode(cache, profile);
+      ransEncMs += performance.now() - t;
+      t = performance.now();
+      const plain = await encode(cache, profile, { entropy: false });
+      plainEncMs += performance.now() - t;
+      t = performance.now();
+      const dec = await decode(blob, profile);
+      ransDecMs += performance.now() - t;
+      t = performance.now();
+      await decode(plain, profile);
+      plainDecMs += performance.now() - t;
+      kvtcBytes += blob.length;
+      errK += relMse(cache, dec, 'keys') / test.length;
+      errV += relMse(cache, dec, 'values') / test.length;
+      const p = codedPayload(plain);
+      payload += p.sections.reduce((s, x) => s + x.length, 0);
+      const d = deflateSections(p.sections);
+      const z = zstdSections(p.sections);
+      deflate = { bytes: deflate.bytes + d.bytes, encodeMs: deflate.encodeMs + d.encodeMs, decodeMs: deflate.decodeMs + d.decodeMs };
+      zstd = { bytes: zstd.bytes + z.bytes, encodeMs: zstd.encodeMs + z.encodeMs, decodeMs: zstd.decodeMs + z.decodeMs };
+      paperBytes += p.header + p.raw + d.bytes + 4;
+      zstdBytes += p.header + p.raw + z.bytes + 4;
+      const info = inspect(blob);
+      const sinks = info.sinkTokens;
+      const coded = (t: number) => t >= sinks;
+      codedTokens += cache.tokens - sinks;
+      for (const [si, stream] of (['keys', 'values'] as const).entries()) {
+        const g = profile.groups.find((x) => x.stream === stream)!;
+        // Mean ||x||^2 of the coded tokens times their relative error = squared error per token.
+        const ms = meanSquare(cache, stream, coded);
+        const dist = relMse(cache, dec, stream, coded) * ms;
+        bound[stream] += gaussianRdBound(g.eigenvalues, dist).bitsPerComponentTotal * (cache.tokens - sinks);
+        achievedBits[stream] += info.sections[1 + si]!.storedBytes * 8;
+      }
+    }
+    const p = profile.groups[0]!.features;
+    rows.push({
+      method: `kvtc ${ratio}x (rANS)`,
+      ratio: fp16Bytes / kvtcBytes,
+      'relMSE K': errK,
+      'relMSE V': errV,
+      'bits/value K': achievedBits.keys / codedTokens / p,
+      'bound bits/value K': bound.keys / codedTokens / p,
+      'bits/value V': achievedBits.values / codedTokens / p,
+      'bound bits/value V': bound.values / codedTokens / p,
+    });
+    rows.push({ method: `paper pipeline ${ratio}x (DEFLATE)`, ratio: fp16Bytes / paperBytes, 'relMSE K': errK, 'relMSE V': errV });
+    rows.push({ method: `kvtc plan ${ratio}x + zstd`, ratio: fp16Bytes / zstdBytes, 'relMSE K': errK, 'relMSE V': errV });
+    const rans = { encodeMs: ransEncMs - plainEncMs, decodeMs: ransDecMs - plainDecMs };
+    // Blobs share header and raw part with the paper's; the rest is the rANS-coded payload.
+    const ransPayload = kvtcBytes - (paperBytes - deflate.bytes);
+    coderRows.push({
+      ratio,
+      'payload MB': payload / 1e6,
+      'rANS B/payload B': ransPayload / payload,
+      'DEFLATE B/payload B': deflate.bytes / payload,
+      'zstd B/payload B': zstd.bytes / payload,
+      'rANS dec MB/s': payload / 1e3 / Math.max(rans.decodeMs, 1e-3),
+      'DEFLATE dec MB/s': payload / 1e3 / deflate.decodeMs,
+      'zstd dec MB/s': payload / 1e3 / zstd.decodeMs,
+      'rANS enc MB/s': payload / 1e3 / Math.max(rans.encodeMs, 1e-3),
+      'DEFLATE enc MB/s': payload / 1e3 / deflate.encodeMs,
+      'zstd enc MB/s': payload / 1e3 / zstd.encodeMs,
+    });
+  }
+  for (const [name, fn] of [
+    ['fp16', fp16],
+    ['FP8 E4M3', fp8],
+    ['int8 per head', int8PerHead],
+    ['int4 per head', int4PerHead],
+    ['KIVI 4-bit', kivi(4)],
+    ['KIVI 2-bit', kivi(2)],
+  ] as [string, (c: KvCache) => BaselineResult][]) {
+    const rs = test.map(fn);
+    rows.push({
+      method: name,
+      ratio: fp16Bytes / rs.reduce((s, r) => s + r.bytes, 0),
+      'relMSE K': rs.reduce((s, r) => s + r.relMseK, 0) / rs.length,
+      'relMSE V': rs.reduce((s, r) => s + r.relMseV, 0) / rs.length,
+    });
+  }
+  table('(a) real stories260K KV (f16 cache, 24 test prompts x 256 tokens, window 0, sinks 4 raw): ratio vs fp16', rows);
+  table('(a) entropy coders on the same packed payload (rANS time = encode/decode with minus without entropy coding)', coderRows);
+  out.realKv = { rows, coderRows };
+}
+
+function meanSquare(cache: KvCache, stream: 'keys' | 'values', keep: (t: number) => boolean): number {
+  const rv = cache.layout.kvHeads * cache.layout.headDim;
+  let sum = 0;
+  let n = 0;
+  const f = cache[stream].map((a) => toFloat32(a, cache.layout.dtype));
+  for (let t = 0; t < cache.tokens; t++) {
+    if (!keep(t)) continue;
+    n++;
+    for (const a of f) for (let j = t * rv; j < (t + 1) * rv; j++) sum += a[j]! * a[j]!;
+  }
+  return n ? sum / n : 0;
+}
+
+
+// ---------------------------------------------------------------- (b) Llama-3.1-8B-shaped KV
+/** Low-rank + noise bf16 KV shaped like Llama-3.1-8B: structure, not realism, drives the timings. */
+function llamaShaped(tokens: number, seed: number): KvCache {
+  const layout: KvLayout = { layers: 32, kvHeads: 8, headDim: 128, dtype: 'bf16', rope: { theta: 500000, style: 'neox' } };
+  const rv = 1024;
+  const rank = 16;
+  const g = gaussian(mulberry32(seed));
+  const lg = gaussian(mulberry32(4242));
+  const keys: Uint16Array[] = [];
+  const values: Uint16Array[] = [];
+  const z = new Float32Array(tokens * rank);
+  for (let i = 0; i < z.length; i++) z[i] = g() / (1 + (i % rank));
+  const row = new Float32Array(tokens * rv);
+  for (let l = 0; l < layout.layers; l++) {
+    for (const list of [keys, values]) {
+      const load = Float32Array.from({ length: rank * rv }, () => lg());
+      for (let t = 0; t < tokens; t++) {
+        const o = t * rv;
+        for (let j = 0; j < rv; j++) row[o + j] = 0.05 * g();
+        for (let r = 0; r < rank; r++) {
+          const zr = z[t * rank + r]!;
+          const lr = r * rv;
+          for (let j = 0; j < rv; j++) row[o + j]! += zr * load[lr + j]!;
+        }
+      }
+      list.push(fromFloat32(row, 'bf16') as Uint16Array);
+    }
+  }
+  return { layout, tokens, keys, values };
+}
+
+async function throughput(): Promise<void> {
+  const tokens = quick ? 1024 : 4096;
+  console.log(`\n(b) generating Llama-3.1-8B-shaped bf16 KV: ${tokens} tokens (+ calibration samples)`);
+  const calib = [llamaShaped(quick ? 512 : 1024, 1)];
+  const cache = llamaShaped(tokens, 2);
+  const rawBytes = 2 * 32 * tokens * 1024 * 2;
+  const rows: Record<string, string | number>[] = [];
+  // Lossless references on (a slice of) the same raw bytes.
+  const sliceLen = Math.min(rawBytes / 2, 32 << 20);
+  const big = new Uint8Array(sliceLen);
+  for (let o = 0, l = 0; o < sliceLen; l++) {
+    const src = new Uint8Array((cache.keys[l] as Uint16Array).buffer);
+    big.set(src.subarray(0, Math.min(src.length, sliceLen - o)), o);
+    o += src.length;
+  }
+  await initZstd();
+  const time = (fn: () => void) => {
+    const t = performance.now();
+    fn();
+    return performance.now() - t;
+  };
+  const dst = new Uint8Array(big.length);
+  const memcpyMs = Math.min(...[0, 1, 2].map(() => time(() => dst.set(big))));
+  const zc = zstdCompress(big, 3);
+  const zstdMs = time(() => zstdCompress(big, 3));
+  const dc = deflateRawSync(big);
+  const deflateMs = time(() => deflateRawSync(big));
+  const mb = big.length / 1e6;
+  rows.push({ method: 'memcpy', 'PCA layers': '-', 'calib s': '-', 'profile MB': '-', ratio: 1, 'encode MB/s': mb / (memcpyMs / 1e3), 'decode MB/s': mb / (memcpyMs / 1e3) });
+  const { decompress } = await import('@bokuweb/zstd-wasm');
+  rows.push({ method: 'zstd-3 (lossless)', 'PCA layers': '-', 'calib s': '-', 'profile MB': '-', ratio: big.length / zc.length, 'encode MB/s': mb / (zstdMs / 1e3), 'decode MB/s': mb / (time(() => decompress(zc)) / 1e3) });
+  const { inflateRawSync } = await import('node:zlib');
+  rows.push({ method: 'DEFLATE-6 (lossless)', 'PCA layers': '-', 'calib s': '-', 'profile MB': '-', ratio: big.length / dc.length, 'encode MB/s': mb / (deflateMs / 1e3), 'decode MB/s': mb / (time(() => inflateRawSync(dc)) / 1e3) });
+
+  for (const groupLayers of [1, 4, 32]) {
+    let t = performance.now();
+    const profile = await calibrate(calib, { ratio: 16, pcaGroupLayers: groupLayers, windowTokens: 128 });
+    const calibS = (performance.now() - t) / 1e3;
+    t = performance.now();
+    const blob = await encode(cache, profile);
+    const encMs = performance.now() - t;
+    t = performance.now();
+    const dec = await decode(blob, profile);
+    const decMs = performance.now() - t;
+    rows.push({
+      method: `kvtc 16x`,
+      'PCA layers': groupLayers,
+      'calib s': calibS,
+      'profile MB': profile.byteLength / 1e6,
+      ratio: rawBytes / blob.length,
+      'encode MB/s': rawBytes / 1e3 / encMs,
+      'decode MB/s': rawBytes / 1e3 / decMs,
+      'relMSE K': relMse(cache, dec, 'keys'),
+    });
+    console.log(`  PCA group ${groupLayers}: done`);
+  }
+  table(`(b) Llama-3.1-8B-shaped bf16 KV, ${tokens} tokens (${(rawBytes / 1e6).toFixed(0)} MB), one core per encode/decode; lossless coders on a ${(mb).toFixed(0)} MB slice`, rows);
+  out.throughput = { tokens, rawBytes, rows };
+}
+
+await realKv();
+await throughput();
+mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+writeFileSync(new URL('./results/codec.json', import.meta.url), JSON.stringify(out, null, 2));
+console.log('\nwrote bench/results/codec.json');

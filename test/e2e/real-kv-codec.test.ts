@@ -1,0 +1,73 @@
+/**
+ * The codec on real KV caches: stories260K run by node-llama-cpp, calibrated on half of the
+ * shared prompts and tested on the other half.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { calibrate, decode, encode, inspect, type KvCache } from '../../src/index.js';
+import { int4PerHead, int8PerHead } from '../../bench/baselines.js';
+import { disposeModel, loadPrompts, realCaches } from '../helpers/real-kv.js';
+import { relMse } from '../helpers/metrics.js';
+
+const TOKENS = 256;
+let train: KvCache[];
+let test: KvCache[];
+
+beforeAll(async () => {
+  const prompts = loadPrompts();
+  const half = Math.floor(prompts.length / 2);
+  train = await realCaches({ prompts: prompts.slice(0, half), tokens: TOKENS, cacheType: 'f16' });
+  test = await realCaches({ prompts: prompts.slice(half, half + 8), tokens: TOKENS, cacheType: 'f16' });
+});
+
+afterAll(async () => {
+  await disposeModel();
+});
+
+describe('real stories260K KV', () => {
+  for (const [name, baseline] of [
+    ['int8', int8PerHead],
+    ['int4', int4PerHead],
+  ] as const) {
+    it(`at no more bytes than per-head ${name} absmax, kvtc has lower K and V error`, async () => {
+      const ref = baseline(test[0]!);
+      // Same bytes: calibrate at the baseline's ratio with every token coded but the sinks.
+      const profile = await calibrate(train, { ratio: ref.ratio, windowTokens: 0, pcaGroupLayers: 'all' });
+      let kvtcBytes = 0;
+      let baseBytes = 0;
+      let kK = 0;
+      let kV = 0;
+      let bK = 0;
+      let bV = 0;
+      for (const cache of test) {
+        const blob = await encode(cache, profile);
+        const out = await decode(blob, profile);
+        kvtcBytes += blob.length;
+        kK += relMse(cache, out, 'keys');
+        kV += relMse(cache, out, 'values');
+        const b = baseline(cache);
+        baseBytes += b.bytes;
+        bK += b.relMseK;
+        bV += b.relMseV;
+      }
+      console.log(`${name}: kvtc ${kvtcBytes} B relMSE K ${(kK / test.length).toExponential(2)} V ${(kV / test.length).toExponential(2)}; ` +
+        `${name} ${baseBytes} B relMSE K ${(bK / test.length).toExponential(2)} V ${(bV / test.length).toExponential(2)}`);
+      expect(kvtcBytes).toBeLessThanOrEqual(baseBytes);
+      expect(kK).toBeLessThan(bK);
+      expect(kV).toBeLessThan(bV);
+    });
+  }
+
+  it('at the default ratio 16 the blob is >= 14x smaller than fp16 (window 0) and errors stay bounded', async () => {
+    const profile = await calibrate(train, { windowTokens: 0 });
+    expect(profile.settings.ratio).toBe(16);
+    expect(profile.settings.pcaGroupLayers).toBe(5); // 'auto' groups all 5 layers of 32 features
+    for (const cache of test.slice(0, 4)) {
+      const blob = await encode(cache, profile);
+      const info = inspect(blob, { verify: true });
+      expect(info.ratio).toBeGreaterThanOrEqual(14);
+      const out = await decode(blob, profile);
+      expect(relMse(cache, out, 'keys')).toBeLessThan(0.15);
+      expect(relMse(cache, out, 'values')).toBeLessThan(0.3);
+    }
+  });
+});
