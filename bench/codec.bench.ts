@@ -6,7 +6,8 @@
  *  (b) synthetic Llama-3.1-8B-shaped KV (32 layers x 8 KV heads x 128, bf16): encode/decode
  *      MB/s per core for PCA groups of 1, 4 and 32 layers, against zstd, DEFLATE and memcpy on
  *      the same bytes; calibration time and profile size.
- * Prints tables and writes bench/results/codec.json. `--quick` shrinks (b) to 1024 tokens.
+ * Prints tables and writes bench/results/codec.json. `--quick` shrinks (b) to 1024 tokens;
+ * `--only=real` or `--only=throughput` runs one part.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
@@ -266,8 +267,9 @@ async function throughput(): Promise<void> {
   out.throughput = { tokens, rawBytes, rows };
 }
 
-await realKv();
-await throughput();
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
+if (!only || only === 'real') await realKv();
+if (!only || only === 'throughput') await throughput();
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
 writeFileSync(new URL('./results/codec.json', import.meta.url), JSON.stringify(out, null, 2));
 console.log('\nwrote bench/results/codec.json');

@@ -277,17 +277,15 @@ class DecodeIntoWorker : public PromiseWorker {
                    const Napi::Value& values, const Napi::Value& positions)
       : PromiseWorker(env), profile_(std::move(pr)) {
     src_.Bind(source, [this](Napi::Value v) { Keep(v); });
-    if (!keys.IsArrayBuffer() || !values.IsArrayBuffer() || !positions.IsTypedArray() ||
+    if (!keys.IsTypedArray() || !values.IsTypedArray() || !positions.IsTypedArray() ||
         positions.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      fail("E_INTERNAL", "decodeInto needs two ArrayBuffers and an Int32Array");
-    Napi::ArrayBuffer k = keys.As<Napi::ArrayBuffer>(), v = values.As<Napi::ArrayBuffer>();
-    Napi::Int32Array p = positions.As<Napi::Int32Array>();
-    kp_ = k.Data();
-    vp_ = v.Data();
-    pp_ = p.Data();
-    klen_ = k.ByteLength();
-    vlen_ = v.ByteLength();
-    plen_ = p.ElementLength();
+      fail("E_INTERNAL", "decodeInto needs two typed arrays and an Int32Array");
+    // Views may be of a SharedArrayBuffer (the store's device tier shares caches with workers).
+    kp_ = view_data(keys, klen_);
+    vp_ = view_data(values, vlen_);
+    size_t pbytes = 0;
+    pp_ = static_cast<int32_t*>(view_data(positions, pbytes));
+    plen_ = pbytes / 4;
     Keep(keys);
     Keep(values);
     Keep(positions);

@@ -43,6 +43,26 @@ void PromiseWorker::OnError(const Napi::Error& e) {
   deferred_.Reject(make_error(env, code_, e.Message()).Value());
 }
 
+void* view_data(const Napi::Value& v, size_t& bytes) {
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  napi_value buffer;
+  size_t offset = 0;
+  // Unlike Napi::TypedArray::ArrayBuffer(), this also works for views of a SharedArrayBuffer.
+  if (napi_get_typedarray_info(v.Env(), v, &type, &length, &data, &buffer, &offset) != napi_ok)
+    fail("E_LAYOUT", "expected a typed array");
+  size_t elem = 1;
+  switch (type) {
+    case napi_int16_array: case napi_uint16_array: elem = 2; break;
+    case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
+    case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
+    default: elem = 1;
+  }
+  bytes = length * elem;
+  return data;
+}
+
 DType read_dtype(const Napi::Value& v) {
   const uint32_t d = v.As<Napi::Number>().Uint32Value();
   if (d > 2) fail("E_LAYOUT", "dtype code must be 0 (f32), 1 (f16) or 2 (bf16)");
@@ -69,11 +89,11 @@ CacheView read_cache(const Napi::Object& obj, uint32_t layers, uint32_t row_valu
     for (uint32_t l = 0; l < layers; l++) {
       Napi::Value e = arr.Get(l);
       if (!e.IsTypedArray()) fail("E_LAYOUT", std::string("cache.") + name + "[" + std::to_string(l) + "] must be a typed array");
-      Napi::TypedArray ta = e.As<Napi::TypedArray>();
-      if (ta.ByteLength() != want)
-        fail("E_LAYOUT", std::string("cache.") + name + "[" + std::to_string(l) + "] has " +
-                             std::to_string(ta.ByteLength()) + " bytes, expected " + std::to_string(want));
-      const uint8_t* p = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+      size_t bytes = 0;
+      const uint8_t* p = static_cast<const uint8_t*>(view_data(e, bytes));
+      if (bytes != want)
+        fail("E_LAYOUT", std::string("cache.") + name + "[" + std::to_string(l) + "] has " + std::to_string(bytes) +
+                             " bytes, expected " + std::to_string(want));
       (s == 0 ? c.keys : c.values).push_back(p);
       if (pin) pin(e);
     }
@@ -82,9 +102,9 @@ CacheView read_cache(const Napi::Object& obj, uint32_t layers, uint32_t row_valu
   if (!pos.IsUndefined() && !pos.IsNull()) {
     if (!pos.IsTypedArray() || pos.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
       fail("E_LAYOUT", "cache.positions must be an Int32Array");
-    Napi::Int32Array pa = pos.As<Napi::Int32Array>();
-    if (pa.ElementLength() != c.tokens) fail("E_LAYOUT", "cache.positions must have one entry per token");
-    c.positions = pa.Data();
+    size_t bytes = 0;
+    c.positions = static_cast<const int32_t*>(view_data(pos, bytes));
+    if (bytes != size_t(c.tokens) * 4) fail("E_LAYOUT", "cache.positions must have one entry per token");
     if (pin) pin(pos);
   }
   return c;

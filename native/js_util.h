@@ -62,4 +62,7 @@ CacheView read_cache(const Napi::Object& obj, uint32_t layers, uint32_t row_valu
 
 DType read_dtype(const Napi::Value& v);
 
+// Data pointer and byte length of any typed array, including views of a SharedArrayBuffer.
+void* view_data(const Napi::Value& v, size_t& bytes);
+
 }  // namespace kvtc

@@ -120,8 +120,8 @@ interface NativeAddon {
   decodeInto(
     profile: NativeProfileHandle,
     source: Uint8Array | number,
-    keys: ArrayBuffer,
-    values: ArrayBuffer,
+    keys: Uint8Array,
+    values: Uint8Array,
     positions: Int32Array,
   ): Promise<void>;
   inspectBlob(blob: Uint8Array, verify: boolean): NativeBlobInfo;

@@ -46,22 +46,31 @@ export async function decode(blob: Uint8Array, profile: CodecProfile): Promise<K
  * only after the native side verified the checksum and every size in the header: a damaged or
  * forged header can at worst make the allocation fail (E_CAPACITY), never crash the process.
  */
-export async function decodeSource(source: Uint8Array | number, profile: CodecProfile): Promise<KvCache> {
+export async function decodeSource(
+  source: Uint8Array | number,
+  profile: CodecProfile,
+  options: { shared?: boolean } = {},
+): Promise<KvCache> {
   const handle = await profile.nativeHandle();
   const prep = await callNative(() => native.decodePrepare(handle, source));
-  let keysBuf: ArrayBuffer;
-  let valuesBuf: ArrayBuffer;
+  // shared: the store keeps decoded caches in SharedArrayBuffers it can hand to workers uncopied.
+  const Buf = options.shared ? SharedArrayBuffer : ArrayBuffer;
+  let keysBuf: ArrayBufferLike;
+  let valuesBuf: ArrayBufferLike;
+  let positions: Int32Array;
   try {
-    keysBuf = new ArrayBuffer(prep.bytesPerStream);
-    valuesBuf = new ArrayBuffer(prep.bytesPerStream);
+    keysBuf = new Buf(prep.bytesPerStream);
+    valuesBuf = new Buf(prep.bytesPerStream);
+    positions = new Int32Array(new Buf(prep.tokens * 4));
   } catch (err) {
     throw new KvtcError('E_CAPACITY', `cannot allocate 2 x ${prep.bytesPerStream} bytes for the decoded cache`, { cause: err });
   }
-  const positions = new Int32Array(prep.tokens);
-  await callNative(() => native.decodeInto(handle, source, keysBuf, valuesBuf, positions));
+  await callNative(() =>
+    native.decodeInto(handle, source, new Uint8Array(keysBuf), new Uint8Array(valuesBuf), positions),
+  );
   const layout: KvLayout = { ...profile.layout, dtype: prep.dtype };
   const perLayer = prep.tokens * rowValues(layout);
-  const view = (buf: ArrayBuffer, l: number) =>
+  const view = (buf: ArrayBufferLike, l: number) =>
     layout.dtype === 'f32' ? new Float32Array(buf, l * perLayer * 4, perLayer) : new Uint16Array(buf, l * perLayer * 2, perLayer);
   const keys: ArrayBufferView[] = [];
   const values: ArrayBufferView[] = [];

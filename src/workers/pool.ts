@@ -1,0 +1,87 @@
+/**
+ * The store's codec workers: a Piscina pool running src/workers/worker.ts (built to
+ * dist/workers/worker.js). The main thread only routes: caches go out as SharedArrayBuffer views,
+ * blobs come back as host-arena handles, restored caches come back shared.
+ */
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import { type KvtcErrorCode, KvtcError } from '../errors.js';
+import type { CodecProfile } from '../codec/profile.js';
+import type { BlobFormat, DecodeResult, EncodeResult, WireCache, WireProfile, WorkerReply } from './tasks.js';
+
+/** The compiled worker: dist/workers/worker.js, whether this module runs from src/ or dist/. */
+function workerFile(): string {
+  const file = fileURLToPath(new URL('../../dist/workers/worker.js', import.meta.url));
+  if (!existsSync(file)) {
+    throw new KvtcError('E_BACKEND', `codec worker not built (${file} is missing); run \`npm run build:ts\``);
+  }
+  return file;
+}
+
+export interface PoolOptions {
+  minThreads: number;
+  maxThreads: number;
+}
+
+export class CodecPool {
+  readonly #pool: Piscina;
+  readonly #profile: WireProfile;
+
+  constructor(profile: CodecProfile, options: PoolOptions) {
+    this.#pool = new Piscina({
+      filename: workerFile(),
+      minThreads: options.minThreads,
+      maxThreads: options.maxThreads,
+      idleTimeout: 30_000,
+    });
+    // Profile bytes are shared once; every task references the same SharedArrayBuffer.
+    const bytes = profile.toBytes();
+    const shared = new Uint8Array(new SharedArrayBuffer(bytes.byteLength));
+    shared.set(bytes);
+    this.#profile = { fingerprint: profile.fingerprint, bytes: shared };
+  }
+
+  static defaultThreads(): PoolOptions {
+    const cores = availableParallelism();
+    return { minThreads: 1, maxThreads: Math.max(1, Math.min(cores, 8)) };
+  }
+
+  get threads(): number {
+    return this.#pool.threads.length;
+  }
+
+  async #run<T>(task: object, transferList?: ArrayBuffer[]): Promise<T> {
+    let reply: WorkerReply;
+    try {
+      reply = (await this.#pool.run(task, transferList ? { transferList } : {})) as WorkerReply;
+    } catch (err) {
+      // The worker died (or the pool was destroyed) mid-task.
+      throw new KvtcError('E_INTERNAL', `codec worker failed: ${(err as Error).message}`, { cause: err });
+    }
+    if (!reply.ok) throw new KvtcError(reply.code as KvtcErrorCode, reply.message);
+    return reply.value as T;
+  }
+
+  /** Encodes a cache into the host arena (the cache's arrays are shared, not copied). */
+  encode(cache: WireCache, format: BlobFormat): Promise<EncodeResult> {
+    return this.#run({ op: 'encode', profile: this.#profile, cache, format });
+  }
+
+  /** Decodes a host-arena blob in place. */
+  decodeHandle(handle: number, format: BlobFormat): Promise<DecodeResult> {
+    return this.#run({ op: 'decode', profile: this.#profile, format, source: { handle } });
+  }
+
+  /** Decodes a blob read from disk; its buffer is transferred to the worker. */
+  decodeBlob(blob: Uint8Array, format: BlobFormat): Promise<DecodeResult> {
+    const own = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer;
+    const b = own ? blob : blob.slice();
+    return this.#run({ op: 'decode', profile: this.#profile, format, source: { blob: b } }, [b.buffer as ArrayBuffer]);
+  }
+
+  async destroy(): Promise<void> {
+    await this.#pool.destroy();
+  }
+}
