@@ -23,6 +23,16 @@ export {
 export { CodecProfile, type ProfileGroup, type ProfileSettings } from './codec/profile.js';
 export { calibrate } from './codec/calibrate.js';
 export { encode, decode, inspect, type EncodeOptions, type BlobInfo } from './codec/codec.js';
+export {
+  KvStore,
+  type GetOptions,
+  type PutOptions,
+  type StoreEvent,
+  type StoreEventName,
+} from './store/store.js';
+export type { StoreStats, TierStats } from './store/stats.js';
+export type { Tier } from './store/session.js';
+export { STORE_DEFAULTS, type StoreOptions, type TierOptions } from './options.js';
 export { f16BitsToF32, f32ToF16Bits, bf16BitsToF32, f32ToBf16Bits, toFloat32, fromFloat32 } from './half.js';
 export {
   parseSequenceState,

@@ -142,3 +142,156 @@ export function pcaGroupLayersFor(setting: number | 'all' | 'auto', layout: KvLa
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
+
+// ------------------------------------------------------------------------------- store options
+
+/** Tier policies. Sizes in bytes, times in milliseconds; 0 disables a time-based policy. */
+export interface TierOptions {
+  device?: {
+    /** Raw bytes the hot tier may hold. Default 1 GiB. */
+    capacityBytes?: number;
+    /** Demote a session untouched for this long. Default 60000; 0 = never. */
+    idleMs?: number;
+  };
+  host?: {
+    /** Encoded bytes the warm tier may hold. Default 4 GiB. */
+    capacityBytes?: number;
+    /** Spill a session untouched for this long to disk. Default 600000; 0 = never. */
+    idleMs?: number;
+  };
+  disk?: {
+    /** Encoded bytes the disk tier may hold before evicting least-recently-used sessions. Default 64 GiB. */
+    capacityBytes?: number;
+    /** Expire sessions untouched for this long. Default 0 = never. */
+    ttlMs?: number;
+    /** LMDB map size. Default capacityBytes * 1.25 + 64 MiB. */
+    mapSizeBytes?: number;
+  };
+}
+
+export interface StoreOptions {
+  /** A CodecProfile, or the path of a saved one. Required. */
+  profile: import('./codec/profile.js').CodecProfile | string;
+  /** LMDB directory of the disk tier. Default: $KVTC_STORE_PATH, else ./.kvtc/store. */
+  path?: string;
+  /** 'auto' (default, $KVTC_BACKEND): CUDA when usable, else CPU. 'cuda' throws E_BACKEND when unusable. */
+  backend?: 'auto' | 'cuda' | 'cpu';
+  tiers?: TierOptions;
+  /** 'write-back' (default): disk on spill only. 'write-through': every demotion also persists to disk before it resolves. */
+  writePolicy?: 'write-back' | 'write-through';
+  /** 'kvtc' (default): lower tiers hold transform-coded blobs. 'none': raw blobs (a baseline for benchmarks). */
+  compression?: 'kvtc' | 'none';
+  /** Persist hot and warm sessions to disk on close() so nothing acknowledged is lost. Default true. */
+  flushOnClose?: boolean;
+  /** Codec worker threads. Default min 1, max min(cores, 8). */
+  workers?: { minThreads?: number; maxThreads?: number };
+  /** How often idle/TTL policies are checked. Default: a quarter of the smallest idle/TTL, 50..5000 ms. */
+  sweepIntervalMs?: number;
+}
+
+export interface ResolvedStoreOptions {
+  path: string;
+  backend: 'auto' | 'cuda' | 'cpu';
+  device: { capacityBytes: number; idleMs: number };
+  host: { capacityBytes: number; idleMs: number };
+  disk: { capacityBytes: number; ttlMs: number; mapSizeBytes: number };
+  writePolicy: 'write-back' | 'write-through';
+  compression: 'kvtc' | 'none';
+  flushOnClose: boolean;
+  workers: { minThreads: number; maxThreads: number };
+  sweepIntervalMs: number;
+}
+
+const GiB = 1024 ** 3;
+
+export const STORE_DEFAULTS = {
+  path: '.kvtc/store',
+  backend: 'auto',
+  device: { capacityBytes: 1 * GiB, idleMs: 60_000 },
+  host: { capacityBytes: 4 * GiB, idleMs: 600_000 },
+  disk: { capacityBytes: 64 * GiB, ttlMs: 0 },
+  writePolicy: 'write-back',
+  compression: 'kvtc',
+  flushOnClose: true,
+} as const;
+
+/** Environment variables kvtc reads (only here). */
+export function readEnv(env: NodeJS.ProcessEnv = process.env): { backend?: string; storePath?: string } {
+  const out: { backend?: string; storePath?: string } = {};
+  if (env.KVTC_BACKEND) out.backend = env.KVTC_BACKEND;
+  if (env.KVTC_STORE_PATH) out.storePath = env.KVTC_STORE_PATH;
+  return out;
+}
+
+function oneOf<T extends string>(v: unknown, field: string, allowed: readonly T[], fallback: T): T {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'string' || !allowed.includes(v as T)) throw bad(field, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, v);
+  return v as T;
+}
+
+function sizeOpt(v: unknown, field: string, fallback: number, min = 1): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    throw bad(field, min === 0 ? 'a non-negative integer' : 'a positive integer', v);
+  }
+  return v;
+}
+
+function objOpt(v: unknown, field: string): Record<string, unknown> {
+  if (v === undefined) return {};
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(field, 'an object', v);
+  return v as Record<string, unknown>;
+}
+
+/** Validates store options (all but the profile, which the store loads) and fills defaults. */
+export function resolveStoreOptions(options: StoreOptions, env = readEnv()): ResolvedStoreOptions {
+  if (typeof options !== 'object' || options === null) throw bad('', 'an object', options);
+  const tiers = objOpt(options.tiers, 'tiers');
+  const dev = objOpt(tiers.device, 'tiers.device');
+  const host = objOpt(tiers.host, 'tiers.host');
+  const disk = objOpt(tiers.disk, 'tiers.disk');
+  const workers = objOpt(options.workers, 'workers');
+  const path = options.path ?? env.storePath ?? STORE_DEFAULTS.path;
+  if (typeof path !== 'string' || path.length === 0) throw bad('path', 'a non-empty string', path);
+  const diskCap = sizeOpt(disk.capacityBytes, 'tiers.disk.capacityBytes', STORE_DEFAULTS.disk.capacityBytes);
+  const device = {
+    capacityBytes: sizeOpt(dev.capacityBytes, 'tiers.device.capacityBytes', STORE_DEFAULTS.device.capacityBytes, 0),
+    idleMs: sizeOpt(dev.idleMs, 'tiers.device.idleMs', STORE_DEFAULTS.device.idleMs, 0),
+  };
+  const hostT = {
+    capacityBytes: sizeOpt(host.capacityBytes, 'tiers.host.capacityBytes', STORE_DEFAULTS.host.capacityBytes, 0),
+    idleMs: sizeOpt(host.idleMs, 'tiers.host.idleMs', STORE_DEFAULTS.host.idleMs, 0),
+  };
+  const diskT = {
+    capacityBytes: diskCap,
+    ttlMs: sizeOpt(disk.ttlMs, 'tiers.disk.ttlMs', STORE_DEFAULTS.disk.ttlMs, 0),
+    mapSizeBytes: sizeOpt(disk.mapSizeBytes, 'tiers.disk.mapSizeBytes', Math.ceil(diskCap * 1.25) + 64 * 1024 * 1024),
+  };
+  const def = defaultWorkerThreads();
+  const minThreads = sizeOpt(workers.minThreads, 'workers.minThreads', def.minThreads, 0);
+  const maxThreads = sizeOpt(workers.maxThreads, 'workers.maxThreads', Math.max(def.maxThreads, minThreads));
+  if (maxThreads < minThreads) throw bad('workers.maxThreads', `>= workers.minThreads (${minThreads})`, maxThreads);
+  const times = [device.idleMs, hostT.idleMs, diskT.ttlMs].filter((t) => t > 0);
+  const sweepDefault = Math.min(5000, Math.max(50, Math.floor(Math.min(...times, 20_000) / 4)));
+  return {
+    path,
+    backend: oneOf(options.backend ?? env.backend, 'backend', ['auto', 'cuda', 'cpu'] as const, 'auto'),
+    device,
+    host: hostT,
+    disk: diskT,
+    writePolicy: oneOf(options.writePolicy, 'writePolicy', ['write-back', 'write-through'] as const, 'write-back'),
+    compression: oneOf(options.compression, 'compression', ['kvtc', 'none'] as const, 'kvtc'),
+    flushOnClose: options.flushOnClose === undefined ? true : boolOpt(options.flushOnClose, 'flushOnClose'),
+    workers: { minThreads, maxThreads },
+    sweepIntervalMs: sizeOpt(options.sweepIntervalMs, 'sweepIntervalMs', sweepDefault, 1),
+  };
+}
+
+function boolOpt(v: unknown, field: string): boolean {
+  if (typeof v !== 'boolean') throw bad(field, 'a boolean', v);
+  return v;
+}
+
+function defaultWorkerThreads(): { minThreads: number; maxThreads: number } {
+  return { minThreads: 1, maxThreads: Math.max(1, Math.min(availableParallelism(), 8)) };
+}

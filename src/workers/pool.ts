@@ -4,7 +4,6 @@
  * blobs come back as host-arena handles, restored caches come back shared.
  */
 import { existsSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { type KvtcErrorCode, KvtcError } from '../errors.js';
@@ -41,11 +40,6 @@ export class CodecPool {
     const shared = new Uint8Array(new SharedArrayBuffer(bytes.byteLength));
     shared.set(bytes);
     this.#profile = { fingerprint: profile.fingerprint, bytes: shared };
-  }
-
-  static defaultThreads(): PoolOptions {
-    const cores = availableParallelism();
-    return { minThreads: 1, maxThreads: Math.max(1, Math.min(cores, 8)) };
   }
 
   get threads(): number {

@@ -1,0 +1,1018 @@
+/**
+ * The disk (cold) tier: encoded cache blobs and their metadata in one LMDB environment, so that
+ * spilled sessions survive a restart. The store decides what to spill and what to evict; this
+ * class makes each record durable, keeps exact byte accounting and never hands out a record that
+ * fails its checks.
+ *
+ * Layout of the environment (all keys are the session id's UTF-8 bytes, no prefix):
+ *
+ *   meta    id → metadata record: u8 version | u32le CRC-32C of the JSON | JSON (DiskRecordMeta)
+ *   blobs   id → the blob, byte for byte
+ *   qmeta   id → quarantine entry (same framing): reason, time, the metadata as it was
+ *   qblobs  id → the quarantined blob
+ *
+ * Behaviour of lmdb 3.5.6 this relies on (each checked against its source and by tests):
+ * - Only `childTransaction` is atomic: when its callback throws or returns ABORT the child
+ *   transaction is aborted. A callback passed to `transaction()` that throws still commits the
+ *   writes it made before throwing, so `transaction()` is never used for writes here.
+ * - Writes inside a transaction callback are synchronous (they copy into LMDB's dirty pages on the
+ *   calling thread); the commit and the fsync run on lmdb's write thread.
+ * - With overlapping sync (lmdb's default on Linux) a commit resolves before it is on disk, and
+ *   after a failed commit the pending flush promise never settles: `env.close()` then hangs
+ *   forever, and so would any write waiting on `flushed`. The environment is therefore opened with
+ *   `overlappingSync: false`: a transaction's promise resolves only once LMDB has synced it.
+ * - The map grows by itself: lmdb-js patches LMDB to enlarge the map when a transaction needs more
+ *   pages, so MDB_MAP_FULL never fires and `mapSize` is only the initial size. `mapSizeBytes` is
+ *   therefore enforced here (see `DiskTierOptions.mapSizeBytes`).
+ * - A failed commit rejects every write of that transaction with a generic error whose
+ *   `commitError` promise rejects with the real cause right after. With event-turn batching on
+ *   (the default), lmdb also rejects an internal promise nobody can reach, which Node reports as
+ *   an unhandled rejection; the environment is therefore opened with `eventTurnBatching: false`
+ *   (each child transaction is its own unit anyway).
+ * - `getBinary` returns a Buffer of its own on every call (a slice for values up to 32 KiB, a
+ *   dedicated allocation above), never the shared read buffer or the memory map; `getBinaryFast`
+ *   does return the shared buffer and grows it to twice the largest value read, so it is not used
+ *   for blobs. `getAsync` crashes on large values in this version and is never used.
+ *
+ * One DiskTier per path per process; LMDB itself allows other processes to read, but the
+ * accounting here assumes this instance is the only writer.
+ */
+import { mkdirSync } from 'node:fs';
+import { ABORT, open as openLmdb } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
+import { native } from '../binding.js';
+import { KvtcError } from '../errors.js';
+import type { KvtcErrorCode } from '../errors.js';
+import { DTYPES, validateLayout } from '../layout.js';
+import type { DType, KvLayout, RopeSpec } from '../layout.js';
+
+/** Longest id (in UTF-8 bytes) the tier accepts: LMDB's key limit in lmdb-js (ids are stored without a prefix). */
+export const MAX_ID_BYTES = 1978;
+
+/** Metadata of one disk record. */
+export interface DiskRecordMeta {
+  /** Session id. */
+  id: string;
+  /** 32-hex fingerprint of the profile the blob was encoded with. */
+  fingerprint: string;
+  /** Layout of the cache; `dtype` is the blob's dtype. `rope.freqs` round-trips exactly. */
+  layout: KvLayout;
+  tokens: number;
+  /** Size of the raw cache in its dtype, bytes. */
+  rawBytes: number;
+  /** Size of the blob, bytes (computed by `put`). */
+  storedBytes: number;
+  /** ms since the epoch. */
+  createdAt: number;
+  /** ms since the epoch; see `DiskTier.touch` for how it is persisted. */
+  lastAccess: number;
+  /** Time to live after the last access, ms; 0 = no TTL. */
+  ttlMs: number;
+  priority: number;
+  pinned: boolean;
+  /** CRC-32C of the blob (computed by `put`). */
+  checksum: number;
+  /** How the blob is encoded; opaque to this tier. */
+  format: 'kvtc' | 'raw';
+}
+
+/** What `put` takes: the tier computes `checksum` and `storedBytes` from the blob. */
+export type DiskPutMeta = Omit<DiskRecordMeta, 'checksum' | 'storedBytes'>;
+
+/** Result of `DiskTier.get`: the record, or why there is none. Never wrong data as `ok: true`. */
+export type DiskGetResult =
+  | { ok: true; meta: DiskRecordMeta; blob: Uint8Array }
+  | { ok: false; reason: 'missing' }
+  | { ok: false; reason: 'corrupt' | 'profile-mismatch' | 'expired'; meta?: DiskRecordMeta; detail: string };
+
+/** Options of `DiskTier.open`. */
+export interface DiskTierOptions {
+  /** Directory of the LMDB environment; created when missing. */
+  path: string;
+  /**
+   * Bytes of blobs the store's policy aims to keep (sum of storedBytes). Recorded for the store
+   * (`capacityBytes`); this class never evicts by itself. Positive integer.
+   */
+  capacityBytes: number;
+  /**
+   * Hard limit on the environment's pages in use, bytes (positive integer, at least 64 KiB): the
+   * pages of all B-trees (live records, quarantine, LMDB's free list) plus LMDB's two meta pages.
+   * A put that would take more is aborted with E_CAPACITY and changes nothing. Also the initial
+   * LMDB map size. The data file can exceed it transiently by pages freed in recent transactions
+   * that LMDB keeps until no reader needs them (roughly the records replaced or deleted last).
+   */
+  mapSizeBytes: number;
+}
+
+/** A record moved out of the live set by `quarantine`. */
+export interface QuarantinedRecord {
+  id: string;
+  reason: string;
+  /** ms since the epoch. */
+  quarantinedAt: number;
+  /** The metadata as it was, when it could be decoded. */
+  meta?: DiskRecordMeta;
+  /** Size of the quarantined blob, bytes (undefined when there was no blob). */
+  blobBytes?: number;
+}
+
+/** Space the environment uses, bytes. */
+export interface DiskUsage {
+  /** Pages in use (what `mapSizeBytes` limits), in bytes. */
+  pageBytes: number;
+  /** Size of the data file up to its last used page. */
+  fileBytes: number;
+  /** `mapSizeBytes`. */
+  limitBytes: number;
+}
+
+type Bytes = Database<Uint8Array, Uint8Array>;
+
+interface PageStats {
+  treeBranchPageCount: number;
+  treeLeafPageCount: number;
+  overflowPages: number;
+}
+
+interface DbStats extends PageStats {
+  pageSize: number;
+  lastPageNumber: number;
+  root: PageStats;
+  free: PageStats;
+}
+
+/** How `lastAccess` updates from `touch` reach the disk: batched, this long after the first one. */
+const ACCESS_FLUSH_MS = 1000;
+/** How long a failed write waits for lmdb's `commitError` detail before giving up on it. */
+const COMMIT_DETAIL_WAIT_MS = 2000;
+const MIN_MAP_SIZE = 64 * 1024;
+const RECORD_VERSION = 1;
+const FINGERPRINT_RE = /^[0-9a-f]{32}$/;
+const MISSING: DiskGetResult = Object.freeze({ ok: false, reason: 'missing' }) as DiskGetResult;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * The disk tier. Reads are synchronous (LMDB is memory-mapped); writes are asynchronous child
+ * transactions committed on lmdb's write thread, each one atomic (metadata and blob together).
+ */
+export class DiskTier {
+  /** Directory of the environment. */
+  readonly path: string;
+  /** The store's byte budget for this tier (not enforced here). */
+  readonly capacityBytes: number;
+  /** Hard page limit, bytes (see DiskTierOptions.mapSizeBytes). */
+  readonly mapSizeBytes: number;
+
+  readonly #env: RootDatabase<Uint8Array, Uint8Array>;
+  readonly #meta: Bytes;
+  readonly #blobs: Bytes;
+  readonly #qmeta: Bytes;
+  readonly #qblobs: Bytes;
+
+  /** Live records with readable metadata: the in-memory mirror of the meta db. */
+  readonly #records = new Map<string, DiskRecordMeta>();
+  /** Live ids whose metadata could not be decoded (or blobs without metadata), with their blob sizes. */
+  readonly #broken = new Map<string, number>();
+  #bytes = 0;
+
+  /** Ids by lastAccess, least recent first (a Map keeps insertion order; re-inserting is O(1)). */
+  #order = new Map<string, number>();
+  #orderSorted = true;
+  #orderTail = -Infinity;
+
+  /** Ids whose lastAccess changed since it was last written. */
+  readonly #dirtyAccess = new Set<string>();
+  #accessTimer: NodeJS.Timeout | undefined;
+
+  /** Writes apply to the in-memory state in commit order, which is the order they were queued. */
+  #nextTicket = 0;
+  #appliedTicket = 0;
+  readonly #settled = new Map<number, (() => void) | undefined>();
+  readonly #inflight = new Set<Promise<unknown>>();
+
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  private constructor(
+    opts: DiskTierOptions,
+    env: RootDatabase<Uint8Array, Uint8Array>,
+    dbs: { meta: Bytes; blobs: Bytes; qmeta: Bytes; qblobs: Bytes },
+  ) {
+    this.path = opts.path;
+    this.capacityBytes = opts.capacityBytes;
+    this.mapSizeBytes = opts.mapSizeBytes;
+    this.#env = env;
+    this.#meta = dbs.meta;
+    this.#blobs = dbs.blobs;
+    this.#qmeta = dbs.qmeta;
+    this.#qblobs = dbs.qblobs;
+    this.#rebuild();
+  }
+
+  /**
+   * Opens (creating when needed) the environment at `opts.path` and rebuilds the accounting and
+   * LRU order from the metadata, so every record written before (by this or an earlier process)
+   * is found again. Throws E_OPTIONS for bad options, E_IO when the environment cannot be opened.
+   */
+  static open(opts: DiskTierOptions): DiskTier {
+    if (typeof opts !== 'object' || opts === null) {
+      throw new KvtcError('E_OPTIONS', `disk tier options must be an object, got ${String(opts)}`);
+    }
+    if (typeof opts.path !== 'string' || opts.path.length === 0) {
+      throw new KvtcError('E_OPTIONS', `options.path must be a non-empty string, got ${String(opts.path)}`);
+    }
+    if (!Number.isSafeInteger(opts.capacityBytes) || opts.capacityBytes <= 0) {
+      throw new KvtcError('E_OPTIONS', `options.capacityBytes must be a positive integer, got ${String(opts.capacityBytes)}`);
+    }
+    if (!Number.isSafeInteger(opts.mapSizeBytes) || opts.mapSizeBytes < MIN_MAP_SIZE) {
+      throw new KvtcError('E_OPTIONS', `options.mapSizeBytes must be an integer of at least ${MIN_MAP_SIZE}, got ${String(opts.mapSizeBytes)}`);
+    }
+    let env: RootDatabase<Uint8Array, Uint8Array> | undefined;
+    try {
+      mkdirSync(opts.path, { recursive: true });
+      env = openLmdb<Uint8Array, Uint8Array>({
+        path: opts.path,
+        // lmdb-js treats a path with an extension as a file name; this tier always owns a directory.
+        noSubdir: false,
+        mapSize: opts.mapSizeBytes,
+        maxDbs: 8,
+        // See the file comment: with batching on, a failed commit leaks an unhandled rejection.
+        eventTurnBatching: false,
+        // See the file comment: commit = durable, and close() still works after a failed commit.
+        overlappingSync: false,
+      });
+      const o = { encoding: 'binary', keyEncoding: 'binary' } as const;
+      const dbs = {
+        meta: env.openDB<Uint8Array, Uint8Array>('meta', o),
+        blobs: env.openDB<Uint8Array, Uint8Array>('blobs', o),
+        qmeta: env.openDB<Uint8Array, Uint8Array>('qmeta', o),
+        qblobs: env.openDB<Uint8Array, Uint8Array>('qblobs', o),
+      };
+      return new DiskTier(opts, env, dbs);
+    } catch (err) {
+      if (env) void env.close().catch(() => undefined);
+      if (err instanceof KvtcError) throw err;
+      throw new KvtcError('E_IO', `disk tier at ${opts.path} could not be opened: ${errorText(err)}`, { cause: err });
+    }
+  }
+
+  /** Sum of storedBytes of the live records (unreadable ones count with their blob's size). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Number of live records, unreadable ones included (see `unreadable`). */
+  get count(): number {
+    return this.#records.size + this.#broken.size;
+  }
+
+  /**
+   * Stores (or replaces) a record: blob and metadata in one transaction. Resolves with the stored
+   * metadata once the transaction is committed and synced to disk (the accounting changes then). The blob is written without a copy: do not modify it until the promise settles.
+   * Rejects with E_OPTIONS (bad id or metadata), E_LAYOUT (bad layout), E_CAPACITY (over
+   * `mapSizeBytes`, or the write failed: full disk, file-size limit, I/O error; the cause is
+   * attached) or E_CLOSED. A rejected put leaves the previous record, if any, untouched.
+   */
+  async put(input: DiskPutMeta, blob: Uint8Array): Promise<DiskRecordMeta> {
+    this.#assertOpen();
+    if (typeof input !== 'object' || input === null) {
+      throw new KvtcError('E_OPTIONS', `meta must be an object, got ${String(input)}`);
+    }
+    const key = idKey(input.id);
+    if (!(blob instanceof Uint8Array)) {
+      throw new KvtcError('E_OPTIONS', `blob must be a Uint8Array, got ${describe(blob)}`);
+    }
+    const meta = normalizeMeta(input, blob.byteLength, native.internals.crc32c(blob) >>> 0);
+    if (blob.byteLength > this.mapSizeBytes) {
+      throw new KvtcError('E_CAPACITY', `record '${meta.id}' holds ${blob.byteLength} bytes, more than the disk tier's mapSizeBytes ${this.mapSizeBytes}`);
+    }
+    const record = encodeFramed(storedMeta(meta));
+    let over: number | undefined;
+    let detached = false;
+    const result = await this.#commit(`disk put of '${meta.id}'`, 'E_CAPACITY', () => {
+      // The caller may have transferred the buffer since put() was called.
+      if (blob.byteLength !== meta.storedBytes) {
+        detached = true;
+        return ABORT;
+      }
+      this.#blobs.putSync(key, blob);
+      this.#meta.putSync(key, record);
+      const used = this.#pagesInUse();
+      if (used > this.mapSizeBytes) {
+        over = used;
+        return ABORT;
+      }
+      return true;
+    }, () => this.#applyPut(meta));
+    if (result === undefined) {
+      if (detached) throw new KvtcError('E_OPTIONS', `blob of '${meta.id}' changed size (detached?) before it was written`);
+      throw new KvtcError(
+        'E_CAPACITY',
+        `disk tier is full: record '${meta.id}' (${meta.storedBytes} bytes) would bring the pages in use to ${over ?? 0} bytes, over mapSizeBytes ${this.mapSizeBytes}`,
+      );
+    }
+    return cloneMeta(meta);
+  }
+
+  /**
+   * Reads and verifies a record, synchronously. Checks, in order: it exists; its metadata decodes
+   * (else 'corrupt'); it has not expired at `now` ('expired', see `expired`); its fingerprint is
+   * `expectFingerprint` ('profile-mismatch'); its blob exists with storedBytes bytes and the
+   * recorded CRC-32C ('corrupt'). Never throws for bad record contents; throws E_CLOSED after
+   * close. The blob is a fresh Uint8Array owned by the caller. Does not touch the record.
+   */
+  get(id: string, expectFingerprint: string, now: number = Date.now()): DiskGetResult {
+    this.#assertOpen();
+    const key = tryIdKey(id);
+    if (!key) return MISSING;
+    let meta: DiskRecordMeta | undefined;
+    try {
+      const raw = this.#meta.getBinary(key);
+      if (raw === undefined) {
+        return this.#blobKeyExists(key) ? { ok: false, reason: 'corrupt', detail: `record '${id}' has a blob but no metadata` } : MISSING;
+      }
+      const decoded = decodeMeta(raw, id);
+      if (!decoded.ok) return { ok: false, reason: 'corrupt', detail: `record '${id}': ${decoded.detail}` };
+      meta = decoded.meta;
+      // touch() is persisted lazily: the in-memory lastAccess of the same record is the newer one.
+      const mem = this.#records.get(id);
+      if (mem && sameGeneration(mem, meta)) meta.lastAccess = mem.lastAccess;
+      if (isExpired(meta, now)) {
+        return { ok: false, reason: 'expired', meta, detail: `record '${id}' expired at ${meta.lastAccess + meta.ttlMs} (now ${now})` };
+      }
+      if (meta.fingerprint !== expectFingerprint) {
+        return { ok: false, reason: 'profile-mismatch', meta, detail: `record '${id}' was encoded with profile ${meta.fingerprint}, expected ${String(expectFingerprint)}` };
+      }
+      const buf = this.#blobs.getBinary(key);
+      if (buf === undefined) return { ok: false, reason: 'corrupt', meta, detail: `record '${id}' has metadata but no blob` };
+      // getBinary already returned a buffer of its own; a plain view of it is the stable copy.
+      const blob = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+      if (blob.byteLength !== meta.storedBytes) {
+        return { ok: false, reason: 'corrupt', meta, detail: `record '${id}' blob holds ${blob.byteLength} bytes, metadata says ${meta.storedBytes}` };
+      }
+      const crc = native.internals.crc32c(blob) >>> 0;
+      if (crc !== meta.checksum) {
+        return { ok: false, reason: 'corrupt', meta, detail: `record '${id}' blob CRC-32C ${hex32(crc)} != recorded ${hex32(meta.checksum)}` };
+      }
+      return { ok: true, meta, blob };
+    } catch (err) {
+      const r: DiskGetResult = { ok: false, reason: 'corrupt', detail: `record '${id}' could not be read: ${errorText(err)}` };
+      if (meta) r.meta = meta;
+      return r;
+    }
+  }
+
+  /** Metadata of a live record (a copy, with the latest in-memory lastAccess), or undefined. */
+  meta(id: string): DiskRecordMeta | undefined {
+    this.#assertOpen();
+    const m = this.#records.get(id);
+    return m ? cloneMeta(m) : undefined;
+  }
+
+  /** True when `id` is a live record (unreadable ones included). */
+  has(id: string): boolean {
+    this.#assertOpen();
+    return this.#records.has(id) || this.#broken.has(id);
+  }
+
+  /**
+   * Records an access: updates lastAccess and the LRU order in memory at once (O(1) when accesses
+   * come in time order). The new lastAccess reaches the disk lazily, batched about a second later
+   * and on close, best effort: after a crash a record may come back with an older lastAccess, so
+   * it may expire (TTL) or be evicted earlier than it would have. Unknown ids are ignored.
+   */
+  touch(id: string, lastAccess: number): void {
+    this.#assertOpen();
+    if (typeof lastAccess !== 'number' || !Number.isFinite(lastAccess)) {
+      throw new KvtcError('E_OPTIONS', `lastAccess must be a finite number of ms, got ${String(lastAccess)}`);
+    }
+    const m = this.#records.get(id);
+    if (!m) return;
+    m.lastAccess = lastAccess + 0; // no -0 (see normalizeMeta)
+    this.#place(id, m.lastAccess);
+    this.#dirtyAccess.add(id);
+    if (!this.#accessTimer) {
+      this.#accessTimer = setTimeout(() => {
+        this.#accessTimer = undefined;
+        void this.#flushAccess();
+      }, ACCESS_FLUSH_MS);
+      // A pending access flush must not keep the process alive; close() flushes anyway.
+      this.#accessTimer.unref();
+    }
+  }
+
+  /**
+   * Removes a record (metadata and blob). Resolves true when something was removed, once the
+   * removal is committed and synced. Rejects with E_IO when the write fails, E_CLOSED after close.
+   */
+  async delete(id: string): Promise<boolean> {
+    this.#assertOpen();
+    const key = tryIdKey(id);
+    if (!key) return false;
+    const removed = await this.#commit(`disk delete of '${id}'`, 'E_IO', () => {
+      const a = this.#meta.removeSync(key);
+      const b = this.#blobs.removeSync(key);
+      return a || b;
+    }, () => this.#forget(id));
+    return removed === true;
+  }
+
+  /**
+   * Moves a record out of the live set into the quarantine dbs, with `reason` (for records that
+   * failed a check: `get` said 'corrupt'). Works whatever state the record is in (unreadable
+   * metadata, missing blob, blob without metadata); a no-op when there is nothing under `id`.
+   * The live accounting drops the record; the quarantine is not counted in `bytes` or `count` but
+   * its pages count against `mapSizeBytes` until `clearQuarantine`. Rejects with E_IO on failure.
+   */
+  async quarantine(id: string, reason: string): Promise<void> {
+    this.#assertOpen();
+    if (typeof reason !== 'string') throw new KvtcError('E_OPTIONS', `reason must be a string, got ${describe(reason)}`);
+    const key = tryIdKey(id);
+    if (!key) return;
+    await this.#commit(`disk quarantine of '${id}'`, 'E_IO', () => {
+      const rawMeta = this.#meta.getBinary(key);
+      const blob = this.#blobs.getBinary(key);
+      if (rawMeta === undefined && blob === undefined) return false;
+      const decoded = rawMeta ? decodeMeta(rawMeta, id) : undefined;
+      const entry: StoredQuarantine = {
+        id,
+        reason,
+        quarantinedAt: Date.now(),
+        meta: decoded?.ok ? storedMeta(decoded.meta) : null,
+        rawMeta: rawMeta && !decoded?.ok ? Buffer.from(rawMeta).toString('base64') : null,
+        blobBytes: blob ? blob.byteLength : null,
+      };
+      this.#qmeta.putSync(key, encodeFramed(entry));
+      if (blob) this.#qblobs.putSync(key, blob);
+      else this.#qblobs.removeSync(key);
+      this.#meta.removeSync(key);
+      this.#blobs.removeSync(key);
+      return true;
+    }, () => this.#forget(id));
+  }
+
+  /** The quarantined records (for inspection). */
+  quarantined(): QuarantinedRecord[] {
+    this.#assertOpen();
+    const out: QuarantinedRecord[] = [];
+    for (const { key, value } of this.#qmeta.getRange({})) {
+      const id = keyId(key);
+      if (id === undefined) continue;
+      const q = decodeQuarantine(value, id);
+      out.push(q ?? { id, reason: '(unreadable quarantine entry)', quarantinedAt: 0 });
+    }
+    return out;
+  }
+
+  /** Deletes every quarantined record; resolves with how many there were. */
+  async clearQuarantine(): Promise<number> {
+    this.#assertOpen();
+    const n = await this.#commit('disk quarantine clear', 'E_IO', () => {
+      const keys = [...this.#qmeta.getKeys({})].map((k) => Buffer.from(k));
+      const blobKeys = [...this.#qblobs.getKeys({})].map((k) => Buffer.from(k));
+      for (const k of keys) this.#qmeta.removeSync(k);
+      for (const k of blobKeys) this.#qblobs.removeSync(k);
+      return keys.length;
+    }, () => undefined);
+    return n ?? 0;
+  }
+
+  /** Every live record with readable metadata (copies). `count - list().length` = `unreadable().length`. */
+  list(): DiskRecordMeta[] {
+    this.#assertOpen();
+    return [...this.#records.values()].map(cloneMeta);
+  }
+
+  /**
+   * Live ids whose metadata could not be decoded when the tier was opened, or blobs found without
+   * metadata. `get` reports them 'corrupt'; they come first in `lruOrder` so eviction clears them.
+   */
+  unreadable(): string[] {
+    this.#assertOpen();
+    return [...this.#broken.keys()];
+  }
+
+  /**
+   * Ids least recently used first, by lastAccess (ties in order of arrival): unreadable records
+   * first, pinned records left out. O(n), plus a sort when an access arrived out of time order.
+   */
+  lruOrder(): string[] {
+    this.#assertOpen();
+    if (!this.#orderSorted) {
+      this.#order = new Map([...this.#order].sort((a, b) => a[1] - b[1]));
+      this.#orderTail = Math.max(-Infinity, ...this.#order.values());
+      this.#orderSorted = true;
+    }
+    const out = [...this.#broken.keys()];
+    for (const id of this.#order.keys()) if (!this.#records.get(id)?.pinned) out.push(id);
+    return out;
+  }
+
+  /**
+   * Ids of records expired at `now`: ttlMs > 0 and now >= lastAccess + ttlMs (the TTL runs from
+   * the last access, so touching a record extends it). Pinned records expire too; the store
+   * decides what to do with them.
+   */
+  expired(now: number): string[] {
+    this.#assertOpen();
+    if (typeof now !== 'number' || Number.isNaN(now)) throw new KvtcError('E_OPTIONS', `now must be a number of ms, got ${String(now)}`);
+    const out: string[] = [];
+    for (const m of this.#records.values()) if (isExpired(m, now)) out.push(m.id);
+    return out;
+  }
+
+  /** Pages in use, file size and limit (reads LMDB's statistics). */
+  usage(): DiskUsage {
+    this.#assertOpen();
+    const s = statsOf(this.#meta);
+    return { pageBytes: this.#pagesInUse(), fileBytes: (s.lastPageNumber + 1) * s.pageSize, limitBytes: this.mapSizeBytes };
+  }
+
+  /**
+   * Writes pending lastAccess updates, waits for every write in flight and closes the
+   * environment. Later calls throw E_CLOSED; calling close again returns the same promise.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      if (this.#accessTimer) clearTimeout(this.#accessTimer);
+      this.#accessTimer = undefined;
+      await this.#flushAccess();
+      await Promise.allSettled([...this.#inflight]);
+      await this.#env.close();
+    })();
+    return this.#closing;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  #assertOpen(): void {
+    if (this.#closed) throw new KvtcError('E_CLOSED', `disk tier at ${this.path} is closed`);
+  }
+
+  /**
+   * Runs `body` as one child transaction (atomic: an exception or ABORT discards all its writes),
+   * then applies `apply` to the in-memory state in commit order. The environment syncs every
+   * commit before resolving it, so this resolves once the write is durable: with the body's
+   * result, or undefined when the body returned ABORT.
+   */
+  #commit<R>(what: string, failCode: KvtcErrorCode, body: () => R | typeof ABORT, apply: (result: R) => void): Promise<R | undefined> {
+    // Taken synchronously, right before queuing, so ticket order is transaction order.
+    const ticket = this.#nextTicket++;
+    const task = (async (): Promise<R | undefined> => {
+      let result: R | typeof ABORT;
+      try {
+        result = await this.#env.childTransaction(body);
+      } catch (err) {
+        this.#settle(ticket, undefined);
+        throw await writeFailure(failCode, what, err);
+      }
+      if (result === ABORT) {
+        this.#settle(ticket, undefined);
+        return undefined;
+      }
+      const r = result as R;
+      this.#settle(ticket, () => apply(r));
+      return r;
+    })();
+    this.#inflight.add(task);
+    const done = (): void => {
+      this.#inflight.delete(task);
+    };
+    task.then(done, done);
+    return task;
+  }
+
+  #settle(ticket: number, apply: (() => void) | undefined): void {
+    this.#settled.set(ticket, apply);
+    while (this.#settled.has(this.#appliedTicket)) {
+      const f = this.#settled.get(this.#appliedTicket);
+      this.#settled.delete(this.#appliedTicket);
+      this.#appliedTicket++;
+      f?.();
+    }
+  }
+
+  #applyPut(meta: DiskRecordMeta): void {
+    this.#forget(meta.id);
+    this.#records.set(meta.id, meta);
+    this.#bytes += meta.storedBytes;
+    this.#place(meta.id, meta.lastAccess);
+  }
+
+  #forget(id: string): void {
+    const prev = this.#records.get(id);
+    if (prev) {
+      this.#bytes -= prev.storedBytes;
+      this.#records.delete(id);
+    }
+    const broken = this.#broken.get(id);
+    if (broken !== undefined) {
+      this.#bytes -= broken;
+      this.#broken.delete(id);
+    }
+    this.#order.delete(id);
+    this.#dirtyAccess.delete(id);
+  }
+
+  /** Moves `id` to the most-recent end; the order stays sorted as long as accesses come in time order. */
+  #place(id: string, lastAccess: number): void {
+    this.#order.delete(id);
+    this.#order.set(id, lastAccess);
+    if (lastAccess >= this.#orderTail) this.#orderTail = lastAccess;
+    else this.#orderSorted = false;
+  }
+
+  /** Bytes of pages in use: every B-tree (root, free list, the four dbs) and the two meta pages. Inside a write transaction it sees that transaction's pages. */
+  #pagesInUse(): number {
+    const pages = (s: PageStats): number => s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
+    const m = statsOf(this.#meta);
+    let n = 2 + pages(m.root) + pages(m.free) + pages(m);
+    for (const db of [this.#blobs, this.#qmeta, this.#qblobs]) n += pages(statsOf(db));
+    return n * m.pageSize;
+  }
+
+  /** Existence of a blob without reading it (getBinaryFast would grow lmdb's shared buffer to the blob's size). */
+  #blobKeyExists(key: Buffer): boolean {
+    for (const k of this.#blobs.getKeys({ start: key, limit: 1 })) return Buffer.compare(Buffer.from(k), key) === 0;
+    return false;
+  }
+
+  /** Writes the lastAccess of touched records whose metadata on disk is still the same record. */
+  async #flushAccess(): Promise<void> {
+    if (this.#dirtyAccess.size === 0) return;
+    const ids = [...this.#dirtyAccess];
+    this.#dirtyAccess.clear();
+    try {
+      await this.#commit('disk lastAccess flush', 'E_IO', () => {
+        for (const id of ids) {
+          const mem = this.#records.get(id);
+          const key = tryIdKey(id);
+          if (!mem || !key) continue;
+          const raw = this.#meta.getBinary(key);
+          if (raw === undefined) continue;
+          const decoded = decodeMeta(raw, id);
+          if (!decoded.ok || !sameGeneration(mem, decoded.meta) || decoded.meta.lastAccess === mem.lastAccess) continue;
+          decoded.meta.lastAccess = mem.lastAccess;
+          this.#meta.putSync(key, encodeFramed(storedMeta(decoded.meta)));
+        }
+        return true;
+      }, () => undefined);
+    } catch {
+      // Best effort by contract: a lost lastAccess only makes a record look older.
+    }
+  }
+
+  /** Loads the accounting and LRU order from the meta db (and finds blobs without metadata). */
+  #rebuild(): void {
+    const loaded: DiskRecordMeta[] = [];
+    for (const { key, value } of this.#meta.getRange({})) {
+      const id = keyId(key);
+      if (id === undefined) continue;
+      const decoded = decodeMeta(value, id);
+      if (decoded.ok) loaded.push(decoded.meta);
+      else this.#broken.set(id, 0);
+    }
+    loaded.sort((a, b) => a.lastAccess - b.lastAccess);
+    for (const m of loaded) {
+      this.#records.set(m.id, m);
+      this.#bytes += m.storedBytes;
+      this.#place(m.id, m.lastAccess);
+    }
+    // Keys are copied out first: reads reuse lmdb's key buffer.
+    for (const k of [...this.#blobs.getKeys({})].map((x) => Buffer.from(x))) {
+      const id = keyId(k);
+      if (id === undefined || this.#records.has(id)) continue;
+      // Unreadable metadata or none at all: count the blob's real size, it occupies the disk.
+      this.#broken.set(id, this.#blobs.getBinary(k)?.byteLength ?? 0);
+    }
+    for (const size of this.#broken.values()) this.#bytes += size;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// ids and keys
+
+/** The UTF-8 key of a valid id; throws E_OPTIONS naming what is wrong. */
+function idKey(id: unknown): Buffer {
+  if (typeof id !== 'string' || id.length === 0) {
+    throw new KvtcError('E_OPTIONS', `id must be a non-empty string, got ${describe(id)}`);
+  }
+  const key = Buffer.from(id, 'utf8');
+  // A lone surrogate would be stored as U+FFFD and come back as another id.
+  if (key.toString('utf8') !== id) throw new KvtcError('E_OPTIONS', `id must be well-formed Unicode (it contains a lone surrogate)`);
+  if (key.length > MAX_ID_BYTES) {
+    throw new KvtcError('E_OPTIONS', `id is ${key.length} bytes of UTF-8, more than the ${MAX_ID_BYTES} the disk tier accepts`);
+  }
+  return key;
+}
+
+/** The key of an id, or undefined for an id that could never have been stored. */
+function tryIdKey(id: unknown): Buffer | undefined {
+  try {
+    return idKey(id);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The id of a stored key, or undefined for a key that is not well-formed UTF-8. */
+function keyId(key: Uint8Array): string | undefined {
+  try {
+    return utf8.decode(key);
+  } catch {
+    return undefined;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// metadata: validation, storage form, framing
+
+interface StoredRope {
+  theta: number;
+  style: RopeSpec['style'];
+  dims?: number;
+  /** The float32 values' little-endian bytes in base64: exact to the bit (JSON numbers lose -0). */
+  freqs?: string;
+}
+
+interface StoredLayout {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  dtype: DType;
+  rope?: StoredRope;
+}
+
+type StoredMeta = Omit<DiskRecordMeta, 'layout'> & { layout: StoredLayout };
+
+interface StoredQuarantine {
+  id: string;
+  reason: string;
+  quarantinedAt: number;
+  meta: StoredMeta | null;
+  /** Undecodable metadata bytes, base64. */
+  rawMeta: string | null;
+  blobBytes: number | null;
+}
+
+function optionError(field: string, want: string, got: unknown): KvtcError {
+  return new KvtcError('E_OPTIONS', `meta.${field} must be ${want}, got ${describe(got)}`);
+}
+
+/** Validates put's metadata and returns the tier's own copy with storedBytes and checksum. */
+function normalizeMeta(m: DiskPutMeta, storedBytes: number, checksum: number): DiskRecordMeta {
+  if (typeof m.fingerprint !== 'string' || !FINGERPRINT_RE.test(m.fingerprint)) {
+    throw optionError('fingerprint', 'a 32-character lowercase hex string', m.fingerprint);
+  }
+  const layout = copyLayout(validateLayout(m.layout, 'meta.layout'));
+  if (layout.rope && !Number.isFinite(layout.rope.theta)) {
+    // JSON cannot hold NaN/Infinity; the record would not read back.
+    throw new KvtcError('E_LAYOUT', `meta.layout.rope.theta must be a finite number, got ${String(layout.rope.theta)}`);
+  }
+  for (const f of ['tokens', 'rawBytes'] as const) {
+    if (!Number.isSafeInteger(m[f]) || m[f] < 0) throw optionError(f, 'a non-negative integer', m[f]);
+  }
+  for (const f of ['createdAt', 'lastAccess', 'priority'] as const) {
+    if (typeof m[f] !== 'number' || !Number.isFinite(m[f])) throw optionError(f, 'a finite number', m[f]);
+  }
+  if (typeof m.ttlMs !== 'number' || !Number.isFinite(m.ttlMs) || m.ttlMs < 0) throw optionError('ttlMs', 'a finite number >= 0', m.ttlMs);
+  if (typeof m.pinned !== 'boolean') throw optionError('pinned', 'a boolean', m.pinned);
+  if (m.format !== 'kvtc' && m.format !== 'raw') throw optionError('format', "'kvtc' or 'raw'", m.format);
+  // `+ 0` turns -0 into 0: JSON has no -0, and the record must read back equal to what put returned.
+  return {
+    id: m.id,
+    fingerprint: m.fingerprint,
+    layout,
+    tokens: m.tokens,
+    rawBytes: m.rawBytes,
+    storedBytes,
+    createdAt: m.createdAt + 0,
+    lastAccess: m.lastAccess + 0,
+    ttlMs: m.ttlMs + 0,
+    priority: m.priority + 0,
+    pinned: m.pinned,
+    checksum,
+    format: m.format,
+  };
+}
+
+function copyLayout(l: KvLayout): KvLayout {
+  const out: KvLayout = { layers: l.layers, kvHeads: l.kvHeads, headDim: l.headDim, dtype: l.dtype };
+  if (l.rope) {
+    const rope: RopeSpec = { theta: l.rope.theta, style: l.rope.style };
+    if (l.rope.dims !== undefined) rope.dims = l.rope.dims;
+    if (l.rope.freqs !== undefined) rope.freqs = new Float32Array(l.rope.freqs);
+    out.rope = rope;
+  }
+  return out;
+}
+
+function float32ToBase64(a: Float32Array): string {
+  const b = Buffer.alloc(a.length * 4);
+  for (let i = 0; i < a.length; i++) b.writeFloatLE(a[i]!, i * 4);
+  return b.toString('base64');
+}
+
+function base64ToFloat32(s: string): Float32Array | undefined {
+  const b = Buffer.from(s, 'base64');
+  if (b.length % 4 !== 0) return undefined;
+  const out = new Float32Array(b.length / 4);
+  for (let i = 0; i < out.length; i++) out[i] = b.readFloatLE(i * 4);
+  return out;
+}
+
+function cloneMeta(m: DiskRecordMeta): DiskRecordMeta {
+  return { ...m, layout: copyLayout(m.layout) };
+}
+
+function storedMeta(m: DiskRecordMeta): StoredMeta {
+  const l = m.layout;
+  const layout: StoredLayout = { layers: l.layers, kvHeads: l.kvHeads, headDim: l.headDim, dtype: l.dtype };
+  if (l.rope) {
+    const rope: StoredRope = { theta: l.rope.theta, style: l.rope.style };
+    if (l.rope.dims !== undefined) rope.dims = l.rope.dims;
+    if (l.rope.freqs !== undefined) rope.freqs = float32ToBase64(l.rope.freqs);
+    layout.rope = rope;
+  }
+  return { ...m, layout };
+}
+
+/** u8 version | u32le CRC-32C of the JSON | JSON: bit rot in metadata is caught like bit rot in blobs. */
+function encodeFramed(value: unknown): Buffer {
+  const json = Buffer.from(JSON.stringify(value), 'utf8');
+  const out = Buffer.allocUnsafe(5 + json.length);
+  out[0] = RECORD_VERSION;
+  out.writeUInt32LE(native.internals.crc32c(json) >>> 0, 1);
+  json.copy(out, 5);
+  return out;
+}
+
+type Decoded<T> = { ok: true; value: T } | { ok: false; detail: string };
+
+function decodeFramed(bytes: Uint8Array): Decoded<unknown> {
+  if (bytes.byteLength < 5) return { ok: false, detail: `metadata is ${bytes.byteLength} bytes, too short` };
+  if (bytes[0] !== RECORD_VERSION) return { ok: false, detail: `metadata version ${String(bytes[0])} is not ${RECORD_VERSION}` };
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const json = buf.subarray(5);
+  const crc = native.internals.crc32c(json) >>> 0;
+  if (crc !== buf.readUInt32LE(1)) return { ok: false, detail: `metadata CRC-32C ${hex32(crc)} != recorded ${hex32(buf.readUInt32LE(1))}` };
+  try {
+    return { ok: true, value: JSON.parse(utf8.decode(json)) as unknown };
+  } catch (err) {
+    return { ok: false, detail: `metadata is not JSON: ${errorText(err)}` };
+  }
+}
+
+type DecodedMeta = { ok: true; meta: DiskRecordMeta } | { ok: false; detail: string };
+
+/** Decodes and fully validates a metadata record stored under `id`; never throws. */
+function decodeMeta(bytes: Uint8Array, id: string): DecodedMeta {
+  const framed = decodeFramed(bytes);
+  if (!framed.ok) return framed;
+  const meta = parseStoredMeta(framed.value);
+  if (typeof meta === 'string') return { ok: false, detail: `metadata ${meta}` };
+  if (meta.id !== id) return { ok: false, detail: `metadata belongs to '${meta.id}'` };
+  return { ok: true, meta };
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The metadata a stored JSON value stands for, or a string saying what is wrong with it. */
+function parseStoredMeta(v: unknown): DiskRecordMeta | string {
+  if (!isRecord(v)) return 'is not an object';
+  const num = (f: string): number | undefined => (typeof v[f] === 'number' && Number.isFinite(v[f]) ? v[f] : undefined);
+  const id = v['id'];
+  const fingerprint = v['fingerprint'];
+  const format = v['format'];
+  if (typeof id !== 'string' || id.length === 0) return 'has no id';
+  if (typeof fingerprint !== 'string' || !FINGERPRINT_RE.test(fingerprint)) return 'has a bad fingerprint';
+  if (format !== 'kvtc' && format !== 'raw') return 'has a bad format';
+  if (typeof v['pinned'] !== 'boolean') return 'has a bad pinned flag';
+  const tokens = num('tokens');
+  const rawBytes = num('rawBytes');
+  const storedBytes = num('storedBytes');
+  const createdAt = num('createdAt');
+  const lastAccess = num('lastAccess');
+  const ttlMs = num('ttlMs');
+  const priority = num('priority');
+  const checksum = num('checksum');
+  if (tokens === undefined || rawBytes === undefined || storedBytes === undefined || createdAt === undefined
+    || lastAccess === undefined || ttlMs === undefined || priority === undefined || checksum === undefined) {
+    return 'has a missing or non-numeric field';
+  }
+  if (!Number.isSafeInteger(storedBytes) || storedBytes < 0 || ttlMs < 0 || !Number.isInteger(checksum) || checksum < 0 || checksum > 0xffffffff) {
+    return 'has an out-of-range field';
+  }
+  const layout = parseStoredLayout(v['layout']);
+  if (typeof layout === 'string') return layout;
+  return { id, fingerprint, layout, tokens, rawBytes, storedBytes, createdAt, lastAccess, ttlMs, priority, pinned: v['pinned'], checksum, format };
+}
+
+function parseStoredLayout(v: unknown): KvLayout | string {
+  if (!isRecord(v)) return 'has no layout';
+  const { layers, kvHeads, headDim, dtype } = v;
+  if (typeof layers !== 'number' || typeof kvHeads !== 'number' || typeof headDim !== 'number' || !DTYPES.includes(dtype as DType)) {
+    return 'has a bad layout';
+  }
+  const layout: KvLayout = { layers, kvHeads, headDim, dtype: dtype as DType };
+  const r = v['rope'];
+  if (r !== undefined) {
+    if (!isRecord(r) || typeof r['theta'] !== 'number' || (r['style'] !== 'interleaved' && r['style'] !== 'neox')) return 'has a bad rope';
+    const rope: RopeSpec = { theta: r['theta'], style: r['style'] };
+    if (r['dims'] !== undefined) {
+      if (typeof r['dims'] !== 'number') return 'has a bad rope.dims';
+      rope.dims = r['dims'];
+    }
+    if (r['freqs'] !== undefined) {
+      const f = typeof r['freqs'] === 'string' ? base64ToFloat32(r['freqs']) : undefined;
+      if (!f) return 'has bad rope.freqs';
+      rope.freqs = f;
+    }
+    layout.rope = rope;
+  }
+  try {
+    return validateLayout(layout, 'layout');
+  } catch (err) {
+    return `has an invalid layout: ${errorText(err)}`;
+  }
+}
+
+function decodeQuarantine(bytes: Uint8Array, id: string): QuarantinedRecord | undefined {
+  const framed = decodeFramed(bytes);
+  if (!framed.ok || !isRecord(framed.value)) return undefined;
+  const v = framed.value;
+  if (typeof v['reason'] !== 'string' || typeof v['quarantinedAt'] !== 'number') return undefined;
+  const q: QuarantinedRecord = { id, reason: v['reason'], quarantinedAt: v['quarantinedAt'] };
+  const meta = v['meta'] === null ? undefined : parseStoredMeta(v['meta']);
+  if (meta !== undefined && typeof meta !== 'string') q.meta = meta;
+  if (typeof v['blobBytes'] === 'number') q.blobBytes = v['blobBytes'];
+  return q;
+}
+
+/** Same record (not only the same id): a replacement has another checksum or creation time. */
+function sameGeneration(a: DiskRecordMeta, b: DiskRecordMeta): boolean {
+  return a.checksum === b.checksum && a.createdAt === b.createdAt && a.storedBytes === b.storedBytes;
+}
+
+function isExpired(m: DiskRecordMeta, now: number): boolean {
+  return m.ttlMs > 0 && now >= m.lastAccess + m.ttlMs;
+}
+
+// ------------------------------------------------------------------------------------------------
+// lmdb helpers
+
+function statsOf(db: Bytes): DbStats {
+  // lmdb types getStats() as `{}`; these are the fields read.js fills from mdb_stat / mdb_env_info.
+  return db.getStats() as DbStats;
+}
+
+/**
+ * The KvtcError for a failed write. lmdb rejects with a generic "Commit failed" whose
+ * `commitError` promise carries the cause; that promise must get a handler (or Node reports an
+ * unhandled rejection) and is usually settled already, so a short wait recovers the cause.
+ */
+async function writeFailure(code: KvtcErrorCode, what: string, err: unknown): Promise<KvtcError> {
+  let cause: unknown = err;
+  const commitError = isRecord(err) || err instanceof Error ? (err as { commitError?: unknown }).commitError : undefined;
+  if (isThenable(commitError)) {
+    const detail = await new Promise<unknown>((resolve) => {
+      const timer = setTimeout(() => resolve(undefined), COMMIT_DETAIL_WAIT_MS);
+      timer.unref();
+      commitError.then(
+        () => {
+          clearTimeout(timer);
+          resolve(undefined);
+        },
+        (e: unknown) => {
+          clearTimeout(timer);
+          resolve(e);
+        },
+      );
+    });
+    if (detail !== undefined) cause = detail;
+  }
+  const errno = isRecord(cause) || cause instanceof Error ? (cause as { code?: unknown }).code : undefined;
+  const suffix = errno !== undefined ? ` (code ${String(errno)})` : '';
+  return new KvtcError(code, `${what} failed: ${errorText(cause)}${suffix}`, { cause: err });
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function';
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function describe(v: unknown): string {
+  if (typeof v === 'string') return `'${v.length > 64 ? `${v.slice(0, 64)}…` : v}'`;
+  if (typeof v === 'object' && v !== null) return v.constructor?.name ?? 'object';
+  return String(v);
+}
+
+function hex32(n: number): string {
+  return n.toString(16).padStart(8, '0');
+}

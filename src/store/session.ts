@@ -1,0 +1,73 @@
+/**
+ * What the store knows about one session, whatever tier holds it, and the helpers that copy
+ * caches in and out of store-owned (shared) memory.
+ */
+import { KvtcError } from '../errors.js';
+import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
+
+export type Tier = 'device' | 'host' | 'disk';
+
+export interface SessionMeta {
+  id: string;
+  /** The model layout with the dtype the session's data has. */
+  layout: KvLayout;
+  tokens: number;
+  /** Bytes of the raw cache in its dtype. */
+  rawBytes: number;
+  pinned: boolean;
+  priority: number;
+  /** 0 = no TTL. */
+  ttlMs: number;
+  createdAt: number;
+  lastAccess: number;
+}
+
+/** Longest id accepted: LMDB keys are limited to 1978 bytes, minus the disk tier's prefix. */
+export const MAX_ID_BYTES = 1900;
+
+export function validateId(id: unknown): string {
+  if (typeof id !== 'string' || id.length === 0) {
+    throw new KvtcError('E_OPTIONS', `session id must be a non-empty string, got ${typeof id === 'string' ? "''" : String(id)}`);
+  }
+  const bytes = Buffer.byteLength(id, 'utf8');
+  if (bytes > MAX_ID_BYTES) {
+    throw new KvtcError('E_OPTIONS', `session id must be at most ${MAX_ID_BYTES} UTF-8 bytes, got ${bytes}`);
+  }
+  return id;
+}
+
+/** Bytes of a cache's arrays (keys, values; positions not counted). */
+export function rawBytesOf(layout: KvLayout, tokens: number): number {
+  return 2 * layout.layers * tokens * rowValues(layout) * dtypeBytes(layout.dtype);
+}
+
+/**
+ * Copies a cache into one buffer (keys, values, positions), shared (for the device tier, which
+ * hands caches to workers without copying) or plain (for callers, who must not alias store
+ * memory). Positions are always materialized.
+ */
+export function copyCache(cache: KvCache, shared: boolean): KvCache {
+  const { layout, tokens } = cache;
+  const perLayer = tokens * rowValues(layout) * dtypeBytes(layout.dtype);
+  const total = 2 * layout.layers * perLayer + 4 * tokens;
+  const buf = shared ? new SharedArrayBuffer(total) : new ArrayBuffer(total);
+  const bytes = new Uint8Array(buf);
+  const n = tokens * rowValues(layout);
+  const views: ArrayBufferView[] = [];
+  let off = 0;
+  for (const src of [...cache.keys, ...cache.values]) {
+    bytes.set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength), off);
+    views.push(layout.dtype === 'f32' ? new Float32Array(buf, off, n) : new Uint16Array(buf, off, n));
+    off += perLayer;
+  }
+  const positions = new Int32Array(buf, off, tokens);
+  if (cache.positions) positions.set(cache.positions);
+  else for (let i = 0; i < tokens; i++) positions[i] = i;
+  return {
+    layout: { ...layout },
+    tokens,
+    positions,
+    keys: views.slice(0, layout.layers),
+    values: views.slice(layout.layers),
+  };
+}

@@ -1,0 +1,61 @@
+/**
+ * Counters and latency samples behind KvStore.stats(). Latencies are kept in a bounded ring per
+ * tier (the most recent samples), so percentiles reflect current behaviour at O(1) memory.
+ */
+import type { Tier } from './session.js';
+
+const RING = 2048;
+
+class Ring {
+  readonly #v = new Float64Array(RING);
+  #n = 0;
+  add(x: number): void {
+    this.#v[this.#n % RING] = x;
+    this.#n++;
+  }
+  percentile(p: number): number | undefined {
+    const n = Math.min(this.#n, RING);
+    if (n === 0) return undefined;
+    const s = this.#v.slice(0, n).sort();
+    return s[Math.min(n - 1, Math.floor((p / 100) * n))]!;
+  }
+}
+
+export interface TierStats {
+  entries: number;
+  /** Bytes of the sessions' raw caches. */
+  rawBytes: number;
+  /** Bytes the tier actually holds (raw in the device tier, encoded below). */
+  storedBytes: number;
+  hits: number;
+  /** get() latency in ms, over the most recent hits of this tier. */
+  getP50Ms: number | undefined;
+  getP99Ms: number | undefined;
+}
+
+export interface StoreStats {
+  device: TierStats;
+  host: TierStats;
+  disk: TierStats;
+  misses: number;
+  /** Raw bytes / stored bytes over every encoded session (host and disk tiers). */
+  meanRatio: number | undefined;
+  /** Bytes of native host-arena memory in use, and whether it is page-locked. */
+  arena: { bytes: number; blocks: number; pinned: boolean };
+  workers: number;
+}
+
+export class StoreCounters {
+  readonly hits: Record<Tier, number> = { device: 0, host: 0, disk: 0 };
+  misses = 0;
+  readonly #lat: Record<Tier, Ring> = { device: new Ring(), host: new Ring(), disk: new Ring() };
+
+  hit(tier: Tier, ms: number): void {
+    this.hits[tier]++;
+    this.#lat[tier].add(ms);
+  }
+
+  latency(tier: Tier): { getP50Ms: number | undefined; getP99Ms: number | undefined } {
+    return { getP50Ms: this.#lat[tier].percentile(50), getP99Ms: this.#lat[tier].percentile(99) };
+  }
+}

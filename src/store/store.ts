@@ -1,0 +1,676 @@
+/**
+ * KvStore: the tiered KV-cache store a serving process embeds.
+ *
+ *   device (hot)  raw caches, ready for attention      demote: encode -> host
+ *   host (warm)   encoded blobs in the native arena     spill: -> disk
+ *   disk (cold)   encoded blobs + metadata in LMDB      evict by capacity / expire by TTL
+ *
+ * Concurrency model: operations on one session id run in call order on that id's chain;
+ * different ids proceed in parallel. Capacity is restored after each operation by a single
+ * rebalancing loop that runs outside the id chains (so chains never wait on each other).
+ * All encoding and decoding runs on the worker pool; the main thread only moves handles.
+ */
+import { mkdirSync } from 'node:fs';
+import { EventEmitter } from 'eventemitter3';
+import { buildInfo, native } from '../binding.js';
+import { CodecProfile } from '../codec/profile.js';
+import { checkProfileFits } from '../codec/codec.js';
+import { KvtcError, toKvtcError as toError } from '../errors.js';
+import { type KvCache, validateCache } from '../layout.js';
+import { type ResolvedStoreOptions, type StoreOptions, resolveStoreOptions } from '../options.js';
+import { CodecPool } from '../workers/pool.js';
+import type { BlobFormat, WireCache } from '../workers/tasks.js';
+import { DiskTier, type DiskRecordMeta } from './disk-tier.js';
+import { type SessionMeta, type Tier, copyCache, rawBytesOf, validateId } from './session.js';
+import { StoreCounters, type StoreStats } from './stats.js';
+import { TierIndex } from './tier-index.js';
+
+/** Payload of every store event (fields that do not apply are absent). */
+export interface StoreEvent {
+  id: string;
+  from?: Tier;
+  /** Where the session went; absent when it left the store. */
+  to?: Tier;
+  /** Stored (encoded) bytes moved. */
+  bytes?: number;
+  /** Raw bytes of the session. */
+  rawBytes?: number;
+  /** Duration of the operation. */
+  ms?: number;
+  /** Why (corrupt records, errors). */
+  reason?: string;
+  error?: KvtcError;
+}
+
+export type StoreEventName = 'put' | 'demote' | 'spill' | 'promote' | 'evict' | 'delete' | 'expire' | 'corrupt' | 'error';
+
+export interface PutOptions {
+  /** Never demoted by capacity or idleness while pinned. Default false. */
+  pin?: boolean;
+  /** Expire the session after this long without access. Default: tiers.disk.ttlMs. */
+  ttlMs?: number;
+  /** Higher priority sessions leave the hot tier last. Default 0. */
+  priority?: number;
+}
+
+export interface GetOptions {
+  /** Move a session found in a lower tier to the device tier. Default true. */
+  promote?: boolean;
+}
+
+interface DeviceEntry {
+  meta: SessionMeta;
+  cache: KvCache; // arrays are views of one SharedArrayBuffer
+  bytes: number;
+  onDisk: boolean; // an identical copy is persisted
+}
+
+interface HostEntry {
+  meta: SessionMeta;
+  handle: number; // native arena handle
+  bytes: number;
+  onDisk: boolean;
+}
+
+export class KvStore {
+  readonly options: ResolvedStoreOptions;
+  readonly profile: CodecProfile;
+  readonly #format: BlobFormat;
+  readonly #disk: DiskTier;
+  readonly #pool: CodecPool;
+  readonly #events = new EventEmitter();
+  readonly #device = new TierIndex<DeviceEntry>();
+  readonly #host = new TierIndex<HostEntry>();
+  readonly #counters = new StoreCounters();
+  readonly #chains = new Map<string, Promise<unknown>>();
+  readonly #versions = new Map<string, number>();
+  readonly #inflightGets = new Map<string, { version: number; promise: Promise<KvCache | undefined> }>();
+  #rebalancing: Promise<void> | undefined;
+  #rebalanceAgain = false;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  /** Thread ids the pool reported for decodes (tests check the main thread never decodes). */
+  readonly decodeThreads = new Set<number>();
+
+  private constructor(options: ResolvedStoreOptions, profile: CodecProfile, disk: DiskTier, pool: CodecPool) {
+    this.options = options;
+    this.profile = profile;
+    this.#format = options.compression === 'none' ? 'raw' : 'kvtc';
+    this.#disk = disk;
+    this.#pool = pool;
+    this.#timer = setInterval(() => this.#sweep(), options.sweepIntervalMs);
+    this.#timer.unref();
+  }
+
+  /** Opens (or creates) a store. Reopening a path finds every session that reached its disk tier. */
+  static async open(options: StoreOptions): Promise<KvStore> {
+    const resolved = resolveStoreOptions(options);
+    if (options.profile === undefined) throw new KvtcError('E_OPTIONS', 'options.profile is required (a CodecProfile or a path)');
+    const profile =
+      options.profile instanceof CodecProfile
+        ? options.profile
+        : typeof options.profile === 'string'
+          ? await CodecProfile.load(options.profile)
+          : (() => {
+              throw new KvtcError('E_OPTIONS', `options.profile must be a CodecProfile or a path, got ${String(options.profile)}`);
+            })();
+    if (resolved.backend === 'cuda') {
+      const info = buildInfo();
+      throw new KvtcError(
+        'E_BACKEND',
+        info.cudaDevices > 0
+          ? 'the cuda backend of the store is not available in this build yet; use backend: "auto" or "cpu"'
+          : `backend 'cuda' requested but no CUDA device is usable: ${info.cudaReason ?? 'unknown reason'}`,
+      );
+    }
+    try {
+      mkdirSync(resolved.path, { recursive: true });
+    } catch (err) {
+      throw new KvtcError('E_IO', `cannot create store directory ${resolved.path}: ${(err as Error).message}`, { cause: err });
+    }
+    const disk = DiskTier.open({ path: resolved.path, capacityBytes: resolved.disk.capacityBytes, mapSizeBytes: resolved.disk.mapSizeBytes });
+    const pool = new CodecPool(profile, resolved.workers);
+    return new KvStore(resolved, profile, disk, pool);
+  }
+
+  // ------------------------------------------------------------------------------ events
+
+  on(event: StoreEventName, fn: (e: StoreEvent) => void): this {
+    this.#events.on(event, fn);
+    return this;
+  }
+
+  off(event: StoreEventName, fn: (e: StoreEvent) => void): this {
+    this.#events.off(event, fn);
+    return this;
+  }
+
+  once(event: StoreEventName, fn: (e: StoreEvent) => void): this {
+    this.#events.once(event, fn);
+    return this;
+  }
+
+  #emit(event: StoreEventName, e: StoreEvent): void {
+    try {
+      this.#events.emit(event, e);
+    } catch (err) {
+      // A throwing listener must not break the store's bookkeeping.
+      if (event !== 'error') this.#events.emit('error', { id: e.id, reason: 'listener threw', error: toError(err) });
+    }
+  }
+
+  // ------------------------------------------------------------------------------ public API
+
+  /** Stores a cache in the hot tier (replacing any previous version of the session). */
+  async put(id: string, cache: KvCache, options: PutOptions = {}): Promise<void> {
+    this.#checkOpen();
+    validateId(id);
+    validateCache(cache);
+    checkProfileFits(cache.layout, this.profile);
+    const opts = resolvePutOptions(options, this.options.disk.ttlMs);
+    const rawBytes = rawBytesOf(cache.layout, cache.tokens);
+    const now = Date.now();
+    const meta: SessionMeta = {
+      id,
+      layout: { ...this.profile.layout, dtype: cache.layout.dtype },
+      tokens: cache.tokens,
+      rawBytes,
+      pinned: opts.pin,
+      priority: opts.priority,
+      ttlMs: opts.ttlMs,
+      createdAt: now,
+      lastAccess: now,
+    };
+    const owned = copyCache(cache, true); // the caller may reuse its arrays once put resolves
+    this.#bump(id);
+    await this.#serial(id, async () => {
+      if (opts.pin && rawBytes + this.#pinnedBytes(id) > this.options.device.capacityBytes) {
+        throw new KvtcError('E_CAPACITY', `pinned sessions would exceed tiers.device.capacityBytes (${this.options.device.capacityBytes})`);
+      }
+      await this.#forget(id);
+      const t0 = performance.now();
+      if (rawBytes > this.options.device.capacityBytes) {
+        // Larger than the whole hot tier: straight to the host tier.
+        const entry = await this.#encodeToHost(meta, owned);
+        this.#emit('put', { id, to: 'host', bytes: entry.bytes, rawBytes, ms: performance.now() - t0 });
+      } else {
+        this.#device.set(id, { meta, cache: owned, bytes: rawBytes, onDisk: false });
+        this.#emit('put', { id, to: 'device', rawBytes, ms: performance.now() - t0 });
+      }
+    });
+    await this.#rebalance();
+  }
+
+  /** Returns a session's cache from whichever tier holds it, or undefined (a miss). */
+  async get(id: string, options: GetOptions = {}): Promise<KvCache | undefined> {
+    this.#checkOpen();
+    validateId(id);
+    if (options.promote !== undefined && typeof options.promote !== 'boolean') {
+      throw new KvtcError('E_OPTIONS', `options.promote must be a boolean, got ${String(options.promote)}`);
+    }
+    const promote = options.promote ?? true;
+    const version = this.#versions.get(id) ?? 0;
+    const inflight = this.#inflightGets.get(id);
+    let shared: Promise<KvCache | undefined>;
+    if (inflight && inflight.version === version) {
+      shared = inflight.promise; // concurrent gets of one id share one restore
+    } else {
+      shared = this.#serial(id, () => this.#restore(id, promote));
+      const rec = { version, promise: shared };
+      this.#inflightGets.set(id, rec);
+      const clear = () => {
+        if (this.#inflightGets.get(id) === rec) this.#inflightGets.delete(id);
+      };
+      shared.then(clear, clear);
+    }
+    const cache = await shared;
+    await this.#rebalance();
+    // Every caller gets its own copy: nobody can alter the stored session through it.
+    return cache ? copyCache(cache, false) : undefined;
+  }
+
+  /** Takes a session out of the hot tier now (to the host tier, or to disk). Returns where it is. */
+  async evict(id: string, options: { to?: 'host' | 'disk' } = {}): Promise<Tier | undefined> {
+    this.#checkOpen();
+    validateId(id);
+    const to = options.to ?? 'host';
+    if (to !== 'host' && to !== 'disk') throw new KvtcError('E_OPTIONS', `options.to must be 'host' or 'disk', got ${String(to)}`);
+    this.#bump(id);
+    const where = await this.#serial(id, async () => {
+      const from = this.has(id);
+      if (from === 'device') await this.#demote(id, to);
+      else if (from === 'host' && to === 'disk') await this.#spill(id);
+      const now = this.has(id);
+      if (from && from !== now) this.#emit('evict', { id, from, ...(now ? { to: now } : {}) });
+      return now;
+    });
+    await this.#rebalance();
+    return where;
+  }
+
+  /** Forgets a session everywhere. Returns whether it existed. */
+  async delete(id: string): Promise<boolean> {
+    this.#checkOpen();
+    validateId(id);
+    this.#bump(id);
+    return this.#serial(id, async () => {
+      const from = this.has(id);
+      await this.#forget(id);
+      if (from) this.#emit('delete', { id, from });
+      return from !== undefined;
+    });
+  }
+
+  /** The highest tier holding a session, or undefined. */
+  has(id: string): Tier | undefined {
+    if (this.#device.has(id)) return 'device';
+    if (this.#host.has(id)) return 'host';
+    if (this.#disk.has(id)) return 'disk';
+    return undefined;
+  }
+
+  stats(): StoreStats {
+    const dev = { entries: 0, rawBytes: 0, storedBytes: 0 };
+    for (const [, e] of this.#device.lru()) {
+      dev.entries++;
+      dev.rawBytes += e.meta.rawBytes;
+      dev.storedBytes += e.bytes;
+    }
+    const host = { entries: 0, rawBytes: 0, storedBytes: 0 };
+    for (const [, e] of this.#host.lru()) {
+      host.entries++;
+      host.rawBytes += e.meta.rawBytes;
+      host.storedBytes += e.bytes;
+    }
+    const disk = { entries: 0, rawBytes: 0, storedBytes: 0 };
+    for (const m of this.#disk.list()) {
+      disk.entries++;
+      disk.rawBytes += m.rawBytes;
+      disk.storedBytes += m.storedBytes;
+    }
+    const raw = host.rawBytes + disk.rawBytes;
+    const stored = host.storedBytes + disk.storedBytes;
+    const a = native.arenaStats();
+    return {
+      device: { ...dev, hits: this.#counters.hits.device, ...this.#counters.latency('device') },
+      host: { ...host, hits: this.#counters.hits.host, ...this.#counters.latency('host') },
+      disk: { ...disk, hits: this.#counters.hits.disk, ...this.#counters.latency('disk') },
+      misses: this.#counters.misses,
+      meanRatio: stored > 0 ? raw / stored : undefined,
+      arena: { bytes: a.bytes, blocks: a.blocks, pinned: a.pinned },
+      workers: this.#pool.threads,
+    };
+  }
+
+  /**
+   * Waits for every pending operation, persists hot and warm sessions to disk (flushOnClose),
+   * and releases workers, native memory and the LMDB environment. Later calls reject E_CLOSED.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#doClose();
+    return this.#closing;
+  }
+
+  async #doClose(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    await this.#drain();
+    let failure: unknown;
+    if (this.options.flushOnClose) {
+      for (const [id] of [...this.#device.lru()]) {
+        await this.#demote(id, 'disk').catch((err: unknown) => {
+          failure ??= err;
+          this.#emit('error', { id, from: 'device', reason: 'flush on close failed', error: toError(err) });
+        });
+      }
+      for (const [id] of [...this.#host.lru()]) {
+        await this.#spill(id).catch((err: unknown) => {
+          failure ??= err;
+          this.#emit('error', { id, from: 'host', reason: 'flush on close failed', error: toError(err) });
+        });
+      }
+    }
+    for (const [id, e] of [...this.#host.lru()]) {
+      native.arenaFree(e.handle);
+      this.#host.delete(id);
+    }
+    for (const [id] of [...this.#device.lru()]) this.#device.delete(id);
+    await this.#pool.destroy();
+    await this.#disk.close();
+    if (failure) throw toError(failure);
+  }
+
+  // ------------------------------------------------------------------------------ internals
+
+  #checkOpen(): void {
+    if (this.#closed) throw new KvtcError('E_CLOSED', 'the store is closed');
+  }
+
+  /** Runs fn after every earlier operation on the same id. */
+  #serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#chains.get(id) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#chains.set(id, tail);
+    void tail.then(() => {
+      if (this.#chains.get(id) === tail) this.#chains.delete(id);
+    });
+    return run;
+  }
+
+  /** Waits until no id chain and no rebalancing is running. */
+  async #drain(): Promise<void> {
+    for (;;) {
+      const pending = [...this.#chains.values()];
+      if (this.#rebalancing) pending.push(this.#rebalancing);
+      if (pending.length === 0) return;
+      await Promise.allSettled(pending);
+    }
+  }
+
+  /** A new version of a session is coming: in-flight gets of the old one are not shared with it. */
+  #bump(id: string): void {
+    this.#versions.set(id, (this.#versions.get(id) ?? 0) + 1);
+  }
+
+  #pinnedBytes(except: string): number {
+    let sum = 0;
+    for (const [id, e] of this.#device.lru()) if (e.meta.pinned && id !== except) sum += e.bytes;
+    return sum;
+  }
+
+  /** Removes a session from every tier (no event). */
+  async #forget(id: string): Promise<void> {
+    this.#device.delete(id);
+    const h = this.#host.delete(id);
+    if (h) native.arenaFree(h.handle);
+    if (this.#disk.has(id)) await this.#disk.delete(id);
+  }
+
+  #wire(cache: KvCache): WireCache {
+    const w: WireCache = { layout: cache.layout, tokens: cache.tokens, keys: cache.keys, values: cache.values };
+    if (cache.positions) w.positions = cache.positions;
+    return w;
+  }
+
+  async #persist(meta: SessionMeta, handle: number): Promise<void> {
+    const blob = native.arenaRead(handle);
+    const record: Omit<DiskRecordMeta, 'checksum' | 'storedBytes'> = {
+      id: meta.id,
+      fingerprint: this.profile.fingerprint,
+      layout: meta.layout,
+      tokens: meta.tokens,
+      rawBytes: meta.rawBytes,
+      createdAt: meta.createdAt,
+      lastAccess: meta.lastAccess,
+      ttlMs: meta.ttlMs,
+      priority: meta.priority,
+      pinned: meta.pinned,
+      format: this.#format,
+    };
+    await this.#disk.put(record, blob);
+  }
+
+  /** Encodes a cache on the pool into a host entry (and disk, under write-through). */
+  async #encodeToHost(meta: SessionMeta, cache: KvCache, onDisk = false): Promise<HostEntry> {
+    const r = await this.#pool.encode(this.#wire(cache), this.#format);
+    const entry: HostEntry = { meta, handle: r.handle, bytes: r.bytes, onDisk };
+    try {
+      if (this.options.writePolicy === 'write-through' && !onDisk) {
+        await this.#persist(meta, r.handle);
+        entry.onDisk = true;
+      }
+    } catch (err) {
+      native.arenaFree(r.handle);
+      throw err;
+    }
+    this.#host.set(meta.id, entry);
+    return entry;
+  }
+
+  /** device -> host (or straight to disk). The session stays hot if anything fails. */
+  async #demote(id: string, to: 'host' | 'disk'): Promise<void> {
+    const e = this.#device.peek(id);
+    if (!e) return;
+    const t0 = performance.now();
+    if (to === 'host') {
+      const entry = await this.#encodeToHost(e.meta, e.cache, e.onDisk);
+      this.#device.delete(id);
+      this.#emit('demote', { id, from: 'device', to: 'host', bytes: entry.bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
+      return;
+    }
+    let bytes = this.#disk.meta(id)?.storedBytes ?? 0;
+    if (!e.onDisk) {
+      const r = await this.#pool.encode(this.#wire(e.cache), this.#format);
+      try {
+        await this.#persist(e.meta, r.handle);
+      } finally {
+        native.arenaFree(r.handle);
+      }
+      bytes = r.bytes;
+    }
+    this.#device.delete(id);
+    this.#emit('demote', { id, from: 'device', to: 'disk', bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
+  }
+
+  /** host -> disk. The blob stays in the host tier if the write fails. */
+  async #spill(id: string): Promise<void> {
+    const e = this.#host.peek(id);
+    if (!e) return;
+    const t0 = performance.now();
+    if (!e.onDisk) await this.#persist(e.meta, e.handle);
+    this.#host.delete(id);
+    native.arenaFree(e.handle);
+    this.#emit('spill', { id, from: 'host', to: 'disk', bytes: e.bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
+  }
+
+  async #restore(id: string, promote: boolean): Promise<KvCache | undefined> {
+    const t0 = performance.now();
+    const now = Date.now();
+    const d = this.#device.touch(id);
+    if (d) {
+      d.meta.lastAccess = now;
+      this.#counters.hit('device', performance.now() - t0);
+      return d.cache;
+    }
+    const h = this.#host.touch(id);
+    if (h) {
+      let cache: KvCache;
+      try {
+        const r = await this.#pool.decodeHandle(h.handle, this.#format);
+        this.decodeThreads.add(r.threadId);
+        cache = r.cache as KvCache;
+      } catch (err) {
+        return this.#badRecord(id, 'host', err);
+      }
+      h.meta.lastAccess = now;
+      if (promote) this.#promote(id, h.meta, cache, h.onDisk, 'host', h.bytes, t0);
+      this.#counters.hit('host', performance.now() - t0);
+      return cache;
+    }
+    const r = this.#disk.get(id, this.profile.fingerprint, now);
+    if (!r.ok) {
+      if (r.reason === 'missing') {
+        this.#counters.misses++;
+        return undefined;
+      }
+      if (r.reason === 'expired') {
+        await this.#disk.delete(id);
+        this.#emit('expire', { id, from: 'disk' });
+        this.#counters.misses++;
+        return undefined;
+      }
+      return this.#badRecord(id, 'disk', new KvtcError(r.reason === 'profile-mismatch' ? 'E_PROFILE_MISMATCH' : 'E_CORRUPT', r.detail));
+    }
+    let cache: KvCache;
+    try {
+      const dec = await this.#pool.decodeBlob(r.blob, r.meta.format);
+      this.decodeThreads.add(dec.threadId);
+      cache = dec.cache as KvCache;
+    } catch (err) {
+      return this.#badRecord(id, 'disk', err);
+    }
+    this.#disk.touch(id, now);
+    const meta: SessionMeta = {
+      id,
+      layout: r.meta.layout,
+      tokens: r.meta.tokens,
+      rawBytes: r.meta.rawBytes,
+      pinned: r.meta.pinned,
+      priority: r.meta.priority,
+      ttlMs: r.meta.ttlMs,
+      createdAt: r.meta.createdAt,
+      lastAccess: now,
+    };
+    if (promote) this.#promote(id, meta, cache, true, 'disk', r.meta.storedBytes, t0);
+    this.#counters.hit('disk', performance.now() - t0);
+    return cache;
+  }
+
+  #promote(id: string, meta: SessionMeta, cache: KvCache, onDisk: boolean, from: Tier, bytes: number, t0: number): void {
+    const h = this.#host.delete(id);
+    if (h) native.arenaFree(h.handle);
+    this.#device.set(id, { meta, cache, bytes: meta.rawBytes, onDisk });
+    this.#emit('promote', { id, from, to: 'device', bytes, rawBytes: meta.rawBytes, ms: performance.now() - t0 });
+  }
+
+  /** A record that fails a check is a miss: report it, take it out, never return its data. */
+  async #badRecord(id: string, from: Tier, err: unknown): Promise<undefined> {
+    const error = toError(err);
+    if (error.code !== 'E_CORRUPT' && error.code !== 'E_PROFILE_MISMATCH') throw error;
+    this.#counters.misses++;
+    if (from === 'host') {
+      const h = this.#host.delete(id);
+      if (h) native.arenaFree(h.handle);
+    } else {
+      await this.#disk.quarantine(id, error.message);
+    }
+    this.#emit('corrupt', { id, from, reason: error.message, error });
+    return undefined;
+  }
+
+  /** Restores the capacity invariants; one loop at a time, rerun if asked meanwhile. */
+  #rebalance(): Promise<void> {
+    if (this.#rebalancing) {
+      this.#rebalanceAgain = true;
+      return this.#rebalancing;
+    }
+    const run = async () => {
+      do {
+        this.#rebalanceAgain = false;
+        await this.#rebalanceOnce();
+      } while (this.#rebalanceAgain);
+    };
+    this.#rebalancing = run().finally(() => {
+      this.#rebalancing = undefined;
+    });
+    return this.#rebalancing;
+  }
+
+  async #rebalanceOnce(): Promise<void> {
+    const o = this.options;
+    // Hot tier: least-recently-used unpinned sessions, lowest priority first.
+    while (this.#device.bytes > o.device.capacityBytes) {
+      const victim = this.#pickVictim();
+      if (!victim) break;
+      if (!(await this.#try(victim, 'device', () => this.#demote(victim, 'host')))) break;
+    }
+    while (this.#host.bytes > o.host.capacityBytes) {
+      const victim = this.#host.lru().next().value?.[0];
+      if (!victim) break;
+      if (!(await this.#try(victim, 'host', () => this.#spill(victim)))) break;
+    }
+    while (this.#disk.bytes > o.disk.capacityBytes) {
+      const victim = this.#disk.lruOrder()[0] ?? this.#disk.list()[0]?.id;
+      if (!victim) break;
+      await this.#serial(victim, async () => {
+        const last = this.has(victim) === 'disk';
+        await this.#disk.delete(victim);
+        // A copy of a hot or warm session is just dropped; a disk-only session leaves the store.
+        for (const t of [this.#device.peek(victim), this.#host.peek(victim)]) if (t) t.onDisk = false;
+        if (last) this.#emit('evict', { id: victim, from: 'disk' });
+      });
+    }
+  }
+
+  #pickVictim(): string | undefined {
+    let best: string | undefined;
+    let bestPriority = Infinity;
+    for (const [id, e] of this.#device.lru()) {
+      if (e.meta.pinned) continue;
+      if (e.meta.priority < bestPriority) {
+        best = id;
+        bestPriority = e.meta.priority;
+      }
+    }
+    return best;
+  }
+
+  /** Runs a policy move on the session's chain; failures become 'error' events. */
+  async #try(id: string, from: Tier, fn: () => Promise<void>): Promise<boolean> {
+    try {
+      await this.#serial(id, fn);
+      return true;
+    } catch (err) {
+      this.#emit('error', { id, from, reason: 'policy move failed', error: toError(err) });
+      return false;
+    }
+  }
+
+  /** Idle demotions, idle spills and TTL expiry. */
+  #sweep(): void {
+    if (this.#closed) return;
+    const now = Date.now();
+    const o = this.options;
+    const jobs: Promise<unknown>[] = [];
+    if (o.device.idleMs > 0) {
+      for (const [id, e] of this.#device.lru()) {
+        if (!e.meta.pinned && now - e.meta.lastAccess >= o.device.idleMs) jobs.push(this.#try(id, 'device', () => this.#idle(id, 'device')));
+      }
+    }
+    if (o.host.idleMs > 0) {
+      for (const [id, e] of this.#host.lru()) {
+        if (now - e.meta.lastAccess >= o.host.idleMs) jobs.push(this.#try(id, 'host', () => this.#idle(id, 'host')));
+      }
+    }
+    for (const id of this.#disk.expired(now)) {
+      if (this.#device.has(id) || this.#host.has(id)) continue; // in use above: not idle
+      jobs.push(
+        this.#serial(id, async () => {
+          if (this.has(id) !== 'disk') return;
+          await this.#disk.delete(id);
+          this.#emit('expire', { id, from: 'disk' });
+        }).catch((err: unknown) => this.#emit('error', { id, from: 'disk', reason: 'expiry failed', error: toError(err) })),
+      );
+    }
+    if (jobs.length) void Promise.allSettled(jobs).then(() => this.#rebalance());
+  }
+
+  /** Re-checks idleness on the chain (the session may have been used meanwhile). */
+  async #idle(id: string, tier: 'device' | 'host'): Promise<void> {
+    const now = Date.now();
+    if (tier === 'device') {
+      const e = this.#device.peek(id);
+      if (e && !e.meta.pinned && now - e.meta.lastAccess >= this.options.device.idleMs) await this.#demote(id, 'host');
+    } else {
+      const e = this.#host.peek(id);
+      if (e && now - e.meta.lastAccess >= this.options.host.idleMs) await this.#spill(id);
+    }
+  }
+}
+
+function resolvePutOptions(o: PutOptions, defaultTtl: number): { pin: boolean; ttlMs: number; priority: number } {
+  if (typeof o !== 'object' || o === null) throw new KvtcError('E_OPTIONS', `put options must be an object, got ${String(o)}`);
+  if (o.pin !== undefined && typeof o.pin !== 'boolean') throw new KvtcError('E_OPTIONS', `options.pin must be a boolean, got ${String(o.pin)}`);
+  if (o.ttlMs !== undefined && (typeof o.ttlMs !== 'number' || !Number.isSafeInteger(o.ttlMs) || o.ttlMs < 0)) {
+    throw new KvtcError('E_OPTIONS', `options.ttlMs must be a non-negative integer, got ${String(o.ttlMs)}`);
+  }
+  if (o.priority !== undefined && (typeof o.priority !== 'number' || !Number.isFinite(o.priority))) {
+    throw new KvtcError('E_OPTIONS', `options.priority must be a finite number, got ${String(o.priority)}`);
+  }
+  return { pin: o.pin ?? false, ttlMs: o.ttlMs ?? defaultTtl, priority: o.priority ?? 0 };
+}

@@ -1,0 +1,34 @@
+/** Shared setup for store tests: a small model layout, its profile, temp directories. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { calibrate, type CodecProfile, type KvCache, type KvLayout } from '../../src/index.js';
+import { syntheticCache } from './synthetic.js';
+
+export const LAYOUT: KvLayout = { layers: 2, kvHeads: 2, headDim: 16, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
+
+let profile: Promise<CodecProfile> | undefined;
+
+/** One profile per test file (calibrated on synthetic caches of LAYOUT). */
+export function testProfile(): Promise<CodecProfile> {
+  profile ??= calibrate(
+    Array.from({ length: 3 }, (_, i) => syntheticCache({ layout: LAYOUT, tokens: 300, seed: 1000 + i })),
+    { ratio: 8, windowTokens: 8, sinkTokens: 2 },
+  );
+  return profile;
+}
+
+/** A session's cache: `tokens` tokens, distinct data per seed. */
+export function session(seed: number, tokens = 64): KvCache {
+  return syntheticCache({ layout: LAYOUT, tokens, seed });
+}
+
+/** Raw bytes of a session of LAYOUT (f32). */
+export function sessionBytes(tokens = 64): number {
+  return 2 * LAYOUT.layers * tokens * LAYOUT.kvHeads * LAYOUT.headDim * 4;
+}
+
+export async function tempDir(): Promise<{ path: string; cleanup: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), 'kvtc-store-'));
+  return { path, cleanup: () => rm(path, { recursive: true, force: true }) };
+}
