@@ -11,19 +11,22 @@
  *   qmeta   id → quarantine entry (same framing): reason, time, the metadata as it was
  *   qblobs  id → the quarantined blob
  *
- * Behaviour of lmdb 3.5.6 this relies on (each checked against its source and by tests):
- * - Only `childTransaction` is atomic: when its callback throws or returns ABORT the child
- *   transaction is aborted. A callback passed to `transaction()` that throws still commits the
- *   writes it made before throwing, so `transaction()` is never used for writes here.
- * - Writes inside a transaction callback are synchronous (they copy into LMDB's dirty pages on the
- *   calling thread); the commit and the fsync run on lmdb's write thread.
+ * Behaviour of lmdb 3.5.6 this relies on (checked against its source and by experiment):
+ * - `batch(() => { a.put(); b.put() })` queues its writes as one block that lmdb's write thread
+ *   executes inside a single transaction, and any failed write aborts that whole transaction
+ *   (writer.cpp: resultCode → mdb_txn_abort). `put` uses it because the blob is then copied into
+ *   LMDB's pages on the write thread: a 200 MB put blocked the event loop for ~20 ms this way
+ *   against ~370 ms inside a transaction callback, which runs on the calling thread.
+ * - `childTransaction` is atomic too (a callback that throws aborts it) and is used for the small
+ *   read-then-write operations (delete, quarantine). A callback passed to `transaction()` that
+ *   throws still commits the writes it made before throwing, so `transaction()` is never used.
  * - With overlapping sync (lmdb's default on Linux) a commit resolves before it is on disk, and
  *   after a failed commit the pending flush promise never settles: `env.close()` then hangs
  *   forever, and so would any write waiting on `flushed`. The environment is therefore opened with
  *   `overlappingSync: false`: a transaction's promise resolves only once LMDB has synced it.
  * - The map grows by itself: lmdb-js patches LMDB to enlarge the map when a transaction needs more
  *   pages, so MDB_MAP_FULL never fires and `mapSize` is only the initial size. `mapSizeBytes` is
- *   therefore enforced here (see `DiskTierOptions.mapSizeBytes`).
+ *   therefore enforced here, before writing (see `DiskTierOptions.mapSizeBytes`).
  * - A failed commit rejects every write of that transaction with a generic error whose
  *   `commitError` promise rejects with the real cause right after. With event-turn batching on
  *   (the default), lmdb also rejects an internal promise nobody can reach, which Node reports as
@@ -32,13 +35,13 @@
  * - `getBinary` returns a Buffer of its own on every call (a slice for values up to 32 KiB, a
  *   dedicated allocation above), never the shared read buffer or the memory map; `getBinaryFast`
  *   does return the shared buffer and grows it to twice the largest value read, so it is not used
- *   for blobs. `getAsync` crashes on large values in this version and is never used.
+ *   for blobs. `getAsync` (reported to crash on values over ~4 KiB in this version) is not used.
  *
  * One DiskTier per path per process; LMDB itself allows other processes to read, but the
  * accounting here assumes this instance is the only writer.
  */
 import { mkdirSync } from 'node:fs';
-import { ABORT, open as openLmdb } from 'lmdb';
+import { open as openLmdb } from 'lmdb';
 import type { Database, RootDatabase } from 'lmdb';
 import { native } from '../binding.js';
 import { KvtcError } from '../errors.js';
@@ -95,11 +98,13 @@ export interface DiskTierOptions {
    */
   capacityBytes: number;
   /**
-   * Hard limit on the environment's pages in use, bytes (positive integer, at least 64 KiB): the
-   * pages of all B-trees (live records, quarantine, LMDB's free list) plus LMDB's two meta pages.
-   * A put that would take more is aborted with E_CAPACITY and changes nothing. Also the initial
-   * LMDB map size. The data file can exceed it transiently by pages freed in recent transactions
-   * that LMDB keeps until no reader needs them (roughly the records replaced or deleted last).
+   * Limit on the environment's pages in use, bytes (positive integer, at least 64 KiB): the pages
+   * of all B-trees (live records, quarantine, LMDB's free list) plus LMDB's two meta pages, as
+   * LMDB's statistics report them. A put whose record (blob pages plus a conservative two pages
+   * for its B-tree entries), added to the pages in use and to the puts still in flight, would
+   * pass it is refused with E_CAPACITY before anything is written. Also the initial LMDB map
+   * size. The data file can exceed it transiently by pages freed in recent transactions that
+   * LMDB keeps until no reader needs them (roughly the records replaced or deleted last).
    */
   mapSizeBytes: number;
 }
@@ -190,6 +195,10 @@ export class DiskTier {
   readonly #settled = new Map<number, (() => void) | undefined>();
   readonly #inflight = new Set<Promise<unknown>>();
 
+  /** Bytes of pages reserved by puts not yet committed (see DiskTierOptions.mapSizeBytes). */
+  #reserved = 0;
+  readonly #pageSize: number;
+
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -206,6 +215,7 @@ export class DiskTier {
     this.#blobs = dbs.blobs;
     this.#qmeta = dbs.qmeta;
     this.#qblobs = dbs.qblobs;
+    this.#pageSize = statsOf(dbs.meta).pageSize;
     this.#rebuild();
   }
 
@@ -268,10 +278,13 @@ export class DiskTier {
 
   /**
    * Stores (or replaces) a record: blob and metadata in one transaction. Resolves with the stored
-   * metadata once the transaction is committed and synced to disk (the accounting changes then). The blob is written without a copy: do not modify it until the promise settles.
-   * Rejects with E_OPTIONS (bad id or metadata), E_LAYOUT (bad layout), E_CAPACITY (over
-   * `mapSizeBytes`, or the write failed: full disk, file-size limit, I/O error; the cause is
-   * attached) or E_CLOSED. A rejected put leaves the previous record, if any, untouched.
+   * metadata once the transaction is committed and synced to disk (the accounting changes then).
+   * On the calling thread it only validates and computes the CRC-32C (~15 ms per 100 MB); lmdb's
+   * write thread copies the blob, which is read in place: do not modify, transfer or reuse it
+   * until the promise settles. Rejects with E_OPTIONS (bad id or metadata), E_LAYOUT (bad
+   * layout), E_CAPACITY (over `mapSizeBytes`, or the write failed: full disk, file-size limit,
+   * I/O error; the cause is attached) or E_CLOSED. A rejected put leaves the previous record, if
+   * any, untouched.
    */
   async put(input: DiskPutMeta, blob: Uint8Array): Promise<DiskRecordMeta> {
     this.#assertOpen();
@@ -287,29 +300,26 @@ export class DiskTier {
       throw new KvtcError('E_CAPACITY', `record '${meta.id}' holds ${blob.byteLength} bytes, more than the disk tier's mapSizeBytes ${this.mapSizeBytes}`);
     }
     const record = encodeFramed(storedMeta(meta));
-    let over: number | undefined;
-    let detached = false;
-    const result = await this.#commit(`disk put of '${meta.id}'`, 'E_CAPACITY', () => {
-      // The caller may have transferred the buffer since put() was called.
-      if (blob.byteLength !== meta.storedBytes) {
-        detached = true;
-        return ABORT;
-      }
-      this.#blobs.putSync(key, blob);
-      this.#meta.putSync(key, record);
-      const used = this.#pagesInUse();
-      if (used > this.mapSizeBytes) {
-        over = used;
-        return ABORT;
-      }
-      return true;
-    }, () => this.#applyPut(meta));
-    if (result === undefined) {
-      if (detached) throw new KvtcError('E_OPTIONS', `blob of '${meta.id}' changed size (detached?) before it was written`);
+    // Capacity is checked and reserved synchronously, so concurrent puts see each other.
+    const need = (blobPages(meta.storedBytes, key.length, this.#pageSize) + 2) * this.#pageSize;
+    const prev = this.#records.get(meta.id);
+    const freed = prev ? blobPages(prev.storedBytes, key.length, this.#pageSize) * this.#pageSize : 0;
+    const inUse = this.#pagesInUse();
+    if (inUse + this.#reserved + need - freed > this.mapSizeBytes) {
       throw new KvtcError(
         'E_CAPACITY',
-        `disk tier is full: record '${meta.id}' (${meta.storedBytes} bytes) would bring the pages in use to ${over ?? 0} bytes, over mapSizeBytes ${this.mapSizeBytes}`,
+        `disk tier is full: record '${meta.id}' (${meta.storedBytes} bytes, ~${need} bytes of pages) does not fit: ${inUse} bytes of pages in use and ${this.#reserved} reserved by puts in flight, mapSizeBytes ${this.mapSizeBytes}`,
       );
+    }
+    this.#reserved += need;
+    try {
+      await this.#write(`disk put of '${meta.id}'`, 'E_CAPACITY', () => this.#blobs.batch(() => {
+        // One block, one transaction; the write thread copies the blob (see the file comment).
+        void this.#blobs.put(key, blob);
+        void this.#meta.put(key, record);
+      }), () => this.#applyPut(meta));
+    } finally {
+      this.#reserved -= need;
     }
     return cloneMeta(meta);
   }
@@ -409,12 +419,12 @@ export class DiskTier {
     this.#assertOpen();
     const key = tryIdKey(id);
     if (!key) return false;
-    const removed = await this.#commit(`disk delete of '${id}'`, 'E_IO', () => {
+    const removed = await this.#txn(`disk delete of '${id}'`, () => {
       const a = this.#meta.removeSync(key);
       const b = this.#blobs.removeSync(key);
       return a || b;
     }, () => this.#forget(id));
-    return removed === true;
+    return removed;
   }
 
   /**
@@ -429,7 +439,7 @@ export class DiskTier {
     if (typeof reason !== 'string') throw new KvtcError('E_OPTIONS', `reason must be a string, got ${describe(reason)}`);
     const key = tryIdKey(id);
     if (!key) return;
-    await this.#commit(`disk quarantine of '${id}'`, 'E_IO', () => {
+    await this.#txn(`disk quarantine of '${id}'`, () => {
       const rawMeta = this.#meta.getBinary(key);
       const blob = this.#blobs.getBinary(key);
       if (rawMeta === undefined && blob === undefined) return false;
@@ -467,14 +477,13 @@ export class DiskTier {
   /** Deletes every quarantined record; resolves with how many there were. */
   async clearQuarantine(): Promise<number> {
     this.#assertOpen();
-    const n = await this.#commit('disk quarantine clear', 'E_IO', () => {
+    return this.#txn('disk quarantine clear', () => {
       const keys = [...this.#qmeta.getKeys({})].map((k) => Buffer.from(k));
       const blobKeys = [...this.#qblobs.getKeys({})].map((k) => Buffer.from(k));
       for (const k of keys) this.#qmeta.removeSync(k);
       for (const k of blobKeys) this.#qblobs.removeSync(k);
       return keys.length;
     }, () => undefined);
-    return n ?? 0;
   }
 
   /** Every live record with readable metadata (copies). `count - list().length` = `unreadable().length`. */
@@ -551,29 +560,22 @@ export class DiskTier {
   }
 
   /**
-   * Runs `body` as one child transaction (atomic: an exception or ABORT discards all its writes),
-   * then applies `apply` to the in-memory state in commit order. The environment syncs every
-   * commit before resolving it, so this resolves once the write is durable: with the body's
-   * result, or undefined when the body returned ABORT.
+   * Queues a write (`start` must queue it synchronously: the ticket taken here orders it), then
+   * applies `apply` to the in-memory state in commit order. The environment syncs every commit
+   * before resolving it, so this resolves once the write is durable.
    */
-  #commit<R>(what: string, failCode: KvtcErrorCode, body: () => R | typeof ABORT, apply: (result: R) => void): Promise<R | undefined> {
-    // Taken synchronously, right before queuing, so ticket order is transaction order.
+  #write<R>(what: string, failCode: KvtcErrorCode, start: () => Promise<R>, apply: (result: R) => void): Promise<R> {
     const ticket = this.#nextTicket++;
-    const task = (async (): Promise<R | undefined> => {
-      let result: R | typeof ABORT;
+    const task = (async (): Promise<R> => {
+      let result: R;
       try {
-        result = await this.#env.childTransaction(body);
+        result = await start();
       } catch (err) {
         this.#settle(ticket, undefined);
         throw await writeFailure(failCode, what, err);
       }
-      if (result === ABORT) {
-        this.#settle(ticket, undefined);
-        return undefined;
-      }
-      const r = result as R;
-      this.#settle(ticket, () => apply(r));
-      return r;
+      this.#settle(ticket, () => apply(result));
+      return result;
     })();
     this.#inflight.add(task);
     const done = (): void => {
@@ -581,6 +583,11 @@ export class DiskTier {
     };
     task.then(done, done);
     return task;
+  }
+
+  /** `#write` of a child transaction: atomic, an exception in `body` discards all its writes. */
+  #txn<R>(what: string, body: () => R, apply: (result: R) => void): Promise<R> {
+    return this.#write(what, 'E_IO', () => this.#env.childTransaction(body), apply);
   }
 
   #settle(ticket: number, apply: (() => void) | undefined): void {
@@ -623,7 +630,7 @@ export class DiskTier {
     else this.#orderSorted = false;
   }
 
-  /** Bytes of pages in use: every B-tree (root, free list, the four dbs) and the two meta pages. Inside a write transaction it sees that transaction's pages. */
+  /** Bytes of pages in use: every B-tree (root, free list, the four dbs) and the two meta pages, as last committed. */
   #pagesInUse(): number {
     const pages = (s: PageStats): number => s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
     const m = statsOf(this.#meta);
@@ -644,7 +651,7 @@ export class DiskTier {
     const ids = [...this.#dirtyAccess];
     this.#dirtyAccess.clear();
     try {
-      await this.#commit('disk lastAccess flush', 'E_IO', () => {
+      await this.#txn('disk lastAccess flush', () => {
         for (const id of ids) {
           const mem = this.#records.get(id);
           const key = tryIdKey(id);
@@ -955,6 +962,17 @@ function decodeQuarantine(bytes: Uint8Array, id: string): QuarantinedRecord | un
 /** Same record (not only the same id): a replacement has another checksum or creation time. */
 function sameGeneration(a: DiskRecordMeta, b: DiskRecordMeta): boolean {
   return a.checksum === b.checksum && a.createdAt === b.createdAt && a.storedBytes === b.storedBytes;
+}
+
+/**
+ * Overflow pages LMDB gives a value of `n` bytes under a `keyBytes` key: values whose node does
+ * not fit half a page get their own run of pages (with a 16-byte header); smaller ones share leaf
+ * pages (counted as one page, to stay conservative).
+ */
+function blobPages(n: number, keyBytes: number, pageSize: number): number {
+  const nodeMax = Math.floor((pageSize - 16) / 2) - 2;
+  if (n + keyBytes + 8 <= nodeMax) return n > 0 ? 1 : 0;
+  return Math.ceil((n + 16) / pageSize);
 }
 
 function isExpired(m: DiskRecordMeta, now: number): boolean {
