@@ -51,7 +51,7 @@ void rans_build_table(const uint16_t freq[256], RansTable& t) {
 std::vector<uint8_t> rans_encode(const uint8_t* data, size_t n, const uint16_t* context, size_t period,
                                  const RansTable* tables) {
   // Worst case: every symbol at frequency 1 costs 12 bits; plus the flushed states.
-  std::vector<uint8_t> buf(n * 2 + 4 * kRansLanes + 16);
+  std::vector<uint8_t> buf(n * 2 + 16);
   uint8_t* end = buf.data() + buf.size();
   uint8_t* ptr = end;
   uint32_t x[kRansLanes];
@@ -71,11 +71,12 @@ std::vector<uint8_t> rans_encode(const uint8_t* data, size_t n, const uint16_t* 
     }
     xl = ((xl / f) << kRansProbBits) + (xl % f) + t.cum[s];
   }
-  for (int l = kRansLanes - 1; l >= 0; l--) {
-    ptr -= 4;
-    std::memcpy(ptr, &x[l], 4);
-  }
-  return std::vector<uint8_t>(ptr, end);
+  // The states go first (lane 0 first), little-endian, so the decoder starts by reading them.
+  std::vector<uint8_t> out(4 * kRansLanes + size_t(end - ptr));
+  for (int l = 0; l < kRansLanes; l++)
+    for (int b = 0; b < 4; b++) out[4 * l + b] = uint8_t(x[l] >> (8 * b));
+  std::copy(ptr, end, out.begin() + 4 * kRansLanes);
+  return out;
 }
 
 void rans_decode(const uint8_t* in, size_t in_len, uint8_t* out, size_t n, const uint16_t* context, size_t period,

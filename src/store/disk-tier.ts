@@ -20,6 +20,8 @@
  * - `childTransaction` is atomic too (a callback that throws aborts it) and is used for the small
  *   read-then-write operations (delete, quarantine). A callback passed to `transaction()` that
  *   throws still commits the writes it made before throwing, so `transaction()` is never used.
+ * - Transaction callbacks are not ordered against plain or batched writes queued before them, so
+ *   this class runs its writes one at a time (see #write).
  * - With overlapping sync (lmdb's default on Linux) a commit resolves before it is on disk, and
  *   after a failed commit the pending flush promise never settles: `env.close()` then hangs
  *   forever, and so would any write waiting on `flushed`. The environment is therefore opened with
@@ -189,11 +191,8 @@ export class DiskTier {
   readonly #dirtyAccess = new Set<string>();
   #accessTimer: NodeJS.Timeout | undefined;
 
-  /** Writes apply to the in-memory state in commit order, which is the order they were queued. */
-  #nextTicket = 0;
-  #appliedTicket = 0;
-  readonly #settled = new Map<number, (() => void) | undefined>();
-  readonly #inflight = new Set<Promise<unknown>>();
+  /** Tail of the write queue: each write starts once the previous one has settled (see #write). */
+  #chain: Promise<void> = Promise.resolve();
 
   /** Bytes of pages reserved by puts not yet committed (see DiskTierOptions.mapSizeBytes). */
   #reserved = 0;
@@ -300,7 +299,7 @@ export class DiskTier {
       throw new KvtcError('E_CAPACITY', `record '${meta.id}' holds ${blob.byteLength} bytes, more than the disk tier's mapSizeBytes ${this.mapSizeBytes}`);
     }
     const record = encodeFramed(storedMeta(meta));
-    // Capacity is checked and reserved synchronously, so concurrent puts see each other.
+    // Checked and reserved at call time, so puts waiting in the write queue count too.
     const need = (blobPages(meta.storedBytes, key.length, this.#pageSize) + 2) * this.#pageSize;
     const prev = this.#records.get(meta.id);
     const freed = prev ? blobPages(prev.storedBytes, key.length, this.#pageSize) * this.#pageSize : 0;
@@ -314,7 +313,7 @@ export class DiskTier {
     this.#reserved += need;
     try {
       await this.#write(`disk put of '${meta.id}'`, 'E_CAPACITY', () => this.#blobs.batch(() => {
-        // One block, one transaction; the write thread copies the blob (see the file comment).
+        // One block, one transaction; lmdb's write thread copies the blob (see the file comment).
         void this.#blobs.put(key, blob);
         void this.#meta.put(key, record);
       }), () => this.#applyPut(meta));
@@ -419,12 +418,11 @@ export class DiskTier {
     this.#assertOpen();
     const key = tryIdKey(id);
     if (!key) return false;
-    const removed = await this.#txn(`disk delete of '${id}'`, () => {
+    return this.#txn(`disk delete of '${id}'`, () => {
       const a = this.#meta.removeSync(key);
       const b = this.#blobs.removeSync(key);
       return a || b;
     }, () => this.#forget(id));
-    return removed;
   }
 
   /**
@@ -547,7 +545,7 @@ export class DiskTier {
       if (this.#accessTimer) clearTimeout(this.#accessTimer);
       this.#accessTimer = undefined;
       await this.#flushAccess();
-      await Promise.allSettled([...this.#inflight]);
+      await this.#chain;
       await this.#env.close();
     })();
     return this.#closing;
@@ -560,44 +558,32 @@ export class DiskTier {
   }
 
   /**
-   * Queues a write (`start` must queue it synchronously: the ticket taken here orders it), then
-   * applies `apply` to the in-memory state in commit order. The environment syncs every commit
-   * before resolving it, so this resolves once the write is durable.
+   * Runs writes one at a time, in call order. lmdb does not order transaction callbacks against
+   * plain or batched writes: every callback queued while a transaction is pending runs when the
+   * first one is reached, ahead of writes queued between them (put a, delete a, put a, delete a
+   * ran the second delete before the second put). Serializing here keeps call order = commit
+   * order, lets a transaction read what every earlier call wrote, and lets `apply` update the
+   * in-memory state right after its own commit. The environment syncs every commit before
+   * resolving it, so the returned promise resolves once the write is durable.
    */
   #write<R>(what: string, failCode: KvtcErrorCode, start: () => Promise<R>, apply: (result: R) => void): Promise<R> {
-    const ticket = this.#nextTicket++;
-    const task = (async (): Promise<R> => {
+    const task = this.#chain.then(async () => {
       let result: R;
       try {
         result = await start();
       } catch (err) {
-        this.#settle(ticket, undefined);
         throw await writeFailure(failCode, what, err);
       }
-      this.#settle(ticket, () => apply(result));
+      apply(result);
       return result;
-    })();
-    this.#inflight.add(task);
-    const done = (): void => {
-      this.#inflight.delete(task);
-    };
-    task.then(done, done);
+    });
+    this.#chain = task.then(noop, noop);
     return task;
   }
 
   /** `#write` of a child transaction: atomic, an exception in `body` discards all its writes. */
   #txn<R>(what: string, body: () => R, apply: (result: R) => void): Promise<R> {
     return this.#write(what, 'E_IO', () => this.#env.childTransaction(body), apply);
-  }
-
-  #settle(ticket: number, apply: (() => void) | undefined): void {
-    this.#settled.set(ticket, apply);
-    while (this.#settled.has(this.#appliedTicket)) {
-      const f = this.#settled.get(this.#appliedTicket);
-      this.#settled.delete(this.#appliedTicket);
-      this.#appliedTicket++;
-      f?.();
-    }
   }
 
   #applyPut(meta: DiskRecordMeta): void {
@@ -994,7 +980,7 @@ function statsOf(db: Bytes): DbStats {
  */
 async function writeFailure(code: KvtcErrorCode, what: string, err: unknown): Promise<KvtcError> {
   let cause: unknown = err;
-  const commitError = isRecord(err) || err instanceof Error ? (err as { commitError?: unknown }).commitError : undefined;
+  const commitError = isRecord(err) ? err['commitError'] : undefined;
   if (isThenable(commitError)) {
     const detail = await new Promise<unknown>((resolve) => {
       const timer = setTimeout(() => resolve(undefined), COMMIT_DETAIL_WAIT_MS);
@@ -1012,10 +998,12 @@ async function writeFailure(code: KvtcErrorCode, what: string, err: unknown): Pr
     });
     if (detail !== undefined) cause = detail;
   }
-  const errno = isRecord(cause) || cause instanceof Error ? (cause as { code?: unknown }).code : undefined;
+  const errno = isRecord(cause) ? cause['code'] : undefined;
   const suffix = errno !== undefined ? ` (code ${String(errno)})` : '';
   return new KvtcError(code, `${what} failed: ${errorText(cause)}${suffix}`, { cause: err });
 }
+
+function noop(): void {}
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function';

@@ -488,7 +488,7 @@ export class KvStore {
         return this.#badRecord(id, 'host', err);
       }
       h.meta.lastAccess = now;
-      if (promote) this.#promote(id, h.meta, cache, h.onDisk, 'host', h.bytes, t0);
+      if (promote && this.#fitsHot(id, h.meta)) this.#promote(id, h.meta, cache, h.onDisk, 'host', h.bytes, t0);
       this.#counters.hit('host', performance.now() - t0);
       return cache;
     }
@@ -526,9 +526,19 @@ export class KvStore {
       createdAt: r.meta.createdAt,
       lastAccess: now,
     };
-    if (promote) this.#promote(id, meta, cache, true, 'disk', r.meta.storedBytes, t0);
+    if (promote && this.#fitsHot(id, meta)) this.#promote(id, meta, cache, true, 'disk', r.meta.storedBytes, t0);
     this.#counters.hit('disk', performance.now() - t0);
     return cache;
+  }
+
+  /**
+   * Whether promoting keeps the hot tier satisfiable: a session larger than the tier, or a pinned
+   * one that would push pinned bytes past capacity, is served from its tier without moving.
+   */
+  #fitsHot(id: string, meta: SessionMeta): boolean {
+    const cap = this.options.device.capacityBytes;
+    if (meta.rawBytes > cap) return false;
+    return !meta.pinned || meta.rawBytes + this.#pinnedBytes(id) <= cap;
   }
 
   #promote(id: string, meta: SessionMeta, cache: KvCache, onDisk: boolean, from: Tier, bytes: number, t0: number): void {

@@ -1,0 +1,101 @@
+/** A damaged disk record is a miss with a `corrupt` event — never wrong data, never a crash. */
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { open as openLmdb } from 'lmdb';
+import { KvStore, type CodecProfile, type StoreEvent } from '../../src/index.js';
+import { session, tempDir, testProfile } from '../helpers/store.js';
+
+let profile: CodecProfile;
+const cleanups: (() => Promise<void>)[] = [];
+beforeAll(async () => {
+  profile = await testProfile();
+});
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+/** Writes sessions a and b to disk, closes the store, then lets `damage` edit the LMDB records. */
+async function damagedStore(damage: (blobs: ReturnType<typeof dbs>['blobs'], meta: ReturnType<typeof dbs>['meta']) => Promise<void>) {
+  const t = await tempDir();
+  cleanups.push(t.cleanup);
+  const a = await KvStore.open({ profile, path: t.path });
+  await a.put('a', session(1, 120));
+  await a.put('b', session(2, 120));
+  await a.evict('a', { to: 'disk' });
+  await a.evict('b', { to: 'disk' });
+  await a.close();
+  const env = openLmdb<Uint8Array, Uint8Array>({ path: t.path, maxDbs: 8, noSubdir: false });
+  const d = dbs(env);
+  await damage(d.blobs, d.meta);
+  await env.close();
+  const store = await KvStore.open({ profile, path: t.path });
+  cleanups.push(() => store.close().catch(() => undefined));
+  const events: StoreEvent[] = [];
+  store.on('corrupt', (e) => events.push(e));
+  return { store, events };
+}
+
+function dbs(env: ReturnType<typeof openLmdb<Uint8Array, Uint8Array>>) {
+  const o = { encoding: 'binary', keyEncoding: 'binary' } as const;
+  return { blobs: env.openDB<Uint8Array, Uint8Array>('blobs', o), meta: env.openDB<Uint8Array, Uint8Array>('meta', o) };
+}
+
+const key = (id: string) => Buffer.from(id, 'utf8');
+
+describe('corrupted disk records', () => {
+  it('a flipped blob byte is a miss with a corrupt event; the record is taken out; others still serve', async () => {
+    const { store, events } = await damagedStore(async (blobs) => {
+      const b = Buffer.from(blobs.getBinary(key('a'))!);
+      b[Math.floor(b.length / 2)]! ^= 0x10;
+      await blobs.put(key('a'), b);
+    });
+    expect(store.has('a')).toBe('disk');
+    expect(await store.get('a')).toBeUndefined();
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({ id: 'a', from: 'disk' });
+    expect(store.has('a')).toBeUndefined();
+    expect(store.stats().misses).toBe(1);
+    expect((await store.get('b'))?.tokens).toBe(120);
+  });
+
+  it('a truncated blob, swapped blobs and a missing blob are all misses with corrupt events', async () => {
+    const { store, events } = await damagedStore(async (blobs) => {
+      const a = Buffer.from(blobs.getBinary(key('a'))!);
+      const b = Buffer.from(blobs.getBinary(key('b'))!);
+      await blobs.put(key('a'), b); // swapped: a's meta now points at b's data
+      await blobs.put(key('b'), a.subarray(0, a.length - 7));
+    });
+    expect(await store.get('a')).toBeUndefined();
+    expect(await store.get('b')).toBeUndefined();
+    expect(events.map((e) => e.id).sort()).toEqual(['a', 'b']);
+    expect(store.stats().disk.entries).toBe(0);
+  });
+
+  it('garbage metadata is a miss, not a crash', async () => {
+    const { store, events } = await damagedStore(async (_blobs, meta) => {
+      await meta.put(key('a'), Buffer.from('not a record'));
+    });
+    expect(store.has('a')).toBe('disk'); // known, but unreadable
+    expect(await store.get('a')).toBeUndefined();
+    expect(events.map((e) => e.id)).toEqual(['a']);
+    expect(store.has('a')).toBeUndefined();
+    expect((await store.get('b'))?.tokens).toBe(120);
+  });
+
+  it('a blob whose record passes its own checksum but was written for another profile is refused', async () => {
+    const other = await (await import('../../src/index.js')).calibrate(
+      [session(50, 300), session(51, 300)],
+      { ratio: 4, windowTokens: 8, sinkTokens: 2 },
+    );
+    const t = await tempDir();
+    cleanups.push(t.cleanup);
+    const a = await KvStore.open({ profile: other, path: t.path });
+    await a.put('x', session(3));
+    await a.close();
+    const store = await KvStore.open({ profile, path: t.path });
+    cleanups.push(() => store.close().catch(() => undefined));
+    const events: StoreEvent[] = [];
+    store.on('corrupt', (e) => events.push(e));
+    expect(await store.get('x')).toBeUndefined();
+    expect(events[0]).toMatchObject({ id: 'x', from: 'disk' });
+  });
+});
