@@ -27,6 +27,7 @@ export {
   KvStore,
   type GetOptions,
   type PutOptions,
+  type SessionEntry,
   type StoreEvent,
   type StoreEventName,
 } from './store/store.js';

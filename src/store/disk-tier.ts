@@ -79,6 +79,8 @@ export interface DiskRecordMeta {
   checksum: number;
   /** How the blob is encoded; opaque to this tier. */
   format: 'kvtc' | 'raw';
+  /** Caller's opaque bytes kept with the session (e.g. an engine's token ids). */
+  attachment?: Uint8Array;
 }
 
 /** What `put` takes: the tier computes `checksum` and `storedBytes` from the blob. */
@@ -737,7 +739,7 @@ interface StoredLayout {
   rope?: StoredRope;
 }
 
-type StoredMeta = Omit<DiskRecordMeta, 'layout'> & { layout: StoredLayout };
+type StoredMeta = Omit<DiskRecordMeta, 'layout' | 'attachment'> & { layout: StoredLayout; attachment?: string };
 
 interface StoredQuarantine {
   id: string;
@@ -772,8 +774,9 @@ function normalizeMeta(m: DiskPutMeta, storedBytes: number, checksum: number): D
   if (typeof m.ttlMs !== 'number' || !Number.isFinite(m.ttlMs) || m.ttlMs < 0) throw optionError('ttlMs', 'a finite number >= 0', m.ttlMs);
   if (typeof m.pinned !== 'boolean') throw optionError('pinned', 'a boolean', m.pinned);
   if (m.format !== 'kvtc' && m.format !== 'raw') throw optionError('format', "'kvtc' or 'raw'", m.format);
+  if (m.attachment !== undefined && !(m.attachment instanceof Uint8Array)) throw optionError('attachment', 'a Uint8Array', m.attachment);
   // `+ 0` turns -0 into 0: JSON has no -0, and the record must read back equal to what put returned.
-  return {
+  const out: DiskRecordMeta = {
     id: m.id,
     fingerprint: m.fingerprint,
     layout,
@@ -788,6 +791,8 @@ function normalizeMeta(m: DiskPutMeta, storedBytes: number, checksum: number): D
     checksum,
     format: m.format,
   };
+  if (m.attachment !== undefined) out.attachment = new Uint8Array(m.attachment);
+  return out;
 }
 
 function copyLayout(l: KvLayout): KvLayout {
@@ -816,7 +821,9 @@ function base64ToFloat32(s: string): Float32Array | undefined {
 }
 
 function cloneMeta(m: DiskRecordMeta): DiskRecordMeta {
-  return { ...m, layout: copyLayout(m.layout) };
+  const out: DiskRecordMeta = { ...m, layout: copyLayout(m.layout) };
+  if (m.attachment) out.attachment = new Uint8Array(m.attachment);
+  return out;
 }
 
 function storedMeta(m: DiskRecordMeta): StoredMeta {
@@ -828,7 +835,10 @@ function storedMeta(m: DiskRecordMeta): StoredMeta {
     if (l.rope.freqs !== undefined) rope.freqs = float32ToBase64(l.rope.freqs);
     layout.rope = rope;
   }
-  return { ...m, layout };
+  const { attachment, ...rest } = m;
+  const out: StoredMeta = { ...rest, layout };
+  if (attachment) out.attachment = Buffer.from(attachment.buffer, attachment.byteOffset, attachment.byteLength).toString('base64');
+  return out;
 }
 
 /** u8 version | u32le CRC-32C of the JSON | JSON: bit rot in metadata is caught like bit rot in blobs. */
@@ -901,7 +911,13 @@ function parseStoredMeta(v: unknown): DiskRecordMeta | string {
   }
   const layout = parseStoredLayout(v['layout']);
   if (typeof layout === 'string') return layout;
-  return { id, fingerprint, layout, tokens, rawBytes, storedBytes, createdAt, lastAccess, ttlMs, priority, pinned: v['pinned'], checksum, format };
+  const out: DiskRecordMeta = { id, fingerprint, layout, tokens, rawBytes, storedBytes, createdAt, lastAccess, ttlMs, priority, pinned: v['pinned'], checksum, format };
+  const att = v['attachment'];
+  if (att !== undefined) {
+    if (typeof att !== 'string') return 'has a bad attachment';
+    out.attachment = new Uint8Array(Buffer.from(att, 'base64'));
+  }
+  return out;
 }
 
 function parseStoredLayout(v: unknown): KvLayout | string {

@@ -20,6 +20,8 @@ export interface SessionMeta {
   ttlMs: number;
   createdAt: number;
   lastAccess: number;
+  /** Caller's opaque bytes kept with the session (e.g. an engine's token ids). */
+  attachment?: Uint8Array;
 }
 
 /** Longest id accepted: LMDB keys are limited to 1978 bytes, minus the disk tier's prefix. */

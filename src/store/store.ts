@@ -51,11 +51,29 @@ export interface PutOptions {
   ttlMs?: number;
   /** Higher priority sessions leave the hot tier last. Default 0. */
   priority?: number;
+  /**
+   * Opaque bytes kept with the session in every tier and returned by getEntry() — e.g. the token
+   * ids an engine needs to resume (the llama.cpp adapter stores them here). At most 16 MiB.
+   */
+  attachment?: Uint8Array;
+}
+
+/** A restored session: its cache, its attachment and the tier it was found in. */
+export interface SessionEntry {
+  cache: KvCache;
+  attachment?: Uint8Array;
+  tier: Tier;
 }
 
 export interface GetOptions {
   /** Move a session found in a lower tier to the device tier. Default true. */
   promote?: boolean;
+}
+
+interface Restored {
+  cache: KvCache;
+  meta: SessionMeta;
+  tier: Tier;
 }
 
 interface DeviceEntry {
@@ -84,7 +102,7 @@ export class KvStore {
   readonly #counters = new StoreCounters();
   readonly #chains = new Map<string, Promise<unknown>>();
   readonly #versions = new Map<string, number>();
-  readonly #inflightGets = new Map<string, { version: number; promise: Promise<KvCache | undefined> }>();
+  readonly #inflightGets = new Map<string, { version: number; promise: Promise<Restored | undefined> }>();
   #rebalancing: Promise<void> | undefined;
   #rebalanceAgain = false;
   #timer: NodeJS.Timeout | undefined;
@@ -182,6 +200,7 @@ export class KvStore {
       createdAt: now,
       lastAccess: now,
     };
+    if (opts.attachment) meta.attachment = new Uint8Array(opts.attachment);
     const owned = copyCache(cache, true); // the caller may reuse its arrays once put resolves
     this.#bump(id);
     await this.#serial(id, async () => {
@@ -204,6 +223,11 @@ export class KvStore {
 
   /** Returns a session's cache from whichever tier holds it, or undefined (a miss). */
   async get(id: string, options: GetOptions = {}): Promise<KvCache | undefined> {
+    return (await this.getEntry(id, options))?.cache;
+  }
+
+  /** Like get(), with the session's attachment and the tier it was found in. */
+  async getEntry(id: string, options: GetOptions = {}): Promise<SessionEntry | undefined> {
     this.#checkOpen();
     validateId(id);
     if (options.promote !== undefined && typeof options.promote !== 'boolean') {
@@ -212,7 +236,7 @@ export class KvStore {
     const promote = options.promote ?? true;
     const version = this.#versions.get(id) ?? 0;
     const inflight = this.#inflightGets.get(id);
-    let shared: Promise<KvCache | undefined>;
+    let shared: Promise<Restored | undefined>;
     if (inflight && inflight.version === version) {
       shared = inflight.promise; // concurrent gets of one id share one restore
     } else {
@@ -224,10 +248,13 @@ export class KvStore {
       };
       shared.then(clear, clear);
     }
-    const cache = await shared;
+    const r = await shared;
     await this.#rebalance();
+    if (!r) return undefined;
     // Every caller gets its own copy: nobody can alter the stored session through it.
-    return cache ? copyCache(cache, false) : undefined;
+    const entry: SessionEntry = { cache: copyCache(r.cache, false), tier: r.tier };
+    if (r.meta.attachment) entry.attachment = new Uint8Array(r.meta.attachment);
+    return entry;
   }
 
   /** Takes a session out of the hot tier now (to the host tier, or to disk). Returns where it is. */
@@ -412,6 +439,7 @@ export class KvStore {
       pinned: meta.pinned,
       format: this.#format,
     };
+    if (meta.attachment) record.attachment = meta.attachment;
     await this.#disk.put(record, blob);
   }
 
@@ -468,14 +496,14 @@ export class KvStore {
     this.#emit('spill', { id, from: 'host', to: 'disk', bytes: e.bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
   }
 
-  async #restore(id: string, promote: boolean): Promise<KvCache | undefined> {
+  async #restore(id: string, promote: boolean): Promise<Restored | undefined> {
     const t0 = performance.now();
     const now = Date.now();
     const d = this.#device.touch(id);
     if (d) {
       d.meta.lastAccess = now;
       this.#counters.hit('device', performance.now() - t0);
-      return d.cache;
+      return { cache: d.cache, meta: d.meta, tier: 'device' };
     }
     const h = this.#host.touch(id);
     if (h) {
@@ -490,7 +518,7 @@ export class KvStore {
       h.meta.lastAccess = now;
       if (promote && this.#fitsHot(id, h.meta)) this.#promote(id, h.meta, cache, h.onDisk, 'host', h.bytes, t0);
       this.#counters.hit('host', performance.now() - t0);
-      return cache;
+      return { cache, meta: h.meta, tier: 'host' };
     }
     const r = this.#disk.get(id, this.profile.fingerprint, now);
     if (!r.ok) {
@@ -526,9 +554,10 @@ export class KvStore {
       createdAt: r.meta.createdAt,
       lastAccess: now,
     };
+    if (r.meta.attachment) meta.attachment = r.meta.attachment;
     if (promote && this.#fitsHot(id, meta)) this.#promote(id, meta, cache, true, 'disk', r.meta.storedBytes, t0);
     this.#counters.hit('disk', performance.now() - t0);
-    return cache;
+    return { cache, meta, tier: 'disk' };
   }
 
   /**
@@ -673,7 +702,10 @@ export class KvStore {
   }
 }
 
-function resolvePutOptions(o: PutOptions, defaultTtl: number): { pin: boolean; ttlMs: number; priority: number } {
+function resolvePutOptions(
+  o: PutOptions,
+  defaultTtl: number,
+): { pin: boolean; ttlMs: number; priority: number; attachment: Uint8Array | undefined } {
   if (typeof o !== 'object' || o === null) throw new KvtcError('E_OPTIONS', `put options must be an object, got ${String(o)}`);
   if (o.pin !== undefined && typeof o.pin !== 'boolean') throw new KvtcError('E_OPTIONS', `options.pin must be a boolean, got ${String(o.pin)}`);
   if (o.ttlMs !== undefined && (typeof o.ttlMs !== 'number' || !Number.isSafeInteger(o.ttlMs) || o.ttlMs < 0)) {
@@ -682,5 +714,8 @@ function resolvePutOptions(o: PutOptions, defaultTtl: number): { pin: boolean; t
   if (o.priority !== undefined && (typeof o.priority !== 'number' || !Number.isFinite(o.priority))) {
     throw new KvtcError('E_OPTIONS', `options.priority must be a finite number, got ${String(o.priority)}`);
   }
-  return { pin: o.pin ?? false, ttlMs: o.ttlMs ?? defaultTtl, priority: o.priority ?? 0 };
+  if (o.attachment !== undefined && (!(o.attachment instanceof Uint8Array) || o.attachment.byteLength > 16 << 20)) {
+    throw new KvtcError('E_OPTIONS', `options.attachment must be a Uint8Array of at most 16 MiB`);
+  }
+  return { pin: o.pin ?? false, ttlMs: o.ttlMs ?? defaultTtl, priority: o.priority ?? 0, attachment: o.attachment };
 }

@@ -271,6 +271,26 @@ describe('durability', () => {
   });
 });
 
+describe('attachments', () => {
+  it('an attachment travels with the session through every tier and a restart', async () => {
+    const a = await openStore();
+    const att = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) & 0xff);
+    await a.store.put('s', session(1), { attachment: att });
+    expect(Array.from((await a.store.getEntry('s'))!.attachment!)).toEqual(Array.from(att));
+    await a.store.evict('s');
+    const fromHost = (await a.store.getEntry('s', { promote: false }))!;
+    expect(fromHost.tier).toBe('host');
+    expect(Array.from(fromHost.attachment!)).toEqual(Array.from(att));
+    await a.store.evict('s', { to: 'disk' });
+    await a.store.close();
+    const b = await openStore({}, a.path);
+    const fromDisk = (await b.store.getEntry('s'))!;
+    expect(fromDisk.tier).toBe('disk');
+    expect(Array.from(fromDisk.attachment!)).toEqual(Array.from(att));
+    await expect(b.store.put('t', session(2), { attachment: [1, 2] as unknown as Uint8Array })).rejects.toMatchObject({ code: 'E_OPTIONS' });
+  });
+});
+
 describe('concurrency', () => {
   it('operations on one id apply in call order', async () => {
     const { store } = await openStore();
