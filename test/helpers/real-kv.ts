@@ -4,13 +4,12 @@
  * with the llama.cpp adapter. stories260K is tiny (260K parameters), so a 300-token cache takes
  * a few hundred milliseconds to produce.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
-import type { Llama, LlamaModel, Token } from 'node-llama-cpp';
+import { withPromptSequence } from '../../src/adapters/llama-cpp/collect.js';
+import { type LoadedModel, loadLlamaModel } from '../../src/adapters/llama-cpp/model.js';
+import { readSequenceFile } from '../../src/adapters/llama-cpp/sequence-state.js';
 import { parseSequenceState } from '../../src/adapters/llama-cpp/state.js';
 import type { LlamaSequenceState } from '../../src/adapters/llama-cpp/state.js';
 import type { DType, KvCache, KvLayout } from '../../src/layout.js';
@@ -67,36 +66,12 @@ export interface RealState {
   state: LlamaSequenceState;
 }
 
-interface Loaded {
-  llama: Llama;
-  model: LlamaModel;
-}
-
-let loaded: Promise<Loaded> | undefined;
+let loaded: Promise<LoadedModel> | undefined;
 const memo = new Map<string, Promise<RealState[]>>();
 
-function loadModel(): Promise<Loaded> {
-  loaded ??= (async () => {
-    const llama = await getLlama({
-      gpu: false,
-      // Use the prebuilt CPU binary that ships with node-llama-cpp; never compile or download.
-      build: 'never',
-      skipDownload: true,
-      usePrebuiltBinaries: true,
-      progressLogs: false,
-      logLevel: LlamaLogLevel.error,
-      logger: (level, message) => {
-        if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) console.error(`[llama.cpp] ${message}`);
-      },
-    });
-    try {
-      const model = await llama.loadModel({ modelPath: MODEL_PATH, gpuLayers: 0 });
-      return { llama, model };
-    } catch (err) {
-      await llama.dispose();
-      throw err;
-    }
-  })();
+/** The shared model, loaded once per process. */
+export function sharedModel(): Promise<LoadedModel> {
+  loaded ??= loadLlamaModel(MODEL_PATH);
   // A failed load must not poison later calls.
   loaded.catch(() => {
     loaded = undefined;
@@ -108,74 +83,21 @@ function loadModel(): Promise<Loaded> {
 export async function disposeModel(): Promise<void> {
   const p = loaded;
   loaded = undefined;
-  if (!p) return;
-  const l = await p.catch(() => undefined);
-  if (!l) return;
-  await l.model.dispose();
-  await l.llama.dispose();
-}
-
-function checkOptions(opts: RealKvOptions): void {
-  if (!Array.isArray(opts.prompts) || opts.prompts.some((p) => typeof p !== 'string')) {
-    throw new TypeError('prompts must be an array of strings');
-  }
-  if (!Number.isInteger(opts.tokens) || opts.tokens < 1 || opts.tokens > 1984) {
-    // 2048 is the model's trained context; stay clear of it with the context's slack.
-    throw new RangeError(`tokens must be an integer in 1..1984, got ${String(opts.tokens)}`);
-  }
+  const l = await p?.catch(() => undefined);
+  await l?.dispose();
 }
 
 async function makeStates(opts: RealKvOptions): Promise<RealState[]> {
-  const { model } = await loadModel();
+  const { model } = await sharedModel();
   const cacheType = opts.cacheType ?? 'f32';
-  const ggml = cacheType === 'f32' ? 'F32' : 'F16';
-  const flash = opts.flashAttention ?? false;
-  const dir = await mkdtemp(join(tmpdir(), 'kvtc-real-kv-'));
-  try {
-    const out: RealState[] = [];
-    for (const [i, prompt] of opts.prompts.entries()) {
-      const context = await model.createContext({
-        contextSize: opts.tokens + 64,
-        sequences: 1,
-        // More threads than cores makes this tiny model 100-1000x slower (shared/models/README.md).
-        threads: 1,
-        flashAttention: flash,
-        experimentalKvCacheKeyType: ggml,
-        experimentalKvCacheValueType: ggml,
-      });
-      try {
-        const seq = context.getSequence();
-        const bos = model.tokens.bos;
-        let input: Token[] = [...(bos !== null ? [bos] : []), ...model.tokenize(prompt)];
-        if (input.length >= opts.tokens) {
-          input = input.slice(0, opts.tokens);
-          await seq.evaluateWithoutGeneratingNewTokens(input);
-        } else {
-          const sampling = opts.seed === undefined ? { temperature: 0 } : { temperature: 0.8, seed: opts.seed };
-          // Each step yields a sampled token that is evaluated (enters the KV cache) only when the
-          // loop asks for the next one, so stop as soon as the cache holds `tokens` cells.
-          for await (const _token of seq.evaluate(input, sampling)) {
-            if (seq.nextTokenIndex >= opts.tokens) break;
-          }
-        }
-        if (seq.nextTokenIndex !== opts.tokens) {
-          throw new Error(`real-kv: sequence holds ${seq.nextTokenIndex} tokens, expected ${opts.tokens}`);
-        }
-        const file = join(dir, `seq-${i}.bin`);
-        await seq.saveStateToFile(file);
-        const bytes = new Uint8Array(await readFile(file));
-        await rm(file, { force: true });
-        const layout = storiesLayout(cacheType);
-        const state = parseSequenceState(bytes, layout.rope, { kvHeads: layout.kvHeads, headDim: layout.headDim });
-        out.push({ prompt, bytes, state });
-      } finally {
-        await context.dispose();
-      }
-    }
-    return out;
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+  const layout = storiesLayout(cacheType);
+  const out: RealState[] = [];
+  for (const prompt of opts.prompts) {
+    const bytes = await withPromptSequence(model, prompt, { ...opts, cacheType, flashAttention: opts.flashAttention ?? false }, readSequenceFile);
+    const state = parseSequenceState(bytes, layout.rope, { kvHeads: layout.kvHeads, headDim: layout.headDim });
+    out.push({ prompt, bytes, state });
   }
+  return out;
 }
 
 /**
@@ -183,7 +105,6 @@ async function makeStates(opts: RealKvOptions): Promise<RealState[]> {
  * the results are shared, so treat them as read-only.
  */
 export function realStates(opts: RealKvOptions): Promise<RealState[]> {
-  checkOptions(opts);
   const key = JSON.stringify([opts.prompts, opts.tokens, opts.cacheType ?? 'f32', opts.flashAttention ?? false, opts.seed ?? null]);
   let p = memo.get(key);
   if (!p) {

@@ -1,0 +1,128 @@
+/**
+ * Real KV caches from a model: run prompts (continuing each to a target length) and read the
+ * resulting caches. Used for calibration (calibrateFromModel, `kvtc calibrate`), tests and
+ * benchmarks.
+ */
+import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
+import { KvtcError } from '../../errors.js';
+import type { KvLayout } from '../../layout.js';
+import { calibrate } from '../../codec/calibrate.js';
+import type { CodecProfile } from '../../codec/profile.js';
+import type { CalibrateOptions } from '../../options.js';
+import { loadLlamaModel, modelKvLayout } from './model.js';
+import { readSequenceState } from './sequence-state.js';
+import type { LlamaSequenceState } from './state.js';
+
+export interface CollectOptions {
+  /** One cache per prompt, in order. */
+  prompts: string[];
+  /** KV cells each cache holds: BOS + prompt tokens, then generated ones (the prompt is cut if longer). */
+  tokens: number;
+  /** llama.cpp KV cache type. Default 'f16' (llama.cpp's default). */
+  cacheType?: 'f32' | 'f16';
+  /** Flash attention (v_trans 0) or not (v_trans 1). Default false. */
+  flashAttention?: boolean;
+  /** Sample continuations at temperature 0.8 with this seed; default greedy. */
+  seed?: number;
+  /** Threads per context. Default 1 (small models are far slower with more threads than cores). */
+  threads?: number;
+  /** Called after each prompt. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+function checkCollect(model: LlamaModel, opts: CollectOptions): void {
+  if (!Array.isArray(opts.prompts) || opts.prompts.some((p) => typeof p !== 'string')) {
+    throw new KvtcError('E_OPTIONS', 'options.prompts must be an array of strings');
+  }
+  if (!Number.isInteger(opts.tokens) || opts.tokens < 1 || opts.tokens > model.trainContextSize) {
+    throw new KvtcError('E_OPTIONS', `options.tokens must be an integer in 1..${model.trainContextSize}, got ${String(opts.tokens)}`);
+  }
+}
+
+/** Context settings a saved sequence state depends on (cache type, attention layout). */
+export type ContextSettings = Pick<CollectOptions, 'cacheType' | 'flashAttention' | 'threads'>;
+
+/** A single-sequence context; states saved from one load into another with the same settings. */
+export function createContext(model: LlamaModel, contextSize: number, s: ContextSettings): Promise<LlamaContext> {
+  const ggml = (s.cacheType ?? 'f16') === 'f32' ? 'F32' : 'F16';
+  return model.createContext({
+    contextSize,
+    sequences: 1,
+    threads: s.threads ?? 1,
+    flashAttention: s.flashAttention ?? false,
+    experimentalKvCacheKeyType: ggml,
+    experimentalKvCacheValueType: ggml,
+  });
+}
+
+/**
+ * Runs one prompt in a fresh single-sequence context until the sequence holds `opts.tokens`
+ * tokens, then hands the sequence to `fn`; the context is disposed afterwards.
+ */
+export async function withPromptSequence<T>(
+  model: LlamaModel,
+  prompt: string,
+  opts: Omit<CollectOptions, 'prompts' | 'onProgress'>,
+  fn: (sequence: LlamaContextSequence) => Promise<T>,
+): Promise<T> {
+  const context = await createContext(model, opts.tokens + 64, opts);
+  try {
+    const seq = context.getSequence();
+    const bos = model.tokens.bos;
+    let input: Token[] = [...(bos !== null ? [bos] : []), ...model.tokenize(prompt)];
+    if (input.length >= opts.tokens) {
+      input = input.slice(0, opts.tokens);
+      await seq.evaluateWithoutGeneratingNewTokens(input);
+    } else {
+      const sampling = opts.seed === undefined ? { temperature: 0 } : { temperature: 0.8, seed: opts.seed };
+      // A sampled token enters the cache only when the loop asks for the next one: stop as
+      // soon as the cache holds `tokens` cells.
+      for await (const _token of seq.evaluate(input, sampling)) {
+        if (seq.nextTokenIndex >= opts.tokens) break;
+      }
+    }
+    if (seq.nextTokenIndex !== opts.tokens) {
+      throw new KvtcError('E_INTERNAL', `sequence holds ${seq.nextTokenIndex} tokens, expected ${opts.tokens}`);
+    }
+    return await fn(seq);
+  } finally {
+    await context.dispose();
+  }
+}
+
+/** Runs each prompt in a fresh context and returns the sequence states (KV cache + token ids). */
+export async function collectStates(model: LlamaModel, opts: CollectOptions, layout = modelKvLayout(model)): Promise<LlamaSequenceState[]> {
+  checkCollect(model, opts);
+  const out: LlamaSequenceState[] = [];
+  for (const [i, prompt] of opts.prompts.entries()) {
+    out.push(await withPromptSequence(model, prompt, opts, (seq) => readSequenceState(seq, { ...layout, dtype: opts.cacheType ?? 'f16' })));
+    opts.onProgress?.(i + 1, opts.prompts.length);
+  }
+  return out;
+}
+
+export interface CalibrateFromModelOptions extends CollectOptions {
+  /** Path of a GGUF model (loaded for the call) — or pass `model`. */
+  modelPath?: string;
+  model?: LlamaModel;
+  /** The model's KV layout; default: read from the GGUF metadata. */
+  layout?: KvLayout;
+  /** Options of calibrate() (ratio, PCA group, ...). */
+  calibration?: CalibrateOptions;
+}
+
+/** Runs prompts through a model and calibrates a profile on the caches they leave. */
+export async function calibrateFromModel(opts: CalibrateFromModelOptions): Promise<CodecProfile> {
+  if (!opts.model && !opts.modelPath) throw new KvtcError('E_OPTIONS', 'options.modelPath or options.model is required');
+  const loaded = opts.model ? undefined : await loadLlamaModel(opts.modelPath!);
+  try {
+    const model = opts.model ?? loaded!.model;
+    const states = await collectStates(model, opts, opts.layout ?? modelKvLayout(model));
+    return await calibrate(
+      states.map((s) => s.cache),
+      opts.calibration,
+    );
+  } finally {
+    await loaded?.dispose();
+  }
+}
