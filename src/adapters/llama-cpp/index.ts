@@ -1,0 +1,28 @@
+/**
+ * kvtc/llama-cpp: node-llama-cpp integration. Importing this entry loads node-llama-cpp lazily
+ * (only the functions that need a model import it); `import 'kvtc'` never does.
+ */
+export { loadLlamaModel, modelKvLayout, type LoadedModel } from './model.js';
+export { saveSequence, restoreSequence } from './session.js';
+export {
+  calibrateFromModel,
+  collectStates,
+  createContext,
+  withPromptSequence,
+  type CalibrateFromModelOptions,
+  type CollectOptions,
+  type ContextSettings,
+} from './collect.js';
+export {
+  compareDistributions,
+  greedyContinue,
+  klDivergence,
+  makeProbe,
+  nextTokenDistributions,
+  probeFidelity,
+  resumeWith,
+  type FidelityProbe,
+  type NextTokenComparison,
+} from './fidelity.js';
+export { readSequenceFile, readSequenceState, writeSequenceStateTo } from './sequence-state.js';
+export { parseSequenceState, writeSequenceState, type LlamaSequenceState } from './state.js';
