@@ -43,9 +43,11 @@ inline __attribute__((always_inline)) void micro_tile(int k, const T* A, int lda
   }
 }
 
-template <typename T, int MR, int NR>
+// Packs B into NR-wide panels and walks C in MR x NR tiles computed by `tile` (the portable
+// micro_tile, or an intrinsics kernel), so every kernel shares the blocking and edge handling.
+template <typename T, int MR, int NR, typename Tile>
 inline __attribute__((always_inline)) void gemm_blocked(int m, int n, int k, const T* A, int lda, const T* B,
-                                                        int ldb, T* C, int ldc, bool accumulate) {
+                                                        int ldb, T* C, int ldc, bool accumulate, Tile tile) {
   // Panels of B are packed contiguously (and zero-padded to NR) so the inner loop streams them.
   std::vector<T> panel(size_t(k) * NR);
   std::vector<T> aedge(static_cast<size_t>(MR) * k);
@@ -68,9 +70,18 @@ inline __attribute__((always_inline)) void gemm_blocked(int m, int n, int k, con
         a = aedge.data();
         la = k;
       }
-      micro_tile<T, MR, NR>(k, a, la, panel.data(), C + size_t(i0) * ldc + j0, ldc, mr, nr, accumulate);
+      tile(k, a, la, panel.data(), C + size_t(i0) * ldc + j0, ldc, mr, nr, accumulate);
     }
   }
+}
+
+// The portable kernel, passed as an inlined lambda so it is compiled for the caller's target.
+template <typename T, int MR, int NR>
+inline __attribute__((always_inline)) void gemm_portable(int m, int n, int k, const T* A, int lda, const T* B, int ldb,
+                                                         T* C, int ldc, bool acc) {
+  gemm_blocked<T, MR, NR>(m, n, k, A, lda, B, ldb, C, ldc, acc,
+                          [](int kk, const T* a, int la, const T* bp, T* c, int lc, int mr, int nr, bool ac)
+                              __attribute__((always_inline)) { micro_tile<T, MR, NR>(kk, a, la, bp, c, lc, mr, nr, ac); });
 }
 
 #if defined(__x86_64__)
@@ -108,35 +119,12 @@ __attribute__((target("avx2,fma"))) void tile_f32_avx2(int k, const float* A, in
 
 __attribute__((target("avx2,fma"))) void gemm_f32_avx2(int m, int n, int k, const float* A, int lda, const float* B,
                                                       int ldb, float* C, int ldc, bool acc) {
-  constexpr int MR = 6, NR = 16;
-  std::vector<float> panel(size_t(k) * NR);
-  std::vector<float> aedge(size_t(MR) * k);
-  for (int j0 = 0; j0 < n; j0 += NR) {
-    const int nr = std::min(NR, n - j0);
-    for (int p = 0; p < k; p++) {
-      const float* src = B + size_t(p) * ldb + j0;
-      float* dst = panel.data() + size_t(p) * NR;
-      int j = 0;
-      for (; j < nr; j++) dst[j] = src[j];
-      for (; j < NR; j++) dst[j] = 0.0f;
-    }
-    for (int i0 = 0; i0 < m; i0 += MR) {
-      const int mr = std::min(MR, m - i0);
-      const float* a = A + size_t(i0) * lda;
-      int la = lda;
-      if (mr < MR) {
-        std::fill(aedge.begin(), aedge.end(), 0.0f);
-        for (int r = 0; r < mr; r++) std::memcpy(aedge.data() + size_t(r) * k, a + size_t(r) * lda, sizeof(float) * k);
-        a = aedge.data();
-        la = k;
-      }
-      tile_f32_avx2(k, a, la, panel.data(), C + size_t(i0) * ldc + j0, ldc, mr, nr, acc);
-    }
-  }
+  gemm_blocked<float, 6, 16>(m, n, k, A, lda, B, ldb, C, ldc, acc, tile_f32_avx2);
 }
+
 __attribute__((target("avx2,fma"))) void gemm_f64_avx2(int m, int n, int k, const double* A, int lda,
                                                       const double* B, int ldb, double* C, int ldc, bool acc) {
-  gemm_blocked<double, 4, 8>(m, n, k, A, lda, B, ldb, C, ldc, acc);
+  gemm_portable<double, 4, 8>(m, n, k, A, lda, B, ldb, C, ldc, acc);
 }
 bool has_avx2() {
   static const bool v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -163,7 +151,7 @@ void gemm_f32(int m, int n, int k, const float* A, int lda, const float* B, int 
 #if defined(__x86_64__)
   if (has_avx2()) return gemm_f32_avx2(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
 #endif
-  gemm_blocked<float, 4, 16>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+  gemm_portable<float, 4, 16>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
 #endif
 }
 
@@ -176,7 +164,7 @@ void gemm_f64(int m, int n, int k, const double* A, int lda, const double* B, in
 #if defined(__x86_64__)
   if (has_avx2()) return gemm_f64_avx2(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
 #endif
-  gemm_blocked<double, 4, 8>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+  gemm_portable<double, 4, 8>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
 #endif
 }
 
