@@ -2,6 +2,7 @@
 // longer than a header parse runs in an AsyncWorker and settles a promise.
 #include "js_codec.h"
 
+#include <cmath>
 #include <cstring>
 #include <thread>
 
@@ -470,6 +471,57 @@ Napi::Value CalibratorFinish(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---- input checks --------------------------------------------------------------------------
+
+// scanNonFinite(cache, layers, rowValues): the first NaN/Inf as {stream, layer, token}, or null.
+class ScanWorker : public PromiseWorker {
+ public:
+  ScanWorker(Napi::Env env, const Napi::Object& cache, uint32_t layers, uint32_t rv) : PromiseWorker(env), rv_(rv) {
+    view_ = read_cache(cache, layers, rv, [this](Napi::Value v) { Keep(v); });
+  }
+  void Run() override {
+    std::vector<float> row(rv_);
+    const size_t rb = size_t(rv_) * dtype_bytes(view_.dtype);
+    for (int s = 0; s < 2 && !found_; s++) {
+      const auto& layers = s == 0 ? view_.keys : view_.values;
+      for (uint32_t l = 0; l < layers.size() && !found_; l++)
+        for (uint32_t t = 0; t < view_.tokens && !found_; t++) {
+          load_row(static_cast<const uint8_t*>(layers[l]) + size_t(t) * rb, view_.dtype, int(rv_), row.data());
+          for (float v : row)
+            if (!std::isfinite(v)) {
+              found_ = true;
+              stream_ = s;
+              layer_ = l;
+              token_ = t;
+              break;
+            }
+        }
+    }
+  }
+  Napi::Value Result(Napi::Env env) override {
+    if (!found_) return env.Null();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("stream", stream_ == 0 ? "keys" : "values");
+    o.Set("layer", layer_);
+    o.Set("token", token_);
+    return o;
+  }
+
+ private:
+  uint32_t rv_;
+  CacheView view_;
+  bool found_ = false;
+  int stream_ = 0;
+  uint32_t layer_ = 0, token_ = 0;
+};
+
+Napi::Value ScanNonFinite(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return start(std::make_unique<ScanWorker>(info.Env(), info[0].As<Napi::Object>(), info[1].As<Napi::Number>().Uint32Value(),
+                                              info[2].As<Napi::Number>().Uint32Value()));
+  });
+}
+
 // ---- host arena ----------------------------------------------------------------------------
 
 uint64_t handle_of(const Napi::Value& v) {
@@ -609,6 +661,7 @@ void register_codec(Napi::Env env, Napi::Object exports) {
   exports.Set("calibratorCreate", Napi::Function::New(env, CalibratorCreate));
   exports.Set("calibratorAdd", Napi::Function::New(env, CalibratorAdd));
   exports.Set("calibratorFinish", Napi::Function::New(env, CalibratorFinish));
+  exports.Set("scanNonFinite", Napi::Function::New(env, ScanNonFinite));
   exports.Set("arenaPut", Napi::Function::New(env, ArenaPut));
   exports.Set("arenaRead", Napi::Function::New(env, ArenaRead));
   exports.Set("arenaFree", Napi::Function::New(env, ArenaFree));

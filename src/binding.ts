@@ -125,6 +125,8 @@ interface NativeAddon {
     positions: Int32Array,
   ): Promise<void>;
   inspectBlob(blob: Uint8Array, verify: boolean): NativeBlobInfo;
+  /** The first NaN/Inf of a cache (scanned off the main thread), or null. */
+  scanNonFinite(cache: NativeCache, layers: number, rowValues: number): Promise<{ stream: 'keys' | 'values'; layer: number; token: number } | null>;
   /** Host arena: encoded blobs in native (page-locked when CUDA is usable) memory, by handle. */
   arenaPut(blob: Uint8Array): number;
   arenaRead(handle: number): Uint8Array;

@@ -187,6 +187,12 @@ export interface StoreOptions {
   workers?: { minThreads?: number; maxThreads?: number };
   /** How often idle/TTL policies are checked. Default: a quarter of the smallest idle/TTL, 50..5000 ms. */
   sweepIntervalMs?: number;
+  /**
+   * A cache holding NaN or Inf: 'reject' (default) fails put() with E_LAYOUT naming the first bad
+   * value (a non-finite KV cache is an engine bug worth surfacing); 'store' keeps it (the codec
+   * stores such tokens raw, so they round-trip bit-exactly).
+   */
+  nonFinite?: 'reject' | 'store';
 }
 
 export interface ResolvedStoreOptions {
@@ -200,6 +206,7 @@ export interface ResolvedStoreOptions {
   flushOnClose: boolean;
   workers: { minThreads: number; maxThreads: number };
   sweepIntervalMs: number;
+  nonFinite: 'reject' | 'store';
 }
 
 const GiB = 1024 ** 3;
@@ -284,6 +291,7 @@ export function resolveStoreOptions(options: StoreOptions, env = readEnv()): Res
     flushOnClose: options.flushOnClose === undefined ? true : boolOpt(options.flushOnClose, 'flushOnClose'),
     workers: { minThreads, maxThreads },
     sweepIntervalMs: sizeOpt(options.sweepIntervalMs, 'sweepIntervalMs', sweepDefault, 1),
+    nonFinite: oneOf(options.nonFinite, 'nonFinite', ['reject', 'store'] as const, 'reject'),
   };
 }
 

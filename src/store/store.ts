@@ -12,11 +12,12 @@
  */
 import { mkdirSync } from 'node:fs';
 import { EventEmitter } from 'eventemitter3';
-import { buildInfo, native } from '../binding.js';
+import { buildInfo, callNative, native } from '../binding.js';
+import { nativeCache } from '../codec/marshal.js';
 import { CodecProfile } from '../codec/profile.js';
 import { checkProfileFits } from '../codec/codec.js';
 import { KvtcError, toKvtcError as toError } from '../errors.js';
-import { type KvCache, validateCache } from '../layout.js';
+import { type KvCache, rowValues, validateCache } from '../layout.js';
 import { type ResolvedStoreOptions, type StoreOptions, resolveStoreOptions } from '../options.js';
 import { CodecPool } from '../workers/pool.js';
 import type { BlobFormat, WireCache } from '../workers/tasks.js';
@@ -204,6 +205,13 @@ export class KvStore {
     const owned = copyCache(cache, true); // the caller may reuse its arrays once put resolves
     this.#bump(id);
     await this.#serial(id, async () => {
+      // Scanned off the main thread, in call order with the session's other operations.
+      if (this.options.nonFinite === 'reject') {
+        const bad = await callNative(() => native.scanNonFinite(nativeCache(owned), owned.layout.layers, rowValues(owned.layout)));
+        if (bad) {
+          throw new KvtcError('E_LAYOUT', `cache.${bad.stream}[${bad.layer}] holds NaN or Inf at token ${bad.token} (options.nonFinite is 'reject')`);
+        }
+      }
       if (opts.pin && rawBytes + this.#pinnedBytes(id) > this.options.device.capacityBytes) {
         throw new KvtcError('E_CAPACITY', `pinned sessions would exceed tiers.device.capacityBytes (${this.options.device.capacityBytes})`);
       }
@@ -366,6 +374,11 @@ export class KvStore {
     await this.#pool.destroy();
     await this.#disk.close();
     if (failure) throw toError(failure);
+  }
+
+  /** @internal Fault injection for tests: the next `n` codec tasks kill their worker thread. */
+  _injectWorkerCrashes(n: number): void {
+    this.#pool.injectCrashes(n);
   }
 
   // ------------------------------------------------------------------------------ internals

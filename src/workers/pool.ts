@@ -1,7 +1,8 @@
 /**
  * The store's codec workers: a Piscina pool running src/workers/worker.ts (built to
  * dist/workers/worker.js). The main thread only routes: caches go out as SharedArrayBuffer views,
- * blobs come back as host-arena handles, restored caches come back shared.
+ * blobs come back as host-arena handles, restored caches come back shared; disk blobs are
+ * copied to the worker (a structured-clone memcpy) so a failed attempt can be retried.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -46,13 +47,26 @@ export class CodecPool {
     return this.#pool.threads.length;
   }
 
-  async #run<T>(task: object, transferList?: ArrayBuffer[]): Promise<T> {
-    let reply: WorkerReply;
-    try {
-      reply = (await this.#pool.run(task, transferList ? { transferList } : {})) as WorkerReply;
-    } catch (err) {
-      // The worker died (or the pool was destroyed) mid-task.
-      throw new KvtcError('E_INTERNAL', `codec worker failed: ${(err as Error).message}`, { cause: err });
+  #crashes = 0;
+
+  /** Test hook: the next `n` tasks kill the worker thread that picks them up. */
+  injectCrashes(n: number): void {
+    this.#crashes = n;
+  }
+
+  async #run<T>(task: object): Promise<T> {
+    let reply: WorkerReply | undefined;
+    // A worker that dies mid-task (killed, out of memory, a crash) is replaced by Piscina; the
+    // task is retried once on a fresh worker. Inputs are never consumed by a failed attempt:
+    // caches are shared, arena blobs are only read, disk blobs are re-sent.
+    for (let attempt = 0; reply === undefined; attempt++) {
+      const crash = this.#crashes > 0;
+      if (crash) this.#crashes--;
+      try {
+        reply = (await this.#pool.run({ ...task, crash })) as WorkerReply;
+      } catch (err) {
+        if (attempt >= 1) throw new KvtcError('E_INTERNAL', `codec worker failed twice: ${(err as Error).message}`, { cause: err });
+      }
     }
     if (!reply.ok) throw new KvtcError(reply.code as KvtcErrorCode, reply.message);
     return reply.value as T;
@@ -68,11 +82,9 @@ export class CodecPool {
     return this.#run({ op: 'decode', profile: this.#profile, format, source: { handle } });
   }
 
-  /** Decodes a blob read from disk; its buffer is transferred to the worker. */
+  /** Decodes a blob read from disk (copied to the worker, so a retry can send it again). */
   decodeBlob(blob: Uint8Array, format: BlobFormat): Promise<DecodeResult> {
-    const own = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer;
-    const b = own ? blob : blob.slice();
-    return this.#run({ op: 'decode', profile: this.#profile, format, source: { blob: b } }, [b.buffer as ArrayBuffer]);
+    return this.#run({ op: 'decode', profile: this.#profile, format, source: { blob } });
   }
 
   async destroy(): Promise<void> {
