@@ -99,3 +99,52 @@ describe('corrupted disk records', () => {
     expect(events[0]).toMatchObject({ id: 'x', from: 'disk' });
   });
 });
+
+describe('random damage to disk records', () => {
+  it('every randomly damaged record is a miss with a corrupt event; undamaged ones decode exactly', async () => {
+    const { mulberry32 } = await import('../helpers/synthetic.js');
+    const { tokenBitsEqual } = await import('../helpers/metrics.js');
+    const rand = mulberry32(31337);
+    const t = await tempDir();
+    cleanups.push(t.cleanup);
+    const ids = Array.from({ length: 30 }, (_, i) => `r${i}`);
+    const a = await KvStore.open({ profile, path: t.path });
+    for (const [i, id] of ids.entries()) {
+      await a.put(id, session(200 + i, 80));
+      await a.evict(id, { to: 'disk' });
+    }
+    const expected = new Map<string, Awaited<ReturnType<KvStore['get']>>>();
+    for (const id of ids) expected.set(id, await a.get(id, { promote: false }));
+    await a.close();
+    const env = openLmdb<Uint8Array, Uint8Array>({ path: t.path, maxDbs: 8, noSubdir: false });
+    const d = dbs(env);
+    const damaged = new Set<string>();
+    for (const id of ids) {
+      if (rand() < 0.4) continue; // leave some intact
+      damaged.add(id);
+      const db = rand() < 0.7 ? d.blobs : d.meta;
+      const v = Buffer.from(db.getBinary(key(id))!);
+      const kind = rand();
+      if (kind < 0.6) v[Math.floor(rand() * v.length)]! ^= 1 << Math.floor(rand() * 8);
+      else if (kind < 0.8) await db.put(key(id), v.subarray(0, Math.floor(rand() * v.length)));
+      else await db.put(key(id), Buffer.concat([v, Buffer.from([1, 2, 3])]));
+      if (kind < 0.6) await db.put(key(id), v);
+    }
+    await env.close();
+    const store = await KvStore.open({ profile, path: t.path });
+    cleanups.push(() => store.close().catch(() => undefined));
+    const events: StoreEvent[] = [];
+    store.on('corrupt', (e) => events.push(e));
+    for (const id of ids) {
+      const got = await store.get(id, { promote: false });
+      if (damaged.has(id)) {
+        expect(got, id).toBeUndefined();
+      } else {
+        const want = expected.get(id)!;
+        for (let tk = 0; tk < want.tokens; tk++) expect(tokenBitsEqual(want, got!, tk)).toBe(true);
+      }
+    }
+    expect(events.map((e) => e.id).sort()).toEqual([...damaged].sort());
+    console.log(`[store-corrupt] ${damaged.size} damaged records refused, ${ids.length - damaged.size} intact ones exact`);
+  });
+});
