@@ -32,6 +32,7 @@ export {
   type StoreEventName,
 } from './store/store.js';
 export type { StoreStats, TierStats } from './store/stats.js';
+export { registerStoreMetrics, type StoreMetricsOptions } from './store/metrics.js';
 export type { Tier } from './store/session.js';
 export { STORE_DEFAULTS, type StoreOptions, type TierOptions } from './options.js';
 export { f16BitsToF32, f32ToF16Bits, bf16BitsToF32, f32ToBf16Bits, toFloat32, fromFloat32 } from './half.js';

@@ -5,6 +5,7 @@
  * leaves its store on disk so a second run shows a warm restart.
  *
  *   npm run demo [-- --quick] [--sessions N] [--turns N] [--store DIR] [--model FILE]
+ *   kvtc demo [same options]
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -22,18 +23,22 @@ import { compareDistributions, greedyContinue, nextTokenDistributions } from '..
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CONTEXT = 1024;
 
-const { values: args } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    sessions: { type: 'string' },
-    turns: { type: 'string' },
-    store: { type: 'string', default: '.kvtc/demo' },
-    model: { type: 'string', default: process.env.KVTC_DEMO_MODEL ?? resolve(ROOT, '../shared/models/stories260K.gguf') },
-    prompts: { type: 'string', default: resolve(ROOT, '../shared/data/prompts.txt') },
-  },
-});
-const SESSIONS = Number(args.sessions ?? (args.quick ? 8 : 24));
-const TURNS = Number(args.turns ?? (args.quick ? 2 : 3));
+/** Options of the demo (flags of `npm run demo` / `kvtc demo`). */
+export interface DemoOptions {
+  quick?: boolean;
+  sessions?: number;
+  turns?: number;
+  /** Directory of the demo's profile and store. Default .kvtc/demo. */
+  store?: string;
+  /** GGUF model. Default $KVTC_DEMO_MODEL, else ../shared/models/stories260K.gguf beside the package. */
+  model?: string;
+  /** Story openings, one per line. Default ../shared/data/prompts.txt beside the package. */
+  prompts?: string;
+}
+
+let args: Required<Omit<DemoOptions, 'sessions' | 'turns'>>;
+let SESSIONS = 24;
+let TURNS = 3;
 const GENERATE = 48; // tokens the model writes per turn
 const FOLLOW_UPS = [' Then', ' One day,', ' But', ' So', ' After that,', ' The next day,'];
 
@@ -49,7 +54,16 @@ async function generate(seq: LlamaContextSequence, input: Token[], n: number): P
   return out;
 }
 
-async function main(): Promise<void> {
+/** Runs the demo; rejects on failure. */
+export async function runDemo(options: DemoOptions = {}): Promise<void> {
+  args = {
+    quick: options.quick ?? false,
+    store: options.store ?? '.kvtc/demo',
+    model: options.model ?? process.env.KVTC_DEMO_MODEL ?? resolve(ROOT, '../shared/models/stories260K.gguf'),
+    prompts: options.prompts ?? resolve(ROOT, '../shared/data/prompts.txt'),
+  };
+  SESSIONS = options.sessions ?? (args.quick ? 8 : 24);
+  TURNS = options.turns ?? (args.quick ? 2 : 3);
   const t0 = performance.now();
   if (!Number.isInteger(SESSIONS) || SESSIONS < 1 || !Number.isInteger(TURNS) || TURNS < 1) {
     throw new Error('--sessions and --turns must be positive integers');
@@ -60,14 +74,14 @@ async function main(): Promise<void> {
   console.log(`kvtc demo: ${SESSIONS} story sessions x ${TURNS} turns with ${args.model.split('/').pop()}, store in ${storeDir}`);
   const { model, dispose } = await loadLlamaModel(args.model);
   try {
-    await runDemo(model, prompts, storeDir);
+    await runSessions(model, prompts, storeDir);
   } finally {
     await dispose();
   }
   console.log(`\ndone in ${((performance.now() - t0) / 1000).toFixed(1)} s; run again to see the sessions come back from disk`);
 }
 
-async function runDemo(model: LlamaModel, prompts: string[], storeDir: string): Promise<void> {
+async function runSessions(model: LlamaModel, prompts: string[], storeDir: string): Promise<void> {
   const layout = modelKvLayout(model);
   // Calibrate once per model (on prompts the sessions do not use) and keep the profile.
   const profilePath = join(storeDir, 'profile.kvtcp');
@@ -181,7 +195,26 @@ async function runDemo(model: LlamaModel, prompts: string[], storeDir: string): 
   await store.close(); // flushes hot and warm sessions to disk for the next run
 }
 
-main().catch((err: unknown) => {
-  console.error(err instanceof Error ? `${(err as { code?: string }).code ?? 'Error'}: ${err.message}` : err);
-  process.exit(1);
-});
+// Run directly (npm run demo): parse the flags here.
+if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      sessions: { type: 'string' },
+      turns: { type: 'string' },
+      store: { type: 'string' },
+      model: { type: 'string' },
+      prompts: { type: 'string' },
+    },
+  });
+  const opts: DemoOptions = { quick: values.quick ?? false };
+  if (values.sessions) opts.sessions = Number(values.sessions);
+  if (values.turns) opts.turns = Number(values.turns);
+  if (values.store) opts.store = values.store;
+  if (values.model) opts.model = values.model;
+  if (values.prompts) opts.prompts = values.prompts;
+  runDemo(opts).catch((err: unknown) => {
+    console.error(err instanceof Error ? `${(err as { code?: string }).code ?? 'Error'}: ${err.message}` : err);
+    process.exit(1);
+  });
+}

@@ -43,7 +43,8 @@ export interface StoreEvent {
   error?: KvtcError;
 }
 
-export type StoreEventName = 'put' | 'demote' | 'spill' | 'promote' | 'evict' | 'delete' | 'expire' | 'corrupt' | 'error';
+/** 'hit' ({ id, from: tier, ms }) and 'miss' ({ id }) report every get(). */
+export type StoreEventName = 'put' | 'demote' | 'spill' | 'promote' | 'evict' | 'delete' | 'expire' | 'corrupt' | 'error' | 'hit' | 'miss';
 
 export interface PutOptions {
   /** Never demoted by capacity or idleness while pinned. Default false. */
@@ -75,6 +76,7 @@ interface Restored {
   cache: KvCache;
   meta: SessionMeta;
   tier: Tier;
+  ms: number;
 }
 
 interface DeviceEntry {
@@ -258,7 +260,11 @@ export class KvStore {
     }
     const r = await shared;
     await this.#rebalance();
-    if (!r) return undefined;
+    if (!r) {
+      this.#emit('miss', { id });
+      return undefined;
+    }
+    this.#emit('hit', { id, from: r.tier, ms: r.ms });
     // Every caller gets its own copy: nobody can alter the stored session through it.
     const entry: SessionEntry = { cache: copyCache(r.cache, false), tier: r.tier };
     if (r.meta.attachment) entry.attachment = new Uint8Array(r.meta.attachment);
@@ -515,8 +521,9 @@ export class KvStore {
     const d = this.#device.touch(id);
     if (d) {
       d.meta.lastAccess = now;
-      this.#counters.hit('device', performance.now() - t0);
-      return { cache: d.cache, meta: d.meta, tier: 'device' };
+      const ms = performance.now() - t0;
+      this.#counters.hit('device', ms);
+      return { cache: d.cache, meta: d.meta, tier: 'device', ms };
     }
     const h = this.#host.touch(id);
     if (h) {
@@ -530,8 +537,9 @@ export class KvStore {
       }
       h.meta.lastAccess = now;
       if (promote && this.#fitsHot(id, h.meta)) this.#promote(id, h.meta, cache, h.onDisk, 'host', h.bytes, t0);
-      this.#counters.hit('host', performance.now() - t0);
-      return { cache, meta: h.meta, tier: 'host' };
+      const ms = performance.now() - t0;
+      this.#counters.hit('host', ms);
+      return { cache, meta: h.meta, tier: 'host', ms };
     }
     const r = this.#disk.get(id, this.profile.fingerprint, now);
     if (!r.ok) {
@@ -569,8 +577,9 @@ export class KvStore {
     };
     if (r.meta.attachment) meta.attachment = r.meta.attachment;
     if (promote && this.#fitsHot(id, meta)) this.#promote(id, meta, cache, true, 'disk', r.meta.storedBytes, t0);
-    this.#counters.hit('disk', performance.now() - t0);
-    return { cache, meta, tier: 'disk' };
+    const ms = performance.now() - t0;
+    this.#counters.hit('disk', ms);
+    return { cache, meta, tier: 'disk', ms };
   }
 
   /**
