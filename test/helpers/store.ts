@@ -1,5 +1,6 @@
 /** Shared setup for store tests: a small model layout, its profile, temp directories. */
 import { mkdtemp, rm } from 'node:fs/promises';
+import { afterEach } from 'vitest';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { calibrate, type CodecProfile, type KvCache, type KvLayout } from '../../src/index.js';
@@ -31,4 +32,31 @@ export function sessionBytes(tokens = 64): number {
 export async function tempDir(): Promise<{ path: string; cleanup: () => Promise<void> }> {
   const path = await mkdtemp(join(tmpdir(), 'kvtc-store-'));
   return { path, cleanup: () => rm(path, { recursive: true, force: true }) };
+}
+
+/**
+ * Per-test cleanup for store tests: `defer(fn)` runs fn after the current test (last in, first
+ * out); `openStore(options)` opens a store on a fresh temp directory that is closed and removed
+ * afterwards. Call once at a test file's top level.
+ */
+export function storeKit(): {
+  defer: (fn: () => Promise<unknown>) => void;
+  openStore: (options?: Partial<import('../../src/index.js').StoreOptions>) => Promise<import('../../src/index.js').KvStore>;
+} {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
+  });
+  const defer = (fn: () => Promise<unknown>) => {
+    cleanups.push(fn);
+  };
+  const openStore = async (options: Partial<import('../../src/index.js').StoreOptions> = {}) => {
+    const { KvStore } = await import('../../src/index.js');
+    const t = await tempDir();
+    defer(t.cleanup);
+    const store = await KvStore.open({ profile: await testProfile(), path: t.path, ...options });
+    defer(() => store.close());
+    return store;
+  };
+  return { defer, openStore };
 }

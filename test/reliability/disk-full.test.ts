@@ -2,31 +2,19 @@
  * Disk full: with a small LMDB map, spills that cannot be written leave their sessions in the
  * host tier (with an 'error' event), the store keeps serving, and what is on disk is unharmed.
  */
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { KvStore, type CodecProfile, type StoreEvent } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import type { StoreEvent } from '../../src/index.js';
 import { relMse } from '../helpers/metrics.js';
-import { session, tempDir, testProfile } from '../helpers/store.js';
+import { session, storeKit } from '../helpers/store.js';
 
-let profile: CodecProfile;
-const cleanups: (() => Promise<void>)[] = [];
-beforeAll(async () => {
-  profile = await testProfile();
-});
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
+const { openStore } = storeKit();
 
 describe('disk full', () => {
   it('spills that do not fit stay in the host tier; the store serves; disk records stay intact', async () => {
-    const t = await tempDir();
-    cleanups.push(t.cleanup);
-    const store = await KvStore.open({
-      profile,
-      path: t.path,
+    const store = await openStore({
       tiers: { device: { capacityBytes: 0 }, host: { capacityBytes: 1 }, disk: { mapSizeBytes: 160 * 1024 } },
       flushOnClose: false,
     });
-    cleanups.push(() => store.close().catch(() => undefined));
     const errors: StoreEvent[] = [];
     store.on('error', (e) => errors.push(e));
     const caches = Array.from({ length: 40 }, (_, i) => session(100 + i, 200));

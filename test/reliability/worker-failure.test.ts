@@ -1,25 +1,10 @@
 /** A codec worker that dies mid-restore: the get is retried or fails clearly, the session stays intact. */
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { KvStore, type CodecProfile } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
 import { relMse } from '../helpers/metrics.js';
-import { session, tempDir, testProfile } from '../helpers/store.js';
+import { session, storeKit } from '../helpers/store.js';
 
-let profile: CodecProfile;
-const cleanups: (() => Promise<void>)[] = [];
-beforeAll(async () => {
-  profile = await testProfile();
-});
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
-
-async function open() {
-  const t = await tempDir();
-  cleanups.push(t.cleanup);
-  const store = await KvStore.open({ profile, path: t.path, workers: { minThreads: 1, maxThreads: 2 } });
-  cleanups.push(() => store.close().catch(() => undefined));
-  return store;
-}
+const { openStore } = storeKit();
+const open = () => openStore({ workers: { minThreads: 1, maxThreads: 2 } });
 
 describe('worker failure', () => {
   it('one worker death during a restore is retried on a fresh worker', async () => {

@@ -1,19 +1,13 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
-import { KvStore, registerStoreMetrics } from '../../src/index.js';
-import { session, tempDir, testProfile } from '../helpers/store.js';
+import { registerStoreMetrics } from '../../src/index.js';
+import { session, storeKit } from '../helpers/store.js';
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
+const { openStore } = storeKit();
 
 describe('Prometheus metrics', () => {
   it('expose tier bytes and entries, hits and misses per tier, moves and get latency', async () => {
-    const t = await tempDir();
-    cleanups.push(t.cleanup);
-    const store = await KvStore.open({ profile: await testProfile(), path: t.path });
-    cleanups.push(() => store.close());
+    const store = await openStore();
     const registry = new Registry();
     const stop = registerStoreMetrics(store, { registry, labels: { store: 'test' } });
     await store.put('a', session(1));

@@ -12,17 +12,8 @@ import {
 } from '../../bench/baselines.js';
 import { fromFloat32 } from '../../src/half.js';
 import type { KvCache } from '../../src/layout.js';
+import { mulberry32 } from '../helpers/synthetic.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Standard normal samples (Box–Muller) from a seeded uniform source. */
 function gaussian(rnd: () => number): () => number {

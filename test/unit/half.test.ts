@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { mulberry32 } from '../helpers/synthetic.js';
 import {
   bf16BitsToF32,
   f16BitsToF32,
@@ -8,17 +9,6 @@ import {
   toFloat32,
 } from '../../src/half.js';
 
-/** Small seeded PRNG so failures reproduce. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const f64 = new Float64Array(1);
 const u64 = new BigUint64Array(f64.buffer);
