@@ -127,6 +127,8 @@ interface NativeAddon {
   inspectBlob(blob: Uint8Array, verify: boolean): NativeBlobInfo;
   /** The first NaN/Inf of a cache (scanned off the main thread), or null. */
   scanNonFinite(cache: NativeCache, layers: number, rowValues: number): Promise<{ stream: 'keys' | 'values'; layer: number; token: number } | null>;
+  /** memcpy between two typed arrays of equal byte length (fast for SharedArrayBuffer views too). */
+  copyBytes(dst: ArrayBufferView, src: ArrayBufferView): void;
   /** Host arena: encoded blobs in native (page-locked when CUDA is usable) memory, by handle. */
   arenaPut(blob: Uint8Array): number;
   arenaRead(handle: number): Uint8Array;

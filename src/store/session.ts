@@ -2,6 +2,7 @@
  * What the store knows about one session, whatever tier holds it, and the helpers that copy
  * caches in and out of store-owned (shared) memory.
  */
+import { native } from '../binding.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
 
@@ -46,7 +47,8 @@ export function rawBytesOf(layout: KvLayout, tokens: number): number {
 /**
  * Copies a cache into one buffer (keys, values, positions), shared (for the device tier, which
  * hands caches to workers without copying) or plain (for callers, who must not alias store
- * memory). Positions are always materialized.
+ * memory). Positions are always materialized. Bytes move with a native memcpy: V8's own copy
+ * to or from shared memory goes element by element.
  */
 export function copyCache(cache: KvCache, shared: boolean): KvCache {
   const { layout, tokens } = cache;
@@ -58,12 +60,12 @@ export function copyCache(cache: KvCache, shared: boolean): KvCache {
   const views: ArrayBufferView[] = [];
   let off = 0;
   for (const src of [...cache.keys, ...cache.values]) {
-    bytes.set(new Uint8Array(src.buffer, src.byteOffset, src.byteLength), off);
+    native.copyBytes(bytes.subarray(off, off + src.byteLength), src);
     views.push(layout.dtype === 'f32' ? new Float32Array(buf, off, n) : new Uint16Array(buf, off, n));
     off += perLayer;
   }
   const positions = new Int32Array(buf, off, tokens);
-  if (cache.positions) positions.set(cache.positions);
+  if (cache.positions) native.copyBytes(positions, cache.positions);
   else for (let i = 0; i < tokens; i++) positions[i] = i;
   return {
     layout: { ...layout },

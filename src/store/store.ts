@@ -247,7 +247,8 @@ export class KvStore {
     const version = this.#versions.get(id) ?? 0;
     const inflight = this.#inflightGets.get(id);
     let shared: Promise<Restored | undefined>;
-    if (inflight && inflight.version === version) {
+    const joined = inflight !== undefined && inflight.version === version;
+    if (joined) {
       shared = inflight.promise; // concurrent gets of one id share one restore
     } else {
       shared = this.#serial(id, () => this.#restore(id, promote));
@@ -265,8 +266,10 @@ export class KvStore {
       return undefined;
     }
     this.#emit('hit', { id, from: r.tier, ms: r.ms });
-    // Every caller gets its own copy: nobody can alter the stored session through it.
-    const entry: SessionEntry = { cache: copyCache(r.cache, false), tier: r.tier };
+    // Every caller gets its own copy of a stored session: nobody can alter it through the result.
+    // A restore that was not promoted is stored nowhere: its first caller takes it as it is.
+    const own = !joined && r.tier !== 'device' && this.#device.peek(id)?.cache !== r.cache;
+    const entry: SessionEntry = { cache: own ? r.cache : copyCache(r.cache, false), tier: r.tier };
     if (r.meta.attachment) entry.attachment = new Uint8Array(r.meta.attachment);
     return entry;
   }
