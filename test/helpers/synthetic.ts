@@ -6,17 +6,9 @@
 import type { DType, KvCache, KvLayout } from '../../src/layout.js';
 import { ropeFreqs } from '../../src/layout.js';
 import { fromFloat32 } from '../../src/half.js';
+import { mulberry32 } from './prng.mjs';
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 export function gaussian(rand: () => number): () => number {
   return () => {

@@ -1,16 +1,7 @@
 // Deterministic caches shared by the crash tests' parent (vitest) and child (plain node) processes.
-export const LAYOUT = { layers: 2, kvHeads: 2, headDim: 16, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
+import { mulberry32 } from '../helpers/prng.mjs';
 
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const LAYOUT = { layers: 2, kvHeads: 2, headDim: 16, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
 
 /** A cache with a few shared directions plus noise, different for every seed. */
 export function fixtureCache(seed, tokens = 96) {
