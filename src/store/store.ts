@@ -10,7 +10,7 @@
  * rebalancing loop that runs outside the id chains (so chains never wait on each other).
  * All encoding and decoding runs on the worker pool; the main thread only moves handles.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, realpathSync } from 'node:fs';
 import { EventEmitter } from 'eventemitter3';
 import { buildInfo, callNative, native } from '../binding.js';
 import { nativeCache } from '../codec/marshal.js';
@@ -93,6 +93,9 @@ interface HostEntry {
   onDisk: boolean;
 }
 
+/** Store directories open in this process (real paths). */
+const OPEN_PATHS = new Set<string>();
+
 export class KvStore {
   readonly options: ResolvedStoreOptions;
   readonly profile: CodecProfile;
@@ -111,6 +114,7 @@ export class KvStore {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
+  #pathKey = '';
   /** Thread ids the pool reported for decodes (tests check the main thread never decodes). */
   readonly decodeThreads = new Set<number>();
 
@@ -150,9 +154,21 @@ export class KvStore {
     } catch (err) {
       throw new KvtcError('E_IO', `cannot create store directory ${resolved.path}: ${(err as Error).message}`, { cause: err });
     }
+    // One writer per directory: the disk tier's accounting assumes it is the only one.
+    const key = realpathSync(resolved.path);
+    if (OPEN_PATHS.has(key)) throw new KvtcError('E_OPTIONS', `a KvStore is already open on ${resolved.path} in this process`);
     const disk = DiskTier.open({ path: resolved.path, capacityBytes: resolved.disk.capacityBytes, mapSizeBytes: resolved.disk.mapSizeBytes });
-    const pool = new CodecPool(profile, resolved.workers);
-    return new KvStore(resolved, profile, disk, pool);
+    let pool: CodecPool;
+    try {
+      pool = new CodecPool(profile, resolved.workers);
+    } catch (err) {
+      await disk.close();
+      throw err;
+    }
+    OPEN_PATHS.add(key);
+    const store = new KvStore(resolved, profile, disk, pool);
+    store.#pathKey = key;
+    return store;
   }
 
   // ------------------------------------------------------------------------------ events
@@ -382,6 +398,7 @@ export class KvStore {
     for (const [id] of [...this.#device.lru()]) this.#device.delete(id);
     await this.#pool.destroy();
     await this.#disk.close();
+    OPEN_PATHS.delete(this.#pathKey);
     if (failure) throw toError(failure);
   }
 

@@ -150,6 +150,10 @@ describe('API and events', () => {
     await expect(KvStore.open({ profile, path: t.path, writePolicy: 'sometimes' as 'write-back' })).rejects.toMatchObject({ code: 'E_OPTIONS' });
     await expect(KvStore.open({ profile, path: t.path, backend: 'cuda' })).rejects.toMatchObject({ code: 'E_BACKEND' });
     await expect(KvStore.open({ profile: '/nonexistent/profile.kvtcp', path: t.path })).rejects.toMatchObject({ code: 'E_IO' });
+    const first = await KvStore.open({ profile, path: t.path });
+    await expect(KvStore.open({ profile, path: `${t.path}/.` })).rejects.toMatchObject({ code: 'E_OPTIONS', message: expect.stringContaining('already open') });
+    await first.close();
+    await (await KvStore.open({ profile, path: t.path })).close(); // free again after close
   });
 });
 
