@@ -577,7 +577,13 @@ export class KvStore {
     }
     let cache: KvCache;
     try {
-      const dec = await this.#pool.decodeBlob(r.blob, r.meta.format);
+      let first: Uint8Array | undefined = r.blob;
+      const load = () => {
+        const b = first ?? this.#reload(id);
+        first = undefined;
+        return b;
+      };
+      const dec = await this.#pool.decodeBlob(load, r.meta.format);
       this.decodeThreads.add(dec.threadId);
       cache = dec.cache as KvCache;
     } catch (err) {
@@ -610,6 +616,13 @@ export class KvStore {
     const cap = this.options.device.capacityBytes;
     if (meta.rawBytes > cap) return false;
     return !meta.pinned || meta.rawBytes + this.#pinnedBytes(id) <= cap;
+  }
+
+  /** The blob of a disk record, read again (a retry after its first copy was transferred away). */
+  #reload(id: string): Uint8Array {
+    const r = this.#disk.get(id, this.profile.fingerprint);
+    if (!r.ok) throw new KvtcError('E_CORRUPT', `disk record ${id} changed during a restore: ${r.reason}`);
+    return r.blob;
   }
 
   #promote(id: string, meta: SessionMeta, cache: KvCache, onDisk: boolean, from: Tier, bytes: number, t0: number): void {

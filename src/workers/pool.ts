@@ -2,7 +2,7 @@
  * The store's codec workers: a Piscina pool running src/workers/worker.ts (built to
  * dist/workers/worker.js). The main thread only routes: caches go out as SharedArrayBuffer views,
  * blobs come back as host-arena handles, restored caches come back shared; disk blobs are
- * copied to the worker (a structured-clone memcpy) so a failed attempt can be retried.
+ * transferred.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -54,16 +54,18 @@ export class CodecPool {
     this.#crashes = n;
   }
 
-  async #run<T>(task: object): Promise<T> {
+  /** `task` may be a function building the task per attempt (for inputs that are transferred). */
+  async #run<T>(task: object | (() => { task: object; transfer: ArrayBuffer[] })): Promise<T> {
     let reply: WorkerReply | undefined;
     // A worker that dies mid-task (killed, out of memory, a crash) is replaced by Piscina; the
-    // task is retried once on a fresh worker. Inputs are never consumed by a failed attempt:
-    // caches are shared, arena blobs are only read, disk blobs are re-sent.
+    // task is retried once on a fresh worker. Inputs survive a failed attempt: caches are shared,
+    // arena blobs are only read, and transferred disk blobs are loaded again.
     for (let attempt = 0; reply === undefined; attempt++) {
       const crash = this.#crashes > 0;
       if (crash) this.#crashes--;
+      const { task: t, transfer } = typeof task === 'function' ? task() : { task, transfer: [] };
       try {
-        reply = (await this.#pool.run({ ...task, crash })) as WorkerReply;
+        reply = (await this.#pool.run({ ...t, crash }, transfer.length ? { transferList: transfer } : {})) as WorkerReply;
       } catch (err) {
         if (attempt >= 1) throw new KvtcError('E_INTERNAL', `codec worker failed twice: ${(err as Error).message}`, { cause: err });
       }
@@ -82,9 +84,17 @@ export class CodecPool {
     return this.#run({ op: 'decode', profile: this.#profile, format, source: { handle } });
   }
 
-  /** Decodes a blob read from disk (copied to the worker, so a retry can send it again). */
-  decodeBlob(blob: Uint8Array, format: BlobFormat): Promise<DecodeResult> {
-    return this.#run({ op: 'decode', profile: this.#profile, format, source: { blob } });
+  /**
+   * Decodes a blob read from disk. Its buffer is transferred to the worker (no copy), so a retry
+   * after a worker death asks `load` for the blob again.
+   */
+  decodeBlob(load: () => Uint8Array, format: BlobFormat): Promise<DecodeResult> {
+    return this.#run(() => {
+      const blob = load();
+      const own = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer;
+      const b = own ? blob : blob.slice();
+      return { task: { op: 'decode', profile: this.#profile, format, source: { blob: b } }, transfer: [b.buffer as ArrayBuffer] };
+    });
   }
 
   async destroy(): Promise<void> {
