@@ -117,16 +117,16 @@ __attribute__((target("avx2,fma"))) void tile_f32_avx2(int k, const float* A, in
   }
 }
 
-__attribute__((target("avx2,fma"))) void gemm_f32_avx2(int m, int n, int k, const float* A, int lda, const float* B,
+[[maybe_unused]] __attribute__((target("avx2,fma"))) void gemm_f32_avx2(int m, int n, int k, const float* A, int lda, const float* B,
                                                       int ldb, float* C, int ldc, bool acc) {
   gemm_blocked<float, 6, 16>(m, n, k, A, lda, B, ldb, C, ldc, acc, tile_f32_avx2);
 }
 
-__attribute__((target("avx2,fma"))) void gemm_f64_avx2(int m, int n, int k, const double* A, int lda,
+[[maybe_unused]] __attribute__((target("avx2,fma"))) void gemm_f64_avx2(int m, int n, int k, const double* A, int lda,
                                                       const double* B, int ldb, double* C, int ldc, bool acc) {
   gemm_portable<double, 4, 8>(m, n, k, A, lda, B, ldb, C, ldc, acc);
 }
-bool has_avx2() {
+[[maybe_unused]] bool has_avx2() {
   static const bool v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return v;
 }
@@ -181,7 +181,7 @@ namespace {
 // Householder reduction to tridiagonal form followed by the implicit QL algorithm (the classic
 // EISPACK tred2/tql2 pair). Eigenvectors are kept transposed (W[j][r] = V[r][j]) so that the QL
 // rotations, the O(n^3) part, sweep contiguous memory.
-void tred2_tql2(int n, std::vector<double>& a, std::vector<double>& d, std::vector<double>& W) {
+[[maybe_unused]] void tred2_tql2(int n, std::vector<double>& a, std::vector<double>& d, std::vector<double>& W) {
   W.assign(size_t(n) * n, 0.0);
   auto V = [&](int r, int c) -> double& { return W[size_t(c) * n + r]; };
   for (int r = 0; r < n; r++)
