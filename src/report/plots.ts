@@ -56,9 +56,11 @@ export function throughputSpec(bars: ThroughputBar[], title: string): TopLevelSp
     data: { values: bars },
     mark: 'bar',
     encoding: {
-      y: { field: 'method', type: 'nominal', title: null, sort: null },
+      y: { field: 'method', type: 'nominal', title: null, sort: null, axis: { labelLimit: 320 } },
       yOffset: { field: 'direction' },
-      x: { field: 'mbPerSecond', type: 'quantitative', scale: { type: 'log' }, title: 'MB/s of KV per core (log)' },
+      x: { field: 'mbPerSecond', type: 'quantitative', scale: { type: 'log', domainMin: 1 }, title: 'MB/s of KV per core (log)' },
+      // Bars on a log axis need an explicit base (0 has no place on it).
+      x2: { datum: 1 },
       color: { field: 'direction', type: 'nominal', title: null },
       tooltip: [{ field: 'method' }, { field: 'direction' }, { field: 'mbPerSecond', format: '.1f' }],
     },
