@@ -4,7 +4,6 @@
 #include <cmath>
 #include <limits>
 
-#include "errors.h"
 
 namespace kvtc {
 namespace {

@@ -233,7 +233,9 @@ class BlobSource {
       keep(source);
     }
   }
-  BlobHeader Header() const { return read_blob_header(data_, len_, true); }
+  // verify_again=false skips the checksum for arena blobs, which are immutable once written: the
+  // prepare step already verified them. A caller's Uint8Array may have changed, so it is re-checked.
+  BlobHeader Header(bool verify_again = true) const { return read_blob_header(data_, len_, verify_again || !block_); }
   const uint8_t* data() const { return data_; }
 
  private:
@@ -292,7 +294,7 @@ class DecodeIntoWorker : public PromiseWorker {
     Keep(positions);
   }
   void Run() override {
-    BlobHeader h = src_.Header();
+    BlobHeader h = src_.Header(false);
     const size_t bytes = check_blob(*profile_, h);
     require_corrupt(klen_ == bytes && vlen_ == bytes && plen_ == h.tokens, "blob changed during decoding");
     decode_blob(*profile_, src_.data(), h, kp_, vp_, pp_);

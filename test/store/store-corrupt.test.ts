@@ -1,22 +1,19 @@
 /** A damaged disk record is a miss with a `corrupt` event — never wrong data, never a crash. */
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { open as openLmdb } from 'lmdb';
 import { KvStore, type CodecProfile, type StoreEvent } from '../../src/index.js';
-import { session, tempDir, testProfile } from '../helpers/store.js';
+import { session, storeKit, tempDir, testProfile } from '../helpers/store.js';
 
 let profile: CodecProfile;
-const cleanups: (() => Promise<void>)[] = [];
+const { defer } = storeKit();
 beforeAll(async () => {
   profile = await testProfile();
-});
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
 });
 
 /** Writes sessions a and b to disk, closes the store, then lets `damage` edit the LMDB records. */
 async function damagedStore(damage: (blobs: ReturnType<typeof dbs>['blobs'], meta: ReturnType<typeof dbs>['meta']) => Promise<void>) {
   const t = await tempDir();
-  cleanups.push(t.cleanup);
+  defer(t.cleanup);
   const a = await KvStore.open({ profile, path: t.path });
   await a.put('a', session(1, 120));
   await a.put('b', session(2, 120));
@@ -28,7 +25,7 @@ async function damagedStore(damage: (blobs: ReturnType<typeof dbs>['blobs'], met
   await damage(d.blobs, d.meta);
   await env.close();
   const store = await KvStore.open({ profile, path: t.path });
-  cleanups.push(() => store.close().catch(() => undefined));
+  defer(() => store.close().catch(() => undefined));
   const events: StoreEvent[] = [];
   store.on('corrupt', (e) => events.push(e));
   return { store, events };
@@ -87,12 +84,12 @@ describe('corrupted disk records', () => {
       { ratio: 4, windowTokens: 8, sinkTokens: 2 },
     );
     const t = await tempDir();
-    cleanups.push(t.cleanup);
+    defer(t.cleanup);
     const a = await KvStore.open({ profile: other, path: t.path });
     await a.put('x', session(3));
     await a.close();
     const store = await KvStore.open({ profile, path: t.path });
-    cleanups.push(() => store.close().catch(() => undefined));
+    defer(() => store.close().catch(() => undefined));
     const events: StoreEvent[] = [];
     store.on('corrupt', (e) => events.push(e));
     expect(await store.get('x')).toBeUndefined();
@@ -106,7 +103,7 @@ describe('random damage to disk records', () => {
     const { tokenBitsEqual } = await import('../helpers/metrics.js');
     const rand = mulberry32(31337);
     const t = await tempDir();
-    cleanups.push(t.cleanup);
+    defer(t.cleanup);
     const ids = Array.from({ length: 30 }, (_, i) => `r${i}`);
     const a = await KvStore.open({ profile, path: t.path });
     for (const [i, id] of ids.entries()) {
@@ -132,7 +129,7 @@ describe('random damage to disk records', () => {
     }
     await env.close();
     const store = await KvStore.open({ profile, path: t.path });
-    cleanups.push(() => store.close().catch(() => undefined));
+    defer(() => store.close().catch(() => undefined));
     const events: StoreEvent[] = [];
     store.on('corrupt', (e) => events.push(e));
     for (const id of ids) {
