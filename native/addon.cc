@@ -3,12 +3,14 @@
 
 #include "build_info.h"
 #include "js_codec.h"
+#include "js_gpu.h"
 
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   kvtc::register_build_info(env, exports);
   kvtc::register_codec(env, exports);
+  kvtc::register_gpu(env, exports);
   return exports;
 }
 

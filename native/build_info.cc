@@ -12,6 +12,11 @@ namespace {
 Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
+#ifdef KVTC_CUDA_EMULATED
+  o.Set("cudaEmulated", true);
+#else
+  o.Set("cudaEmulated", false);
+#endif
 #ifdef KVTC_WITH_CUDA
   o.Set("cuda", true);
   int count = 0;

@@ -14,8 +14,6 @@ namespace kvtc {
 namespace {
 
 constexpr uint32_t kBatch = 64;  // tokens per GEMM batch: big enough to amortize the basis reads
-// Escape threshold on ||x|| + ||mean||: keeps every coefficient, shift and scale within fp16.
-constexpr double kMaxCoefficient = 30000.0;
 
 inline size_t row_bytes(const Profile& p, DType t) { return size_t(p.row_values()) * dtype_bytes(t); }
 
@@ -42,9 +40,7 @@ bool must_escape(const Profile& pr, const CacheView& c, uint32_t t, std::vector<
           sq += double(tmp[j]) * tmp[j];
         }
       }
-      double msq = 0;
-      for (float m : g.mean) msq += double(m) * m;
-      if (std::sqrt(sq) + std::sqrt(msq) > kMaxCoefficient) return true;
+      if (std::sqrt(sq) + mean_norm(g) > kMaxCoefficient) return true;
     }
   }
   return false;
@@ -86,25 +82,57 @@ std::vector<uint32_t> coded_tokens(uint32_t tokens, uint32_t sinks, uint32_t win
   return out;
 }
 
-std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const EncodeOptions& opts) {
-  if (c.keys.size() != pr.layers || c.values.size() != pr.layers)
-    fail("E_LAYOUT", "cache has " + std::to_string(c.keys.size()) + " layers, profile expects " +
-                         std::to_string(pr.layers));
-  const uint32_t n = c.tokens;
+double mean_norm(const StreamGroup& g) {
+  double msq = 0;
+  for (float m : g.mean) msq += double(m) * m;
+  return std::sqrt(msq);
+}
+
+BlobHeader make_header(const Profile& pr, uint32_t n, DType dtype, const int32_t* positions) {
   BlobHeader h;
   h.fingerprint = pr.fingerprint;
   h.layers = pr.layers;
   h.kv_heads = pr.kv_heads;
   h.head_dim = pr.head_dim;
-  h.dtype = c.dtype;
+  h.dtype = dtype;
   h.tokens = n;
   h.sinks = std::min(pr.sinks, n);
   h.window = std::min(pr.window, n - h.sinks);
-  h.pos_start = n > 0 ? position_of(c, 0) : 0;
+  auto position_of = [&](uint32_t t) { return positions ? positions[t] : int32_t(t); };
+  h.pos_start = n > 0 ? position_of(0) : 0;
   for (uint32_t t = 1; t < n && h.contiguous; t++)
-    h.contiguous = int64_t(position_of(c, t)) == int64_t(h.pos_start) + t;
-  if (!h.contiguous) h.positions.assign(c.positions, c.positions + n);
+    h.contiguous = int64_t(position_of(t)) == int64_t(h.pos_start) + t;
+  if (!h.contiguous) h.positions.assign(positions, positions + n);
+  return h;
+}
 
+std::vector<uint32_t> raw_tokens(const BlobHeader& h) {
+  std::vector<uint32_t> raw;
+  for (uint32_t t = 0; t < h.tokens; t++)
+    if (t < h.sinks || t + h.window >= h.tokens) raw.push_back(t);
+  raw.insert(raw.end(), h.escapes.begin(), h.escapes.end());
+  std::sort(raw.begin(), raw.end());
+  return raw;
+}
+
+std::vector<uint8_t> seal_blob(const BlobHeader& h, const std::vector<std::vector<uint8_t>>& payloads) {
+  std::vector<uint8_t> out;
+  write_blob_header(h, out);
+  for (const auto& p : payloads) out.insert(out.end(), p.begin(), p.end());
+  if (out.size() > 0xffffffffull) fail("E_CAPACITY", "encoded blob exceeds 4 GiB");
+  const uint32_t crc = crc32c(0, out.data(), out.size());
+  const size_t at = out.size();
+  out.resize(at + 4);
+  std::memcpy(out.data() + at, &crc, 4);
+  return out;
+}
+
+std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const EncodeOptions& opts) {
+  if (c.keys.size() != pr.layers || c.values.size() != pr.layers)
+    fail("E_LAYOUT", "cache has " + std::to_string(c.keys.size()) + " layers, profile expects " +
+                         std::to_string(pr.layers));
+  const uint32_t n = c.tokens;
+  BlobHeader h = make_header(pr, n, c.dtype, c.positions);
   std::vector<float> tmp;
   for (uint32_t t = h.sinks; t + h.window < n; t++)
     if (must_escape(pr, c, t, tmp)) h.escapes.push_back(t);
@@ -113,11 +141,7 @@ std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const E
   std::vector<std::vector<uint8_t>> payloads;
   // Section 0: raw tokens in token order, layer by layer, keys then values.
   {
-    std::vector<uint32_t> raw;
-    for (uint32_t t = 0; t < n; t++)
-      if (t < h.sinks || t + h.window >= n) raw.push_back(t);
-    raw.insert(raw.end(), h.escapes.begin(), h.escapes.end());
-    std::sort(raw.begin(), raw.end());
+    const std::vector<uint32_t> raw = raw_tokens(h);
     const size_t rb = row_bytes(pr, c.dtype);
     std::vector<uint8_t> sec(raw.size() * rb * 2 * pr.layers);
     uint8_t* o = sec.data();
@@ -149,9 +173,10 @@ std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const E
       }
       SectionInfo si{SectionMode::Stored, uint32_t(rows.size()), uint32_t(rows.size()), 0};
       if (opts.entropy && !rows.empty()) {
-        std::vector<uint8_t> enc = rans_encode(rows.data(), rows.size(), rl.context.data(), rl.rowBytes, g.tables.data());
+        std::vector<uint8_t> enc = rans_encode_rows(rows.data(), uint32_t(coded.size()), rl.rowBytes,
+                                                    rans_chunk_rows(rl.rowBytes), rl.context.data(), g.tables.data());
         if (enc.size() < rows.size()) {  // never store an expansion
-          si.mode = SectionMode::Rans;
+          si.mode = SectionMode::RansChunks;
           si.stored_len = uint32_t(enc.size());
           rows = std::move(enc);
         }
@@ -161,27 +186,8 @@ std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const E
     }
   }
 
-  std::vector<uint8_t> out;
-  write_blob_header(h, out);
-  for (const auto& p : payloads) out.insert(out.end(), p.begin(), p.end());
-  if (out.size() > 0xffffffffull) fail("E_CAPACITY", "encoded blob exceeds 4 GiB");
-  const uint32_t crc = crc32c(0, out.data(), out.size());
-  const size_t at = out.size();
-  out.resize(at + 4);
-  std::memcpy(out.data() + at, &crc, 4);
-  return out;
+  return seal_blob(h, payloads);
 }
-
-namespace {
-std::vector<uint32_t> raw_tokens(const BlobHeader& h) {
-  std::vector<uint32_t> raw;
-  for (uint32_t t = 0; t < h.tokens; t++)
-    if (t < h.sinks || t + h.window >= h.tokens) raw.push_back(t);
-  raw.insert(raw.end(), h.escapes.begin(), h.escapes.end());
-  std::sort(raw.begin(), raw.end());
-  return raw;
-}
-}  // namespace
 
 size_t check_blob(const Profile& pr, const BlobHeader& h) {
   if (h.fingerprint != pr.fingerprint)
@@ -241,9 +247,13 @@ void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, vo
       const RowLayout& rl = g.row;
       require_corrupt(size_t(sec.raw_len) == coded.size() * rl.rowBytes, "coded section size");
       const uint8_t* src = blob + sec.offset;
-      if (sec.mode == SectionMode::Rans) {
+      if (entropy_coded(sec.mode)) {
         rows.resize(sec.raw_len);
-        rans_decode(src, sec.stored_len, rows.data(), rows.size(), rl.context.data(), rl.rowBytes, g.tables.data());
+        if (sec.mode == SectionMode::Rans)
+          rans_decode(src, sec.stored_len, rows.data(), rows.size(), rl.context.data(), rl.rowBytes, g.tables.data());
+        else
+          rans_decode_rows(src, sec.stored_len, rows.data(), uint32_t(coded.size()), rl.rowBytes, rl.context.data(),
+                           g.tables.data());
         src = rows.data();
       }
       D.assign(size_t(kBatch) * std::max<uint32_t>(g.k, 1), 0.0f);

@@ -48,6 +48,23 @@ void gather_features(const Profile& pr, const StreamGroup& g, bool is_key, const
                      DType dtype, const uint32_t* toks, const int32_t* pos, uint32_t n, float* X,
                      std::vector<float>& cs);
 
+// Escape threshold on ||x|| + ||mean|| of a token's features in one stream group: keeps every
+// PCA coefficient, shift and scale within fp16 (rotation does not change the norm).
+constexpr double kMaxCoefficient = 30000.0;
+
+// ||mean|| of a stream group, the second term of the escape test.
+double mean_norm(const StreamGroup& g);
+
+// The header of a new blob before escapes and sections: fingerprint, layout, sink and window
+// counts, positions (compact when contiguous; positions nullptr means 0..n-1).
+BlobHeader make_header(const Profile& pr, uint32_t n, DType dtype, const int32_t* positions);
+
+// Tokens stored raw in section 0, in token order: sinks, window and escapes.
+std::vector<uint32_t> raw_tokens(const BlobHeader& h);
+
+// The finished blob: header (sections filled), payloads in section order, CRC-32C.
+std::vector<uint8_t> seal_blob(const BlobHeader& h, const std::vector<std::vector<uint8_t>>& payloads);
+
 // Indices of the middle tokens that are transform-coded (not sinks, window or escapes).
 std::vector<uint32_t> coded_tokens(uint32_t tokens, uint32_t sinks, uint32_t window,
                                    const std::vector<uint32_t>& escapes);

@@ -44,7 +44,7 @@ BlobHeader read_blob_header(const uint8_t* blob, size_t len, bool verify_checksu
   ByteReader r(blob, len - 4, "E_CORRUPT");
   require_corrupt(r.get<uint32_t>("magic") == kBlobMagic, "not a kvtc blob (bad magic)");
   const uint16_t version = r.get<uint16_t>("version");
-  if (version != kBlobVersion) fail("E_CORRUPT", "unsupported blob version " + std::to_string(version));
+  if (version < 1 || version > kBlobVersion) fail("E_CORRUPT", "unsupported blob version " + std::to_string(version));
   r.get<uint16_t>("flags");
   if (verify_checksum) {
     uint32_t stored;
@@ -78,13 +78,14 @@ BlobHeader read_blob_header(const uint8_t* blob, size_t len, bool verify_checksu
   h.sections.resize(nsec);
   for (SectionInfo& s : h.sections) {
     const uint8_t mode = r.get<uint8_t>("section mode");
-    require_corrupt(mode <= 1, "section mode");
+    // Version 1 knew one-stream sections only.
+    require_corrupt(mode <= (version == 1 ? 1 : 2), "section mode");
     s.mode = SectionMode(mode);
     r.get<uint8_t>("reserved");
     r.get<uint16_t>("reserved");
     s.stored_len = r.get<uint32_t>("section length");
     s.raw_len = r.get<uint32_t>("section raw length");
-    require_corrupt(s.mode == SectionMode::Rans || s.stored_len == s.raw_len, "stored section lengths");
+    require_corrupt(entropy_coded(s.mode) || s.stored_len == s.raw_len, "stored section lengths");
   }
   if (!h.contiguous) r.array(h.positions, h.tokens, "positions");
   r.array(h.escapes, nesc, "escapes");

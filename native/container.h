@@ -12,9 +12,13 @@
 namespace kvtc {
 
 constexpr uint32_t kBlobMagic = 0x4354564bu;  // "KVTC"
-constexpr uint16_t kBlobVersion = 1;
+// Version 2 added chunked entropy-coded sections; version 1 blobs (one stream per section) still
+// decode.
+constexpr uint16_t kBlobVersion = 2;
 
-enum class SectionMode : uint8_t { Stored = 0, Rans = 1 };
+enum class SectionMode : uint8_t { Stored = 0, Rans = 1, RansChunks = 2 };
+
+inline bool entropy_coded(SectionMode m) { return m != SectionMode::Stored; }
 
 struct SectionInfo {
   SectionMode mode = SectionMode::Stored;

@@ -4,12 +4,30 @@
 #include <cstdint>
 #include <cstring>
 
+#include "hd.h"
+
 namespace kvtc {
 
-inline uint32_t f32_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
-inline float bits_f32(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+KVTC_HD uint32_t f32_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+KVTC_HD float bits_f32(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
 
-inline float f16_to_f32(uint16_t h) {
+KVTC_HD float f16_to_f32(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000) << 16;
   uint32_t exp = (h >> 10) & 0x1f;
   uint32_t man = h & 0x3ff;
@@ -23,7 +41,7 @@ inline float f16_to_f32(uint16_t h) {
   return bits_f32(sign | ((exp + 112) << 23) | (man << 13));
 }
 
-inline uint16_t f32_to_f16(float f) {
+KVTC_HD uint16_t f32_to_f16(float f) {
   uint32_t x = f32_bits(f);
   uint32_t sign = (x >> 16) & 0x8000;
   uint32_t ax = x & 0x7fffffffu;
@@ -45,9 +63,9 @@ inline uint16_t f32_to_f16(float f) {
   return uint16_t(sign | (r >> 13));
 }
 
-inline float bf16_to_f32(uint16_t b) { return bits_f32(uint32_t(b) << 16); }
+KVTC_HD float bf16_to_f32(uint16_t b) { return bits_f32(uint32_t(b) << 16); }
 
-inline uint16_t f32_to_bf16(float f) {
+KVTC_HD uint16_t f32_to_bf16(float f) {
   uint32_t x = f32_bits(f);
   if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40);  // keep NaN a NaN
   x += 0x7fff + ((x >> 16) & 1);
@@ -56,7 +74,21 @@ inline uint16_t f32_to_bf16(float f) {
 
 enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2 };
 
-inline int dtype_bytes(DType t) { return t == DType::F32 ? 4 : 2; }
+KVTC_HD int dtype_bytes(DType t) { return t == DType::F32 ? 4 : 2; }
+
+// One element of dtype t at index i of src, as a float (and the inverse).
+KVTC_HD float load_elem(const void* src, DType t, size_t i) {
+  if (t == DType::F32) return static_cast<const float*>(src)[i];
+  const uint16_t h = static_cast<const uint16_t*>(src)[i];
+  return t == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+KVTC_HD void store_elem(float v, DType t, void* dst, size_t i) {
+  if (t == DType::F32) {
+    static_cast<float*>(dst)[i] = v;
+  } else {
+    static_cast<uint16_t*>(dst)[i] = t == DType::F16 ? f32_to_f16(v) : f32_to_bf16(v);
+  }
+}
 
 // Reads n elements of dtype t starting at src into floats.
 inline void load_row(const void* src, DType t, int n, float* out) {

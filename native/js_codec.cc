@@ -7,6 +7,9 @@
 #include <thread>
 
 #include "calibrate.h"
+#ifdef KVTC_WITH_CUDA
+#include "../cuda/gpu.h"
+#endif
 #include "codec.h"
 #include "container.h"
 #include "crc32c.h"
@@ -20,21 +23,13 @@
 namespace kvtc {
 namespace {
 
-using ProfilePtr = std::shared_ptr<const Profile>;
-
 const char* dtype_name(DType t) { return t == DType::F32 ? "f32" : t == DType::F16 ? "f16" : "bf16"; }
 
-// Queues a worker built on the JavaScript thread; if its constructor threw, nothing leaks.
-template <typename W>
-Napi::Promise start(std::unique_ptr<W> w) {
-  Napi::Promise p = w->Promise();
-  w.release()->Queue();
-  return p;
-}
-
-ProfilePtr profile_of(const Napi::Value& v) {
-  if (!v.IsExternal()) fail("E_INTERNAL", "expected a native profile handle");
-  return *v.As<Napi::External<ProfilePtr>>().Data();
+// The GPU variants of encode and decode exist only in a CUDA build.
+void require_gpu_build(bool gpu) {
+#ifndef KVTC_WITH_CUDA
+  if (gpu) fail("E_BACKEND", "this build of kvtc has no CUDA support");
+#endif
 }
 
 Napi::Float32Array float_array(Napi::Env env, const std::vector<float>& v) {
@@ -111,21 +106,13 @@ Napi::Object header_info(Napi::Env env, const BlobHeader& h) {
   Napi::Array secs = Napi::Array::New(env, h.sections.size());
   for (size_t i = 0; i < h.sections.size(); i++) {
     Napi::Object so = Napi::Object::New(env);
-    so.Set("mode", h.sections[i].mode == SectionMode::Rans ? "rans" : "stored");
+    so.Set("mode", entropy_coded(h.sections[i].mode) ? "rans" : "stored");
     so.Set("storedBytes", h.sections[i].stored_len);
     so.Set("rawBytes", h.sections[i].raw_len);
     secs.Set(uint32_t(i), so);
   }
   o.Set("sections", secs);
   return o;
-}
-
-const uint8_t* bytes_of(const Napi::Value& v, size_t& len, const char* what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    fail("E_LAYOUT", std::string(what) + " must be a Uint8Array");
-  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
-  len = a.ByteLength();
-  return a.Data();
 }
 
 // ---- profiles ------------------------------------------------------------------------------
@@ -173,13 +160,18 @@ Napi::Value ProfileInfo(const Napi::CallbackInfo& info) {
 
 class EncodeWorker : public PromiseWorker {
  public:
-  EncodeWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy, bool to_arena)
-      : PromiseWorker(env), profile_(std::move(pr)), to_arena_(to_arena) {
+  EncodeWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy, bool to_arena, bool gpu)
+      : PromiseWorker(env), profile_(std::move(pr)), to_arena_(to_arena), gpu_(gpu) {
     view_ = read_cache(cache, profile_->layers, profile_->row_values(), [this](Napi::Value v) { Keep(v); });
     opts_.entropy = entropy;
+    require_gpu_build(gpu);
   }
   void Run() override {
+#ifdef KVTC_WITH_CUDA
+    out_ = gpu_ ? gpu::encode_host(*profile_, view_, opts_) : encode_cache(*profile_, view_, opts_);
+#else
     out_ = encode_cache(*profile_, view_, opts_);
+#endif
     if (to_arena_) {
       size_ = out_.size();
       handle_ = arena_put(std::move(out_));
@@ -201,7 +193,7 @@ class EncodeWorker : public PromiseWorker {
   ProfilePtr profile_;
   CacheView view_;
   EncodeOptions opts_;
-  bool to_arena_;
+  bool to_arena_, gpu_;
   std::vector<uint8_t> out_;
   uint64_t handle_ = 0;
   size_t size_ = 0;
@@ -210,7 +202,7 @@ class EncodeWorker : public PromiseWorker {
 Napi::Value Encode(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     return start(std::make_unique<EncodeWorker>(info.Env(), profile_of(info[0]), info[1].As<Napi::Object>(),
-                                                info[2].ToBoolean(), info[3].ToBoolean()));
+                                                info[2].ToBoolean(), info[3].ToBoolean(), info[4].ToBoolean()));
   });
 }
 
@@ -218,32 +210,6 @@ Napi::Value Encode(const Napi::CallbackInfo& info) {
 // allocation is a catchable RangeError, not a V8 fatal error) and only for validated sizes:
 // decodePrepare verifies the checksum and the header against the profile and returns the sizes;
 // decodeInto decodes into the caller's buffers (verifying again: the blob may have changed).
-class BlobSource {
- public:
-  // source: a Uint8Array blob, or a number (a host-arena handle, decoded in place).
-  void Bind(const Napi::Value& source, const std::function<void(Napi::Value)>& keep) {
-    if (source.IsNumber()) {
-      block_ = arena_get(uint64_t(source.As<Napi::Number>().Int64Value()));
-      data_ = block_->data;
-      len_ = block_->size;
-    } else {
-      size_t len;
-      data_ = bytes_of(source, len, "blob");
-      len_ = len;
-      keep(source);
-    }
-  }
-  // verify_again=false skips the checksum for arena blobs, which are immutable once written: the
-  // prepare step already verified them. A caller's Uint8Array may have changed, so it is re-checked.
-  BlobHeader Header(bool verify_again = true) const { return read_blob_header(data_, len_, verify_again || !block_); }
-  const uint8_t* data() const { return data_; }
-
- private:
-  std::shared_ptr<const ArenaBlock> block_;  // keeps an arena blob alive even if freed meanwhile
-  const uint8_t* data_ = nullptr;
-  size_t len_ = 0;
-};
-
 class DecodePrepareWorker : public PromiseWorker {
  public:
   DecodePrepareWorker(Napi::Env env, ProfilePtr pr, const Napi::Value& source) : PromiseWorker(env), profile_(std::move(pr)) {
@@ -277,8 +243,9 @@ Napi::Value DecodePrepare(const Napi::CallbackInfo& info) {
 class DecodeIntoWorker : public PromiseWorker {
  public:
   DecodeIntoWorker(Napi::Env env, ProfilePtr pr, const Napi::Value& source, const Napi::Value& keys,
-                   const Napi::Value& values, const Napi::Value& positions)
-      : PromiseWorker(env), profile_(std::move(pr)) {
+                   const Napi::Value& values, const Napi::Value& positions, bool gpu)
+      : PromiseWorker(env), profile_(std::move(pr)), gpu_(gpu) {
+    require_gpu_build(gpu);
     src_.Bind(source, [this](Napi::Value v) { Keep(v); });
     if (!keys.IsTypedArray() || !values.IsTypedArray() || !positions.IsTypedArray() ||
         positions.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
@@ -297,6 +264,9 @@ class DecodeIntoWorker : public PromiseWorker {
     BlobHeader h = src_.Header(false);
     const size_t bytes = check_blob(*profile_, h);
     require_corrupt(klen_ == bytes && vlen_ == bytes && plen_ == h.tokens, "blob changed during decoding");
+#ifdef KVTC_WITH_CUDA
+    if (gpu_) return gpu::decode_to_host(*profile_, src_.data(), h, kp_, vp_, pp_);
+#endif
     decode_blob(*profile_, src_.data(), h, kp_, vp_, pp_);
   }
   Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
@@ -307,11 +277,13 @@ class DecodeIntoWorker : public PromiseWorker {
   void *kp_, *vp_;
   int32_t* pp_;
   size_t klen_, vlen_, plen_;
+  bool gpu_;
 };
 
 Napi::Value DecodeInto(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    return start(std::make_unique<DecodeIntoWorker>(info.Env(), profile_of(info[0]), info[1], info[2], info[3], info[4]));
+    return start(std::make_unique<DecodeIntoWorker>(info.Env(), profile_of(info[0]), info[1], info[2], info[3], info[4],
+                                                    info[5].ToBoolean()));
   });
 }
 

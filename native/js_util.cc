@@ -110,4 +110,30 @@ CacheView read_cache(const Napi::Object& obj, uint32_t layers, uint32_t row_valu
   return c;
 }
 
+ProfilePtr profile_of(const Napi::Value& v) {
+  if (!v.IsExternal()) fail("E_INTERNAL", "expected a native profile handle");
+  return *v.As<Napi::External<ProfilePtr>>().Data();
+}
+
+const uint8_t* bytes_of(const Napi::Value& v, size_t& len, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    fail("E_LAYOUT", std::string(what) + " must be a Uint8Array");
+  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+  len = a.ByteLength();
+  return a.Data();
+}
+
+void BlobSource::Bind(const Napi::Value& source, const std::function<void(Napi::Value)>& keep) {
+  if (source.IsNumber()) {
+    block_ = arena_get(uint64_t(source.As<Napi::Number>().Int64Value()));
+    data_ = block_->data;
+    len_ = block_->size;
+  } else {
+    size_t len;
+    data_ = bytes_of(source, len, "blob");
+    len_ = len;
+    keep(source);
+  }
+}
+
 }  // namespace kvtc

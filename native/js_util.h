@@ -10,6 +10,7 @@
 
 #include "codec.h"
 #include "errors.h"
+#include "host_arena.h"
 #include "profile.h"
 
 namespace kvtc {
@@ -61,6 +62,38 @@ CacheView read_cache(const Napi::Object& obj, uint32_t layers, uint32_t row_valu
                      const std::function<void(Napi::Value)>& pin);
 
 DType read_dtype(const Napi::Value& v);
+
+// Queues a worker built on the JavaScript thread; if its constructor threw, nothing leaks.
+template <typename W>
+Napi::Promise start(std::unique_ptr<W> w) {
+  Napi::Promise p = w->Promise();
+  w.release()->Queue();
+  return p;
+}
+
+using ProfilePtr = std::shared_ptr<const Profile>;
+
+// The profile behind a native profile handle (an External made by loadProfile).
+ProfilePtr profile_of(const Napi::Value& v);
+
+// Data and length of a Uint8Array; E_LAYOUT for anything else.
+const uint8_t* bytes_of(const Napi::Value& v, size_t& len, const char* what);
+
+// A blob to decode: a Uint8Array of the caller, or a number (a host-arena handle, decoded in
+// place).
+class BlobSource {
+ public:
+  void Bind(const Napi::Value& source, const std::function<void(Napi::Value)>& keep);
+  // verify_again=false skips the checksum for arena blobs, which are immutable once written: the
+  // prepare step already verified them. A caller's Uint8Array may have changed, so it is re-checked.
+  BlobHeader Header(bool verify_again = true) const { return read_blob_header(data_, len_, verify_again || !block_); }
+  const uint8_t* data() const { return data_; }
+
+ private:
+  std::shared_ptr<const ArenaBlock> block_;  // keeps an arena blob alive even if freed meanwhile
+  const uint8_t* data_ = nullptr;
+  size_t len_ = 0;
+};
 
 // Data pointer and byte length of any typed array, including views of a SharedArrayBuffer.
 void* view_data(const Napi::Value& v, size_t& bytes);

@@ -3,8 +3,12 @@
 // packed LSB-first and padded to a whole byte, so every group starts on a byte boundary and the
 // entropy coder can give each byte a context by its position in the row.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <vector>
+
+#include "half.h"
+#include "hd.h"
 
 namespace kvtc {
 
@@ -31,6 +35,84 @@ inline uint32_t packed_bytes(uint32_t size, uint32_t bits) { return (size * bits
 
 // Bits a group costs per token, fp16 shift and scale included.
 inline uint32_t group_cost_bits(uint32_t size, uint32_t bits) { return 8 * packed_bytes(size, bits) + 32; }
+
+// One group's quantization parameters. The fp16-rounded shift and scale are what the decoder
+// sees, so the encoder quantizes against exactly those values.
+struct GroupParams {
+  uint16_t shift_h, scale_h;
+  float shift, inv_scale, scale;
+};
+
+KVTC_HD GroupParams group_params(const float* d, uint32_t size, uint32_t bits) {
+  float mn = d[0], mx = d[0];
+  for (uint32_t i = 1; i < size; i++) {
+    mn = d[i] < mn ? d[i] : mn;
+    mx = d[i] > mx ? d[i] : mx;
+  }
+  GroupParams g;
+  g.shift_h = f32_to_f16(mn);
+  g.shift = f16_to_f32(g.shift_h);
+  const float levels = float((1u << bits) - 1);
+  g.scale_h = f32_to_f16((mx - g.shift) / levels);
+  g.scale = f16_to_f32(g.scale_h);
+  g.inv_scale = g.scale > 0 ? 1.0f / g.scale : 0.0f;
+  return g;
+}
+
+KVTC_HD uint32_t code_of(float x, const GroupParams& g, uint32_t maxq) {
+  const float q = rintf((x - g.shift) * g.inv_scale);  // round half to even, as nearbyint
+  return q <= 0.0f ? 0u : (q >= float(maxq) ? maxq : uint32_t(q));
+}
+
+// Quantizes one group of `size` coefficients with `bits` into out: [shift f16][scale f16][codes].
+KVTC_HD void quantize_group(const float* x, uint32_t size, uint32_t bits, uint8_t* out) {
+  const GroupParams g = group_params(x, size, bits);
+  out[0] = uint8_t(g.shift_h);
+  out[1] = uint8_t(g.shift_h >> 8);
+  out[2] = uint8_t(g.scale_h);
+  out[3] = uint8_t(g.scale_h >> 8);
+  out += 4;
+  const uint32_t maxq = (1u << bits) - 1;
+  if (bits == 8) {
+    for (uint32_t i = 0; i < size; i++) out[i] = uint8_t(code_of(x[i], g, maxq));
+    return;
+  }
+  uint64_t acc = 0;
+  uint32_t nacc = 0;
+  for (uint32_t i = 0; i < size; i++) {
+    acc |= uint64_t(code_of(x[i], g, maxq)) << nacc;
+    nacc += bits;
+    while (nacc >= 8) {
+      *out++ = uint8_t(acc);
+      acc >>= 8;
+      nacc -= 8;
+    }
+  }
+  if (nacc > 0) *out = uint8_t(acc);
+}
+
+// Reconstructs one group's `size` coefficients from its bytes (the inverse of quantize_group).
+KVTC_HD void dequantize_group(const uint8_t* in, uint32_t size, uint32_t bits, float* x) {
+  const float shift = f16_to_f32(uint16_t(in[0] | (in[1] << 8)));
+  const float scale = f16_to_f32(uint16_t(in[2] | (in[3] << 8)));
+  in += 4;
+  if (bits == 8) {
+    for (uint32_t i = 0; i < size; i++) x[i] = shift + float(in[i]) * scale;
+    return;
+  }
+  const uint32_t mask = (1u << bits) - 1;
+  uint64_t acc = 0;
+  uint32_t nacc = 0;
+  for (uint32_t i = 0; i < size; i++) {
+    while (nacc < bits) {
+      acc |= uint64_t(*in++) << nacc;
+      nacc += 8;
+    }
+    x[i] = shift + float(uint32_t(acc) & mask) * scale;
+    acc >>= bits;
+    nacc -= bits;
+  }
+}
 
 RowLayout make_row_layout(const std::vector<PlanGroup>& groups);
 

@@ -6,10 +6,6 @@
 #include "errors.h"
 
 namespace kvtc {
-namespace {
-constexpr uint32_t kRansL = 1u << 23;  // lower bound of the normalized state interval
-}
-
 void rans_normalize(const uint64_t counts[256], uint16_t freq_out[256]) {
   uint64_t total = 0;
   for (int s = 0; s < 256; s++) total += counts[s];
@@ -50,59 +46,78 @@ void rans_build_table(const uint16_t freq[256], RansTable& t) {
 
 std::vector<uint8_t> rans_encode(const uint8_t* data, size_t n, const uint16_t* context, size_t period,
                                  const RansTable* tables) {
-  // Worst case: every symbol at frequency 1 costs 12 bits; plus the flushed states.
-  std::vector<uint8_t> buf(n * 2 + 16);
-  uint8_t* end = buf.data() + buf.size();
-  uint8_t* ptr = end;
-  uint32_t x[kRansLanes];
-  for (int l = 0; l < kRansLanes; l++) x[l] = kRansL;
-  // Symbols are coded last to first so the decoder runs first to last.
-  size_t ci = n == 0 ? 0 : (n - 1) % period;
-  for (size_t i = n; i-- > 0;) {
-    const RansTable& t = tables[context[ci]];
-    ci = ci == 0 ? period - 1 : ci - 1;
-    const uint8_t s = data[i];
-    const uint32_t f = t.freq[s];
-    uint32_t& xl = x[i & (kRansLanes - 1)];
-    const uint32_t x_max = ((kRansL >> kRansProbBits) << 8) * f;
-    while (xl >= x_max) {
-      *--ptr = uint8_t(xl);
-      xl >>= 8;
-    }
-    xl = ((xl / f) << kRansProbBits) + (xl % f) + t.cum[s];
+  std::vector<uint8_t> buf(rans_span_bound(n));
+  const size_t at = rans_encode_span(data, n, context, period, tables, buf.data(), buf.size());
+  if (at > buf.size()) fail("E_INTERNAL", "entropy coder exceeded its worst-case bound");
+  buf.erase(buf.begin(), buf.begin() + ptrdiff_t(at));
+  return buf;
+}
+
+void rans_check_status(int status) {
+  switch (status) {
+    case kRansOk: return;
+    case kRansShort: fail("E_CORRUPT", "corrupt data: entropy-coded stream shorter than its states");
+    case kRansEndsEarly: fail("E_CORRUPT", "corrupt data: entropy-coded section ends early");
+    case kRansTrailing: fail("E_CORRUPT", "corrupt data: entropy-coded section has trailing bytes");
+    default: fail("E_CORRUPT", "corrupt data: entropy-coded section final state");
   }
-  // The states go first (lane 0 first), little-endian, so the decoder starts by reading them.
-  std::vector<uint8_t> out(4 * kRansLanes + size_t(end - ptr));
-  for (int l = 0; l < kRansLanes; l++)
-    for (int b = 0; b < 4; b++) out[4 * l + b] = uint8_t(x[l] >> (8 * b));
-  std::copy(ptr, end, out.begin() + 4 * kRansLanes);
-  return out;
 }
 
 void rans_decode(const uint8_t* in, size_t in_len, uint8_t* out, size_t n, const uint16_t* context, size_t period,
                  const RansTable* tables) {
-  require_corrupt(in_len >= 4 * kRansLanes, "entropy-coded section shorter than its states");
-  uint32_t x[kRansLanes];
-  for (int l = 0; l < kRansLanes; l++) std::memcpy(&x[l], in + 4 * l, 4);
-  const uint8_t* p = in + 4 * kRansLanes;
-  const uint8_t* end = in + in_len;
-  constexpr uint32_t mask = kRansProbScale - 1;
-  size_t ci = 0;
-  for (size_t i = 0; i < n; i++) {
-    const RansTable& t = tables[context[ci]];
-    if (++ci == period) ci = 0;
-    uint32_t& xl = x[i & (kRansLanes - 1)];
-    const uint32_t slot = xl & mask;
-    const uint8_t s = t.slot_symbol[slot];
-    xl = uint32_t(t.freq[s]) * (xl >> kRansProbBits) + slot - t.cum[s];
-    while (xl < kRansL) {
-      if (p == end) fail("E_CORRUPT", "corrupt data: entropy-coded section ends early");
-      xl = (xl << 8) | *p++;
-    }
-    out[i] = s;
+  rans_check_status(rans_decode_span(in, in_len, out, n, context, period, tables));
+}
+
+std::vector<uint8_t> rans_encode_rows(const uint8_t* rows, uint32_t nrows, uint32_t row_bytes, uint32_t chunk_rows,
+                                      const uint16_t* context, const RansTable* tables) {
+  const uint32_t count = (nrows + chunk_rows - 1) / chunk_rows;
+  std::vector<uint8_t> out(8 + 4 * size_t(count));
+  std::memcpy(out.data(), &chunk_rows, 4);
+  std::memcpy(out.data() + 4, &count, 4);
+  std::vector<uint8_t> buf(rans_span_bound(size_t(chunk_rows) * row_bytes));
+  for (uint32_t c = 0; c < count; c++) {
+    const uint32_t r0 = c * chunk_rows, nr = std::min(chunk_rows, nrows - r0);
+    const size_t at = rans_encode_span(rows + size_t(r0) * row_bytes, size_t(nr) * row_bytes, context, row_bytes,
+                                       tables, buf.data(), buf.size());
+    if (at > buf.size()) fail("E_INTERNAL", "entropy coder exceeded its worst-case bound");
+    const uint32_t len = uint32_t(buf.size() - at);
+    std::memcpy(out.data() + 8 + 4 * size_t(c), &len, 4);
+    out.insert(out.end(), buf.begin() + ptrdiff_t(at), buf.end());
   }
-  require_corrupt(p == end, "entropy-coded section has trailing bytes");
-  for (int l = 0; l < kRansLanes; l++) require_corrupt(x[l] == kRansL, "entropy-coded section final state");
+  return out;
+}
+
+RansChunks rans_parse_chunks(const uint8_t* in, size_t in_len, uint32_t nrows) {
+  require_corrupt(in_len >= 8, "entropy-coded section shorter than its chunk table");
+  RansChunks ch;
+  uint32_t count;
+  std::memcpy(&ch.chunk_rows, in, 4);
+  std::memcpy(&count, in + 4, 4);
+  require_corrupt(ch.chunk_rows > 0 && count == (uint64_t(nrows) + ch.chunk_rows - 1) / ch.chunk_rows,
+                  "entropy-coded section chunk count");
+  require_corrupt(8 + 4 * uint64_t(count) <= in_len, "entropy-coded section chunk table");
+  ch.offset.resize(size_t(count) + 1);
+  size_t at = 8 + 4 * size_t(count);
+  for (uint32_t c = 0; c < count; c++) {
+    uint32_t len;
+    std::memcpy(&len, in + 8 + 4 * size_t(c), 4);
+    ch.offset[c] = at;
+    require_corrupt(len <= in_len - at, "entropy-coded chunk length");
+    at += len;
+  }
+  ch.offset[count] = at;
+  require_corrupt(at == in_len, "entropy-coded section has trailing bytes");
+  return ch;
+}
+
+void rans_decode_rows(const uint8_t* in, size_t in_len, uint8_t* out, uint32_t nrows, uint32_t row_bytes,
+                      const uint16_t* context, const RansTable* tables) {
+  const RansChunks ch = rans_parse_chunks(in, in_len, nrows);
+  for (size_t c = 0; c + 1 < ch.offset.size(); c++) {
+    const uint32_t r0 = uint32_t(c) * ch.chunk_rows, nr = std::min(ch.chunk_rows, nrows - r0);
+    rans_check_status(rans_decode_span(in + ch.offset[c], ch.offset[c + 1] - ch.offset[c], out + size_t(r0) * row_bytes,
+                                       size_t(nr) * row_bytes, context, row_bytes, tables));
+  }
 }
 
 }  // namespace kvtc

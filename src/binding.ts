@@ -97,8 +97,38 @@ export interface NativeCalibrateSettings {
   widths: number[];
 }
 
+/** A cache in device memory as the addon reads it: per-layer device addresses. */
+export interface NativeDeviceCache {
+  tokens: number;
+  dtype: number;
+  keys: bigint[];
+  values: bigint[];
+  positions?: Int32Array;
+  /** A cudaStream_t to order the work after (0n or absent: a private stream). */
+  stream?: bigint;
+}
+
+/** The CUDA backend's device-address API (CUDA builds only). Every call runs off the main thread. */
+export interface NativeGpu {
+  encodeDevice(profile: NativeProfileHandle, cache: NativeDeviceCache, entropy: boolean, toArena: false): Promise<ArrayBuffer>;
+  encodeDevice(profile: NativeProfileHandle, cache: NativeDeviceCache, entropy: boolean, toArena: true): Promise<ArenaBlob>;
+  decodeToDevice(
+    profile: NativeProfileHandle,
+    source: Uint8Array | number,
+    target: { keys: bigint[]; values: bigint[]; stream?: bigint },
+    positions: Int32Array,
+  ): Promise<void>;
+  alloc(bytes: number): Promise<bigint>;
+  free(address: bigint): Promise<void>;
+  copyToDevice(dst: bigint, src: ArrayBufferView): Promise<void>;
+  copyToHost(dst: ArrayBufferView, src: bigint): Promise<void>;
+  copyOnDevice(dst: bigint, src: bigint, bytes: number): Promise<void>;
+  memoryInfo(): { free: number; total: number };
+}
+
 interface NativeAddon {
   buildInfo(): {
+    cudaEmulated: boolean;
     cuda: boolean;
     cudaDevices: number;
     cudaReason: string | null;
@@ -108,9 +138,10 @@ interface NativeAddon {
   };
   loadProfile(bytes: Uint8Array, fingerprint: Uint8Array): Promise<NativeProfileHandle>;
   profileInfo(bytes: Uint8Array): NativeProfileInfo;
-  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: false): Promise<ArrayBuffer>;
+  /** gpu: run on the CUDA backend (E_BACKEND in a build without it). */
+  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: false, gpu: boolean): Promise<ArrayBuffer>;
   /** Encodes straight into the host arena; returns the blob's handle and size. */
-  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: true): Promise<ArenaBlob>;
+  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: true, gpu: boolean): Promise<ArenaBlob>;
   /** Verifies a blob (or host-arena handle) against the profile; returns the output sizes. */
   decodePrepare(
     profile: NativeProfileHandle,
@@ -123,7 +154,10 @@ interface NativeAddon {
     keys: Uint8Array,
     values: Uint8Array,
     positions: Int32Array,
+    gpu: boolean,
   ): Promise<void>;
+  /** Present in CUDA builds. */
+  gpu?: NativeGpu;
   inspectBlob(blob: Uint8Array, verify: boolean): NativeBlobInfo;
   /** The first NaN/Inf of a cache (scanned off the main thread), or null. */
   scanNonFinite(cache: NativeCache, layers: number, rowValues: number): Promise<{ stream: 'keys' | 'values'; layer: number; token: number } | null>;
@@ -160,11 +194,17 @@ interface NativeAddon {
   };
 }
 
+/**
+ * KVTC_ADDON=emulated loads kvtc_emu.node instead: the same addon with the CUDA backend compiled
+ * for the CPU emulation of the CUDA runtime (cuda/emu). It exists to test the GPU code paths on
+ * machines without a GPU; it is slow and never a production choice.
+ */
 function load(): NativeAddon {
   const require = createRequire(import.meta.url);
+  const file = process.env.KVTC_ADDON === 'emulated' ? 'kvtc_emu.node' : 'kvtc.node';
   try {
     // src/ and dist/ both sit one level below the package root, beside build/.
-    return require('../build/Release/kvtc.node') as NativeAddon;
+    return require(`../build/Release/${file}`) as NativeAddon;
   } catch (err) {
     throw new KvtcError(
       'E_BACKEND',
@@ -197,6 +237,8 @@ export function callNativeSync<T>(fn: () => T): T {
 
 /** What this build of kvtc contains and which accelerators it can use right now. */
 export interface BuildInfo {
+  /** This is the test-only addon whose CUDA backend runs on the CPU emulator (KVTC_ADDON=emulated). */
+  cudaEmulated: boolean;
   /** CUDA code was compiled in. */
   cuda: boolean;
   /** Usable CUDA devices now (0 without a driver or device). */

@@ -22,7 +22,15 @@ export {
 } from './options.js';
 export { CodecProfile, type ProfileGroup, type ProfileSettings } from './codec/profile.js';
 export { calibrate } from './codec/calibrate.js';
-export { encode, decode, inspect, type EncodeOptions, type BlobInfo } from './codec/codec.js';
+export { encode, decode, inspect, type EncodeOptions, type DecodeOptions, type BlobInfo } from './codec/codec.js';
+export { type BackendChoice, type Backend } from './backend.js';
+export {
+  type DeviceKvCache,
+  type DeviceKvTarget,
+  encodeDevice,
+  decodeToDevice,
+  deviceMemory,
+} from './cuda/device.js';
 export {
   KvStore,
   type GetOptions,

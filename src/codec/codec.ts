@@ -1,3 +1,4 @@
+import { type BackendChoice, checkBackendChoice, resolveBackend } from '../backend.js';
 import { callNative, callNativeSync, native } from '../binding.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, rowValues, sameShape, validateCache } from '../layout.js';
@@ -10,6 +11,16 @@ export interface EncodeOptions {
    * quantized rows as they are — for comparing entropy coders on exactly the same bytes.
    */
   entropy?: boolean;
+  /**
+   * 'auto' (default): the CUDA backend when a device is usable, else the CPU (one warning).
+   * 'cuda' fails with E_BACKEND without a device. Both write the same format.
+   */
+  backend?: BackendChoice;
+}
+
+export interface DecodeOptions {
+  /** As EncodeOptions.backend. A blob decodes on either backend, whichever encoded it. */
+  backend?: BackendChoice;
 }
 
 /**
@@ -24,8 +35,9 @@ export async function encode(cache: KvCache, profile: CodecProfile, options: Enc
   if (options.entropy !== undefined && typeof options.entropy !== 'boolean') {
     throw new KvtcError('E_OPTIONS', `options.entropy must be a boolean, got ${String(options.entropy)}`);
   }
+  const gpu = resolveBackend(checkBackendChoice(options.backend ?? 'auto', 'options.backend')) === 'cuda';
   const handle = await profile.nativeHandle();
-  const ab = await callNative(() => native.encode(handle, nativeCache(cache), options.entropy ?? true, false));
+  const ab = await callNative(() => native.encode(handle, nativeCache(cache), options.entropy ?? true, false, gpu));
   return new Uint8Array(ab);
 }
 
@@ -34,11 +46,12 @@ export async function encode(cache: KvCache, profile: CodecProfile, options: Enc
  * a damaged or truncated blob and E_PROFILE_MISMATCH for a blob of another profile — never
  * returns wrong data. Output dtype is the dtype that was encoded.
  */
-export async function decode(blob: Uint8Array, profile: CodecProfile): Promise<KvCache> {
+export async function decode(blob: Uint8Array, profile: CodecProfile, options: DecodeOptions = {}): Promise<KvCache> {
   if (!(blob instanceof Uint8Array)) {
     throw new KvtcError('E_CORRUPT', `blob must be a Uint8Array, got ${String(blob)}`);
   }
-  return decodeSource(blob, profile);
+  const gpu = resolveBackend(checkBackendChoice(options.backend ?? 'auto', 'options.backend')) === 'cuda';
+  return decodeSource(blob, profile, { gpu });
 }
 
 /**
@@ -49,7 +62,7 @@ export async function decode(blob: Uint8Array, profile: CodecProfile): Promise<K
 export async function decodeSource(
   source: Uint8Array | number,
   profile: CodecProfile,
-  options: { shared?: boolean } = {},
+  options: { shared?: boolean; gpu?: boolean } = {},
 ): Promise<KvCache> {
   const handle = await profile.nativeHandle();
   const prep = await callNative(() => native.decodePrepare(handle, source));
@@ -66,7 +79,7 @@ export async function decodeSource(
     throw new KvtcError('E_CAPACITY', `cannot allocate 2 x ${prep.bytesPerStream} bytes for the decoded cache`, { cause: err });
   }
   await callNative(() =>
-    native.decodeInto(handle, source, new Uint8Array(keysBuf), new Uint8Array(valuesBuf), positions),
+    native.decodeInto(handle, source, new Uint8Array(keysBuf), new Uint8Array(valuesBuf), positions, options.gpu ?? false),
   );
   const layout: KvLayout = { ...profile.layout, dtype: prep.dtype };
   const perLayer = prep.tokens * rowValues(layout);

@@ -702,7 +702,9 @@ describe('decode: integrity', () => {
     const report = await tamper(
       [
         ['magic changed', { set: [[0, b[0]! ^ 0x20]] }],
-        ['version 2', { set: [[OFF.version, 2]] }],
+        ['version 3', { set: [[OFF.version, 3]] }],
+        // Version 1 predates chunked entropy-coded sections.
+        ['version 1', { set: [[OFF.version, 1]] }],
         ['version 0', { set: [[OFF.version, 0]] }],
         ['tokens + 1', { u32: [[OFF.tokens, tokens + 1]] }],
         ['tokens - 1', { u32: [[OFF.tokens, tokens - 1]] }],

@@ -1,0 +1,88 @@
+// The transform-coding kernels and their launchers. Every launcher takes the stream to run on
+// and returns the launch status (cudaSuccess when the grid was accepted or there is nothing to
+// do); none synchronizes. The per-element arithmetic (element conversion, RoPE, quantization,
+// rANS) is the CPU codec's own, from the shared headers, so both backends write one format.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../native/half.h"
+#include "../native/rans.h"
+#include "../native/rope.h"
+
+namespace kvtc::gpu {
+
+// The layout and RoPE of a profile, as kernels see it.
+struct KernelLayout {
+  uint32_t layers;
+  uint32_t kv_heads, head_dim, rv;  // rv = kv_heads * head_dim
+  DType dtype;
+  RopeStyle rope;  // None for values
+  int rope_dims;
+};
+
+// One stream group's constants in device memory.
+struct KernelGroup {
+  uint32_t layer_start, layer_count, p, k;
+  const float* mean;         // p
+  uint32_t plan_groups;      // coded plan groups
+  const uint32_t* plan;      // plan_groups x {start, size, bits, offset}
+  uint32_t row_bytes;
+  const uint16_t* context;   // row_bytes
+  const RansTable* tables;
+};
+
+// Per middle token i (token t0 + i); layers: [keys of every layer..., values of every layer...]: flags[i] = 1 when the token must be stored raw (a non-finite
+// value, or ||x|| + mean_norm > limit in some stream group). groups: `count` entries of
+// {stream, layer_start, layer_count} and mean_norms: their ||mean||.
+cudaError_t launch_scan_escapes(const void* const* layers, const KernelLayout& lay, uint32_t t0, uint32_t n,
+                                const uint32_t* groups, const double* mean_norms, uint32_t count, double limit,
+                                uint8_t* flags, cudaStream_t s);
+
+// cos/sin (float, from double angles as on the CPU) of the rope_dims/2 frequencies at each of n
+// positions: out[i * half + f].
+cudaError_t launch_rope_angles(const float* freqs, int half, const int32_t* pos, uint32_t n, float* cos_out,
+                               float* sin_out, cudaStream_t s);
+
+// X[i][0..p) = the group's features of token toks[i]: its layers side by side, RoPE removed
+// (angles of row i), mean subtracted. layers: the stream's per-layer device pointers.
+cudaError_t launch_gather_features(const void* const* layers, const KernelLayout& lay, const KernelGroup& g,
+                                   const uint32_t* toks, uint32_t n, const float* cos_a, const float* sin_a,
+                                   float* X, cudaStream_t s);
+
+// The inverse: adds the mean to X[i], re-applies RoPE, converts to the dtype and scatters into
+// token toks[i] of the group's layers.
+cudaError_t launch_scatter_features(const float* X, const KernelLayout& lay, const KernelGroup& g,
+                                    const uint32_t* toks, uint32_t n, const float* cos_a, const float* sin_a,
+                                    void* const* layers, cudaStream_t s);
+
+// rows[i] = the quantized row of coefficients D[i][0..k) (the plan's groups; ldd = k).
+cudaError_t launch_quantize(const float* D, uint32_t ldd, uint32_t n, const KernelGroup& g, uint8_t* rows,
+                            cudaStream_t s);
+
+// D[i][0..k) from rows[i]; components outside the plan must be zeroed by the caller.
+cudaError_t launch_dequantize(const uint8_t* rows, uint32_t n, const KernelGroup& g, float* D, uint32_t ldd,
+                              cudaStream_t s);
+
+// One thread per chunk of chunk_rows rows: chunk c is coded into scratch[c * cap, (c+1) * cap)
+// and starts[c] receives its start offset there (cap + 1 if cap was too small).
+cudaError_t launch_rans_encode(const uint8_t* rows, uint32_t nrows, const KernelGroup& g, uint32_t chunk_rows,
+                               uint8_t* scratch, uint64_t cap, uint64_t* starts, cudaStream_t s);
+
+// Packs chunk c's stream (scratch + c * cap + starts[c] up to the end of its slot) to
+// out + dest[c].
+cudaError_t launch_pack_chunks(const uint8_t* scratch, uint64_t cap, const uint64_t* starts, uint32_t chunks,
+                               const uint64_t* dest, uint8_t* out, cudaStream_t s);
+
+// One thread per chunk: decodes the stream in[offset[c], offset[c + 1]) into rows of chunk c.
+// status[c] receives the RansStatus.
+cudaError_t launch_rans_decode(const uint8_t* in, const uint64_t* offset, uint32_t chunks, uint32_t chunk_rows,
+                               uint32_t nrows, const KernelGroup& g, uint8_t* rows, int* status, cudaStream_t s);
+
+// Copies whole token rows (row_bytes each) between the cache layers and the packed raw section,
+// ordered layer, stream (keys, values), token. to_section: gather (encode) or scatter (decode).
+cudaError_t launch_copy_raw(void* const* layers, uint32_t nlayers, uint32_t row_bytes, const uint32_t* toks,
+                            uint32_t n, uint8_t* section, bool to_section, cudaStream_t s);
+
+}  // namespace kvtc::gpu

@@ -1,0 +1,55 @@
+#include <cuda_runtime.h>
+
+#include "cuda_check.cuh"
+#include "device.cuh"
+#include "gpu.h"
+
+namespace kvtc::gpu {
+
+bool usable(std::string* reason) {
+  int count = 0;
+  char why[256] = {0};
+  kvtc_cuda_device_count(&count, why, sizeof(why));
+  if (count == 0 && reason) *reason = why;
+  return count > 0;
+}
+
+uint64_t device_alloc(size_t bytes) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, bytes ? bytes : 1), "device allocation");
+  return reinterpret_cast<uintptr_t>(p);
+}
+
+void device_free(uint64_t ptr) { check(cudaFree(reinterpret_cast<void*>(uintptr_t(ptr))), "device free"); }
+
+void copy_to_device(uint64_t dst, const void* src, size_t bytes) {
+  check(cudaMemcpy(reinterpret_cast<void*>(uintptr_t(dst)), src, bytes, cudaMemcpyHostToDevice), "host-to-device copy");
+}
+
+void copy_to_host(void* dst, uint64_t src, size_t bytes) {
+  check(cudaMemcpy(dst, reinterpret_cast<const void*>(uintptr_t(src)), bytes, cudaMemcpyDeviceToHost),
+        "device-to-host copy");
+}
+
+void copy_on_device(uint64_t dst, uint64_t src, size_t bytes) {
+  check(cudaMemcpy(reinterpret_cast<void*>(uintptr_t(dst)), reinterpret_cast<const void*>(uintptr_t(src)), bytes,
+                   cudaMemcpyDeviceToDevice),
+        "device-to-device copy");
+}
+
+MemoryInfo memory_info() {
+  MemoryInfo m;
+  check(cudaMemGetInfo(&m.free, &m.total), "memory query");
+  return m;
+}
+
+void require_device_pointer(uint64_t ptr, const std::string& what) {
+  if (ptr == 0) fail("E_LAYOUT", what + " is a null device address");
+  cudaPointerAttributes a;
+  const cudaError_t e = cudaPointerGetAttributes(&a, reinterpret_cast<const void*>(uintptr_t(ptr)));
+  if (e != cudaSuccess) cudaGetLastError();
+  if (e != cudaSuccess || (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged))
+    fail("E_LAYOUT", what + " is not a device address (not allocated by CUDA on this device)");
+}
+
+}  // namespace kvtc::gpu

@@ -1,0 +1,57 @@
+// The CUDA backend as the rest of the addon sees it: plain C++ (no CUDA headers), so the N-API
+// glue compiles with the host compiler. Every function throws KvtcException on failure: E_BACKEND
+// for a CUDA error, E_CAPACITY when device memory runs out, E_LAYOUT for bad arguments. Device
+// addresses travel as uint64_t (bigint in JavaScript). Calls block the calling thread until
+// their GPU work is done, so callers run them on worker threads, never on the main thread.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../native/codec.h"
+
+namespace kvtc::gpu {
+
+// A cache whose layers live in device memory: per layer a device address of
+// [tokens][kvHeads][headDim] elements of dtype.
+struct DeviceCacheView {
+  uint32_t tokens = 0;
+  DType dtype = DType::F32;
+  std::vector<uint64_t> keys, values;
+  const int32_t* positions = nullptr;  // host memory; nullptr: 0..tokens-1
+};
+
+// Whether a CUDA device can run the codec; reason says why not.
+bool usable(std::string* reason);
+
+// Encodes on the GPU; the blob is byte-for-byte the container format of the CPU codec.
+// stream: a cudaStream_t of the caller to order against (0: a private stream).
+std::vector<uint8_t> encode_device(const Profile& pr, const DeviceCacheView& cache, const EncodeOptions& opts,
+                                   uint64_t stream);
+// Same, from a cache in host memory (copied to the device first).
+std::vector<uint8_t> encode_host(const Profile& pr, const CacheView& cache, const EncodeOptions& opts);
+
+// Decodes a blob (host memory; page-locked makes the upload asynchronous) whose header was read
+// with its checksum verified, into per-layer device buffers of [tokens][kvHeads][headDim].
+void decode_to_device(const Profile& pr, const uint8_t* blob, const BlobHeader& h, const std::vector<uint64_t>& keys,
+                      const std::vector<uint64_t>& values, int32_t* positions, uint64_t stream);
+// Same, into host arrays [layers][tokens][kvHeads*headDim] (as decode_blob).
+void decode_to_host(const Profile& pr, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
+                    int32_t* positions);
+
+// Device memory owned by kvtc (the store's device tier; tests).
+uint64_t device_alloc(size_t bytes);
+void device_free(uint64_t ptr);
+void copy_to_device(uint64_t dst, const void* src, size_t bytes);
+void copy_to_host(void* dst, uint64_t src, size_t bytes);
+void copy_on_device(uint64_t dst, uint64_t src, size_t bytes);
+struct MemoryInfo {
+  size_t free = 0, total = 0;
+};
+MemoryInfo memory_info();
+
+// Throws E_LAYOUT unless ptr is device (or managed) memory of the current device.
+void require_device_pointer(uint64_t ptr, const std::string& what);
+
+}  // namespace kvtc::gpu

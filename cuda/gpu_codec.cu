@@ -1,0 +1,435 @@
+// The GPU encode and decode pipelines: the CPU codec's steps (codec.cc) as kernels, writing and
+// reading the same container. Host work is limited to the header, the escape list, the chunk
+// tables and the checksum; the cache itself moves once to (or from) the device.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <array>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "../native/codec.h"
+#include "codec_kernels.cuh"
+#include "cuda_check.cuh"
+#include "gemm.cuh"
+#include "gpu.h"
+
+namespace kvtc::gpu {
+namespace {
+
+// Device memory that lives as long as a profile's device copy.
+template <typename T>
+class DeviceConst {
+ public:
+  DeviceConst() = default;
+  explicit DeviceConst(const std::vector<T>& v) : n_(v.size()) {
+    if (v.empty()) return;
+    check(cudaMalloc(reinterpret_cast<void**>(&p_), v.size() * sizeof(T)), "device allocation");
+    const cudaError_t e = cudaMemcpy(p_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+      cudaFree(p_);
+      p_ = nullptr;
+      check(e, "profile upload");
+    }
+  }
+  ~DeviceConst() {
+    if (p_) cudaFree(p_);
+  }
+  DeviceConst(const DeviceConst&) = delete;
+  DeviceConst& operator=(const DeviceConst&) = delete;
+  const T* get() const { return p_; }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+std::vector<uint32_t> plan_table(const StreamGroup& g) {
+  std::vector<uint32_t> plan;
+  for (size_t j = 0; j < g.row.groups.size(); j++) {
+    const PlanGroup& pg = g.row.groups[j];
+    plan.insert(plan.end(), {pg.start, pg.size, uint32_t(pg.bits), g.row.offset[j]});
+  }
+  return plan;
+}
+
+struct GroupConsts {
+  explicit GroupConsts(const StreamGroup& g)
+      : mean(g.mean), basis(g.basis), basis_t(g.basis_t), plan(plan_table(g)), context(g.row.context),
+        tables(g.tables),
+        kg{g.layer_start, g.layer_count, g.p, g.k, mean.get(), uint32_t(g.row.groups.size()), plan.get(),
+           g.row.rowBytes, context.get(), tables.get()} {}
+  DeviceConst<float> mean, basis, basis_t;
+  DeviceConst<uint32_t> plan;
+  DeviceConst<uint16_t> context;
+  DeviceConst<RansTable> tables;
+  KernelGroup kg;
+};
+
+// A profile's constants on the device, uploaded once per process and shared by every call.
+struct GpuProfile {
+  explicit GpuProfile(const Profile& pr) : freqs(pr.rope.freqs) {
+    for (int s = 0; s < 2; s++)
+      for (const StreamGroup& g : pr.groups[s]) groups[s].push_back(std::make_unique<GroupConsts>(g));
+  }
+  DeviceConst<float> freqs;
+  std::vector<std::unique_ptr<GroupConsts>> groups[2];
+};
+
+std::shared_ptr<const GpuProfile> gpu_profile(const Profile& pr) {
+  static std::mutex m;
+  static std::map<std::array<uint8_t, 16>, std::shared_ptr<const GpuProfile>> cache;
+  std::lock_guard<std::mutex> lk(m);
+  auto it = cache.find(pr.fingerprint);
+  if (it != cache.end()) return it->second;
+  auto gp = std::make_shared<const GpuProfile>(pr);
+  cache.emplace(pr.fingerprint, gp);
+  return gp;
+}
+
+KernelLayout kernel_layout(const Profile& pr, DType dtype, bool is_key) {
+  return KernelLayout{pr.layers, pr.kv_heads, pr.head_dim, pr.row_values(), dtype,
+                      is_key ? pr.rope.style : RopeStyle::None, pr.rope.dims};
+}
+
+// Tokens per feature batch: bounds the float workspaces to ~64 MiB each and the grid to its
+// y limit.
+uint32_t batch_rows(uint32_t p, uint32_t k) {
+  const uint64_t per_row = uint64_t(std::max(std::max(p, k), 1u)) * sizeof(float);
+  return uint32_t(std::clamp<uint64_t>((uint64_t(64) << 20) / per_row, 64, 65535));
+}
+
+// RoPE angles of the coded tokens (keys only): cos/sin[i * half + f].
+struct Angles {
+  std::unique_ptr<DeviceArray<float>> cos, sin;
+  int half = 0;
+  const float* cos_at(uint32_t i) const { return cos ? cos->get() + size_t(i) * half : nullptr; }
+  const float* sin_at(uint32_t i) const { return sin ? sin->get() + size_t(i) * half : nullptr; }
+};
+
+Angles rope_angles_of(const Profile& pr, const GpuProfile& gp, const std::vector<int32_t>& pos, const Stream& st) {
+  Angles a;
+  if (pr.rope.style == RopeStyle::None || pos.empty()) return a;
+  a.half = pr.rope.dims / 2;
+  DeviceArray<int32_t> d_pos(pos.size(), st);
+  d_pos.upload(pos.data(), pos.size());
+  a.cos = std::make_unique<DeviceArray<float>>(pos.size() * a.half, st);
+  a.sin = std::make_unique<DeviceArray<float>>(pos.size() * a.half, st);
+  check_launch(launch_rope_angles(gp.freqs.get(), a.half, d_pos.get(), uint32_t(pos.size()), a.cos->get(),
+                                  a.sin->get(), st.get()),
+               "rope angles");
+  return a;
+}
+
+template <typename T>
+std::unique_ptr<DeviceArray<T>> upload_array(const std::vector<T>& v, const Stream& st) {
+  auto d = std::make_unique<DeviceArray<T>>(v.size(), st);
+  d->upload(v.data(), v.size());
+  return d;
+}
+
+// One coded section on the device: transform, quantize, then entropy-code it in chunks (kept
+// only when smaller, as on the CPU).
+std::vector<uint8_t> encode_section(const StreamGroup& g, const GroupConsts& gc, const KernelLayout& lay,
+                                    const void* const* layers, const DeviceArray<uint32_t>& coded, uint32_t nc,
+                                    const Angles& ang, bool entropy, SectionInfo& si, const Stream& st) {
+  const uint32_t rb = g.row.rowBytes;
+  const size_t raw_len = size_t(nc) * rb;
+  si = SectionInfo{SectionMode::Stored, uint32_t(raw_len), uint32_t(raw_len), 0};
+  std::vector<uint8_t> out;
+  if (raw_len == 0) return out;
+  DeviceArray<uint8_t> rows(raw_len, st);
+  {
+    const uint32_t batch = std::min(batch_rows(g.p, g.k), nc);
+    DeviceArray<float> X(size_t(batch) * g.p, st), D(size_t(batch) * g.k, st);
+    for (uint32_t b0 = 0; b0 < nc; b0 += batch) {
+      const uint32_t nb = std::min(batch, nc - b0);
+      check_launch(launch_gather_features(layers, lay, gc.kg, coded.get() + b0, nb, ang.cos_at(b0), ang.sin_at(b0),
+                                          X.get(), st.get()),
+                   "feature gather");
+      check_launch(launch_gemm_f32(int(nb), int(g.k), int(g.p), X.get(), int(g.p), gc.basis_t.get(), int(g.k), D.get(),
+                                   int(g.k), st.get()),
+                   "projection");
+      check_launch(launch_quantize(D.get(), g.k, nb, gc.kg, rows.get() + size_t(b0) * rb, st.get()), "quantization");
+    }
+  }
+  if (entropy) {
+    const uint32_t chunk_rows = rans_chunk_rows(rb);
+    const uint32_t chunks = (nc + chunk_rows - 1) / chunk_rows;
+    const uint64_t cap = rans_span_bound(size_t(chunk_rows) * rb);
+    DeviceArray<uint8_t> scratch(size_t(chunks) * cap, st);
+    DeviceArray<uint64_t> starts(chunks, st);
+    check_launch(launch_rans_encode(rows.get(), nc, gc.kg, chunk_rows, scratch.get(), cap, starts.get(), st.get()),
+                 "entropy coding");
+    std::vector<uint64_t> start(chunks);
+    starts.download(start.data(), chunks);
+    st.sync();
+    const size_t table = 8 + 4 * size_t(chunks);
+    std::vector<uint64_t> dest(chunks);
+    size_t total = table;
+    for (uint32_t c = 0; c < chunks; c++) {
+      if (start[c] > cap) fail("E_INTERNAL", "entropy coder exceeded its worst-case bound");
+      dest[c] = total - table;
+      total += cap - start[c];
+    }
+    if (total < raw_len) {  // never store an expansion
+      out.resize(total);
+      std::memcpy(out.data(), &chunk_rows, 4);
+      std::memcpy(out.data() + 4, &chunks, 4);
+      for (uint32_t c = 0; c < chunks; c++) {
+        const uint32_t len = uint32_t(cap - start[c]);
+        std::memcpy(out.data() + 8 + 4 * size_t(c), &len, 4);
+      }
+      auto d_dest = upload_array(dest, st);
+      DeviceArray<uint8_t> packed(total - table, st);
+      check_launch(launch_pack_chunks(scratch.get(), cap, starts.get(), chunks, d_dest->get(), packed.get(), st.get()),
+                   "chunk packing");
+      packed.download(out.data() + table, total - table);
+      st.sync();
+      si = SectionInfo{SectionMode::RansChunks, uint32_t(total), uint32_t(raw_len), 0};
+      return out;
+    }
+  }
+  out.resize(raw_len);
+  rows.download(out.data(), raw_len);
+  st.sync();
+  return out;
+}
+
+// layers: 2 * L device pointers, keys then values.
+std::vector<uint8_t> encode_core(const Profile& pr, const std::vector<const void*>& layer_ptrs, uint32_t n,
+                                 DType dtype, const int32_t* positions, const EncodeOptions& opts, const Stream& st) {
+  const std::shared_ptr<const GpuProfile> gp = gpu_profile(pr);
+  const uint32_t L = pr.layers;
+  const size_t rb = size_t(pr.row_values()) * dtype_bytes(dtype);
+  BlobHeader h = make_header(pr, n, dtype, positions);
+  auto d_layers = upload_array(layer_ptrs, st);
+
+  // Escapes: the same test as the CPU codec, one block per middle token.
+  const uint32_t middle = n - h.sinks - h.window;
+  if (middle > 0) {
+    std::vector<uint32_t> groups;
+    std::vector<double> norms;
+    for (uint32_t s = 0; s < 2; s++)
+      for (const StreamGroup& g : pr.groups[s]) {
+        groups.insert(groups.end(), {s, g.layer_start, g.layer_count});
+        norms.push_back(mean_norm(g));
+      }
+    auto d_groups = upload_array(groups, st);
+    auto d_norms = upload_array(norms, st);
+    DeviceArray<uint8_t> flags(middle, st);
+    check_launch(launch_scan_escapes(d_layers->get(), kernel_layout(pr, dtype, false), h.sinks, middle,
+                                     d_groups->get(), d_norms->get(), uint32_t(norms.size()), kMaxCoefficient,
+                                     flags.get(), st.get()),
+                 "escape scan");
+    std::vector<uint8_t> flag(middle);
+    flags.download(flag.data(), middle);
+    st.sync();
+    for (uint32_t i = 0; i < middle; i++)
+      if (flag[i]) h.escapes.push_back(h.sinks + i);
+  }
+  const std::vector<uint32_t> coded = coded_tokens(n, h.sinks, h.window, h.escapes);
+  const std::vector<uint32_t> raw = raw_tokens(h);
+
+  std::vector<std::vector<uint8_t>> payloads;
+  {
+    std::vector<uint8_t> sec(raw.size() * rb * 2 * L);
+    auto d_raw = upload_array(raw, st);
+    DeviceArray<uint8_t> d_sec(sec.size(), st);
+    check_launch(launch_copy_raw(const_cast<void* const*>(d_layers->get()), L, uint32_t(rb), d_raw->get(),
+                                 uint32_t(raw.size()), d_sec.get(), true, st.get()),
+                 "raw token gather");
+    d_sec.download(sec.data(), sec.size());
+    st.sync();
+    h.sections.push_back({SectionMode::Stored, uint32_t(sec.size()), uint32_t(sec.size()), 0});
+    payloads.push_back(std::move(sec));
+  }
+
+  std::vector<int32_t> pos(coded.size());
+  for (size_t i = 0; i < coded.size(); i++) pos[i] = positions ? positions[coded[i]] : int32_t(coded[i]);
+  auto d_coded = upload_array(coded, st);
+  const Angles ang = rope_angles_of(pr, *gp, pos, st);
+  const Angles none;
+  for (int s = 0; s < 2; s++) {
+    const KernelLayout lay = kernel_layout(pr, dtype, s == 0);
+    for (size_t gi = 0; gi < pr.groups[s].size(); gi++) {
+      SectionInfo si;
+      payloads.push_back(encode_section(pr.groups[s][gi], *gp->groups[s][gi], lay, d_layers->get() + size_t(s) * L,
+                                        *d_coded, uint32_t(coded.size()), s == 0 ? ang : none, opts.entropy, si, st));
+      h.sections.push_back(si);
+    }
+  }
+  return seal_blob(h, payloads);
+}
+
+// The chunk boundaries of an entropy-coded section, as absolute offsets in the blob.
+struct SectionPlan {
+  std::vector<uint64_t> offsets;  // chunks + 1
+  uint32_t chunk_rows = 0;
+};
+
+void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, const std::vector<void*>& out_layers,
+                 int32_t* positions, const Stream& st) {
+  check_blob(pr, h);
+  const std::shared_ptr<const GpuProfile> gp = gpu_profile(pr);
+  const uint32_t n = h.tokens, L = pr.layers;
+  const size_t rb = size_t(pr.row_values()) * dtype_bytes(h.dtype);
+  for (uint32_t t = 0; t < n; t++) positions[t] = h.contiguous ? int32_t(int64_t(h.pos_start) + t) : h.positions[t];
+
+  DeviceArray<uint8_t> d_blob(h.total_len, st);
+  d_blob.upload(blob, h.total_len);
+  auto d_layers = upload_array(out_layers, st);
+  {
+    const std::vector<uint32_t> raw = raw_tokens(h);
+    auto d_raw = upload_array(raw, st);
+    check_launch(launch_copy_raw(d_layers->get(), L, uint32_t(rb), d_raw->get(), uint32_t(raw.size()),
+                                 d_blob.get() + h.sections[0].offset, false, st.get()),
+                 "raw token scatter");
+  }
+  const std::vector<uint32_t> coded = coded_tokens(n, h.sinks, h.window, h.escapes);
+  const uint32_t nc = uint32_t(coded.size());
+  std::vector<int32_t> pos(nc);
+  for (uint32_t i = 0; i < nc; i++) pos[i] = positions[coded[i]];
+  auto d_coded = upload_array(coded, st);
+  const Angles ang = rope_angles_of(pr, *gp, pos, st);
+  const Angles none;
+
+  // Chunk tables of every entropy-coded section, validated on the host before any kernel runs;
+  // one status per chunk, checked once at the end.
+  std::vector<SectionPlan> plans(h.sections.size());
+  std::vector<uint64_t> all_offsets;
+  std::vector<size_t> first_offset(h.sections.size(), 0);
+  size_t total_chunks = 0;
+  for (size_t si = 1; si < h.sections.size(); si++) {
+    const SectionInfo& sec = h.sections[si];
+    SectionPlan& sp = plans[si];
+    if (sec.mode == SectionMode::Rans) {  // version 1: one stream for the whole section
+      sp.chunk_rows = std::max(nc, 1u);
+      sp.offsets = {sec.offset, sec.offset + sec.stored_len};
+    } else if (sec.mode == SectionMode::RansChunks) {
+      const RansChunks ch = rans_parse_chunks(blob + sec.offset, sec.stored_len, nc);
+      sp.chunk_rows = ch.chunk_rows;
+      for (size_t o : ch.offset) sp.offsets.push_back(sec.offset + o);
+    }
+    first_offset[si] = all_offsets.size();
+    all_offsets.insert(all_offsets.end(), sp.offsets.begin(), sp.offsets.end());
+    if (!sp.offsets.empty()) total_chunks += sp.offsets.size() - 1;
+  }
+  auto d_offsets = upload_array(all_offsets, st);
+  DeviceArray<int> status(total_chunks, st);
+  size_t status_at = 0;
+
+  size_t si = 1;
+  for (int s = 0; s < 2; s++) {
+    const KernelLayout lay = kernel_layout(pr, h.dtype, s == 0);
+    for (size_t gi = 0; gi < pr.groups[s].size(); gi++, si++) {
+      const StreamGroup& g = pr.groups[s][gi];
+      const GroupConsts& gc = *gp->groups[s][gi];
+      const SectionInfo& sec = h.sections[si];
+      if (nc == 0) continue;
+      const uint32_t rbytes = g.row.rowBytes;
+      std::unique_ptr<DeviceArray<uint8_t>> decoded;
+      const uint8_t* rows = d_blob.get() + sec.offset;
+      if (entropy_coded(sec.mode)) {
+        const SectionPlan& sp = plans[si];
+        const uint32_t chunks = uint32_t(sp.offsets.size() - 1);
+        decoded = std::make_unique<DeviceArray<uint8_t>>(size_t(nc) * rbytes, st);
+        check_launch(launch_rans_decode(d_blob.get(), d_offsets->get() + first_offset[si], chunks, sp.chunk_rows, nc,
+                                        gc.kg, decoded->get(), status.get() + status_at, st.get()),
+                     "entropy decoding");
+        status_at += chunks;
+        rows = decoded->get();
+      }
+      const Angles& a = s == 0 ? ang : none;
+      const uint32_t batch = std::min(batch_rows(g.p, g.k), nc);
+      const uint32_t ldd = std::max(g.k, 1u);
+      DeviceArray<float> X(size_t(batch) * g.p, st), D(size_t(batch) * ldd, st);
+      for (uint32_t b0 = 0; b0 < nc; b0 += batch) {
+        const uint32_t nb = std::min(batch, nc - b0);
+        check(cudaMemsetAsync(D.get(), 0, size_t(nb) * ldd * sizeof(float), st.get()), "workspace clear");
+        check_launch(launch_dequantize(rows + size_t(b0) * rbytes, nb, gc.kg, D.get(), ldd, st.get()),
+                     "dequantization");
+        check_launch(launch_gemm_f32(int(nb), int(g.p), int(g.k), D.get(), int(ldd), gc.basis.get(), int(g.p), X.get(),
+                                     int(g.p), st.get()),
+                     "inverse projection");
+        check_launch(launch_scatter_features(X.get(), lay, gc.kg, d_coded->get() + b0, nb, a.cos_at(b0), a.sin_at(b0),
+                                             d_layers->get() + size_t(s) * L, st.get()),
+                     "feature scatter");
+      }
+    }
+  }
+  std::vector<int> stat(total_chunks);
+  status.download(stat.data(), total_chunks);
+  st.sync();
+  for (int code : stat) rans_check_status(code);
+}
+
+std::vector<const void*> device_layers(const Profile& pr, const std::vector<uint64_t>& keys,
+                                       const std::vector<uint64_t>& values, const char* what) {
+  if (keys.size() != pr.layers || values.size() != pr.layers)
+    fail("E_LAYOUT", std::string(what) + " has " + std::to_string(keys.size()) + " key and " +
+                         std::to_string(values.size()) + " value layers, profile expects " + std::to_string(pr.layers));
+  std::vector<const void*> out;
+  for (int s = 0; s < 2; s++) {
+    const std::vector<uint64_t>& v = s == 0 ? keys : values;
+    for (size_t l = 0; l < v.size(); l++) {
+      require_device_pointer(v[l], std::string(what) + (s == 0 ? ".keys[" : ".values[") + std::to_string(l) + "]");
+      out.push_back(reinterpret_cast<const void*>(uintptr_t(v[l])));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_device(const Profile& pr, const DeviceCacheView& c, const EncodeOptions& opts,
+                                   uint64_t stream) {
+  const std::vector<const void*> layers = device_layers(pr, c.keys, c.values, "cache");
+  Stream st{uintptr_t(stream)};
+  return encode_core(pr, layers, c.tokens, c.dtype, c.positions, opts, st);
+}
+
+std::vector<uint8_t> encode_host(const Profile& pr, const CacheView& c, const EncodeOptions& opts) {
+  if (c.keys.size() != pr.layers || c.values.size() != pr.layers)
+    fail("E_LAYOUT", "cache has " + std::to_string(c.keys.size()) + " layers, profile expects " +
+                         std::to_string(pr.layers));
+  Stream st(0);
+  const size_t layer_bytes = size_t(c.tokens) * pr.row_values() * dtype_bytes(c.dtype);
+  DeviceArray<uint8_t> cache(2 * size_t(pr.layers) * layer_bytes, st);
+  std::vector<const void*> layers;
+  for (int s = 0; s < 2; s++)
+    for (uint32_t l = 0; l < pr.layers; l++) {
+      uint8_t* dst = cache.get() + (size_t(s) * pr.layers + l) * layer_bytes;
+      check(cudaMemcpyAsync(dst, s == 0 ? c.keys[l] : c.values[l], layer_bytes, cudaMemcpyHostToDevice, st.get()),
+            "host-to-device copy");
+      layers.push_back(dst);
+    }
+  return encode_core(pr, layers, c.tokens, c.dtype, c.positions, opts, st);
+}
+
+void decode_to_device(const Profile& pr, const uint8_t* blob, const BlobHeader& h, const std::vector<uint64_t>& keys,
+                      const std::vector<uint64_t>& values, int32_t* positions, uint64_t stream) {
+  const std::vector<const void*> layers = device_layers(pr, keys, values, "target");
+  std::vector<void*> out;
+  for (const void* p : layers) out.push_back(const_cast<void*>(p));
+  Stream st{uintptr_t(stream)};
+  decode_core(pr, blob, h, out, positions, st);
+}
+
+void decode_to_host(const Profile& pr, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
+                    int32_t* positions) {
+  const size_t bytes = check_blob(pr, h);  // per stream, all layers
+  const size_t layer_bytes = bytes / pr.layers;
+  Stream st(0);
+  DeviceArray<uint8_t> cache(2 * bytes, st);
+  std::vector<void*> out;
+  for (int s = 0; s < 2; s++)
+    for (uint32_t l = 0; l < pr.layers; l++) out.push_back(cache.get() + size_t(s) * bytes + size_t(l) * layer_bytes);
+  decode_core(pr, blob, h, out, positions, st);
+  cache.download(static_cast<uint8_t*>(keys), bytes);
+  check(cudaMemcpyAsync(values, cache.get() + bytes, bytes, cudaMemcpyDeviceToHost, st.get()), "device-to-host copy");
+  st.sync();
+}
+
+}  // namespace kvtc::gpu

@@ -1,0 +1,251 @@
+// N-API bindings of the CUDA backend's device-address API (exports.gpu, CUDA builds only):
+// encoding a cache that lives in device memory, decoding straight into device buffers, and the
+// device memory the store's device tier owns. Device addresses are bigints. Every call that can
+// touch the GPU runs in an AsyncWorker, so the main thread never waits on the device.
+#include "js_gpu.h"
+
+#ifdef KVTC_WITH_CUDA
+#include <cstring>
+
+#include "../cuda/gpu.h"
+#include "js_util.h"
+
+namespace kvtc {
+namespace {
+
+uint64_t address_of(const Napi::Value& v, const std::string& what) {
+  if (!v.IsBigInt()) fail("E_LAYOUT", what + " must be a bigint device address");
+  bool lossless = false;
+  const uint64_t a = v.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) fail("E_LAYOUT", what + " is not a valid device address");
+  return a;
+}
+
+std::vector<uint64_t> addresses_of(const Napi::Value& v, const std::string& what) {
+  if (!v.IsArray()) fail("E_LAYOUT", what + " must be an array of bigint device addresses");
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<uint64_t> out;
+  for (uint32_t i = 0; i < a.Length(); i++) out.push_back(address_of(a.Get(i), what + "[" + std::to_string(i) + "]"));
+  return out;
+}
+
+uint64_t stream_of(const Napi::Object& o) {
+  const Napi::Value s = o.Get("stream");
+  return s.IsUndefined() || s.IsNull() ? 0 : address_of(s, "stream");
+}
+
+Napi::Value bigint(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
+
+// encodeDevice(profile, { tokens, dtype, keys: bigint[], values: bigint[], positions?, stream? },
+//              entropy, toArena)
+class EncodeDeviceWorker : public PromiseWorker {
+ public:
+  EncodeDeviceWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy, bool to_arena)
+      : PromiseWorker(env), profile_(std::move(pr)), to_arena_(to_arena) {
+    const double tokens = cache.Get("tokens").As<Napi::Number>().DoubleValue();
+    if (!(tokens >= 0 && tokens <= 2147483647.0) || tokens != double(uint32_t(tokens)))
+      fail("E_LAYOUT", "cache.tokens must be a non-negative integer");
+    view_.tokens = uint32_t(tokens);
+    view_.dtype = read_dtype(cache.Get("dtype"));
+    view_.keys = addresses_of(cache.Get("keys"), "cache.keys");
+    view_.values = addresses_of(cache.Get("values"), "cache.values");
+    stream_ = stream_of(cache);
+    const Napi::Value pos = cache.Get("positions");
+    if (!pos.IsUndefined()) {
+      if (!pos.IsTypedArray() || pos.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+          pos.As<Napi::Int32Array>().ElementLength() != view_.tokens)
+        fail("E_LAYOUT", "cache.positions must be an Int32Array with one entry per token");
+      positions_.assign(pos.As<Napi::Int32Array>().Data(), pos.As<Napi::Int32Array>().Data() + view_.tokens);
+      view_.positions = positions_.data();
+    }
+    opts_.entropy = entropy;
+  }
+  void Run() override {
+    out_ = gpu::encode_device(*profile_, view_, opts_, stream_);
+    if (to_arena_) {
+      size_ = out_.size();
+      handle_ = arena_put(std::move(out_));
+    }
+  }
+  Napi::Value Result(Napi::Env env) override {
+    if (to_arena_) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("handle", double(handle_));
+      o.Set("bytes", double(size_));
+      return o;
+    }
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, out_.size());
+    std::memcpy(ab.Data(), out_.data(), out_.size());
+    return ab;
+  }
+
+ private:
+  ProfilePtr profile_;
+  gpu::DeviceCacheView view_;
+  std::vector<int32_t> positions_;
+  EncodeOptions opts_;
+  bool to_arena_;
+  uint64_t stream_ = 0;
+  std::vector<uint8_t> out_;
+  uint64_t handle_ = 0;
+  size_t size_ = 0;
+};
+
+// decodeToDevice(profile, source, { keys: bigint[], values: bigint[], stream? }, positions)
+class DecodeToDeviceWorker : public PromiseWorker {
+ public:
+  DecodeToDeviceWorker(Napi::Env env, ProfilePtr pr, const Napi::Value& source, const Napi::Object& target,
+                       const Napi::Value& positions)
+      : PromiseWorker(env), profile_(std::move(pr)) {
+    src_.Bind(source, [this](Napi::Value v) { Keep(v); });
+    keys_ = addresses_of(target.Get("keys"), "target.keys");
+    values_ = addresses_of(target.Get("values"), "target.values");
+    stream_ = stream_of(target);
+    if (!positions.IsTypedArray() || positions.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      fail("E_INTERNAL", "decodeToDevice needs an Int32Array for the positions");
+    Napi::Int32Array p = positions.As<Napi::Int32Array>();
+    pp_ = p.Data();
+    plen_ = p.ElementLength();
+    Keep(positions);
+  }
+  void Run() override {
+    BlobHeader h = src_.Header(false);
+    check_blob(*profile_, h);
+    require_corrupt(plen_ == h.tokens, "blob changed during decoding");
+    gpu::decode_to_device(*profile_, src_.data(), h, keys_, values_, pp_, stream_);
+  }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  ProfilePtr profile_;
+  BlobSource src_;
+  std::vector<uint64_t> keys_, values_;
+  uint64_t stream_ = 0;
+  int32_t* pp_ = nullptr;
+  size_t plen_ = 0;
+};
+
+// A device-memory operation run off the main thread: fn returns the promise's value (a device
+// address, or 0 for undefined).
+class DeviceMemoryWorker : public PromiseWorker {
+ public:
+  DeviceMemoryWorker(Napi::Env env, std::function<uint64_t()> fn, bool returns_address)
+      : PromiseWorker(env), fn_(std::move(fn)), returns_address_(returns_address) {}
+  using PromiseWorker::Keep;
+  void Run() override { result_ = fn_(); }
+  Napi::Value Result(Napi::Env env) override { return returns_address_ ? bigint(env, result_) : env.Undefined(); }
+
+ private:
+  std::function<uint64_t()> fn_;
+  bool returns_address_;
+  uint64_t result_ = 0;
+};
+
+Napi::Value run_device(const Napi::CallbackInfo& info, std::function<uint64_t()> fn, bool returns_address,
+                       std::initializer_list<Napi::Value> keep = {}) {
+  auto w = std::make_unique<DeviceMemoryWorker>(info.Env(), std::move(fn), returns_address);
+  for (const Napi::Value& v : keep) w->Keep(v);
+  return start(std::move(w));
+}
+
+size_t byte_count(const Napi::Value& v, const char* what) {
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 9007199254740991.0) || d != double(uint64_t(d)))
+    fail("E_LAYOUT", std::string(what) + " must be a non-negative integer byte count");
+  return size_t(d);
+}
+
+Napi::Value EncodeDevice(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return start(std::make_unique<EncodeDeviceWorker>(info.Env(), profile_of(info[0]), info[1].As<Napi::Object>(),
+                                                      info[2].ToBoolean(), info[3].ToBoolean()));
+  });
+}
+
+Napi::Value DecodeToDevice(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return start(std::make_unique<DecodeToDeviceWorker>(info.Env(), profile_of(info[0]), info[1],
+                                                        info[2].As<Napi::Object>(), info[3]));
+  });
+}
+
+Napi::Value Alloc(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const size_t bytes = byte_count(info[0], "bytes");
+    return run_device(info, [bytes] { return gpu::device_alloc(bytes); }, true);
+  });
+}
+
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const uint64_t p = address_of(info[0], "address");
+    return run_device(info, [p] { return gpu::device_free(p), uint64_t(0); }, false);
+  });
+}
+
+// copyToDevice(dst: bigint, src: TypedArray) and copyToHost(dst: TypedArray, src: bigint).
+Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const uint64_t dst = address_of(info[0], "destination");
+    size_t bytes = 0;
+    const void* src = view_data(info[1], bytes);
+    gpu::require_device_pointer(dst, "destination");
+    return run_device(info, [=] { return gpu::copy_to_device(dst, src, bytes), uint64_t(0); }, false, {info[1]});
+  });
+}
+
+Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    size_t bytes = 0;
+    void* dst = view_data(info[0], bytes);
+    const uint64_t src = address_of(info[1], "source");
+    gpu::require_device_pointer(src, "source");
+    return run_device(info, [=] { return gpu::copy_to_host(dst, src, bytes), uint64_t(0); }, false, {info[0]});
+  });
+}
+
+// copyOnDevice(dst: bigint, src: bigint, bytes)
+Napi::Value CopyOnDevice(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const uint64_t dst = address_of(info[0], "destination"), src = address_of(info[1], "source");
+    const size_t bytes = byte_count(info[2], "bytes");
+    gpu::require_device_pointer(dst, "destination");
+    gpu::require_device_pointer(src, "source");
+    return run_device(info, [=] { return gpu::copy_on_device(dst, src, bytes), uint64_t(0); }, false);
+  });
+}
+
+Napi::Value MemoryInfo(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const gpu::MemoryInfo m = gpu::memory_info();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("free", double(m.free));
+    o.Set("total", double(m.total));
+    return o;
+  });
+}
+
+}  // namespace
+
+void register_gpu(Napi::Env env, Napi::Object exports) {
+  Napi::Object g = Napi::Object::New(env);
+  g.Set("encodeDevice", Napi::Function::New(env, EncodeDevice));
+  g.Set("decodeToDevice", Napi::Function::New(env, DecodeToDevice));
+  g.Set("alloc", Napi::Function::New(env, Alloc));
+  g.Set("free", Napi::Function::New(env, Free));
+  g.Set("copyToDevice", Napi::Function::New(env, CopyToDevice));
+  g.Set("copyToHost", Napi::Function::New(env, CopyToHost));
+  g.Set("copyOnDevice", Napi::Function::New(env, CopyOnDevice));
+  g.Set("memoryInfo", Napi::Function::New(env, MemoryInfo));
+  exports.Set("gpu", g);
+}
+
+}  // namespace kvtc
+
+#else
+
+namespace kvtc {
+void register_gpu(Napi::Env, Napi::Object) {}  // no exports.gpu without CUDA
+}  // namespace kvtc
+
+#endif

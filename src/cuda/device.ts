@@ -1,0 +1,155 @@
+/**
+ * Caches in GPU memory: what an engine running in the same process hands kvtc without a host
+ * round trip. Device addresses are bigints (a CUdeviceptr / the value of a `void*` from
+ * cudaMalloc). kvtc checks that every address is device memory of the current device, but it
+ * cannot check extents: each layer buffer must hold the tokens the call says it holds.
+ * All of this needs the CUDA backend (E_BACKEND otherwise) and runs off the main thread.
+ */
+import { cudaUnavailableReason } from '../backend.js';
+import { callNative, callNativeSync, native, type NativeGpu } from '../binding.js';
+import type { CodecProfile } from '../codec/profile.js';
+import { checkProfileFits } from '../codec/codec.js';
+import { DTYPE_CODE } from '../codec/marshal.js';
+import { KvtcError } from '../errors.js';
+import { type KvLayout, dtypeBytes, rowValues, validateLayout } from '../layout.js';
+
+/** A cache whose layers live in device memory. */
+export interface DeviceKvCache {
+  layout: KvLayout;
+  tokens: number;
+  /** Per layer: device address of [tokens][kvHeads][headDim] elements of layout.dtype. */
+  keys: bigint[];
+  values: bigint[];
+  /** Absolute positions (host memory); default 0..tokens-1. */
+  positions?: Int32Array;
+  /** The cudaStream_t the cache was written on: kvtc's reads are ordered after it. */
+  stream?: bigint;
+}
+
+/** Device buffers to decode into: room for capacityTokens tokens per layer, in layout.dtype. */
+export interface DeviceKvTarget {
+  layout: KvLayout;
+  capacityTokens: number;
+  keys: bigint[];
+  values: bigint[];
+  /** kvtc's writes are ordered on this stream (and complete when the promise settles). */
+  stream?: bigint;
+}
+
+export function gpuApi(): NativeGpu {
+  const problem = cudaUnavailableReason();
+  if (problem !== null || !native.gpu) throw new KvtcError('E_BACKEND', `the CUDA backend is not usable: ${problem}`);
+  return native.gpu;
+}
+
+function checkAddresses(value: unknown, layers: number, field: string): bigint[] {
+  if (!Array.isArray(value) || value.length !== layers) {
+    throw new KvtcError('E_LAYOUT', `${field} must be an array of ${layers} device addresses (bigint)`);
+  }
+  value.forEach((a, i) => {
+    if (typeof a !== 'bigint' || a <= 0n || a >= 1n << 64n) {
+      throw new KvtcError('E_LAYOUT', `${field}[${i}] must be a non-zero bigint device address, got ${String(a)}`);
+    }
+  });
+  return value as bigint[];
+}
+
+function checkStream(value: unknown, field: string): void {
+  if (value !== undefined && (typeof value !== 'bigint' || value < 0n || value >= 1n << 64n)) {
+    throw new KvtcError('E_LAYOUT', `${field} must be a cudaStream_t as a bigint, got ${String(value)}`);
+  }
+}
+
+export function isDeviceKvCache(value: unknown): value is DeviceKvCache {
+  const keys = (value as { keys?: unknown[] } | null)?.keys;
+  return Array.isArray(keys) && typeof keys[0] === 'bigint';
+}
+
+export function validateDeviceCache(cache: unknown, field = 'cache'): DeviceKvCache {
+  if (typeof cache !== 'object' || cache === null) throw new KvtcError('E_LAYOUT', `${field} must be an object`);
+  const c = cache as Partial<DeviceKvCache>;
+  const layout = validateLayout(c.layout, `${field}.layout`);
+  if (typeof c.tokens !== 'number' || !Number.isInteger(c.tokens) || c.tokens < 0 || c.tokens > 0x7fffffff) {
+    throw new KvtcError('E_LAYOUT', `${field}.tokens must be a non-negative integer, got ${String(c.tokens)}`);
+  }
+  checkAddresses(c.keys, layout.layers, `${field}.keys`);
+  checkAddresses(c.values, layout.layers, `${field}.values`);
+  if (c.positions !== undefined && (!(c.positions instanceof Int32Array) || c.positions.length !== c.tokens)) {
+    throw new KvtcError('E_LAYOUT', `${field}.positions must be an Int32Array of ${c.tokens} values (one per token)`);
+  }
+  checkStream(c.stream, `${field}.stream`);
+  return c as DeviceKvCache;
+}
+
+export function validateDeviceTarget(target: unknown, field = 'target'): DeviceKvTarget {
+  if (typeof target !== 'object' || target === null) throw new KvtcError('E_LAYOUT', `${field} must be an object`);
+  const t = target as Partial<DeviceKvTarget>;
+  const layout = validateLayout(t.layout, `${field}.layout`);
+  if (typeof t.capacityTokens !== 'number' || !Number.isInteger(t.capacityTokens) || t.capacityTokens < 0) {
+    throw new KvtcError('E_LAYOUT', `${field}.capacityTokens must be a non-negative integer, got ${String(t.capacityTokens)}`);
+  }
+  checkAddresses(t.keys, layout.layers, `${field}.keys`);
+  checkAddresses(t.values, layout.layers, `${field}.values`);
+  checkStream(t.stream, `${field}.stream`);
+  return t as DeviceKvTarget;
+}
+
+/** Encodes a cache that lives in device memory, on the GPU. Same blob format as encode(). */
+export async function encodeDevice(cache: DeviceKvCache, profile: CodecProfile, options: { entropy?: boolean } = {}): Promise<Uint8Array> {
+  const c = validateDeviceCache(cache);
+  checkProfileFits(c.layout, profile);
+  const gpu = gpuApi();
+  const handle = await profile.nativeHandle();
+  const ab = await callNative(() =>
+    gpu.encodeDevice(handle, { tokens: c.tokens, dtype: DTYPE_CODE[c.layout.dtype], keys: c.keys, values: c.values, ...(c.positions ? { positions: c.positions } : {}), ...(c.stream !== undefined ? { stream: c.stream } : {}) }, options.entropy ?? true, false),
+  );
+  return new Uint8Array(ab);
+}
+
+/**
+ * Decodes a blob (or a host-arena handle, for the store) straight into device buffers. The
+ * target's dtype must be the blob's and its capacity at least the blob's tokens. Returns the
+ * token count and positions; the device buffers hold the cache when the promise resolves.
+ */
+export async function decodeToDevice(
+  blob: Uint8Array | number,
+  profile: CodecProfile,
+  target: DeviceKvTarget,
+): Promise<{ tokens: number; positions: Int32Array }> {
+  if (!(blob instanceof Uint8Array) && typeof blob !== 'number') throw new KvtcError('E_CORRUPT', 'blob must be a Uint8Array');
+  const t = validateDeviceTarget(target);
+  checkProfileFits(t.layout, profile);
+  const gpu = gpuApi();
+  const handle = await profile.nativeHandle();
+  const prep = await callNative(() => native.decodePrepare(handle, blob));
+  if (prep.dtype !== t.layout.dtype) {
+    throw new KvtcError('E_LAYOUT', `blob holds ${prep.dtype} values; the target is ${t.layout.dtype}`);
+  }
+  if (prep.tokens > t.capacityTokens) {
+    throw new KvtcError('E_CAPACITY', `blob holds ${prep.tokens} tokens; the target has room for ${t.capacityTokens}`);
+  }
+  const positions = new Int32Array(prep.tokens);
+  await callNative(() =>
+    gpu.decodeToDevice(handle, blob, { keys: t.keys, values: t.values, ...(t.stream !== undefined ? { stream: t.stream } : {}) }, positions),
+  );
+  return { tokens: prep.tokens, positions };
+}
+
+/** Bytes of one layer of one stream of a cache of `tokens` tokens. */
+export function deviceLayerBytes(layout: KvLayout, tokens: number): number {
+  return tokens * rowValues(layout) * dtypeBytes(layout.dtype);
+}
+
+/**
+ * Device memory through kvtc's CUDA backend: for engines and tests that need buffers to hand to
+ * encodeDevice / decodeToDevice, and for the store's device tier. Allocation failure is
+ * E_CAPACITY; every call but info() runs off the main thread.
+ */
+export const deviceMemory = {
+  alloc: (bytes: number): Promise<bigint> => callNative(() => gpuApi().alloc(bytes)),
+  free: (address: bigint): Promise<void> => callNative(() => gpuApi().free(address)),
+  upload: (dst: bigint, src: ArrayBufferView): Promise<void> => callNative(() => gpuApi().copyToDevice(dst, src)),
+  download: (dst: ArrayBufferView, src: bigint): Promise<void> => callNative(() => gpuApi().copyToHost(dst, src)),
+  copy: (dst: bigint, src: bigint, bytes: number): Promise<void> => callNative(() => gpuApi().copyOnDevice(dst, src, bytes)),
+  info: (): { free: number; total: number } => callNativeSync(() => gpuApi().memoryInfo()),
+};
