@@ -11,7 +11,7 @@ import type { CodecProfile } from '../codec/profile.js';
 import { checkProfileFits } from '../codec/codec.js';
 import { DTYPE_CODE } from '../codec/marshal.js';
 import { KvtcError } from '../errors.js';
-import { type KvLayout, dtypeBytes, rowValues, validateLayout } from '../layout.js';
+import { type KvCache, type KvLayout, dtypeBytes, rowValues, validateLayout } from '../layout.js';
 
 /** A cache whose layers live in device memory. */
 export interface DeviceKvCache {
@@ -138,6 +138,37 @@ export async function decodeToDevice(
 /** Bytes of one layer of one stream of a cache of `tokens` tokens. */
 export function deviceLayerBytes(layout: KvLayout, tokens: number): number {
   return tokens * rowValues(layout) * dtypeBytes(layout.dtype);
+}
+
+/** A host copy of a device cache (plain ArrayBuffers the caller owns). */
+export async function downloadDeviceCache(cache: DeviceKvCache): Promise<KvCache> {
+  const lb = deviceLayerBytes(cache.layout, cache.tokens);
+  const L = cache.layout.layers;
+  const buf = new ArrayBuffer(2 * L * lb);
+  const n = cache.tokens * rowValues(cache.layout);
+  const views = [...cache.keys, ...cache.values].map((_, i) => (cache.layout.dtype === 'f32' ? new Float32Array(buf, i * lb, n) : new Uint16Array(buf, i * lb, n)));
+  for (let i = 0; i < 2 * L; i++) await deviceMemory.download(views[i]!, i < L ? cache.keys[i]! : cache.values[i - L]!);
+  return {
+    layout: { ...cache.layout },
+    tokens: cache.tokens,
+    positions: cache.positions ? Int32Array.from(cache.positions) : Int32Array.from({ length: cache.tokens }, (_, i) => i),
+    keys: views.slice(0, L),
+    values: views.slice(L),
+  };
+}
+
+/** Uploads a host cache into a caller's device buffers (checked like decodeToDevice). */
+export async function uploadToTarget(cache: KvCache, target: DeviceKvTarget): Promise<void> {
+  if (cache.layout.dtype !== target.layout.dtype) {
+    throw new KvtcError('E_LAYOUT', `session holds ${cache.layout.dtype} values; the target is ${target.layout.dtype}`);
+  }
+  if (cache.tokens > target.capacityTokens) {
+    throw new KvtcError('E_CAPACITY', `session holds ${cache.tokens} tokens; the target has room for ${target.capacityTokens}`);
+  }
+  for (let l = 0; l < cache.layout.layers; l++) {
+    await deviceMemory.upload(target.keys[l]!, cache.keys[l]!);
+    await deviceMemory.upload(target.values[l]!, cache.values[l]!);
+  }
 }
 
 /**

@@ -43,6 +43,8 @@ export interface StoreStats {
   /** Bytes of native host-arena memory in use, and whether it is page-locked. */
   arena: { bytes: number; blocks: number; pinned: boolean };
   workers: number;
+  /** Where the hot tier and the codec run. */
+  backend: 'cuda' | 'cpu';
 }
 
 export class StoreCounters {

@@ -8,20 +8,35 @@
  * Concurrency model: operations on one session id run in call order on that id's chain;
  * different ids proceed in parallel. Capacity is restored after each operation by a single
  * rebalancing loop that runs outside the id chains (so chains never wait on each other).
- * All encoding and decoding runs on the worker pool; the main thread only moves handles.
+ * All encoding and decoding runs off the main thread: on the worker pool (CPU backend), or on
+ * the GPU through the addon's thread pool (CUDA backend, where the hot tier is device memory).
  */
 import { mkdirSync, realpathSync } from 'node:fs';
 import { EventEmitter } from 'eventemitter3';
-import { buildInfo, callNative, native } from '../binding.js';
-import { nativeCache } from '../codec/marshal.js';
+import { type Backend, resolveBackend } from '../backend.js';
+import { callNative, native } from '../binding.js';
+import { DTYPE_CODE, nativeCache } from '../codec/marshal.js';
 import { CodecProfile } from '../codec/profile.js';
-import { checkProfileFits } from '../codec/codec.js';
+import { checkProfileFits, decodeSource } from '../codec/codec.js';
+import {
+  type DeviceKvCache,
+  type DeviceKvTarget,
+  decodeToDevice,
+  downloadDeviceCache,
+  gpuApi,
+  isDeviceKvCache,
+  uploadToTarget,
+  validateDeviceCache,
+  validateDeviceTarget,
+} from '../cuda/device.js';
 import { KvtcError, toKvtcError as toError } from '../errors.js';
 import { type KvCache, rowValues, validateCache } from '../layout.js';
 import { type ResolvedStoreOptions, type StoreOptions, resolveStoreOptions } from '../options.js';
 import { CodecPool } from '../workers/pool.js';
 import type { BlobFormat, WireCache } from '../workers/tasks.js';
+import type { ArenaBlob } from '../binding.js';
 import { DiskTier, type DiskRecordMeta } from './disk-tier.js';
+import { GpuBlock } from './gpu-block.js';
 import { type SessionMeta, type Tier, copyCache, rawBytesOf, validateId } from './session.js';
 import { StoreCounters, type StoreStats } from './stats.js';
 import { TierIndex } from './tier-index.js';
@@ -72,19 +87,44 @@ export interface GetOptions {
   promote?: boolean;
 }
 
+/** What getInto() restored into the caller's device buffers. */
+export interface DeviceSessionEntry {
+  tokens: number;
+  positions: Int32Array;
+  attachment?: Uint8Array;
+  tier: Tier;
+}
+
 interface Restored {
-  cache: KvCache;
+  /** Host result (get); absent when the session went into a caller's device buffers. */
+  cache?: KvCache;
+  /** The cache is referenced by nothing in the store: its first caller may take it as it is. */
+  fresh: boolean;
   meta: SessionMeta;
   tier: Tier;
   ms: number;
+  positions?: Int32Array;
 }
 
-interface DeviceEntry {
+/** A hot session: host arrays (CPU backend) or a device allocation (CUDA backend). */
+type HotCache = { cache: KvCache; gpu?: undefined } | { gpu: GpuBlock; cache?: undefined };
+
+/** A decoded host or disk record (see #decodeRecord). */
+interface Decoded {
+  cache?: KvCache;
+  positions: Int32Array;
+  /** The hot copy to promote; undefined when not promoting (or no device memory was left). */
+  hot?: HotCache | undefined;
+}
+
+/** What can be encoded into the host tier: a hot copy, or a caller's device cache. */
+type EncodeSource = HotCache | { device: DeviceKvCache; cache?: undefined; gpu?: undefined };
+
+type DeviceEntry = HotCache & {
   meta: SessionMeta;
-  cache: KvCache; // arrays are views of one SharedArrayBuffer
   bytes: number;
   onDisk: boolean; // an identical copy is persisted
-}
+};
 
 interface HostEntry {
   meta: SessionMeta;
@@ -99,6 +139,8 @@ const OPEN_PATHS = new Set<string>();
 export class KvStore {
   readonly options: ResolvedStoreOptions;
   readonly profile: CodecProfile;
+  /** Where the hot tier and the codec run: 'cuda' (device memory, GPU codec) or 'cpu'. */
+  readonly backend: Backend;
   readonly #format: BlobFormat;
   readonly #disk: DiskTier;
   readonly #pool: CodecPool;
@@ -118,9 +160,10 @@ export class KvStore {
   /** Thread ids the pool reported for decodes (tests check the main thread never decodes). */
   readonly decodeThreads = new Set<number>();
 
-  private constructor(options: ResolvedStoreOptions, profile: CodecProfile, disk: DiskTier, pool: CodecPool) {
+  private constructor(options: ResolvedStoreOptions, profile: CodecProfile, disk: DiskTier, pool: CodecPool, backend: Backend) {
     this.options = options;
     this.profile = profile;
+    this.backend = backend;
     this.#format = options.compression === 'none' ? 'raw' : 'kvtc';
     this.#disk = disk;
     this.#pool = pool;
@@ -140,15 +183,7 @@ export class KvStore {
           : (() => {
               throw new KvtcError('E_OPTIONS', `options.profile must be a CodecProfile or a path, got ${String(options.profile)}`);
             })();
-    if (resolved.backend === 'cuda') {
-      const info = buildInfo();
-      throw new KvtcError(
-        'E_BACKEND',
-        info.cudaDevices > 0
-          ? 'the cuda backend of the store is not available in this build yet; use backend: "auto" or "cpu"'
-          : `backend 'cuda' requested but no CUDA device is usable: ${info.cudaReason ?? 'unknown reason'}`,
-      );
-    }
+    const backend = resolveBackend(resolved.backend);
     try {
       mkdirSync(resolved.path, { recursive: true });
     } catch (err) {
@@ -166,7 +201,7 @@ export class KvStore {
       throw err;
     }
     OPEN_PATHS.add(key);
-    const store = new KvStore(resolved, profile, disk, pool);
+    const store = new KvStore(resolved, profile, disk, pool, backend);
     store.#pathKey = key;
     return store;
   }
@@ -199,11 +234,21 @@ export class KvStore {
 
   // ------------------------------------------------------------------------------ public API
 
-  /** Stores a cache in the hot tier (replacing any previous version of the session). */
-  async put(id: string, cache: KvCache, options: PutOptions = {}): Promise<void> {
+  /**
+   * Stores a cache in the hot tier (replacing any previous version of the session). On the CUDA
+   * backend the cache may be a DeviceKvCache (device addresses of an engine in this process): it
+   * is copied device to device. The store always keeps its own copy.
+   */
+  async put(id: string, cache: KvCache | DeviceKvCache, options: PutOptions = {}): Promise<void> {
     this.#checkOpen();
     validateId(id);
-    validateCache(cache);
+    const onDevice = isDeviceKvCache(cache);
+    if (onDevice) {
+      validateDeviceCache(cache);
+      if (this.backend !== 'cuda') throw new KvtcError('E_BACKEND', `a DeviceKvCache needs the cuda backend; this store runs on the ${this.backend}`);
+    } else {
+      validateCache(cache);
+    }
     checkProfileFits(cache.layout, this.profile);
     const opts = resolvePutOptions(options, this.options.disk.ttlMs);
     const rawBytes = rawBytesOf(cache.layout, cache.tokens);
@@ -220,11 +265,13 @@ export class KvStore {
       lastAccess: now,
     };
     if (opts.attachment) meta.attachment = new Uint8Array(opts.attachment);
-    const owned = copyCache(cache, true); // the caller may reuse its arrays once put resolves
+    // The caller may reuse its arrays once put resolves. Device caches are copied on the chain.
+    const owned = onDevice ? undefined : copyCache(cache, true);
     this.#bump(id);
     await this.#serial(id, async () => {
-      // Scanned off the main thread, in call order with the session's other operations.
-      if (this.options.nonFinite === 'reject') {
+      // Scanned off the main thread, in call order with the session's other operations. Device
+      // caches are not scanned: their non-finite tokens are escaped (stored raw) when encoded.
+      if (owned && this.options.nonFinite === 'reject') {
         const bad = await callNative(() => native.scanNonFinite(nativeCache(owned), owned.layout.layers, rowValues(owned.layout)));
         if (bad) {
           throw new KvtcError('E_LAYOUT', `cache.${bad.stream}[${bad.layer}] holds NaN or Inf at token ${bad.token} (options.nonFinite is 'reject')`);
@@ -235,13 +282,14 @@ export class KvStore {
       }
       await this.#forget(id);
       const t0 = performance.now();
-      if (rawBytes > this.options.device.capacityBytes) {
-        // Larger than the whole hot tier: straight to the host tier.
-        const entry = await this.#encodeToHost(meta, owned);
-        this.#emit('put', { id, to: 'host', bytes: entry.bytes, rawBytes, ms: performance.now() - t0 });
-      } else {
-        this.#device.set(id, { meta, cache: owned, bytes: rawBytes, onDisk: false });
+      const hot = rawBytes > this.options.device.capacityBytes ? undefined : await this.#hotCopy(owned ?? (cache as DeviceKvCache));
+      if (hot) {
+        this.#device.set(id, { meta, ...hot, bytes: rawBytes, onDisk: false });
         this.#emit('put', { id, to: 'device', rawBytes, ms: performance.now() - t0 });
+      } else {
+        // Larger than the whole hot tier, or no device memory left: straight to the host tier.
+        const entry = await this.#encodeToHost(meta, owned ? { cache: owned } : { device: cache as DeviceKvCache });
+        this.#emit('put', { id, to: 'host', bytes: entry.bytes, rawBytes, ms: performance.now() - t0 });
       }
     });
     await this.#rebalance();
@@ -256,10 +304,7 @@ export class KvStore {
   async getEntry(id: string, options: GetOptions = {}): Promise<SessionEntry | undefined> {
     this.#checkOpen();
     validateId(id);
-    if (options.promote !== undefined && typeof options.promote !== 'boolean') {
-      throw new KvtcError('E_OPTIONS', `options.promote must be a boolean, got ${String(options.promote)}`);
-    }
-    const promote = options.promote ?? true;
+    const promote = checkPromote(options);
     const version = this.#versions.get(id) ?? 0;
     const inflight = this.#inflightGets.get(id);
     let shared: Promise<Restored | undefined>;
@@ -283,9 +328,32 @@ export class KvStore {
     }
     this.#emit('hit', { id, from: r.tier, ms: r.ms });
     // Every caller gets its own copy of a stored session: nobody can alter it through the result.
-    // A restore that was not promoted is stored nowhere: its first caller takes it as it is.
-    const own = !joined && r.tier !== 'device' && this.#device.peek(id)?.cache !== r.cache;
-    const entry: SessionEntry = { cache: own ? r.cache : copyCache(r.cache, false), tier: r.tier };
+    // A restore the store keeps no reference to goes to its first caller as it is.
+    const entry: SessionEntry = { cache: !joined && r.fresh ? r.cache! : copyCache(r.cache!, false), tier: r.tier };
+    if (r.meta.attachment) entry.attachment = new Uint8Array(r.meta.attachment);
+    return entry;
+  }
+
+  /**
+   * Restores a session straight into a caller's device buffers (CUDA backend): a device hit is a
+   * device-to-device copy, a host or disk hit is decoded on the GPU into the target, with no
+   * host round trip of the cache. Resolves when the target holds the cache; undefined on a miss.
+   */
+  async getInto(id: string, target: DeviceKvTarget, options: GetOptions = {}): Promise<DeviceSessionEntry | undefined> {
+    this.#checkOpen();
+    validateId(id);
+    validateDeviceTarget(target);
+    if (this.backend !== 'cuda') throw new KvtcError('E_BACKEND', `getInto needs the cuda backend; this store runs on the ${this.backend}`);
+    checkProfileFits(target.layout, this.profile);
+    const promote = checkPromote(options);
+    const r = await this.#serial(id, () => this.#restore(id, promote, target));
+    await this.#rebalance();
+    if (!r) {
+      this.#emit('miss', { id });
+      return undefined;
+    }
+    this.#emit('hit', { id, from: r.tier, ms: r.ms });
+    const entry: DeviceSessionEntry = { tokens: r.meta.tokens, positions: r.positions!, tier: r.tier };
     if (r.meta.attachment) entry.attachment = new Uint8Array(r.meta.attachment);
     return entry;
   }
@@ -360,6 +428,7 @@ export class KvStore {
       meanRatio: stored > 0 ? raw / stored : undefined,
       arena: { bytes: a.bytes, blocks: a.blocks, pinned: a.pinned },
       workers: this.#pool.threads,
+      backend: this.backend,
     };
   }
 
@@ -395,7 +464,7 @@ export class KvStore {
       native.arenaFree(e.handle);
       this.#host.delete(id);
     }
-    for (const [id] of [...this.#device.lru()]) this.#device.delete(id);
+    for (const [id] of [...this.#device.lru()]) await this.#dropHot(id);
     await this.#pool.destroy();
     await this.#disk.close();
     OPEN_PATHS.delete(this.#pathKey);
@@ -449,9 +518,30 @@ export class KvStore {
     return sum;
   }
 
+  /** Takes a session out of the hot tier, releasing its device memory. */
+  async #dropHot(id: string): Promise<void> {
+    const e = this.#device.delete(id);
+    if (e?.gpu) await e.gpu.free();
+  }
+
+  /**
+   * The hot tier's own copy of a cache: the (already private) host cache itself on the CPU
+   * backend, a device allocation on the CUDA backend. undefined when device memory is exhausted:
+   * the session then stays in (or goes to) a lower tier.
+   */
+  async #hotCopy(src: KvCache | DeviceKvCache): Promise<HotCache | undefined> {
+    if (this.backend === 'cpu') return { cache: src as KvCache };
+    try {
+      return { gpu: isDeviceKvCache(src) ? await GpuBlock.fromDevice(src) : await GpuBlock.fromHost(src) };
+    } catch (err) {
+      if (toError(err).code === 'E_CAPACITY') return undefined;
+      throw err;
+    }
+  }
+
   /** Removes a session from every tier (no event). */
   async #forget(id: string): Promise<void> {
-    this.#device.delete(id);
+    await this.#dropHot(id);
     const h = this.#host.delete(id);
     if (h) native.arenaFree(h.handle);
     if (this.#disk.has(id)) await this.#disk.delete(id);
@@ -482,9 +572,39 @@ export class KvStore {
     await this.#disk.put(record, blob);
   }
 
-  /** Encodes a cache on the pool into a host entry (and disk, under write-through). */
-  async #encodeToHost(meta: SessionMeta, cache: KvCache, onDisk = false): Promise<HostEntry> {
-    const r = await this.#pool.encode(this.#wire(cache), this.#format);
+  /**
+   * Encodes a session into the host arena: on the worker pool (CPU backend, and the raw format),
+   * or on the GPU straight from device memory or from host arrays (CUDA backend).
+   */
+  async #encodeBlob(src: EncodeSource): Promise<ArenaBlob> {
+    const onPool = async () => {
+      const host = src.cache ?? copyCache(src.gpu ? await src.gpu.toHost() : await downloadDeviceCache(src.device!), true);
+      return this.#pool.encode(this.#wire(host), this.#format);
+    };
+    if (this.backend === 'cpu' || this.#format === 'raw') return onPool();
+    return this.#gpuOr(async () => {
+      if (src.gpu) return src.gpu.encode(this.profile);
+      const handle = await this.profile.nativeHandle();
+      if (src.cache) return callNative(() => native.encode(handle, nativeCache(src.cache), true, true, true));
+      const d = src.device!;
+      const wire = { tokens: d.tokens, dtype: DTYPE_CODE[d.layout.dtype], keys: d.keys, values: d.values, ...(d.positions ? { positions: d.positions } : {}), ...(d.stream !== undefined ? { stream: d.stream } : {}) };
+      return callNative(() => gpuApi().encodeDevice(handle, wire, true, true));
+    }, onPool);
+  }
+
+  /** Runs a GPU codec step, or the CPU path when device memory is exhausted (nothing is lost). */
+  async #gpuOr<T>(gpu: () => Promise<T>, cpu: () => Promise<T>): Promise<T> {
+    try {
+      return await gpu();
+    } catch (err) {
+      if (toError(err).code !== 'E_CAPACITY') throw err;
+      return cpu();
+    }
+  }
+
+  /** Encodes a session into a host entry (and disk, under write-through). */
+  async #encodeToHost(meta: SessionMeta, src: EncodeSource, onDisk = false): Promise<HostEntry> {
+    const r = await this.#encodeBlob(src);
     const entry: HostEntry = { meta, handle: r.handle, bytes: r.bytes, onDisk };
     try {
       if (this.options.writePolicy === 'write-through' && !onDisk) {
@@ -505,14 +625,14 @@ export class KvStore {
     if (!e) return;
     const t0 = performance.now();
     if (to === 'host') {
-      const entry = await this.#encodeToHost(e.meta, e.cache, e.onDisk);
-      this.#device.delete(id);
+      const entry = await this.#encodeToHost(e.meta, e, e.onDisk);
+      await this.#dropHot(id);
       this.#emit('demote', { id, from: 'device', to: 'host', bytes: entry.bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
       return;
     }
     let bytes = this.#disk.meta(id)?.storedBytes ?? 0;
     if (!e.onDisk) {
-      const r = await this.#pool.encode(this.#wire(e.cache), this.#format);
+      const r = await this.#encodeBlob(e);
       try {
         await this.#persist(e.meta, r.handle);
       } finally {
@@ -520,7 +640,7 @@ export class KvStore {
       }
       bytes = r.bytes;
     }
-    this.#device.delete(id);
+    await this.#dropHot(id);
     this.#emit('demote', { id, from: 'device', to: 'disk', bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
   }
 
@@ -535,31 +655,40 @@ export class KvStore {
     this.#emit('spill', { id, from: 'host', to: 'disk', bytes: e.bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
   }
 
-  async #restore(id: string, promote: boolean): Promise<Restored | undefined> {
+  /** Finds a session and restores it: as a host cache, or into a caller's device buffers. */
+  async #restore(id: string, promote: boolean, into?: DeviceKvTarget): Promise<Restored | undefined> {
     const t0 = performance.now();
     const now = Date.now();
     const d = this.#device.touch(id);
     if (d) {
       d.meta.lastAccess = now;
+      let r: Omit<Restored, 'ms'>;
+      if (d.gpu && into) {
+        await d.gpu.copyTo(into);
+        r = { fresh: true, meta: d.meta, tier: 'device', positions: Int32Array.from(d.gpu.positions) };
+      } else if (d.gpu) {
+        const cache = await d.gpu.toHost();
+        r = { cache, fresh: true, meta: d.meta, tier: 'device', positions: cache.positions! };
+      } else {
+        r = { cache: d.cache, fresh: false, meta: d.meta, tier: 'device', positions: d.cache!.positions! };
+      }
       const ms = performance.now() - t0;
       this.#counters.hit('device', ms);
-      return { cache: d.cache, meta: d.meta, tier: 'device', ms };
+      return { ...r, ms };
     }
     const h = this.#host.touch(id);
     if (h) {
-      let cache: KvCache;
+      let got: Decoded;
       try {
-        const r = await this.#pool.decodeHandle(h.handle, this.#format);
-        this.decodeThreads.add(r.threadId);
-        cache = r.cache as KvCache;
+        got = await this.#decodeRecord(h.handle, this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
       } catch (err) {
         return this.#badRecord(id, 'host', err);
       }
       h.meta.lastAccess = now;
-      if (promote && this.#fitsHot(id, h.meta)) this.#promote(id, h.meta, cache, h.onDisk, 'host', h.bytes, t0);
+      if (got.hot) this.#promote(id, h.meta, got.hot, h.onDisk, 'host', h.bytes, t0);
       const ms = performance.now() - t0;
       this.#counters.hit('host', ms);
-      return { cache, meta: h.meta, tier: 'host', ms };
+      return { ...got, fresh: got.hot?.cache !== got.cache, meta: h.meta, tier: 'host', ms };
     }
     const r = this.#disk.get(id, this.profile.fingerprint, now);
     if (!r.ok) {
@@ -575,21 +704,6 @@ export class KvStore {
       }
       return this.#badRecord(id, 'disk', new KvtcError(r.reason === 'profile-mismatch' ? 'E_PROFILE_MISMATCH' : 'E_CORRUPT', r.detail));
     }
-    let cache: KvCache;
-    try {
-      let first: Uint8Array | undefined = r.blob;
-      const load = () => {
-        const b = first ?? this.#reload(id);
-        first = undefined;
-        return b;
-      };
-      const dec = await this.#pool.decodeBlob(load, r.meta.format);
-      this.decodeThreads.add(dec.threadId);
-      cache = dec.cache as KvCache;
-    } catch (err) {
-      return this.#badRecord(id, 'disk', err);
-    }
-    this.#disk.touch(id, now);
     const meta: SessionMeta = {
       id,
       layout: r.meta.layout,
@@ -602,10 +716,66 @@ export class KvStore {
       lastAccess: now,
     };
     if (r.meta.attachment) meta.attachment = r.meta.attachment;
-    if (promote && this.#fitsHot(id, meta)) this.#promote(id, meta, cache, true, 'disk', r.meta.storedBytes, t0);
+    let got: Decoded;
+    try {
+      let first: Uint8Array | undefined = r.blob;
+      const load = () => {
+        const b = first ?? this.#reload(id);
+        first = undefined;
+        return b;
+      };
+      got = await this.#decodeRecord(load, r.meta.format, meta, into, promote && this.#fitsHot(id, meta));
+    } catch (err) {
+      return this.#badRecord(id, 'disk', err);
+    }
+    this.#disk.touch(id, now);
+    if (got.hot) this.#promote(id, meta, got.hot, true, 'disk', r.meta.storedBytes, t0);
     const ms = performance.now() - t0;
     this.#counters.hit('disk', ms);
-    return { cache, meta, tier: 'disk', ms };
+    return { ...got, fresh: got.hot?.cache !== got.cache, meta, tier: 'disk', ms };
+  }
+
+  /**
+   * Decodes a host-arena handle or a disk blob (load() reads it; a pool retry reads it again)
+   * into a host cache, or into the caller's device buffers (into), plus the hot copy when
+   * promoting. kvtc blobs decode on the GPU on the CUDA backend, on the worker pool otherwise.
+   */
+  async #decodeRecord(
+    src: number | (() => Uint8Array),
+    format: BlobFormat,
+    meta: SessionMeta,
+    into: DeviceKvTarget | undefined,
+    promote: boolean,
+  ): Promise<Decoded> {
+    const viaPool = async (): Promise<Decoded> => {
+      const dec = typeof src === 'number' ? await this.#pool.decodeHandle(src, format) : await this.#pool.decodeBlob(src, format);
+      this.decodeThreads.add(dec.threadId);
+      const cache = dec.cache as KvCache;
+      if (into) await uploadToTarget(cache, into);
+      return { cache, positions: cache.positions!, ...(promote ? { hot: await this.#hotCopy(cache) } : {}) };
+    };
+    if (this.backend === 'cpu' || format === 'raw') return viaPool();
+    const source = typeof src === 'number' ? src : src();
+    return this.#gpuOr<Decoded>(async () => {
+      if (into) {
+        const r = await decodeToDevice(source, this.profile, into);
+        const L = meta.layout.layers;
+        const view: DeviceKvCache = { layout: meta.layout, tokens: r.tokens, keys: into.keys.slice(0, L), values: into.values.slice(0, L), positions: r.positions };
+        return { positions: r.positions, ...(promote ? { hot: await this.#hotCopy(view) } : {}) };
+      }
+      if (promote) {
+        const gpu = await this.#gpuOr(
+          () => GpuBlock.decode(source, this.profile, meta.layout, meta.tokens),
+          async () => undefined, // no device memory to promote into: decode for the caller only
+        );
+        if (gpu) {
+          const cache = await gpu.toHost();
+          return { cache, positions: cache.positions!, hot: { gpu } };
+        }
+      }
+      const cache = await decodeSource(source, this.profile, { gpu: true });
+      return { cache, positions: cache.positions! };
+    }, viaPool);
   }
 
   /**
@@ -625,10 +795,10 @@ export class KvStore {
     return r.blob;
   }
 
-  #promote(id: string, meta: SessionMeta, cache: KvCache, onDisk: boolean, from: Tier, bytes: number, t0: number): void {
+  #promote(id: string, meta: SessionMeta, hot: HotCache, onDisk: boolean, from: Tier, bytes: number, t0: number): void {
     const h = this.#host.delete(id);
     if (h) native.arenaFree(h.handle);
-    this.#device.set(id, { meta, cache, bytes: meta.rawBytes, onDisk });
+    this.#device.set(id, { meta, ...hot, bytes: meta.rawBytes, onDisk });
     this.#emit('promote', { id, from, to: 'device', bytes, rawBytes: meta.rawBytes, ms: performance.now() - t0 });
   }
 
@@ -773,4 +943,12 @@ function resolvePutOptions(
     throw new KvtcError('E_OPTIONS', `options.attachment must be a Uint8Array of at most 16 MiB`);
   }
   return { pin: o.pin ?? false, ttlMs: o.ttlMs ?? defaultTtl, priority: o.priority ?? 0, attachment: o.attachment };
+}
+
+function checkPromote(o: GetOptions): boolean {
+  if (typeof o !== 'object' || o === null) throw new KvtcError('E_OPTIONS', `get options must be an object, got ${String(o)}`);
+  if (o.promote !== undefined && typeof o.promote !== 'boolean') {
+    throw new KvtcError('E_OPTIONS', `options.promote must be a boolean, got ${String(o.promote)}`);
+  }
+  return o.promote ?? true;
 }

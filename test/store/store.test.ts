@@ -148,12 +148,44 @@ describe('API and events', () => {
       message: 'options.tiers.host.capacityBytes must be a non-negative integer, got -1',
     });
     await expect(KvStore.open({ profile, path: t.path, writePolicy: 'sometimes' as 'write-back' })).rejects.toMatchObject({ code: 'E_OPTIONS' });
-    await expect(KvStore.open({ profile, path: t.path, backend: 'cuda' })).rejects.toMatchObject({ code: 'E_BACKEND' });
     await expect(KvStore.open({ profile: '/nonexistent/profile.kvtcp', path: t.path })).rejects.toMatchObject({ code: 'E_IO' });
     const first = await KvStore.open({ profile, path: t.path });
     await expect(KvStore.open({ profile, path: `${t.path}/.` })).rejects.toMatchObject({ code: 'E_OPTIONS', message: expect.stringContaining('already open') });
     await first.close();
     await (await KvStore.open({ profile, path: t.path })).close(); // free again after close
+  });
+});
+
+describe('backend selection without a usable CUDA device', () => {
+  const noDevice = native.buildInfo().cudaDevices === 0;
+
+  it.skipIf(!noDevice)("'cuda' is E_BACKEND; 'auto' runs on the CPU with one process warning", async () => {
+    const t = await tempDir();
+    cleanups.push(t.cleanup);
+    await expect(KvStore.open({ profile, path: t.path, backend: 'cuda' })).rejects.toMatchObject({
+      code: 'E_BACKEND',
+      message: expect.stringContaining("backend 'cuda' requested but"),
+    });
+    // A fresh process: the warning is once per process, and this one has warned already.
+    const script = `
+      import { KvStore, CodecProfile } from './dist/index.js';
+      const warnings = [];
+      process.on('warning', (w) => warnings.push(w.code));
+      const profile = CodecProfile.fromBytes(new Uint8Array(Buffer.from(process.argv[1], 'base64')));
+      const stores = [];
+      for (const p of [process.argv[2] + '/a', process.argv[2] + '/b']) stores.push(await KvStore.open({ profile, path: p }));
+      const backends = stores.map((s) => s.stats().backend);
+      const e = await stores[0].put('x', { layout: profile.layout, tokens: 1, keys: profile.layout.layers === 2 ? [1n, 2n] : [], values: [3n, 4n] }).catch((err) => err.code);
+      for (const s of stores) await s.close();
+      await new Promise((r) => setImmediate(r));
+      console.log(JSON.stringify({ warnings, backends, e }));
+    `;
+    const { execFileSync } = await import('node:child_process');
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script, Buffer.from(profile.toBytes()).toString('base64'), t.path], {
+      cwd: new URL('../../', import.meta.url),
+      encoding: 'utf8',
+    });
+    expect(JSON.parse(out)).toEqual({ warnings: ['KVTC_CPU_FALLBACK'], backends: ['cpu', 'cpu'], e: 'E_BACKEND' });
   });
 });
 
