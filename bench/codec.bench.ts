@@ -15,12 +15,12 @@ import { deflateRawSync } from 'node:zlib';
 import { compress as zstdCompress } from '@bokuweb/zstd-wasm';
 import { calibrate, decode, encode, inspect, buildInfo, type KvCache, type KvLayout } from '../src/index.js';
 import { native } from '../src/binding.js';
-import { fromFloat32, toFloat32 } from '../src/half.js';
+import { toFloat32 } from '../src/half.js';
 import { fp16, fp8, gaussianRdBound, int4PerHead, int8PerHead, kivi, type BaselineResult } from './baselines.js';
 import { codedPayload, deflateSections, initZstd, zstdSections } from './payload.js';
 import { disposeModel, loadPrompts, realCaches } from '../test/helpers/real-kv.js';
 import { relMse } from '../test/helpers/metrics.js';
-import { gaussian, mulberry32 } from '../test/helpers/synthetic.js';
+import { llamaShaped } from './llama-shaped.js';
 
 const quick = process.argv.includes('--quick');
 const out: Record<string, unknown> = {
@@ -178,36 +178,6 @@ function meanSquare(cache: KvCache, stream: 'keys' | 'values', keep: (t: number)
 
 
 // ---------------------------------------------------------------- (b) Llama-3.1-8B-shaped KV
-/** Low-rank + noise bf16 KV shaped like Llama-3.1-8B: structure, not realism, drives the timings. */
-function llamaShaped(tokens: number, seed: number): KvCache {
-  const layout: KvLayout = { layers: 32, kvHeads: 8, headDim: 128, dtype: 'bf16', rope: { theta: 500000, style: 'neox' } };
-  const rv = 1024;
-  const rank = 16;
-  const g = gaussian(mulberry32(seed));
-  const lg = gaussian(mulberry32(4242));
-  const keys: Uint16Array[] = [];
-  const values: Uint16Array[] = [];
-  const z = new Float32Array(tokens * rank);
-  for (let i = 0; i < z.length; i++) z[i] = g() / (1 + (i % rank));
-  const row = new Float32Array(tokens * rv);
-  for (let l = 0; l < layout.layers; l++) {
-    for (const list of [keys, values]) {
-      const load = Float32Array.from({ length: rank * rv }, () => lg());
-      for (let t = 0; t < tokens; t++) {
-        const o = t * rv;
-        for (let j = 0; j < rv; j++) row[o + j] = 0.05 * g();
-        for (let r = 0; r < rank; r++) {
-          const zr = z[t * rank + r]!;
-          const lr = r * rv;
-          for (let j = 0; j < rv; j++) row[o + j]! += zr * load[lr + j]!;
-        }
-      }
-      list.push(fromFloat32(row, 'bf16') as Uint16Array);
-    }
-  }
-  return { layout, tokens, keys, values };
-}
-
 async function throughput(): Promise<void> {
   const tokens = quick ? 1024 : 4096;
   console.log(`\n(b) generating Llama-3.1-8B-shaped bf16 KV: ${tokens} tokens (+ calibration samples)`);

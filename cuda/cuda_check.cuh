@@ -5,7 +5,10 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
+#include <exception>
+#include <mutex>
 #include <string>
 
 #include "../native/errors.h"
@@ -19,26 +22,66 @@
 
 namespace kvtc::gpu {
 
+// Errors after which the process's CUDA context is unusable: every later call fails.
+inline bool is_sticky(cudaError_t e) {
+  return e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure || e == cudaErrorMisalignedAddress ||
+         e == cudaErrorIllegalInstruction || e == cudaErrorInvalidPc || e == cudaErrorHardwareStackError ||
+         e == cudaErrorAssert || e == cudaErrorLaunchTimeout || e == cudaErrorECCUncorrectable;
+}
+
+// The sticky error that broke the context (cudaSuccess while it is healthy).
+inline std::atomic<int>& context_failure() {
+  static std::atomic<int> e{cudaSuccess};
+  return e;
+}
+
 // Throws for a failed CUDA call; clears the runtime's last-error state first.
 inline void check(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return;
   cudaGetLastError();
+  if (is_sticky(e)) context_failure() = e;
   fail(e == cudaErrorMemoryAllocation ? "E_CAPACITY" : "E_BACKEND",
        std::string("CUDA ") + what + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
 }
 
-// The stream one call runs on: the caller's, or a non-blocking one of our own that is
-// synchronized and destroyed when the call ends (also on an exception).
+// Fails fast once the context is broken, instead of queueing work that cannot run.
+inline void require_healthy_context() {
+  const int e = context_failure();
+  if (e != cudaSuccess)
+    fail("E_BACKEND", std::string("the CUDA context failed earlier (") + cudaGetErrorName(cudaError_t(e)) +
+                          "); the GPU is unusable in this process until it restarts");
+}
+
+// Lets the stream-ordered allocator keep freed workspace memory (up to 512 MiB) instead of
+// returning it to the driver at every synchronization. Once per process, best effort.
+inline void keep_pool_memory() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    int dev = 0;
+    cudaMemPool_t pool;
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess) {
+      uint64_t keep = uint64_t(512) << 20;
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    }
+    cudaGetLastError();
+  });
+}
+
+// The stream one call runs on: the caller's, or one of our own. Ours is a blocking stream, so
+// its work is ordered after what the legacy default stream queued before (an engine that wrote
+// its cache there). When the call ends, ours is synchronized and destroyed; a caller's stream is
+// synchronized only when the call fails, so no queued copy or kernel outlives the buffers it uses.
 class Stream {
  public:
-  explicit Stream(uintptr_t caller) : s_(reinterpret_cast<cudaStream_t>(caller)), owned_(caller == 0) {
-    if (owned_) check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "stream creation");
+  explicit Stream(uintptr_t caller)
+      : s_(reinterpret_cast<cudaStream_t>(caller)), owned_(caller == 0), unwinding_(std::uncaught_exceptions()) {
+    require_healthy_context();
+    keep_pool_memory();
+    if (owned_) check(cudaStreamCreateWithFlags(&s_, cudaStreamDefault), "stream creation");
   }
   ~Stream() {
-    if (owned_) {
-      cudaStreamSynchronize(s_);
-      cudaStreamDestroy(s_);
-    }
+    if (owned_ || std::uncaught_exceptions() > unwinding_) cudaStreamSynchronize(s_);
+    if (owned_) cudaStreamDestroy(s_);
   }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -48,6 +91,7 @@ class Stream {
  private:
   cudaStream_t s_ = nullptr;
   bool owned_;
+  int unwinding_;
 };
 
 // Device memory for one call, allocated and freed in stream order (no device-wide sync).

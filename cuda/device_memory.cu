@@ -7,6 +7,10 @@
 namespace kvtc::gpu {
 
 bool usable(std::string* reason) {
+  if (const int e = context_failure(); e != cudaSuccess) {
+    if (reason) *reason = std::string("the CUDA context failed earlier: ") + cudaGetErrorName(cudaError_t(e));
+    return false;
+  }
   int count = 0;
   char why[256] = {0};
   kvtc_cuda_device_count(&count, why, sizeof(why));
@@ -22,19 +26,29 @@ uint64_t device_alloc(size_t bytes) {
 
 void device_free(uint64_t ptr) { check(cudaFree(reinterpret_cast<void*>(uintptr_t(ptr))), "device free"); }
 
+namespace {
+// A copy on a private blocking stream, complete when this returns: a plain cudaMemcpy may return
+// before a pageable upload or a device-to-device copy lands, and work on other streams would
+// not be ordered after it.
+void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* what) {
+  if (bytes == 0) return;
+  Stream st(0);
+  check(cudaMemcpyAsync(dst, src, bytes, kind, st.get()), what);
+  st.sync();
+}
+}  // namespace
+
 void copy_to_device(uint64_t dst, const void* src, size_t bytes) {
-  check(cudaMemcpy(reinterpret_cast<void*>(uintptr_t(dst)), src, bytes, cudaMemcpyHostToDevice), "host-to-device copy");
+  copy(reinterpret_cast<void*>(uintptr_t(dst)), src, bytes, cudaMemcpyHostToDevice, "host-to-device copy");
 }
 
 void copy_to_host(void* dst, uint64_t src, size_t bytes) {
-  check(cudaMemcpy(dst, reinterpret_cast<const void*>(uintptr_t(src)), bytes, cudaMemcpyDeviceToHost),
-        "device-to-host copy");
+  copy(dst, reinterpret_cast<const void*>(uintptr_t(src)), bytes, cudaMemcpyDeviceToHost, "device-to-host copy");
 }
 
 void copy_on_device(uint64_t dst, uint64_t src, size_t bytes) {
-  check(cudaMemcpy(reinterpret_cast<void*>(uintptr_t(dst)), reinterpret_cast<const void*>(uintptr_t(src)), bytes,
-                   cudaMemcpyDeviceToDevice),
-        "device-to-device copy");
+  copy(reinterpret_cast<void*>(uintptr_t(dst)), reinterpret_cast<const void*>(uintptr_t(src)), bytes,
+       cudaMemcpyDeviceToDevice, "device-to-device copy");
 }
 
 MemoryInfo memory_info() {
@@ -43,13 +57,20 @@ MemoryInfo memory_info() {
   return m;
 }
 
-void require_device_pointer(uint64_t ptr, const std::string& what) {
+void require_device_pointer(uint64_t ptr, const std::string& what, size_t align) {
   if (ptr == 0) fail("E_LAYOUT", what + " is a null device address");
+  // A misaligned element access is a sticky error that would end every CUDA user in the process.
+  if (align > 1 && ptr % align) fail("E_LAYOUT", what + " is not aligned to its " + std::to_string(align) + "-byte elements");
   cudaPointerAttributes a;
   const cudaError_t e = cudaPointerGetAttributes(&a, reinterpret_cast<const void*>(uintptr_t(ptr)));
   if (e != cudaSuccess) cudaGetLastError();
   if (e != cudaSuccess || (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged))
-    fail("E_LAYOUT", what + " is not a device address (not allocated by CUDA on this device)");
+    fail("E_LAYOUT", what + " is not a device address (not allocated by CUDA)");
+  int dev = 0;
+  check(cudaGetDevice(&dev), "device query");
+  if (a.type == cudaMemoryTypeDevice && a.device != dev)
+    fail("E_LAYOUT", what + " is memory of device " + std::to_string(a.device) + "; kvtc runs on device " +
+                         std::to_string(dev));
 }
 
 }  // namespace kvtc::gpu

@@ -8,10 +8,12 @@ namespace {
 constexpr int kTile = 64, kDepth = 16, kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads)
-    gemm_f32_kernel(int m, int n, int k, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
-  // A is stored transposed in shared memory so that both operands are read along rows.
-  __shared__ float As[kDepth][kTile];
-  __shared__ float Bs[kDepth][kTile];
+    gemm_f32_kernel(int m, int n, int k, const float* A, int lda, const float* B, int ldb, bool trans_b, float* C,
+                    int ldc) {
+  // A is stored transposed in shared memory so that both operands are read along rows; the
+  // padding column keeps the transposing stores free of bank conflicts.
+  __shared__ float As[kDepth][kTile + 1];
+  __shared__ float Bs[kDepth][kTile + 1];
   const int tx = int(threadIdx.x) % 16, ty = int(threadIdx.x) / 16;
   const int row0 = int(blockIdx.y) * kTile, col0 = int(blockIdx.x) * kTile;
   float acc[4][4];
@@ -24,9 +26,11 @@ __global__ void __launch_bounds__(kThreads)
       As[c][r] = gr < m && gc < k ? A[size_t(gr) * lda + gc] : 0.0f;
     }
     for (int e = int(threadIdx.x); e < kTile * kDepth; e += kThreads) {
-      const int r = e / kTile, c = e % kTile;
+      // Consecutive threads read consecutive addresses in both layouts.
+      const int r = trans_b ? e % kDepth : e / kTile, c = trans_b ? e / kDepth : e % kTile;
       const int gr = k0 + r, gc = col0 + c;
-      Bs[r][c] = gr < k && gc < n ? B[size_t(gr) * ldb + gc] : 0.0f;
+      const bool in = gr < k && gc < n;
+      Bs[r][c] = !in ? 0.0f : trans_b ? B[size_t(gc) * ldb + gr] : B[size_t(gr) * ldb + gc];
     }
     __syncthreads();
     for (int kk = 0; kk < kDepth; kk++) {
@@ -47,13 +51,13 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-cudaError_t launch_gemm_f32(int m, int n, int k, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
-                            cudaStream_t s) {
+cudaError_t launch_gemm_f32(int m, int n, int k, const float* A, int lda, const float* B, int ldb, bool trans_b,
+                            float* C, int ldc, cudaStream_t s) {
   if (m <= 0 || n <= 0) return cudaSuccess;
   if ((m + kTile - 1) / kTile > 65535) return cudaErrorInvalidValue;  // grid.y limit: callers batch rows
   if (k <= 0) return cudaMemsetAsync(C, 0, size_t(m) * ldc * sizeof(float), s);  // only valid for ldc == n
   const dim3 grid((n + kTile - 1) / kTile, (m + kTile - 1) / kTile);
-  KVTC_LAUNCH(gemm_f32_kernel, grid, dim3(kThreads), s, m, n, k, A, lda, B, ldb, C, ldc);
+  KVTC_LAUNCH(gemm_f32_kernel, grid, dim3(kThreads), s, m, n, k, A, lda, B, ldb, trans_b, C, ldc);
   return cudaGetLastError();
 }
 

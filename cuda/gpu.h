@@ -25,7 +25,9 @@ struct DeviceCacheView {
 // Whether a CUDA device can run the codec; reason says why not.
 bool usable(std::string* reason);
 
-// Encodes on the GPU; the blob is byte-for-byte the container format of the CPU codec.
+// Encodes on the GPU into the CPU codec's container format. Values agree with the CPU's to float
+// rounding (sums run in another order and multiply-adds fuse), so a coefficient on a rounding
+// boundary may get the neighbouring code: same format, not always the same bytes.
 // stream: a cudaStream_t of the caller to order against (0: a private stream).
 std::vector<uint8_t> encode_device(const Profile& pr, const DeviceCacheView& cache, const EncodeOptions& opts,
                                    uint64_t stream);
@@ -51,7 +53,8 @@ struct MemoryInfo {
 };
 MemoryInfo memory_info();
 
-// Throws E_LAYOUT unless ptr is device (or managed) memory of the current device.
-void require_device_pointer(uint64_t ptr, const std::string& what);
+// Throws E_LAYOUT unless ptr is device (or managed) memory of the current device, aligned to
+// `align` bytes. Extents cannot be checked: callers guarantee the sizes they claim.
+void require_device_pointer(uint64_t ptr, const std::string& what, size_t align = 1);
 
 }  // namespace kvtc::gpu

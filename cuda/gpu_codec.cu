@@ -4,8 +4,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <array>
-#include <map>
 #include <memory>
 #include <mutex>
 
@@ -56,11 +54,11 @@ std::vector<uint32_t> plan_table(const StreamGroup& g) {
 
 struct GroupConsts {
   explicit GroupConsts(const StreamGroup& g)
-      : mean(g.mean), basis(g.basis), basis_t(g.basis_t), plan(plan_table(g)), context(g.row.context),
+      : mean(g.mean), basis(g.basis), plan(plan_table(g)), context(g.row.context),
         tables(g.tables),
         kg{g.layer_start, g.layer_count, g.p, g.k, mean.get(), uint32_t(g.row.groups.size()), plan.get(),
            g.row.rowBytes, context.get(), tables.get()} {}
-  DeviceConst<float> mean, basis, basis_t;
+  DeviceConst<float> mean, basis;  // basis: k x p (the encoder multiplies by its transpose)
   DeviceConst<uint32_t> plan;
   DeviceConst<uint16_t> context;
   DeviceConst<RansTable> tables;
@@ -72,20 +70,19 @@ struct GpuProfile {
   explicit GpuProfile(const Profile& pr) : freqs(pr.rope.freqs) {
     for (int s = 0; s < 2; s++)
       for (const StreamGroup& g : pr.groups[s]) groups[s].push_back(std::make_unique<GroupConsts>(g));
+    // The uploads ran on the legacy default stream; calls run on other streams.
+    check(cudaDeviceSynchronize(), "profile upload");
   }
   DeviceConst<float> freqs;
   std::vector<std::unique_ptr<GroupConsts>> groups[2];
 };
 
+// The profile's device constants: uploaded at its first GPU call, released with the profile.
 std::shared_ptr<const GpuProfile> gpu_profile(const Profile& pr) {
-  static std::mutex m;
-  static std::map<std::array<uint8_t, 16>, std::shared_ptr<const GpuProfile>> cache;
-  std::lock_guard<std::mutex> lk(m);
-  auto it = cache.find(pr.fingerprint);
-  if (it != cache.end()) return it->second;
-  auto gp = std::make_shared<const GpuProfile>(pr);
-  cache.emplace(pr.fingerprint, gp);
-  return gp;
+  BackendCache& c = *pr.backend_cache;
+  std::lock_guard<std::mutex> lk(c.m);
+  if (!c.gpu) c.gpu = std::make_shared<const GpuProfile>(pr);
+  return std::static_pointer_cast<const GpuProfile>(c.gpu);
 }
 
 KernelLayout kernel_layout(const Profile& pr, DType dtype, bool is_key) {
@@ -148,8 +145,8 @@ std::vector<uint8_t> encode_section(const StreamGroup& g, const GroupConsts& gc,
       check_launch(launch_gather_features(layers, lay, gc.kg, coded.get() + b0, nb, ang.cos_at(b0), ang.sin_at(b0),
                                           X.get(), st.get()),
                    "feature gather");
-      check_launch(launch_gemm_f32(int(nb), int(g.k), int(g.p), X.get(), int(g.p), gc.basis_t.get(), int(g.k), D.get(),
-                                   int(g.k), st.get()),
+      check_launch(launch_gemm_f32(int(nb), int(g.k), int(g.p), X.get(), int(g.p), gc.basis.get(), int(g.p), true,
+                                   D.get(), int(g.k), st.get()),
                    "projection");
       check_launch(launch_quantize(D.get(), g.k, nb, gc.kg, rows.get() + size_t(b0) * rb, st.get()), "quantization");
     }
@@ -327,7 +324,6 @@ void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, co
       const StreamGroup& g = pr.groups[s][gi];
       const GroupConsts& gc = *gp->groups[s][gi];
       const SectionInfo& sec = h.sections[si];
-      if (nc == 0) continue;
       const uint32_t rbytes = g.row.rowBytes;
       std::unique_ptr<DeviceArray<uint8_t>> decoded;
       const uint8_t* rows = d_blob.get() + sec.offset;
@@ -341,6 +337,7 @@ void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, co
         status_at += chunks;
         rows = decoded->get();
       }
+      if (nc == 0) continue;  // (an empty stream was still checked, as on the CPU)
       const Angles& a = s == 0 ? ang : none;
       const uint32_t batch = std::min(batch_rows(g.p, g.k), nc);
       const uint32_t ldd = std::max(g.k, 1u);
@@ -350,8 +347,8 @@ void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, co
         check(cudaMemsetAsync(D.get(), 0, size_t(nb) * ldd * sizeof(float), st.get()), "workspace clear");
         check_launch(launch_dequantize(rows + size_t(b0) * rbytes, nb, gc.kg, D.get(), ldd, st.get()),
                      "dequantization");
-        check_launch(launch_gemm_f32(int(nb), int(g.p), int(g.k), D.get(), int(ldd), gc.basis.get(), int(g.p), X.get(),
-                                     int(g.p), st.get()),
+        check_launch(launch_gemm_f32(int(nb), int(g.p), int(g.k), D.get(), int(ldd), gc.basis.get(), int(g.p), false,
+                                     X.get(), int(g.p), st.get()),
                      "inverse projection");
         check_launch(launch_scatter_features(X.get(), lay, gc.kg, d_coded->get() + b0, nb, a.cos_at(b0), a.sin_at(b0),
                                              d_layers->get() + size_t(s) * L, st.get()),
@@ -366,7 +363,7 @@ void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, co
 }
 
 std::vector<const void*> device_layers(const Profile& pr, const std::vector<uint64_t>& keys,
-                                       const std::vector<uint64_t>& values, const char* what) {
+                                       const std::vector<uint64_t>& values, DType dtype, const char* what) {
   if (keys.size() != pr.layers || values.size() != pr.layers)
     fail("E_LAYOUT", std::string(what) + " has " + std::to_string(keys.size()) + " key and " +
                          std::to_string(values.size()) + " value layers, profile expects " + std::to_string(pr.layers));
@@ -374,7 +371,8 @@ std::vector<const void*> device_layers(const Profile& pr, const std::vector<uint
   for (int s = 0; s < 2; s++) {
     const std::vector<uint64_t>& v = s == 0 ? keys : values;
     for (size_t l = 0; l < v.size(); l++) {
-      require_device_pointer(v[l], std::string(what) + (s == 0 ? ".keys[" : ".values[") + std::to_string(l) + "]");
+      require_device_pointer(v[l], std::string(what) + (s == 0 ? ".keys[" : ".values[") + std::to_string(l) + "]",
+                             size_t(dtype_bytes(dtype)));
       out.push_back(reinterpret_cast<const void*>(uintptr_t(v[l])));
     }
   }
@@ -385,7 +383,7 @@ std::vector<const void*> device_layers(const Profile& pr, const std::vector<uint
 
 std::vector<uint8_t> encode_device(const Profile& pr, const DeviceCacheView& c, const EncodeOptions& opts,
                                    uint64_t stream) {
-  const std::vector<const void*> layers = device_layers(pr, c.keys, c.values, "cache");
+  const std::vector<const void*> layers = device_layers(pr, c.keys, c.values, c.dtype, "cache");
   Stream st{uintptr_t(stream)};
   return encode_core(pr, layers, c.tokens, c.dtype, c.positions, opts, st);
 }
@@ -410,7 +408,7 @@ std::vector<uint8_t> encode_host(const Profile& pr, const CacheView& c, const En
 
 void decode_to_device(const Profile& pr, const uint8_t* blob, const BlobHeader& h, const std::vector<uint64_t>& keys,
                       const std::vector<uint64_t>& values, int32_t* positions, uint64_t stream) {
-  const std::vector<const void*> layers = device_layers(pr, keys, values, "target");
+  const std::vector<const void*> layers = device_layers(pr, keys, values, h.dtype, "target");
   std::vector<void*> out;
   for (const void* p : layers) out.push_back(const_cast<void*>(p));
   Stream st{uintptr_t(stream)};

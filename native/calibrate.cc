@@ -248,6 +248,7 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
   if (seen_ < 2)
     fail("E_CALIBRATION", "calibration needs at least 2 tokens beyond the sinks; got " + std::to_string(seen_));
   Profile pr = base_;
+  pr.backend_cache = std::make_shared<BackendCache>();  // a new profile: nothing derived yet
   pr.sinks = set_.sinks;
   pr.window = set_.window;
   pr.group_layers = set_.group_layers;

@@ -1,7 +1,8 @@
 // N-API bindings of the CUDA backend's device-address API (exports.gpu, CUDA builds only):
 // encoding a cache that lives in device memory, decoding straight into device buffers, and the
-// device memory the store's device tier owns. Device addresses are bigints. Every call that can
-// touch the GPU runs in an AsyncWorker, so the main thread never waits on the device.
+// device memory the store's device tier owns. Device addresses are bigints. Every CUDA call runs
+// in an AsyncWorker (the first one creates the CUDA context, which can take seconds), so the
+// main thread never waits on the device.
 #include "js_gpu.h"
 
 #ifdef KVTC_WITH_CUDA
@@ -189,8 +190,13 @@ Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
     const uint64_t dst = address_of(info[0], "destination");
     size_t bytes = 0;
     const void* src = view_data(info[1], bytes);
-    gpu::require_device_pointer(dst, "destination");
-    return run_device(info, [=] { return gpu::copy_to_device(dst, src, bytes), uint64_t(0); }, false, {info[1]});
+    return run_device(
+        info,
+        [=] {
+          gpu::require_device_pointer(dst, "destination");
+          return gpu::copy_to_device(dst, src, bytes), uint64_t(0);
+        },
+        false, {info[1]});
   });
 }
 
@@ -199,8 +205,29 @@ Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
     size_t bytes = 0;
     void* dst = view_data(info[0], bytes);
     const uint64_t src = address_of(info[1], "source");
-    gpu::require_device_pointer(src, "source");
-    return run_device(info, [=] { return gpu::copy_to_host(dst, src, bytes), uint64_t(0); }, false, {info[0]});
+    return run_device(
+        info,
+        [=] {
+          gpu::require_device_pointer(src, "source");
+          return gpu::copy_to_host(dst, src, bytes), uint64_t(0);
+        },
+        false, {info[0]});
+  });
+}
+
+// copyFromArena(dst: bigint, handle): a host-arena block (page-locked when a device is usable) to
+// the device: the ceiling of a restore from the host tier.
+Napi::Value CopyFromArena(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const uint64_t dst = address_of(info[0], "destination");
+    std::shared_ptr<const ArenaBlock> block = arena_get(uint64_t(info[1].As<Napi::Number>().Int64Value()));
+    return run_device(
+        info,
+        [dst, block] {
+          gpu::require_device_pointer(dst, "destination");
+          return gpu::copy_to_device(dst, block->data, block->size), uint64_t(0);
+        },
+        false);
   });
 }
 
@@ -209,20 +236,34 @@ Napi::Value CopyOnDevice(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const uint64_t dst = address_of(info[0], "destination"), src = address_of(info[1], "source");
     const size_t bytes = byte_count(info[2], "bytes");
-    gpu::require_device_pointer(dst, "destination");
-    gpu::require_device_pointer(src, "source");
-    return run_device(info, [=] { return gpu::copy_on_device(dst, src, bytes), uint64_t(0); }, false);
+    return run_device(
+        info,
+        [=] {
+          gpu::require_device_pointer(dst, "destination");
+          gpu::require_device_pointer(src, "source");
+          return gpu::copy_on_device(dst, src, bytes), uint64_t(0);
+        },
+        false);
   });
 }
 
-Napi::Value MemoryInfo(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    const gpu::MemoryInfo m = gpu::memory_info();
-    Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("free", double(m.free));
-    o.Set("total", double(m.total));
+class MemoryInfoWorker : public PromiseWorker {
+ public:
+  using PromiseWorker::PromiseWorker;
+  void Run() override { m_ = gpu::memory_info(); }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("free", double(m_.free));
+    o.Set("total", double(m_.total));
     return o;
-  });
+  }
+
+ private:
+  gpu::MemoryInfo m_;
+};
+
+Napi::Value MemoryInfo(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return start(std::make_unique<MemoryInfoWorker>(info.Env())); });
 }
 
 }  // namespace
@@ -236,6 +277,7 @@ void register_gpu(Napi::Env env, Napi::Object exports) {
   g.Set("copyToDevice", Napi::Function::New(env, CopyToDevice));
   g.Set("copyToHost", Napi::Function::New(env, CopyToHost));
   g.Set("copyOnDevice", Napi::Function::New(env, CopyOnDevice));
+  g.Set("copyFromArena", Napi::Function::New(env, CopyFromArena));
   g.Set("memoryInfo", Napi::Function::New(env, MemoryInfo));
   exports.Set("gpu", g);
 }

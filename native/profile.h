@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "half.h"
@@ -36,6 +37,13 @@ struct StreamGroup {
   void derive();  // fills the derived fields; throws E_PROFILE on inconsistent data
 };
 
+// State a backend derives from a profile once and releases with it (the CUDA backend's device
+// copy of the constants).
+struct BackendCache {
+  std::mutex m;
+  std::shared_ptr<const void> gpu;
+};
+
 struct Profile {
   uint32_t layers = 0, kv_heads = 0, head_dim = 0;
   DType dtype = DType::F32;  // dtype of the calibration samples (informational)
@@ -46,6 +54,7 @@ struct Profile {
   uint64_t seed = 0, calib_tokens = 0;
   std::vector<StreamGroup> groups[2];  // [0] keys, [1] values
   std::array<uint8_t, 16> fingerprint{};  // set by the loader (sha-256 prefix of the bytes)
+  std::shared_ptr<BackendCache> backend_cache = std::make_shared<BackendCache>();
 
   uint32_t row_values() const { return kv_heads * head_dim; }
 };

@@ -123,7 +123,9 @@ export interface NativeGpu {
   copyToDevice(dst: bigint, src: ArrayBufferView): Promise<void>;
   copyToHost(dst: ArrayBufferView, src: bigint): Promise<void>;
   copyOnDevice(dst: bigint, src: bigint, bytes: number): Promise<void>;
-  memoryInfo(): { free: number; total: number };
+  /** A host-arena blob to the device (page-locked when a device is usable). */
+  copyFromArena(dst: bigint, handle: number): Promise<void>;
+  memoryInfo(): Promise<{ free: number; total: number }>;
 }
 
 interface NativeAddon {

@@ -41,6 +41,14 @@ enum cudaError_t : int {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidDevicePointer = 17,
+  cudaErrorECCUncorrectable = 214,
+  cudaErrorIllegalAddress = 700,
+  cudaErrorLaunchTimeout = 702,
+  cudaErrorAssert = 710,
+  cudaErrorHardwareStackError = 714,
+  cudaErrorIllegalInstruction = 715,
+  cudaErrorMisalignedAddress = 716,
+  cudaErrorInvalidPc = 718,
   cudaErrorLaunchFailure = 719,
 };
 enum cudaMemcpyKind : int {
@@ -64,7 +72,11 @@ struct cudaPointerAttributes {
 };
 struct CUstream_st {};
 typedef CUstream_st* cudaStream_t;
+constexpr unsigned cudaStreamDefault = 0;
 constexpr unsigned cudaStreamNonBlocking = 1;
+struct CUmemPoolHandle_st {};
+typedef CUmemPoolHandle_st* cudaMemPool_t;
+enum cudaMemPoolAttr : int { cudaMemPoolAttrReleaseThreshold = 4 };
 constexpr unsigned cudaHostAllocDefault = 0;
 
 namespace kvtc_emu {
@@ -272,3 +284,10 @@ inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return cudaSuccess;
 }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+inline cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
+  static CUmemPoolHandle_st p;
+  *pool = &p;
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }

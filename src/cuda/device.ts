@@ -1,12 +1,13 @@
 /**
  * Caches in GPU memory: what an engine running in the same process hands kvtc without a host
  * round trip. Device addresses are bigints (a CUdeviceptr / the value of a `void*` from
- * cudaMalloc). kvtc checks that every address is device memory of the current device, but it
- * cannot check extents: each layer buffer must hold the tokens the call says it holds.
+ * cudaMalloc). kvtc checks that every address is device memory of the current device (device
+ * 0 unless the process selected another), aligned to its elements; it cannot check extents:
+ * each layer buffer must hold the tokens the call says it holds.
  * All of this needs the CUDA backend (E_BACKEND otherwise) and runs off the main thread.
  */
 import { cudaUnavailableReason } from '../backend.js';
-import { callNative, callNativeSync, native, type NativeGpu } from '../binding.js';
+import { callNative, native, type NativeGpu } from '../binding.js';
 import type { CodecProfile } from '../codec/profile.js';
 import { checkProfileFits } from '../codec/codec.js';
 import { DTYPE_CODE } from '../codec/marshal.js';
@@ -174,7 +175,7 @@ export async function uploadToTarget(cache: KvCache, target: DeviceKvTarget): Pr
 /**
  * Device memory through kvtc's CUDA backend: for engines and tests that need buffers to hand to
  * encodeDevice / decodeToDevice, and for the store's device tier. Allocation failure is
- * E_CAPACITY; every call but info() runs off the main thread.
+ * E_CAPACITY; every call runs off the main thread.
  */
 export const deviceMemory = {
   alloc: (bytes: number): Promise<bigint> => callNative(() => gpuApi().alloc(bytes)),
@@ -182,5 +183,5 @@ export const deviceMemory = {
   upload: (dst: bigint, src: ArrayBufferView): Promise<void> => callNative(() => gpuApi().copyToDevice(dst, src)),
   download: (dst: ArrayBufferView, src: bigint): Promise<void> => callNative(() => gpuApi().copyToHost(dst, src)),
   copy: (dst: bigint, src: bigint, bytes: number): Promise<void> => callNative(() => gpuApi().copyOnDevice(dst, src, bytes)),
-  info: (): { free: number; total: number } => callNativeSync(() => gpuApi().memoryInfo()),
+  info: (): Promise<{ free: number; total: number }> => callNative(() => gpuApi().memoryInfo()),
 };

@@ -237,6 +237,8 @@ describe(`device-address API (${TARGET})`, () => {
     bogus.keys[1] = 0x1000n;
     expect(await code(encodeDevice(bogus, profile))).toBe('E_LAYOUT');
     expect(await code(encodeDevice({ layout, tokens, keys: dev.keys.slice(1), values: dev.values }, profile))).toBe('E_LAYOUT');
+    // A misaligned element address would be a sticky CUDA error: refused before any launch.
+    expect(await code(encodeDevice({ layout, tokens, keys: [dev.keys[0]! + 1n, dev.keys[1]!], values: dev.values }, profile))).toBe('E_LAYOUT');
     expect(await code(encodeDevice({ layout, tokens, keys: dev.keys.map(Number) as unknown as bigint[], values: dev.values }, profile))).toBe('E_LAYOUT');
     expect(await code(encodeDevice({ layout: { ...layout, headDim: 16 }, tokens, ...dev }, profile))).toBe('E_PROFILE_MISMATCH');
 

@@ -50,7 +50,7 @@ describe(`KvStore on the cuda backend (${TARGET})`, () => {
   it('keeps hot sessions in device memory with exact accounting and returns it all', async () => {
     // The profile's constants go to the device once per process, at its first GPU encode.
     await encode(session(0), await testProfile(), { backend: 'cuda' });
-    const before = deviceMemory.info().free;
+    const before = (await deviceMemory.info()).free;
     const store = await openStore({ backend: 'cuda' });
     expect(store.backend).toBe('cuda');
     expect(store.stats().backend).toBe('cuda');
@@ -61,7 +61,7 @@ describe(`KvStore on the cuda backend (${TARGET})`, () => {
     expect(store.has('a')).toBe('device');
     expect(store.stats().device.rawBytes).toBe(sessionBytes(64) + sessionBytes(100));
     // The emulated device counts bytes exactly; a real one rounds allocations up.
-    if (!REAL_DEVICE) expect(before - deviceMemory.info().free).toBe(sessionBytes(64) + sessionBytes(100));
+    if (!REAL_DEVICE) expect(before - (await deviceMemory.info()).free).toBe(sessionBytes(64) + sessionBytes(100));
     expect(bitsEqual((await store.get('a'))!, a)).toBe(true);
     expect(bitsEqual((await store.get('b'))!, b)).toBe(true);
     // Callers get their own copies.
@@ -69,9 +69,9 @@ describe(`KvStore on the cuda backend (${TARGET})`, () => {
     (copy.keys[0] as Float32Array)[0] = 1e9;
     expect(bitsEqual((await store.get('a'))!, a)).toBe(true);
     await store.delete('a');
-    if (!REAL_DEVICE) expect(before - deviceMemory.info().free).toBe(sessionBytes(100));
+    if (!REAL_DEVICE) expect(before - (await deviceMemory.info()).free).toBe(sessionBytes(100));
     await store.close(); // flushes 'b' to disk with the GPU encoder, then frees its device copy
-    if (!REAL_DEVICE) expect(deviceMemory.info().free).toBe(before);
+    if (!REAL_DEVICE) expect((await deviceMemory.info()).free).toBe(before);
   });
 
   it('demotes with the GPU encoder and restores with the GPU decoder, from host and disk', async () => {
@@ -150,7 +150,7 @@ describe(`KvStore on the cuda backend (${TARGET})`, () => {
     if (!REAL_DEVICE) {
       // Device memory exhausted (the engine took it): puts and promotions fall back to the host tier.
       for (const id of ['c0', 'c1', 'c2', 'c3']) await store.delete(id);
-      const m = deviceMemory.info();
+      const m = await deviceMemory.info();
       process.env.KVTC_EMU_DEVICE_BYTES = String(m.total - m.free + 1024);
       try {
         const big = session(9);
