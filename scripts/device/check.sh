@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU checks of issue #5, in one command for the `device` tool (carry: [".devkit"]):
+#   bash scripts/device/check.sh
+# Unpacks the kit from scripts/device/pack.sh, then, with results under $OUT:
+#   nvidia-smi and buildInfo(); the recompute baseline (bench/recompute_prefill.py, PyTorch);
+#   test/gpu on the real CUDA backend; bench/gpu.bench.ts (8K-token Llama-3.1-8B-shaped KV).
+# KIT_DRY_RUN=1 rehearses it on a machine without a GPU: the emulated addon, a --quick bench,
+# no PyTorch step.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/kvtc-device-out}
+mkdir -p "$OUT" /tmp/kvtc-kit
+xz -dc .devkit/node.xz >/tmp/kvtc-kit/node && chmod +x /tmp/kvtc-kit/node
+export PATH=/tmp/kvtc-kit:$PATH
+rm -rf node_modules && tar -xJf .devkit/node_modules.tar.xz
+mkdir -p build/Release && cp .devkit/kvtc.node .devkit/kvtc_emu.node build/Release/
+node -e "console.log(JSON.stringify(require('./build/Release/kvtc.node').buildInfo()))" | tee "$OUT/buildinfo.json"
+bench_args=()
+if [ "${KIT_DRY_RUN:-0}" = 1 ]; then
+  export KVTC_ADDON=emulated
+  bench_args=(--quick)
+else
+  nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
+  PYTHONUNBUFFERED=1 timeout 300 python3 bench/recompute_prefill.py "$OUT/recompute.json" 2>&1 | tee "$OUT/recompute.log"
+fi
+node node_modules/vitest/vitest.mjs run test/gpu 2>&1 | tee "$OUT/test-gpu.log"
+KVTC_RECOMPUTE_JSON="$OUT/recompute.json" KVTC_BENCH_OUT="$OUT/gpu.json" UV_THREADPOOL_SIZE=16 \
+  node node_modules/tsx/dist/cli.mjs bench/gpu.bench.ts "${bench_args[@]}" 2>&1 | tee "$OUT/bench-gpu.log"
