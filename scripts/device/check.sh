@@ -12,7 +12,7 @@ OUT=${OUT:-/tmp/kvtc-device-out}
 mkdir -p "$OUT" /tmp/kvtc-kit
 xz -dc .devkit/node.xz >/tmp/kvtc-kit/node && chmod +x /tmp/kvtc-kit/node
 export PATH=/tmp/kvtc-kit:$PATH
-rm -rf node_modules && tar -xJf .devkit/node_modules.tar.xz
+rm -rf node_modules dist && tar -xJf .devkit/node_modules.tar.xz && tar -xJf .devkit/dist.tar.xz
 mkdir -p build/Release && cp .devkit/kvtc.node .devkit/kvtc_emu.node build/Release/
 node -e "console.log(JSON.stringify(require('./build/Release/kvtc.node').buildInfo()))" | tee "$OUT/buildinfo.json"
 bench_args=()

@@ -3,7 +3,7 @@
 # the machine has CUDA, PyTorch and Python but no Node.js and no network. The kit holds this
 # machine's node binary, node_modules without the packages the GPU checks do not use (the
 # llama.cpp runtime, the compiler, plotting), and the addon built here with CUDA (nvcc, archs
-# 80;90, static cudart). Together with the working tree it must stay under the tool's 64 MiB.
+# 80;90, static cudart), and dist/ (the store's codec workers run compiled JavaScript). Together with the working tree it must stay under the tool's 64 MiB.
 # Run from the repository root after `npm ci`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +14,8 @@ grep -q '"cuda": *true' <(node -e "console.log(JSON.stringify(require('./build/R
   exit 1
 }
 cp build/Release/kvtc.node build/Release/kvtc_emu.node "$kit/"
+npx tsc -p tsconfig.build.json
+tar -cJf "$kit/dist.tar.xz" dist
 xz -T0 -6 -c "$(readlink -f "$(command -v node)")" >"$kit/node.xz"
 tar -c \
   --exclude='node_modules/node-llama-cpp' --exclude='node_modules/@node-llama-cpp' \
