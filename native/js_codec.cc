@@ -161,42 +161,26 @@ Napi::Value ProfileInfo(const Napi::CallbackInfo& info) {
 class EncodeWorker : public PromiseWorker {
  public:
   EncodeWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy, bool to_arena, bool gpu)
-      : PromiseWorker(env), profile_(std::move(pr)), to_arena_(to_arena), gpu_(gpu) {
+      : PromiseWorker(env), profile_(std::move(pr)), gpu_(gpu), out_(to_arena) {
     view_ = read_cache(cache, profile_->layers, profile_->row_values(), [this](Napi::Value v) { Keep(v); });
     opts_.entropy = entropy;
     require_gpu_build(gpu);
   }
   void Run() override {
 #ifdef KVTC_WITH_CUDA
-    out_ = gpu_ ? gpu::encode_host(*profile_, view_, opts_) : encode_cache(*profile_, view_, opts_);
+    out_.Take(gpu_ ? gpu::encode_host(*profile_, view_, opts_) : encode_cache(*profile_, view_, opts_));
 #else
-    out_ = encode_cache(*profile_, view_, opts_);
+    out_.Take(encode_cache(*profile_, view_, opts_));
 #endif
-    if (to_arena_) {
-      size_ = out_.size();
-      handle_ = arena_put(std::move(out_));
-    }
   }
-  Napi::Value Result(Napi::Env env) override {
-    if (to_arena_) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("handle", double(handle_));
-      o.Set("bytes", double(size_));
-      return o;
-    }
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, out_.size());
-    std::memcpy(ab.Data(), out_.data(), out_.size());
-    return ab;
-  }
+  Napi::Value Result(Napi::Env env) override { return out_.Result(env); }
 
  private:
   ProfilePtr profile_;
   CacheView view_;
   EncodeOptions opts_;
-  bool to_arena_, gpu_;
-  std::vector<uint8_t> out_;
-  uint64_t handle_ = 0;
-  size_t size_ = 0;
+  bool gpu_;
+  EncodedBlob out_;
 };
 
 Napi::Value Encode(const Napi::CallbackInfo& info) {

@@ -42,7 +42,7 @@ Napi::Value bigint(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v)
 class EncodeDeviceWorker : public PromiseWorker {
  public:
   EncodeDeviceWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy, bool to_arena)
-      : PromiseWorker(env), profile_(std::move(pr)), to_arena_(to_arena) {
+      : PromiseWorker(env), profile_(std::move(pr)), out_(to_arena) {
     const double tokens = cache.Get("tokens").As<Napi::Number>().DoubleValue();
     if (!(tokens >= 0 && tokens <= 2147483647.0) || tokens != double(uint32_t(tokens)))
       fail("E_LAYOUT", "cache.tokens must be a non-negative integer");
@@ -62,34 +62,17 @@ class EncodeDeviceWorker : public PromiseWorker {
     opts_.entropy = entropy;
   }
   void Run() override {
-    out_ = gpu::encode_device(*profile_, view_, opts_, stream_);
-    if (to_arena_) {
-      size_ = out_.size();
-      handle_ = arena_put(std::move(out_));
-    }
+    out_.Take(gpu::encode_device(*profile_, view_, opts_, stream_));
   }
-  Napi::Value Result(Napi::Env env) override {
-    if (to_arena_) {
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("handle", double(handle_));
-      o.Set("bytes", double(size_));
-      return o;
-    }
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, out_.size());
-    std::memcpy(ab.Data(), out_.data(), out_.size());
-    return ab;
-  }
+  Napi::Value Result(Napi::Env env) override { return out_.Result(env); }
 
  private:
   ProfilePtr profile_;
   gpu::DeviceCacheView view_;
   std::vector<int32_t> positions_;
   EncodeOptions opts_;
-  bool to_arena_;
   uint64_t stream_ = 0;
-  std::vector<uint8_t> out_;
-  uint64_t handle_ = 0;
-  size_t size_ = 0;
+  EncodedBlob out_;
 };
 
 // decodeToDevice(profile, source, { keys: bigint[], values: bigint[], stream? }, positions)

@@ -1,5 +1,7 @@
 #include "js_util.h"
 
+#include <cstring>
+
 namespace kvtc {
 
 Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message) {
@@ -134,6 +136,26 @@ void BlobSource::Bind(const Napi::Value& source, const std::function<void(Napi::
     len_ = len;
     keep(source);
   }
+}
+
+void EncodedBlob::Take(std::vector<uint8_t>&& blob) {
+  size_ = blob.size();
+  if (to_arena_)
+    handle_ = arena_put(std::move(blob));
+  else
+    blob_ = std::move(blob);
+}
+
+Napi::Value EncodedBlob::Result(Napi::Env env) const {
+  if (to_arena_) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("handle", double(handle_));
+    o.Set("bytes", double(size_));
+    return o;
+  }
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, blob_.size());
+  std::memcpy(ab.Data(), blob_.data(), blob_.size());
+  return ab;
 }
 
 }  // namespace kvtc

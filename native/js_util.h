@@ -95,6 +95,21 @@ class BlobSource {
   size_t len_ = 0;
 };
 
+// What an encode resolves to: the blob moved into the host arena ({ handle, bytes }), or copied
+// into a new ArrayBuffer. Take() runs on the worker thread, Result() on the main thread.
+class EncodedBlob {
+ public:
+  explicit EncodedBlob(bool to_arena) : to_arena_(to_arena) {}
+  void Take(std::vector<uint8_t>&& blob);
+  Napi::Value Result(Napi::Env env) const;
+
+ private:
+  bool to_arena_;
+  std::vector<uint8_t> blob_;
+  uint64_t handle_ = 0;
+  size_t size_ = 0;
+};
+
 // Data pointer and byte length of any typed array, including views of a SharedArrayBuffer.
 void* view_data(const Napi::Value& v, size_t& bytes);
 
