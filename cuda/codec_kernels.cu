@@ -9,6 +9,13 @@ namespace kvtc::gpu {
 namespace {
 
 constexpr unsigned kThreads = 256;
+// The escape scan reduces across its block at every stream group. The CPU emulation pays per
+// fiber switch, so it runs the same kernel with narrower blocks (the reduction is generic).
+#if defined(KVTC_CUDA_EMULATED)
+constexpr unsigned kScanThreads = 32;
+#else
+constexpr unsigned kScanThreads = 256;
+#endif
 
 inline unsigned blocks_for(uint64_t n, unsigned threads = kThreads) { return unsigned((n + threads - 1) / threads); }
 
@@ -29,10 +36,10 @@ __device__ __forceinline__ void rope_pair(RopeStyle style, int dims, int d, int&
   }
 }
 
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kScanThreads)
     scan_escapes_kernel(const void* const* layers, KernelLayout lay, uint32_t t0, const uint32_t* groups,
                         const double* mean_norms, uint32_t count, double limit, uint8_t* flags) {
-  __shared__ double sq[kThreads];
+  __shared__ double sq[kScanThreads];
   __shared__ unsigned bad;
   const uint32_t i = blockIdx.x;
   const uint64_t t = uint64_t(t0) + i;
@@ -184,7 +191,7 @@ cudaError_t launch_scan_escapes(const void* const* layers, const KernelLayout& l
                                 const uint32_t* groups, const double* mean_norms, uint32_t count, double limit,
                                 uint8_t* flags, cudaStream_t s) {
   if (n == 0) return cudaSuccess;
-  KVTC_LAUNCH(scan_escapes_kernel, dim3(n), dim3(kThreads), s, layers, lay, t0, groups, mean_norms, count, limit,
+  KVTC_LAUNCH(scan_escapes_kernel, dim3(n), dim3(kScanThreads), s, layers, lay, t0, groups, mean_norms, count, limit,
               flags);
   return cudaGetLastError();
 }

@@ -186,6 +186,40 @@ describe(`CUDA codec parity with the CPU (${TARGET})`, () => {
   });
 });
 
+describe(`GPU decoder on damaged blobs (${TARGET})`, () => {
+  it('resealed byte flips in the coded sections: the GPU decoder answers exactly as the CPU one, never crashes', async () => {
+    const profile = await profileFor(INTERLEAVED);
+    const cache = syntheticCache({ layout: INTERLEAVED, tokens: 90, seed: 21 });
+    const blob = await encode(cache, profile, { backend: 'cpu' });
+    const info = inspect(blob);
+    const payload = info.sections.reduce((n, sec) => n + sec.storedBytes, 0);
+    const payloadStart = blob.length - 4 - payload;
+    const rawEnd = payloadStart + info.sections[0]!.storedBytes;
+    const { native } = await import('../../src/binding.js');
+    const { mulberry32 } = await import('../helpers/synthetic.js');
+    const rnd = mulberry32(5);
+    const outcome = async (b: Uint8Array, backend: 'cpu' | 'cuda') =>
+      decode(b, profile, { backend }).then(
+        (d) => d,
+        (e: unknown) => (e instanceof KvtcError ? e.code : `untyped ${String(e)}`),
+      );
+    const tally: Record<string, number> = {};
+    for (let k = 0; k < 120; k++) {
+      // Chunk tables and streams of the entropy-coded sections (the raw section is plain bytes).
+      const at = rawEnd + Math.floor(rnd() * (blob.length - 4 - rawEnd));
+      const bad = blob.slice();
+      bad[at]! ^= 1 + Math.floor(rnd() * 255);
+      new DataView(bad.buffer).setUint32(bad.length - 4, native.internals.crc32c(bad.subarray(0, bad.length - 4)), true);
+      const [cpu, gpu] = [await outcome(bad, 'cpu'), await outcome(bad, 'cuda')];
+      const kind = typeof cpu === 'string' ? cpu : 'decoded';
+      tally[kind] = (tally[kind] ?? 0) + 1;
+      expect(typeof gpu === 'string' ? gpu : 'decoded', `flip at byte ${at}`).toBe(kind);
+      if (typeof cpu !== 'string' && typeof gpu !== 'string') expect(roundingRatio(cpu, gpu)).toBeLessThanOrEqual(1);
+    }
+    expect(tally.E_CORRUPT).toBeGreaterThan(80);
+  });
+});
+
 describe(`device-address API (${TARGET})`, () => {
   const layout: KvLayout = { ...INTERLEAVED, dtype: 'bf16' };
   const tokens = 80;
