@@ -142,33 +142,23 @@ __global__ void dequantize_kernel(const uint8_t* rows, uint32_t n, KernelGroup g
   dequantize_group(rows + i * g.row_bytes + pg[3], pg[1], pg[2], D + i * ldd + pg[0]);
 }
 
-__global__ void rans_encode_kernel(const uint8_t* rows, uint32_t nrows, KernelGroup g, uint32_t chunk_rows,
-                                   uint8_t* scratch, uint64_t cap, uint64_t* starts, uint32_t chunks) {
-  const uint32_t c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= chunks) return;
-  const uint32_t r0 = c * chunk_rows;
-  const uint32_t nr = nrows - r0 < chunk_rows ? nrows - r0 : chunk_rows;
-  starts[c] = rans_encode_span(rows + size_t(r0) * g.row_bytes, size_t(nr) * g.row_bytes, g.context, g.row_bytes,
-                               g.tables, scratch + c * cap, cap);
+__global__ void rans_encode_kernel(const RansEncodeJob* jobs, uint32_t count, uint64_t* starts) {
+  const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= count) return;
+  const RansEncodeJob& w = jobs[j];
+  starts[j] = rans_encode_span(w.data, w.len, w.context, w.row_bytes, w.tables, w.slot, w.cap);
 }
 
-__global__ void pack_chunks_kernel(const uint8_t* scratch, uint64_t cap, const uint64_t* starts,
-                                   const uint64_t* dest, uint8_t* out) {
-  const uint32_t c = blockIdx.x;
-  const uint8_t* src = scratch + c * cap + starts[c];
-  const uint64_t len = cap - starts[c];
-  uint8_t* dst = out + dest[c];
-  for (uint64_t b = threadIdx.x; b < len; b += blockDim.x) dst[b] = src[b];
+__global__ void rans_decode_kernel(const RansDecodeJob* jobs, uint32_t count, int* status) {
+  const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= count) return;
+  const RansDecodeJob& w = jobs[j];
+  status[j] = rans_decode_span(w.in, w.in_len, w.out, w.out_len, w.context, w.row_bytes, w.tables);
 }
 
-__global__ void rans_decode_kernel(const uint8_t* in, const uint64_t* offset, uint32_t chunks, uint32_t chunk_rows,
-                                   uint32_t nrows, KernelGroup g, uint8_t* rows, int* status) {
-  const uint32_t c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= chunks) return;
-  const uint32_t r0 = c * chunk_rows;
-  const uint32_t nr = nrows - r0 < chunk_rows ? nrows - r0 : chunk_rows;
-  status[c] = rans_decode_span(in + offset[c], offset[c + 1] - offset[c], rows + size_t(r0) * g.row_bytes,
-                               size_t(nr) * g.row_bytes, g.context, g.row_bytes, g.tables);
+__global__ void copy_jobs_kernel(const CopyJob* jobs) {
+  const CopyJob& w = jobs[blockIdx.x];
+  for (uint64_t b = threadIdx.x; b < w.len; b += blockDim.x) w.dst[b] = w.src[b];
 }
 
 __global__ void copy_raw_kernel(void* const* layers, uint32_t nlayers, uint32_t row_bytes, const uint32_t* toks,
@@ -238,28 +228,22 @@ cudaError_t launch_dequantize(const uint8_t* rows, uint32_t n, const KernelGroup
   return cudaGetLastError();
 }
 
-cudaError_t launch_rans_encode(const uint8_t* rows, uint32_t nrows, const KernelGroup& g, uint32_t chunk_rows,
-                               uint8_t* scratch, uint64_t cap, uint64_t* starts, cudaStream_t s) {
-  if (nrows == 0) return cudaSuccess;
-  const uint32_t chunks = (nrows + chunk_rows - 1) / chunk_rows;
+cudaError_t launch_rans_encode(const RansEncodeJob* jobs, uint32_t count, uint64_t* starts, cudaStream_t s) {
+  if (count == 0) return cudaSuccess;
   // Small blocks: each thread runs a long sequential loop, so spread them over all SMs.
-  KVTC_LAUNCH(rans_encode_kernel, dim3(blocks_for(chunks, 64)), dim3(64), s, rows, nrows, g, chunk_rows, scratch,
-              cap, starts, chunks);
+  KVTC_LAUNCH(rans_encode_kernel, dim3(blocks_for(count, 64)), dim3(64), s, jobs, count, starts);
   return cudaGetLastError();
 }
 
-cudaError_t launch_pack_chunks(const uint8_t* scratch, uint64_t cap, const uint64_t* starts, uint32_t chunks,
-                               const uint64_t* dest, uint8_t* out, cudaStream_t s) {
-  if (chunks == 0) return cudaSuccess;
-  KVTC_LAUNCH(pack_chunks_kernel, dim3(chunks), dim3(128), s, scratch, cap, starts, dest, out);
+cudaError_t launch_rans_decode(const RansDecodeJob* jobs, uint32_t count, int* status, cudaStream_t s) {
+  if (count == 0) return cudaSuccess;
+  KVTC_LAUNCH(rans_decode_kernel, dim3(blocks_for(count, 64)), dim3(64), s, jobs, count, status);
   return cudaGetLastError();
 }
 
-cudaError_t launch_rans_decode(const uint8_t* in, const uint64_t* offset, uint32_t chunks, uint32_t chunk_rows,
-                               uint32_t nrows, const KernelGroup& g, uint8_t* rows, int* status, cudaStream_t s) {
-  if (chunks == 0) return cudaSuccess;
-  KVTC_LAUNCH(rans_decode_kernel, dim3(blocks_for(chunks, 64)), dim3(64), s, in, offset, chunks, chunk_rows, nrows,
-              g, rows, status);
+cudaError_t launch_copy_jobs(const CopyJob* jobs, uint32_t count, cudaStream_t s) {
+  if (count == 0) return cudaSuccess;
+  KVTC_LAUNCH(copy_jobs_kernel, dim3(count), dim3(128), s, jobs);
   return cudaGetLastError();
 }
 

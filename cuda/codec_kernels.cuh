@@ -29,8 +29,6 @@ struct KernelGroup {
   uint32_t plan_groups;      // coded plan groups
   const uint32_t* plan;      // plan_groups x {start, size, bits, offset}
   uint32_t row_bytes;
-  const uint16_t* context;   // row_bytes
-  const RansTable* tables;
 };
 
 // Per middle token i (token t0 + i); layers: [keys of every layer..., values of every layer...]: flags[i] = 1 when the token must be stored raw (a non-finite
@@ -65,20 +63,47 @@ cudaError_t launch_quantize(const float* D, uint32_t ldd, uint32_t n, const Kern
 cudaError_t launch_dequantize(const uint8_t* rows, uint32_t n, const KernelGroup& g, float* D, uint32_t ldd,
                               cudaStream_t s);
 
-// One thread per chunk of chunk_rows rows: chunk c is coded into scratch[c * cap, (c+1) * cap)
-// and starts[c] receives its start offset there (cap + 1 if cap was too small).
-cudaError_t launch_rans_encode(const uint8_t* rows, uint32_t nrows, const KernelGroup& g, uint32_t chunk_rows,
-                               uint8_t* scratch, uint64_t cap, uint64_t* starts, cudaStream_t s);
+// The entropy stage runs as one launch over every chunk of every section of a blob (thousands
+// of independent streams), described by job lists built on the host.
 
-// Packs chunk c's stream (scratch + c * cap + starts[c] up to the end of its slot) to
-// out + dest[c].
-cudaError_t launch_pack_chunks(const uint8_t* scratch, uint64_t cap, const uint64_t* starts, uint32_t chunks,
-                               const uint64_t* dest, uint8_t* out, cudaStream_t s);
+// One rANS stream to encode: len bytes of whole rows (byte j of a row coded with
+// tables[context[j % row_bytes]]) into the tail of slot[0, cap).
+struct RansEncodeJob {
+  const uint8_t* data;
+  uint64_t len;
+  uint8_t* slot;
+  uint64_t cap;
+  const uint16_t* context;
+  const RansTable* tables;
+  uint32_t row_bytes;
+};
 
-// One thread per chunk: decodes the stream in[offset[c], offset[c + 1]) into rows of chunk c.
-// status[c] receives the RansStatus.
-cudaError_t launch_rans_decode(const uint8_t* in, const uint64_t* offset, uint32_t chunks, uint32_t chunk_rows,
-                               uint32_t nrows, const KernelGroup& g, uint8_t* rows, int* status, cudaStream_t s);
+// One rANS stream to decode into out[0, out_len).
+struct RansDecodeJob {
+  const uint8_t* in;
+  uint64_t in_len;
+  uint8_t* out;
+  uint64_t out_len;
+  const uint16_t* context;
+  const RansTable* tables;
+  uint32_t row_bytes;
+};
+
+// A byte range to copy (packing coded streams and stored rows into one output buffer).
+struct CopyJob {
+  const uint8_t* src;
+  uint8_t* dst;
+  uint64_t len;
+};
+
+// starts[j] = where job j's stream begins in its slot (cap + 1 if the slot was too small).
+cudaError_t launch_rans_encode(const RansEncodeJob* jobs, uint32_t count, uint64_t* starts, cudaStream_t s);
+
+// status[j] = the RansStatus of job j.
+cudaError_t launch_rans_decode(const RansDecodeJob* jobs, uint32_t count, int* status, cudaStream_t s);
+
+// One block per job.
+cudaError_t launch_copy_jobs(const CopyJob* jobs, uint32_t count, cudaStream_t s);
 
 // Copies whole token rows (row_bytes each) between the cache layers and the packed raw section,
 // ordered layer, stream (keys, values), token. to_section: gather (encode) or scatter (decode).

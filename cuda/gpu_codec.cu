@@ -57,7 +57,7 @@ struct GroupConsts {
       : mean(g.mean), basis(g.basis), plan(plan_table(g)), context(g.row.context),
         tables(g.tables),
         kg{g.layer_start, g.layer_count, g.p, g.k, mean.get(), uint32_t(g.row.groups.size()), plan.get(),
-           g.row.rowBytes, context.get(), tables.get()} {}
+           g.row.rowBytes} {}
   DeviceConst<float> mean, basis;  // basis: k x p (the encoder multiplies by its transpose)
   DeviceConst<uint32_t> plan;
   DeviceConst<uint16_t> context;
@@ -126,72 +126,131 @@ std::unique_ptr<DeviceArray<T>> upload_array(const std::vector<T>& v, const Stre
   return d;
 }
 
-// One coded section on the device: transform, quantize, then entropy-code it in chunks (kept
-// only when smaller, as on the CPU).
-std::vector<uint8_t> encode_section(const StreamGroup& g, const GroupConsts& gc, const KernelLayout& lay,
-                                    const void* const* layers, const DeviceArray<uint32_t>& coded, uint32_t nc,
-                                    const Angles& ang, bool entropy, SectionInfo& si, const Stream& st) {
-  const uint32_t rb = g.row.rowBytes;
-  const size_t raw_len = size_t(nc) * rb;
-  si = SectionInfo{SectionMode::Stored, uint32_t(raw_len), uint32_t(raw_len), 0};
-  std::vector<uint8_t> out;
-  if (raw_len == 0) return out;
-  DeviceArray<uint8_t> rows(raw_len, st);
-  {
-    const uint32_t batch = std::min(batch_rows(g.p, g.k), nc);
-    DeviceArray<float> X(size_t(batch) * g.p, st), D(size_t(batch) * g.k, st);
-    for (uint32_t b0 = 0; b0 < nc; b0 += batch) {
-      const uint32_t nb = std::min(batch, nc - b0);
-      check_launch(launch_gather_features(layers, lay, gc.kg, coded.get() + b0, nb, ang.cos_at(b0), ang.sin_at(b0),
-                                          X.get(), st.get()),
-                   "feature gather");
-      check_launch(launch_gemm_f32(int(nb), int(g.k), int(g.p), X.get(), int(g.p), gc.basis.get(), int(g.p), true,
-                                   D.get(), int(g.k), st.get()),
-                   "projection");
-      check_launch(launch_quantize(D.get(), g.k, nb, gc.kg, rows.get() + size_t(b0) * rb, st.get()), "quantization");
-    }
+// Transform and quantize one stream group's coded tokens into rows (nc x rowBytes) on the device.
+void quantize_section(const StreamGroup& g, const GroupConsts& gc, const KernelLayout& lay, const void* const* layers,
+                      const DeviceArray<uint32_t>& coded, uint32_t nc, const Angles& ang, uint8_t* rows,
+                      const Stream& st) {
+  if (nc == 0 || g.row.rowBytes == 0) return;
+  const uint32_t batch = std::min(batch_rows(g.p, g.k), nc);
+  DeviceArray<float> X(size_t(batch) * g.p, st), D(size_t(batch) * g.k, st);
+  for (uint32_t b0 = 0; b0 < nc; b0 += batch) {
+    const uint32_t nb = std::min(batch, nc - b0);
+    check_launch(launch_gather_features(layers, lay, gc.kg, coded.get() + b0, nb, ang.cos_at(b0), ang.sin_at(b0),
+                                        X.get(), st.get()),
+                 "feature gather");
+    check_launch(launch_gemm_f32(int(nb), int(g.k), int(g.p), X.get(), int(g.p), gc.basis.get(), int(g.p), true,
+                                 D.get(), int(g.k), st.get()),
+                 "projection");
+    check_launch(launch_quantize(D.get(), g.k, nb, gc.kg, rows + size_t(b0) * g.row.rowBytes, st.get()),
+                 "quantization");
   }
-  if (entropy) {
-    const uint32_t chunk_rows = rans_chunk_rows(rb);
-    const uint32_t chunks = (nc + chunk_rows - 1) / chunk_rows;
-    const uint64_t cap = rans_span_bound(size_t(chunk_rows) * rb);
-    DeviceArray<uint8_t> scratch(size_t(chunks) * cap, st);
-    DeviceArray<uint64_t> starts(chunks, st);
-    check_launch(launch_rans_encode(rows.get(), nc, gc.kg, chunk_rows, scratch.get(), cap, starts.get(), st.get()),
-                 "entropy coding");
-    std::vector<uint64_t> start(chunks);
-    starts.download(start.data(), chunks);
-    st.sync();
-    const size_t table = 8 + 4 * size_t(chunks);
-    std::vector<uint64_t> dest(chunks);
-    size_t total = table;
-    for (uint32_t c = 0; c < chunks; c++) {
-      if (start[c] > cap) fail("E_INTERNAL", "entropy coder exceeded its worst-case bound");
-      dest[c] = total - table;
-      total += cap - start[c];
-    }
-    if (total < raw_len) {  // never store an expansion
-      out.resize(total);
-      std::memcpy(out.data(), &chunk_rows, 4);
-      std::memcpy(out.data() + 4, &chunks, 4);
-      for (uint32_t c = 0; c < chunks; c++) {
-        const uint32_t len = uint32_t(cap - start[c]);
-        std::memcpy(out.data() + 8 + 4 * size_t(c), &len, 4);
+}
+
+// A coded section on the device: its stream group and its quantized rows.
+struct CodedSection {
+  const StreamGroup* g;
+  const GroupConsts* gc;
+  uint8_t* rows;  // nc x rowBytes
+};
+
+// Copies of at most this many bytes, so one large stored section spreads over many blocks.
+constexpr uint64_t kCopyPiece = 64 << 10;
+
+void add_copy(std::vector<CopyJob>& jobs, const uint8_t* src, uint8_t* dst, uint64_t len) {
+  for (uint64_t at = 0; at < len; at += kCopyPiece) jobs.push_back(CopyJob{src + at, dst + at, std::min(kCopyPiece, len - at)});
+}
+
+// Entropy-codes every coded section in one launch (one thread per chunk, across all sections),
+// keeps a section's chunked form only when smaller than its rows (as the CPU does), packs every
+// payload into one buffer in one launch and brings it back with one copy.
+std::vector<std::vector<uint8_t>> finish_sections(const std::vector<CodedSection>& secs, uint32_t nc, bool entropy,
+                                                  std::vector<SectionInfo>& info, const Stream& st) {
+  const size_t n = secs.size();
+  info.assign(n, SectionInfo{});
+  std::vector<size_t> first(n + 1, 0);
+  std::vector<uint32_t> chunk_rows(n, 0);
+  std::vector<RansEncodeJob> jobs;
+  std::vector<uint64_t> slot;  // each job's slot offset in the scratch buffer
+  uint64_t scratch_bytes = 0;
+  for (size_t i = 0; i < n; i++) {
+    const uint32_t rb = secs[i].g->row.rowBytes;
+    const uint64_t raw_len = uint64_t(nc) * rb;
+    info[i] = SectionInfo{SectionMode::Stored, uint32_t(raw_len), uint32_t(raw_len), 0};
+    first[i] = jobs.size();
+    if (entropy && raw_len > 0) {
+      chunk_rows[i] = rans_chunk_rows(rb);
+      const uint64_t cap = rans_span_bound(size_t(chunk_rows[i]) * rb);
+      for (uint32_t r0 = 0; r0 < nc; r0 += chunk_rows[i]) {
+        const uint32_t nr = std::min(chunk_rows[i], nc - r0);
+        jobs.push_back(RansEncodeJob{secs[i].rows + size_t(r0) * rb, uint64_t(nr) * rb, nullptr, cap,
+                                     secs[i].gc->context.get(), secs[i].gc->tables.get(), rb});
+        slot.push_back(scratch_bytes);
+        scratch_bytes += cap;
       }
-      auto d_dest = upload_array(dest, st);
-      DeviceArray<uint8_t> packed(total - table, st);
-      check_launch(launch_pack_chunks(scratch.get(), cap, starts.get(), chunks, d_dest->get(), packed.get(), st.get()),
-                   "chunk packing");
-      packed.download(out.data() + table, total - table);
-      st.sync();
-      si = SectionInfo{SectionMode::RansChunks, uint32_t(total), uint32_t(raw_len), 0};
-      return out;
     }
   }
-  out.resize(raw_len);
-  rows.download(out.data(), raw_len);
+  first[n] = jobs.size();
+  DeviceArray<uint8_t> scratch(scratch_bytes, st);
+  for (size_t j = 0; j < jobs.size(); j++) jobs[j].slot = scratch.get() + slot[j];
+  std::vector<uint64_t> start(jobs.size());
+  DeviceArray<uint64_t> d_start(jobs.size(), st);
+  auto d_jobs = upload_array(jobs, st);
+  check_launch(launch_rans_encode(d_jobs->get(), uint32_t(jobs.size()), d_start.get(), st.get()), "entropy coding");
+  d_start.download(start.data(), start.size());
   st.sync();
-  return out;
+
+  // Each section's payload: [chunk table (host)] + bytes packed on the device at out_at[i].
+  std::vector<std::vector<uint8_t>> payloads(n);
+  std::vector<uint64_t> out_at(n, 0), out_len(n, 0);
+  uint64_t out_bytes = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t coded = 0;
+    for (size_t j = first[i]; j < first[i + 1]; j++) {
+      if (start[j] > jobs[j].cap) fail("E_INTERNAL", "entropy coder exceeded its worst-case bound");
+      coded += jobs[j].cap - start[j];
+    }
+    const size_t count = first[i + 1] - first[i];
+    const uint64_t table = 8 + 4 * uint64_t(count);
+    if (count > 0 && table + coded < info[i].raw_len) {  // never store an expansion
+      info[i] = SectionInfo{SectionMode::RansChunks, uint32_t(table + coded), info[i].raw_len, 0};
+      std::vector<uint8_t>& p = payloads[i];
+      p.resize(table);
+      const uint32_t cnt = uint32_t(count);
+      std::memcpy(p.data(), &chunk_rows[i], 4);
+      std::memcpy(p.data() + 4, &cnt, 4);
+      for (size_t j = first[i]; j < first[i + 1]; j++) {
+        const uint32_t len = uint32_t(jobs[j].cap - start[j]);
+        std::memcpy(p.data() + 8 + 4 * (j - first[i]), &len, 4);
+      }
+      out_len[i] = coded;
+    } else {
+      out_len[i] = info[i].raw_len;
+    }
+    out_at[i] = out_bytes;
+    out_bytes += out_len[i];
+  }
+  DeviceArray<uint8_t> packed(out_bytes, st);
+  std::vector<CopyJob> copies;
+  for (size_t i = 0; i < n; i++) {
+    uint8_t* dst = packed.get() + out_at[i];
+    if (info[i].mode == SectionMode::Stored) {
+      add_copy(copies, secs[i].rows, dst, out_len[i]);
+      continue;
+    }
+    for (size_t j = first[i]; j < first[i + 1]; j++) {
+      const uint64_t len = jobs[j].cap - start[j];
+      add_copy(copies, jobs[j].slot + start[j], dst, len);
+      dst += len;
+    }
+  }
+  auto d_copies = upload_array(copies, st);
+  check_launch(launch_copy_jobs(d_copies->get(), uint32_t(copies.size()), st.get()), "payload packing");
+  std::vector<uint8_t> all(out_bytes);
+  packed.download(all.data(), all.size());
+  st.sync();
+  for (size_t i = 0; i < n; i++)
+    payloads[i].insert(payloads[i].end(), all.begin() + ptrdiff_t(out_at[i]), all.begin() + ptrdiff_t(out_at[i] + out_len[i]));
+  return payloads;
 }
 
 // layers: 2 * L device pointers, keys then values.
@@ -228,43 +287,50 @@ std::vector<uint8_t> encode_core(const Profile& pr, const std::vector<const void
   }
   const std::vector<uint32_t> coded = coded_tokens(n, h.sinks, h.window, h.escapes);
   const std::vector<uint32_t> raw = raw_tokens(h);
+  const uint32_t nc = uint32_t(coded.size());
 
-  std::vector<std::vector<uint8_t>> payloads;
-  {
-    std::vector<uint8_t> sec(raw.size() * rb * 2 * L);
-    auto d_raw = upload_array(raw, st);
-    DeviceArray<uint8_t> d_sec(sec.size(), st);
-    check_launch(launch_copy_raw(const_cast<void* const*>(d_layers->get()), L, uint32_t(rb), d_raw->get(),
-                                 uint32_t(raw.size()), d_sec.get(), true, st.get()),
-                 "raw token gather");
-    d_sec.download(sec.data(), sec.size());
-    st.sync();
-    h.sections.push_back({SectionMode::Stored, uint32_t(sec.size()), uint32_t(sec.size()), 0});
-    payloads.push_back(std::move(sec));
-  }
+  // Raw tokens: gathered on the device, copied back while the coded sections are computed.
+  std::vector<std::vector<uint8_t>> payloads(1);
+  payloads[0].resize(raw.size() * rb * 2 * L);
+  auto d_raw = upload_array(raw, st);
+  DeviceArray<uint8_t> d_sec(payloads[0].size(), st);
+  check_launch(launch_copy_raw(const_cast<void* const*>(d_layers->get()), L, uint32_t(rb), d_raw->get(),
+                               uint32_t(raw.size()), d_sec.get(), true, st.get()),
+               "raw token gather");
+  h.sections.push_back({SectionMode::Stored, uint32_t(payloads[0].size()), uint32_t(payloads[0].size()), 0});
 
-  std::vector<int32_t> pos(coded.size());
-  for (size_t i = 0; i < coded.size(); i++) pos[i] = positions ? positions[coded[i]] : int32_t(coded[i]);
+  std::vector<int32_t> pos(nc);
+  for (uint32_t i = 0; i < nc; i++) pos[i] = positions ? positions[coded[i]] : int32_t(coded[i]);
   auto d_coded = upload_array(coded, st);
   const Angles ang = rope_angles_of(pr, *gp, pos, st);
   const Angles none;
+  std::vector<size_t> rows_at;
+  size_t rows_bytes = 0;
+  for (int s = 0; s < 2; s++)
+    for (const StreamGroup& g : pr.groups[s]) {
+      rows_at.push_back(rows_bytes);
+      rows_bytes += size_t(nc) * g.row.rowBytes;
+    }
+  DeviceArray<uint8_t> rows(rows_bytes, st);
+  std::vector<CodedSection> secs;
   for (int s = 0; s < 2; s++) {
     const KernelLayout lay = kernel_layout(pr, dtype, s == 0);
     for (size_t gi = 0; gi < pr.groups[s].size(); gi++) {
-      SectionInfo si;
-      payloads.push_back(encode_section(pr.groups[s][gi], *gp->groups[s][gi], lay, d_layers->get() + size_t(s) * L,
-                                        *d_coded, uint32_t(coded.size()), s == 0 ? ang : none, opts.entropy, si, st));
-      h.sections.push_back(si);
+      const CodedSection sec{&pr.groups[s][gi], gp->groups[s][gi].get(), rows.get() + rows_at[secs.size()]};
+      quantize_section(*sec.g, *sec.gc, lay, d_layers->get() + size_t(s) * L, *d_coded, nc, s == 0 ? ang : none,
+                       sec.rows, st);
+      secs.push_back(sec);
     }
+  }
+  d_sec.download(payloads[0].data(), payloads[0].size());
+  std::vector<SectionInfo> info;
+  std::vector<std::vector<uint8_t>> coded_payloads = finish_sections(secs, nc, opts.entropy, info, st);
+  for (size_t i = 0; i < secs.size(); i++) {
+    h.sections.push_back(info[i]);
+    payloads.push_back(std::move(coded_payloads[i]));
   }
   return seal_blob(h, payloads);
 }
-
-// The chunk boundaries of an entropy-coded section, as absolute offsets in the blob.
-struct SectionPlan {
-  std::vector<uint64_t> offsets;  // chunks + 1
-  uint32_t chunk_rows = 0;
-};
 
 void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, const std::vector<void*>& out_layers,
                  int32_t* positions, const Stream& st) {
@@ -277,13 +343,11 @@ void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, co
   DeviceArray<uint8_t> d_blob(h.total_len, st);
   d_blob.upload(blob, h.total_len);
   auto d_layers = upload_array(out_layers, st);
-  {
-    const std::vector<uint32_t> raw = raw_tokens(h);
-    auto d_raw = upload_array(raw, st);
-    check_launch(launch_copy_raw(d_layers->get(), L, uint32_t(rb), d_raw->get(), uint32_t(raw.size()),
-                                 d_blob.get() + h.sections[0].offset, false, st.get()),
-                 "raw token scatter");
-  }
+  const std::vector<uint32_t> raw = raw_tokens(h);
+  auto d_raw = upload_array(raw, st);
+  check_launch(launch_copy_raw(d_layers->get(), L, uint32_t(rb), d_raw->get(), uint32_t(raw.size()),
+                               d_blob.get() + h.sections[0].offset, false, st.get()),
+               "raw token scatter");
   const std::vector<uint32_t> coded = coded_tokens(n, h.sinks, h.window, h.escapes);
   const uint32_t nc = uint32_t(coded.size());
   std::vector<int32_t> pos(nc);
@@ -292,72 +356,73 @@ void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, co
   const Angles ang = rope_angles_of(pr, *gp, pos, st);
   const Angles none;
 
-  // Chunk tables of every entropy-coded section, validated on the host before any kernel runs;
-  // one status per chunk, checked once at the end.
-  std::vector<SectionPlan> plans(h.sections.size());
-  std::vector<uint64_t> all_offsets;
-  std::vector<size_t> first_offset(h.sections.size(), 0);
-  size_t total_chunks = 0;
-  for (size_t si = 1; si < h.sections.size(); si++) {
-    const SectionInfo& sec = h.sections[si];
-    SectionPlan& sp = plans[si];
+  // Where each section's rows come from: the blob itself (stored) or the decoded buffer.
+  std::vector<const StreamGroup*> groups;
+  std::vector<const GroupConsts*> consts;
+  for (int s = 0; s < 2; s++)
+    for (size_t gi = 0; gi < pr.groups[s].size(); gi++) {
+      groups.push_back(&pr.groups[s][gi]);
+      consts.push_back(gp->groups[s][gi].get());
+    }
+  std::vector<size_t> decoded_at(groups.size(), 0);
+  size_t decoded_bytes = 0;
+  for (size_t i = 0; i < groups.size(); i++)
+    if (entropy_coded(h.sections[i + 1].mode)) {
+      decoded_at[i] = decoded_bytes;
+      decoded_bytes += size_t(nc) * groups[i]->row.rowBytes;
+    }
+  DeviceArray<uint8_t> decoded(decoded_bytes, st);
+
+  // Entropy decoding of every chunk of every section in one launch. Chunk tables are validated
+  // on the host copy of the blob before any kernel reads a stream; statuses are checked last.
+  std::vector<RansDecodeJob> jobs;
+  for (size_t i = 0; i < groups.size(); i++) {
+    const SectionInfo& sec = h.sections[i + 1];
+    const uint32_t rbytes = groups[i]->row.rowBytes;
+    uint8_t* out = decoded.get() + decoded_at[i];
+    const uint16_t* ctx = consts[i]->context.get();
+    const RansTable* tables = consts[i]->tables.get();
     if (sec.mode == SectionMode::Rans) {  // version 1: one stream for the whole section
-      sp.chunk_rows = std::max(nc, 1u);
-      sp.offsets = {sec.offset, sec.offset + sec.stored_len};
+      jobs.push_back(RansDecodeJob{d_blob.get() + sec.offset, sec.stored_len, out, uint64_t(nc) * rbytes, ctx, tables, rbytes});
     } else if (sec.mode == SectionMode::RansChunks) {
       const RansChunks ch = rans_parse_chunks(blob + sec.offset, sec.stored_len, nc);
-      sp.chunk_rows = ch.chunk_rows;
-      for (size_t o : ch.offset) sp.offsets.push_back(sec.offset + o);
+      for (size_t c = 0; c + 1 < ch.offset.size(); c++) {
+        const uint32_t r0 = uint32_t(c) * ch.chunk_rows, nr = std::min(ch.chunk_rows, nc - r0);
+        jobs.push_back(RansDecodeJob{d_blob.get() + sec.offset + ch.offset[c], ch.offset[c + 1] - ch.offset[c],
+                                     out + size_t(r0) * rbytes, uint64_t(nr) * rbytes, ctx, tables, rbytes});
+      }
     }
-    first_offset[si] = all_offsets.size();
-    all_offsets.insert(all_offsets.end(), sp.offsets.begin(), sp.offsets.end());
-    if (!sp.offsets.empty()) total_chunks += sp.offsets.size() - 1;
   }
-  auto d_offsets = upload_array(all_offsets, st);
-  DeviceArray<int> status(total_chunks, st);
-  size_t status_at = 0;
+  auto d_jobs = upload_array(jobs, st);
+  DeviceArray<int> status(jobs.size(), st);
+  check_launch(launch_rans_decode(d_jobs->get(), uint32_t(jobs.size()), status.get(), st.get()), "entropy decoding");
 
-  size_t si = 1;
-  for (int s = 0; s < 2; s++) {
-    const KernelLayout lay = kernel_layout(pr, h.dtype, s == 0);
-    for (size_t gi = 0; gi < pr.groups[s].size(); gi++, si++) {
-      const StreamGroup& g = pr.groups[s][gi];
-      const GroupConsts& gc = *gp->groups[s][gi];
-      const SectionInfo& sec = h.sections[si];
-      const uint32_t rbytes = g.row.rowBytes;
-      std::unique_ptr<DeviceArray<uint8_t>> decoded;
-      const uint8_t* rows = d_blob.get() + sec.offset;
-      if (entropy_coded(sec.mode)) {
-        const SectionPlan& sp = plans[si];
-        const uint32_t chunks = uint32_t(sp.offsets.size() - 1);
-        decoded = std::make_unique<DeviceArray<uint8_t>>(size_t(nc) * rbytes, st);
-        check_launch(launch_rans_decode(d_blob.get(), d_offsets->get() + first_offset[si], chunks, sp.chunk_rows, nc,
-                                        gc.kg, decoded->get(), status.get() + status_at, st.get()),
-                     "entropy decoding");
-        status_at += chunks;
-        rows = decoded->get();
-      }
-      if (nc == 0) continue;  // (an empty stream was still checked, as on the CPU)
-      const Angles& a = s == 0 ? ang : none;
-      const uint32_t batch = std::min(batch_rows(g.p, g.k), nc);
-      const uint32_t ldd = std::max(g.k, 1u);
-      DeviceArray<float> X(size_t(batch) * g.p, st), D(size_t(batch) * ldd, st);
-      for (uint32_t b0 = 0; b0 < nc; b0 += batch) {
-        const uint32_t nb = std::min(batch, nc - b0);
-        check(cudaMemsetAsync(D.get(), 0, size_t(nb) * ldd * sizeof(float), st.get()), "workspace clear");
-        check_launch(launch_dequantize(rows + size_t(b0) * rbytes, nb, gc.kg, D.get(), ldd, st.get()),
-                     "dequantization");
-        check_launch(launch_gemm_f32(int(nb), int(g.p), int(g.k), D.get(), int(ldd), gc.basis.get(), int(g.p), false,
-                                     X.get(), int(g.p), st.get()),
-                     "inverse projection");
-        check_launch(launch_scatter_features(X.get(), lay, gc.kg, d_coded->get() + b0, nb, a.cos_at(b0), a.sin_at(b0),
-                                             d_layers->get() + size_t(s) * L, st.get()),
-                     "feature scatter");
-      }
+  for (size_t i = 0; i < groups.size() && nc > 0; i++) {
+    const StreamGroup& g = *groups[i];
+    const GroupConsts& gc = *consts[i];
+    const bool is_key = i < pr.groups[0].size();
+    const uint32_t rbytes = g.row.rowBytes;
+    const uint8_t* rows = entropy_coded(h.sections[i + 1].mode) ? decoded.get() + decoded_at[i]
+                                                               : d_blob.get() + h.sections[i + 1].offset;
+    const Angles& a = is_key ? ang : none;
+    const uint32_t batch = std::min(batch_rows(g.p, g.k), nc);
+    const uint32_t ldd = std::max(g.k, 1u);
+    DeviceArray<float> X(size_t(batch) * g.p, st), D(size_t(batch) * ldd, st);
+    for (uint32_t b0 = 0; b0 < nc; b0 += batch) {
+      const uint32_t nb = std::min(batch, nc - b0);
+      check(cudaMemsetAsync(D.get(), 0, size_t(nb) * ldd * sizeof(float), st.get()), "workspace clear");
+      check_launch(launch_dequantize(rows + size_t(b0) * rbytes, nb, gc.kg, D.get(), ldd, st.get()), "dequantization");
+      check_launch(launch_gemm_f32(int(nb), int(g.p), int(g.k), D.get(), int(ldd), gc.basis.get(), int(g.p), false,
+                                   X.get(), int(g.p), st.get()),
+                   "inverse projection");
+      check_launch(launch_scatter_features(X.get(), kernel_layout(pr, h.dtype, is_key), gc.kg, d_coded->get() + b0, nb,
+                                           a.cos_at(b0), a.sin_at(b0), d_layers->get() + (is_key ? 0 : size_t(L)),
+                                           st.get()),
+                   "feature scatter");
     }
   }
-  std::vector<int> stat(total_chunks);
-  status.download(stat.data(), total_chunks);
+  std::vector<int> stat(jobs.size());
+  status.download(stat.data(), stat.size());
   st.sync();
   for (int code : stat) rans_check_status(code);
 }
