@@ -10,9 +10,17 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/kvtc-device-out}
 mkdir -p "$OUT" /tmp/kvtc-kit
-xz -dc .devkit/node.xz >/tmp/kvtc-kit/node && chmod +x /tmp/kvtc-kit/node
+# xz may be missing there; Python's lzma is not.
+unxz() {
+  if command -v xz >/dev/null; then xz -dc "$1"; else
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$1"
+  fi
+}
+unxz .devkit/node.xz >/tmp/kvtc-kit/node && chmod +x /tmp/kvtc-kit/node
 export PATH=/tmp/kvtc-kit:$PATH
-rm -rf node_modules dist && tar -xJf .devkit/node_modules.tar.xz && tar -xJf .devkit/dist.tar.xz
+rm -rf node_modules dist
+unxz .devkit/node_modules.tar.xz | tar -x
+unxz .devkit/dist.tar.xz | tar -x
 mkdir -p build/Release && cp .devkit/kvtc.node .devkit/kvtc_emu.node build/Release/
 node -e "console.log(JSON.stringify(require('./build/Release/kvtc.node').buildInfo()))" | tee "$OUT/buildinfo.json"
 bench_args=()
