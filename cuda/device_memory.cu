@@ -27,28 +27,29 @@ uint64_t device_alloc(size_t bytes) {
 void device_free(uint64_t ptr) { check(cudaFree(reinterpret_cast<void*>(uintptr_t(ptr))), "device free"); }
 
 namespace {
-// A copy on a private blocking stream, complete when this returns: a plain cudaMemcpy may return
-// before a pageable upload or a device-to-device copy lands, and work on other streams would
-// not be ordered after it.
-void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* what) {
+// A copy complete when this returns, on the caller's stream (after its queued work) or on a
+// private blocking one: a plain cudaMemcpy may return before a pageable upload or a
+// device-to-device copy lands, and work on other streams would not be ordered after it.
+void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* what, uint64_t stream) {
   if (bytes == 0) return;
-  Stream st(0);
+  Stream st{uintptr_t(stream)};
   check(cudaMemcpyAsync(dst, src, bytes, kind, st.get()), what);
   st.sync();
 }
 }  // namespace
 
-void copy_to_device(uint64_t dst, const void* src, size_t bytes) {
-  copy(reinterpret_cast<void*>(uintptr_t(dst)), src, bytes, cudaMemcpyHostToDevice, "host-to-device copy");
+void copy_to_device(uint64_t dst, const void* src, size_t bytes, uint64_t stream) {
+  copy(reinterpret_cast<void*>(uintptr_t(dst)), src, bytes, cudaMemcpyHostToDevice, "host-to-device copy", stream);
 }
 
-void copy_to_host(void* dst, uint64_t src, size_t bytes) {
-  copy(dst, reinterpret_cast<const void*>(uintptr_t(src)), bytes, cudaMemcpyDeviceToHost, "device-to-host copy");
+void copy_to_host(void* dst, uint64_t src, size_t bytes, uint64_t stream) {
+  copy(dst, reinterpret_cast<const void*>(uintptr_t(src)), bytes, cudaMemcpyDeviceToHost, "device-to-host copy",
+       stream);
 }
 
-void copy_on_device(uint64_t dst, uint64_t src, size_t bytes) {
+void copy_on_device(uint64_t dst, uint64_t src, size_t bytes, uint64_t stream) {
   copy(reinterpret_cast<void*>(uintptr_t(dst)), reinterpret_cast<const void*>(uintptr_t(src)), bytes,
-       cudaMemcpyDeviceToDevice, "device-to-device copy");
+       cudaMemcpyDeviceToDevice, "device-to-device copy", stream);
 }
 
 MemoryInfo memory_info() {

@@ -42,12 +42,14 @@ void decode_to_device(const Profile& pr, const uint8_t* blob, const BlobHeader& 
 void decode_to_host(const Profile& pr, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
                     int32_t* positions);
 
-// Device memory owned by kvtc (the store's device tier; tests).
+// Device memory owned by kvtc (the store's device tier; tests). Copies are complete when they
+// return; stream: a caller's cudaStream_t to order them after (0: after the legacy default
+// stream's work).
 uint64_t device_alloc(size_t bytes);
 void device_free(uint64_t ptr);
-void copy_to_device(uint64_t dst, const void* src, size_t bytes);
-void copy_to_host(void* dst, uint64_t src, size_t bytes);
-void copy_on_device(uint64_t dst, uint64_t src, size_t bytes);
+void copy_to_device(uint64_t dst, const void* src, size_t bytes, uint64_t stream = 0);
+void copy_to_host(void* dst, uint64_t src, size_t bytes, uint64_t stream = 0);
+void copy_on_device(uint64_t dst, uint64_t src, size_t bytes, uint64_t stream = 0);
 struct MemoryInfo {
   size_t free = 0, total = 0;
 };

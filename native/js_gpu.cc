@@ -30,10 +30,9 @@ std::vector<uint64_t> addresses_of(const Napi::Value& v, const std::string& what
   return out;
 }
 
-uint64_t stream_of(const Napi::Object& o) {
-  const Napi::Value s = o.Get("stream");
-  return s.IsUndefined() || s.IsNull() ? 0 : address_of(s, "stream");
-}
+uint64_t stream_value(const Napi::Value& s) { return s.IsUndefined() || s.IsNull() ? 0 : address_of(s, "stream"); }
+
+uint64_t stream_of(const Napi::Object& o) { return stream_value(o.Get("stream")); }
 
 Napi::Value bigint(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
 
@@ -167,17 +166,18 @@ Napi::Value Free(const Napi::CallbackInfo& info) {
   });
 }
 
-// copyToDevice(dst: bigint, src: TypedArray) and copyToHost(dst: TypedArray, src: bigint).
+// copyToDevice(dst: bigint, src: TypedArray, stream?) and copyToHost(dst: TypedArray, src: bigint, stream?).
 Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const uint64_t dst = address_of(info[0], "destination");
     size_t bytes = 0;
     const void* src = view_data(info[1], bytes);
+    const uint64_t stream = stream_value(info[2]);
     return run_device(
         info,
         [=] {
           gpu::require_device_pointer(dst, "destination");
-          return gpu::copy_to_device(dst, src, bytes), uint64_t(0);
+          return gpu::copy_to_device(dst, src, bytes, stream), uint64_t(0);
         },
         false, {info[1]});
   });
@@ -188,11 +188,12 @@ Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
     size_t bytes = 0;
     void* dst = view_data(info[0], bytes);
     const uint64_t src = address_of(info[1], "source");
+    const uint64_t stream = stream_value(info[2]);
     return run_device(
         info,
         [=] {
           gpu::require_device_pointer(src, "source");
-          return gpu::copy_to_host(dst, src, bytes), uint64_t(0);
+          return gpu::copy_to_host(dst, src, bytes, stream), uint64_t(0);
         },
         false, {info[0]});
   });
@@ -214,17 +215,18 @@ Napi::Value CopyFromArena(const Napi::CallbackInfo& info) {
   });
 }
 
-// copyOnDevice(dst: bigint, src: bigint, bytes)
+// copyOnDevice(dst: bigint, src: bigint, bytes, stream?)
 Napi::Value CopyOnDevice(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const uint64_t dst = address_of(info[0], "destination"), src = address_of(info[1], "source");
     const size_t bytes = byte_count(info[2], "bytes");
+    const uint64_t stream = stream_value(info[3]);
     return run_device(
         info,
         [=] {
           gpu::require_device_pointer(dst, "destination");
           gpu::require_device_pointer(src, "source");
-          return gpu::copy_on_device(dst, src, bytes), uint64_t(0);
+          return gpu::copy_on_device(dst, src, bytes, stream), uint64_t(0);
         },
         false);
   });

@@ -120,9 +120,10 @@ export interface NativeGpu {
   ): Promise<void>;
   alloc(bytes: number): Promise<bigint>;
   free(address: bigint): Promise<void>;
-  copyToDevice(dst: bigint, src: ArrayBufferView): Promise<void>;
-  copyToHost(dst: ArrayBufferView, src: bigint): Promise<void>;
-  copyOnDevice(dst: bigint, src: bigint, bytes: number): Promise<void>;
+  /** Copies complete when they resolve; stream orders them after a caller's queued work. */
+  copyToDevice(dst: bigint, src: ArrayBufferView, stream?: bigint): Promise<void>;
+  copyToHost(dst: ArrayBufferView, src: bigint, stream?: bigint): Promise<void>;
+  copyOnDevice(dst: bigint, src: bigint, bytes: number, stream?: bigint): Promise<void>;
   /** A host-arena blob to the device (page-locked when a device is usable). */
   copyFromArena(dst: bigint, handle: number): Promise<void>;
   memoryInfo(): Promise<{ free: number; total: number }>;

@@ -148,7 +148,7 @@ export async function downloadDeviceCache(cache: DeviceKvCache): Promise<KvCache
   const buf = new ArrayBuffer(2 * L * lb);
   const n = cache.tokens * rowValues(cache.layout);
   const views = [...cache.keys, ...cache.values].map((_, i) => (cache.layout.dtype === 'f32' ? new Float32Array(buf, i * lb, n) : new Uint16Array(buf, i * lb, n)));
-  for (let i = 0; i < 2 * L; i++) await deviceMemory.download(views[i]!, i < L ? cache.keys[i]! : cache.values[i - L]!);
+  for (let i = 0; i < 2 * L; i++) await deviceMemory.download(views[i]!, i < L ? cache.keys[i]! : cache.values[i - L]!, cache.stream);
   return {
     layout: { ...cache.layout },
     tokens: cache.tokens,
@@ -167,8 +167,8 @@ export async function uploadToTarget(cache: KvCache, target: DeviceKvTarget): Pr
     throw new KvtcError('E_CAPACITY', `session holds ${cache.tokens} tokens; the target has room for ${target.capacityTokens}`);
   }
   for (let l = 0; l < cache.layout.layers; l++) {
-    await deviceMemory.upload(target.keys[l]!, cache.keys[l]!);
-    await deviceMemory.upload(target.values[l]!, cache.values[l]!);
+    await deviceMemory.upload(target.keys[l]!, cache.keys[l]!, target.stream);
+    await deviceMemory.upload(target.values[l]!, cache.values[l]!, target.stream);
   }
 }
 
@@ -180,8 +180,10 @@ export async function uploadToTarget(cache: KvCache, target: DeviceKvTarget): Pr
 export const deviceMemory = {
   alloc: (bytes: number): Promise<bigint> => callNative(() => gpuApi().alloc(bytes)),
   free: (address: bigint): Promise<void> => callNative(() => gpuApi().free(address)),
-  upload: (dst: bigint, src: ArrayBufferView): Promise<void> => callNative(() => gpuApi().copyToDevice(dst, src)),
-  download: (dst: ArrayBufferView, src: bigint): Promise<void> => callNative(() => gpuApi().copyToHost(dst, src)),
-  copy: (dst: bigint, src: bigint, bytes: number): Promise<void> => callNative(() => gpuApi().copyOnDevice(dst, src, bytes)),
+  /** Copies resolve when complete; `stream` orders them after that cudaStream_t's queued work. */
+  upload: (dst: bigint, src: ArrayBufferView, stream?: bigint): Promise<void> => callNative(() => gpuApi().copyToDevice(dst, src, stream)),
+  download: (dst: ArrayBufferView, src: bigint, stream?: bigint): Promise<void> => callNative(() => gpuApi().copyToHost(dst, src, stream)),
+  copy: (dst: bigint, src: bigint, bytes: number, stream?: bigint): Promise<void> =>
+    callNative(() => gpuApi().copyOnDevice(dst, src, bytes, stream)),
   info: (): Promise<{ free: number; total: number }> => callNative(() => gpuApi().memoryInfo()),
 };

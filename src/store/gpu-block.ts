@@ -73,8 +73,8 @@ export class GpuBlock {
     return GpuBlock.#filled(cache.layout, cache.tokens, positions, async (b) => {
       const d = b.#layers();
       for (let l = 0; l < cache.layout.layers; l++) {
-        await deviceMemory.copy(d.keys[l]!, cache.keys[l]!, lb);
-        await deviceMemory.copy(d.values[l]!, cache.values[l]!, lb);
+        await deviceMemory.copy(d.keys[l]!, cache.keys[l]!, lb, cache.stream);
+        await deviceMemory.copy(d.values[l]!, cache.values[l]!, lb, cache.stream);
       }
     });
   }
@@ -121,8 +121,8 @@ export class GpuBlock {
     const lb = deviceLayerBytes(this.layout, this.tokens);
     const d = this.#layers();
     for (let l = 0; l < this.layout.layers; l++) {
-      await deviceMemory.copy(target.keys[l]!, d.keys[l]!, lb);
-      await deviceMemory.copy(target.values[l]!, d.values[l]!, lb);
+      await deviceMemory.copy(target.keys[l]!, d.keys[l]!, lb, target.stream);
+      await deviceMemory.copy(target.values[l]!, d.values[l]!, lb, target.stream);
     }
   }
 

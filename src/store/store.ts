@@ -280,15 +280,18 @@ export class KvStore {
       if (opts.pin && rawBytes + this.#pinnedBytes(id) > this.options.device.capacityBytes) {
         throw new KvtcError('E_CAPACITY', `pinned sessions would exceed tiers.device.capacityBytes (${this.options.device.capacityBytes})`);
       }
-      await this.#forget(id);
       const t0 = performance.now();
+      // The new copy exists before the old version goes: a put that fails leaves the session as it was.
       const hot = rawBytes > this.options.device.capacityBytes ? undefined : await this.#hotCopy(owned ?? (cache as DeviceKvCache));
       if (hot) {
+        await this.#forgetOr(id, () => hot.gpu?.free());
         this.#device.set(id, { meta, ...hot, bytes: rawBytes, onDisk: false });
         this.#emit('put', { id, to: 'device', rawBytes, ms: performance.now() - t0 });
       } else {
         // Larger than the whole hot tier, or no device memory left: straight to the host tier.
-        const entry = await this.#encodeToHost(meta, owned ? { cache: owned } : { device: cache as DeviceKvCache });
+        const blob = await this.#encodeBlob(owned ? { cache: owned } : { device: cache as DeviceKvCache });
+        await this.#forgetOr(id, () => void native.arenaFree(blob.handle));
+        const entry = await this.#installHost(meta, blob);
         this.#emit('put', { id, to: 'host', bytes: entry.bytes, rawBytes, ms: performance.now() - t0 });
       }
     });
@@ -338,6 +341,8 @@ export class KvStore {
    * Restores a session straight into a caller's device buffers (CUDA backend): a device hit is a
    * device-to-device copy, a host or disk hit is decoded on the GPU into the target, with no
    * host round trip of the cache. Resolves when the target holds the cache; undefined on a miss.
+   * A record found damaged while decoding is a miss (with a 'corrupt' event) and leaves the
+   * target's contents unspecified.
    */
   async getInto(id: string, target: DeviceKvTarget, options: GetOptions = {}): Promise<DeviceSessionEntry | undefined> {
     this.#checkOpen();
@@ -448,13 +453,13 @@ export class KvStore {
     let failure: unknown;
     if (this.options.flushOnClose) {
       for (const [id] of [...this.#device.lru()]) {
-        await this.#demote(id, 'disk').catch((err: unknown) => {
+        await this.#serial(id, () => this.#demote(id, 'disk')).catch((err: unknown) => {
           failure ??= err;
           this.#emit('error', { id, from: 'device', reason: 'flush on close failed', error: toError(err) });
         });
       }
       for (const [id] of [...this.#host.lru()]) {
-        await this.#spill(id).catch((err: unknown) => {
+        await this.#serial(id, () => this.#spill(id)).catch((err: unknown) => {
           failure ??= err;
           this.#emit('error', { id, from: 'host', reason: 'flush on close failed', error: toError(err) });
         });
@@ -464,9 +469,17 @@ export class KvStore {
       native.arenaFree(e.handle);
       this.#host.delete(id);
     }
-    for (const [id] of [...this.#device.lru()]) await this.#dropHot(id);
-    await this.#pool.destroy();
-    await this.#disk.close();
+    // Every release runs even if one fails, so the path can be reopened.
+    const release = async (fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        failure ??= err;
+      }
+    };
+    for (const [id] of [...this.#device.lru()]) await release(() => this.#dropHot(id));
+    await release(() => this.#pool.destroy());
+    await release(() => this.#disk.close());
     OPEN_PATHS.delete(this.#pathKey);
     if (failure) throw toError(failure);
   }
@@ -539,6 +552,16 @@ export class KvStore {
     }
   }
 
+  /** #forget, running undo (release a new copy) if it fails. */
+  async #forgetOr(id: string, undo: () => Promise<void> | void | undefined): Promise<void> {
+    try {
+      await this.#forget(id);
+    } catch (err) {
+      await undo();
+      throw err;
+    }
+  }
+
   /** Removes a session from every tier (no event). */
   async #forget(id: string): Promise<void> {
     await this.#dropHot(id);
@@ -604,7 +627,11 @@ export class KvStore {
 
   /** Encodes a session into a host entry (and disk, under write-through). */
   async #encodeToHost(meta: SessionMeta, src: EncodeSource, onDisk = false): Promise<HostEntry> {
-    const r = await this.#encodeBlob(src);
+    return this.#installHost(meta, await this.#encodeBlob(src), onDisk);
+  }
+
+  /** Makes an encoded blob the session's host entry (persisted first under write-through). */
+  async #installHost(meta: SessionMeta, r: ArenaBlob, onDisk = false): Promise<HostEntry> {
     const entry: HostEntry = { meta, handle: r.handle, bytes: r.bytes, onDisk };
     try {
       if (this.options.writePolicy === 'write-through' && !onDisk) {
@@ -747,10 +774,18 @@ export class KvStore {
     into: DeviceKvTarget | undefined,
     promote: boolean,
   ): Promise<Decoded> {
+    // The caller's buffers are checked before anything is decoded into them.
+    if (into && meta.tokens > into.capacityTokens) {
+      throw new KvtcError('E_CAPACITY', `session holds ${meta.tokens} tokens; the target has room for ${into.capacityTokens}`);
+    }
+    if (into && meta.layout.dtype !== into.layout.dtype) {
+      throw new KvtcError('E_LAYOUT', `session holds ${meta.layout.dtype} values; the target is ${into.layout.dtype}`);
+    }
     const viaPool = async (): Promise<Decoded> => {
       const dec = typeof src === 'number' ? await this.#pool.decodeHandle(src, format) : await this.#pool.decodeBlob(src, format);
       this.decodeThreads.add(dec.threadId);
       const cache = dec.cache as KvCache;
+      if (cache.tokens !== meta.tokens) throw new KvtcError('E_CORRUPT', `record holds ${cache.tokens} tokens, its metadata says ${meta.tokens}`);
       if (into) await uploadToTarget(cache, into);
       return { cache, positions: cache.positions!, ...(promote ? { hot: await this.#hotCopy(cache) } : {}) };
     };
@@ -759,6 +794,7 @@ export class KvStore {
     return this.#gpuOr<Decoded>(async () => {
       if (into) {
         const r = await decodeToDevice(source, this.profile, into);
+        if (r.tokens !== meta.tokens) throw new KvtcError('E_CORRUPT', `record holds ${r.tokens} tokens, its metadata says ${meta.tokens}`);
         const L = meta.layout.layers;
         const view: DeviceKvCache = { layout: meta.layout, tokens: r.tokens, keys: into.keys.slice(0, L), values: into.values.slice(0, L), positions: r.positions };
         return { positions: r.positions, ...(promote ? { hot: await this.#hotCopy(view) } : {}) };
@@ -769,8 +805,13 @@ export class KvStore {
           async () => undefined, // no device memory to promote into: decode for the caller only
         );
         if (gpu) {
-          const cache = await gpu.toHost();
-          return { cache, positions: cache.positions!, hot: { gpu } };
+          try {
+            const cache = await gpu.toHost();
+            return { cache, positions: cache.positions!, hot: { gpu } };
+          } catch (err) {
+            await gpu.free();
+            throw err;
+          }
         }
       }
       const cache = await decodeSource(source, this.profile, { gpu: true });
@@ -819,6 +860,7 @@ export class KvStore {
 
   /** Restores the capacity invariants; one loop at a time, rerun if asked meanwhile. */
   #rebalance(): Promise<void> {
+    if (this.#closed) return Promise.resolve(); // close() flushes every tier itself
     if (this.#rebalancing) {
       this.#rebalanceAgain = true;
       return this.#rebalancing;
@@ -841,7 +883,12 @@ export class KvStore {
     while (this.#device.bytes > o.device.capacityBytes) {
       const victim = this.#pickVictim();
       if (!victim) break;
-      if (!(await this.#try(victim, 'device', () => this.#demote(victim, 'host')))) break;
+      // Re-checked on the chain: a put queued there may have pinned or replaced the session.
+      const demote = async () => {
+        const e = this.#device.peek(victim);
+        if (e && !e.meta.pinned) await this.#demote(victim, 'host');
+      };
+      if (!(await this.#try(victim, 'device', demote))) break;
     }
     while (this.#host.bytes > o.host.capacityBytes) {
       const victim = this.#host.lru().next().value?.[0];
@@ -851,13 +898,14 @@ export class KvStore {
     while (this.#disk.bytes > o.disk.capacityBytes) {
       const victim = this.#disk.lruOrder()[0] ?? this.#disk.list()[0]?.id;
       if (!victim) break;
-      await this.#serial(victim, async () => {
+      const evicted = await this.#try(victim, 'disk', async () => {
         const last = this.has(victim) === 'disk';
         await this.#disk.delete(victim);
         // A copy of a hot or warm session is just dropped; a disk-only session leaves the store.
         for (const t of [this.#device.peek(victim), this.#host.peek(victim)]) if (t) t.onDisk = false;
         if (last) this.#emit('evict', { id: victim, from: 'disk' });
       });
+      if (!evicted) break;
     }
   }
 

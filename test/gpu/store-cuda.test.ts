@@ -135,6 +135,13 @@ describe(`KvStore on the cuda backend (${TARGET})`, () => {
     expect(await code(store.getInto('d', { ...target, capacityTokens: 10 }))).toBe('E_CAPACITY');
     expect(await code(store.getInto('d', { ...target, keys: target.keys.slice(1) }))).toBe('E_LAYOUT');
     expect(await code(store.put('x', { layout: LAYOUT, tokens: 72, keys: [0x10n, 0x20n], values: src.values }))).toBe('E_LAYOUT');
+    // A put that fails leaves the previous version of the session as it was.
+    expect(await code(store.put('d', { layout: LAYOUT, tokens: 72, keys: [0x10n, 0x20n], values: src.values }))).toBe('E_LAYOUT');
+    expect(bitsEqual((await store.get('d'))!, coldCache)).toBe(true);
+    // A target too small for a warm session is refused before anything is decoded into it.
+    await store.evict('d');
+    expect(await code(store.getInto('d', { ...target, capacityTokens: 10 }))).toBe('E_CAPACITY');
+    expect(store.has('d')).toBe('host');
   });
 
   it('capacity moves sessions between device memory and the host tier; a full device loses nothing', async () => {
