@@ -111,7 +111,7 @@ async function main(): Promise<void> {
       () => Promise.all(Array.from({ length: b }, (_, i) => decodeToDevice(blobs[i]!.handle, profile, { layout: cache.layout, capacityTokens: tokens, keys: targets[i]!.keys, values: targets[i]!.values }))),
       reps,
     );
-    rows.push({ backend: 'cuda', batch: b, 'encode GB/s': (b * rawBytes) / 1e6 / encMs, 'decode GB/s': (b * rawBytes) / 1e6 / decMs, 'encode ms': encMs, 'decode ms': decMs });
+    rows.push({ backend: `cuda (${buildInfo().cudaGemm})`, batch: b, 'encode GB/s': (b * rawBytes) / 1e6 / encMs, 'decode GB/s': (b * rawBytes) / 1e6 / decMs, 'encode ms': encMs, 'decode ms': decMs });
   }
 
   // ---- copy ceilings

@@ -1,5 +1,6 @@
 #include "gemm.cuh"
 
+#include "cublas.cuh"
 #include "cuda_check.cuh"
 
 namespace kvtc::gpu {
@@ -56,6 +57,9 @@ cudaError_t launch_gemm_f32(int m, int n, int k, const float* A, int lda, const 
   if (m <= 0 || n <= 0) return cudaSuccess;
   if ((m + kTile - 1) / kTile > 65535) return cudaErrorInvalidValue;  // grid.y limit: callers batch rows
   if (k <= 0) return cudaMemsetAsync(C, 0, size_t(m) * ldc * sizeof(float), s);  // only valid for ldc == n
+  bool used = false;
+  const cudaError_t e = cublas_gemm_f32(m, n, k, A, lda, B, ldb, trans_b, C, ldc, s, &used);
+  if (used || e != cudaSuccess) return e;
   const dim3 grid((n + kTile - 1) / kTile, (m + kTile - 1) / kTile);
   KVTC_LAUNCH(gemm_f32_kernel, grid, dim3(kThreads), s, m, n, k, A, lda, B, ldb, trans_b, C, ldc);
   return cudaGetLastError();

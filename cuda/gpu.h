@@ -25,6 +25,9 @@ struct DeviceCacheView {
 // Whether a CUDA device can run the codec; reason says why not.
 bool usable(std::string* reason);
 
+// The projection GEMM in use: "kernel" (our FP32 kernel), "cublas-fp32" or "cublas-tf32".
+const char* gemm_path();
+
 // Encodes on the GPU into the CPU codec's container format. Values agree with the CPU's to float
 // rounding (sums run in another order and multiply-adds fuse), so a coefficient on a rounding
 // boundary may get the neighbouring code: same format, not always the same bytes.

@@ -4,6 +4,7 @@
 
 #ifdef KVTC_WITH_CUDA
 #include "../cuda/device.cuh"
+#include "../cuda/gpu.h"
 #endif
 
 namespace kvtc {
@@ -24,10 +25,12 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   kvtc_cuda_device_count(&count, reason, sizeof(reason));
   o.Set("cudaDevices", count);
   o.Set("cudaReason", count > 0 ? env.Null() : Napi::String::New(env, reason));
+  o.Set("cudaGemm", gpu::gemm_path());
 #else
   o.Set("cuda", false);
   o.Set("cudaDevices", 0);
   o.Set("cudaReason", "built without CUDA (no toolkit found, or KVTC_CUDA=OFF)");
+  o.Set("cudaGemm", env.Null());
 #endif
 #ifdef KVTC_HAVE_OPENBLAS
   o.Set("openblas", true);

@@ -135,6 +135,7 @@ interface NativeAddon {
     cuda: boolean;
     cudaDevices: number;
     cudaReason: string | null;
+    cudaGemm: string | null;
     openblas: boolean;
     linalg: string;
     simd: string[];
@@ -248,6 +249,8 @@ export interface BuildInfo {
   cudaDevices: number;
   /** Why no CUDA device is usable (null when one is). */
   cudaReason: string | null;
+  /** The GPU projection GEMM: 'kernel' (kvtc's FP32 kernel), 'cublas-fp32' or 'cublas-tf32' ($KVTC_CUBLAS); null without CUDA. */
+  cudaGemm: string | null;
   /** OpenBLAS/LAPACKE were found at build time and are used for GEMM and the eigensolver. */
   openblas: boolean;
   /** Dense kernel path in use: 'openblas', 'avx2' or 'generic'. */

@@ -3,7 +3,8 @@
 #   bash scripts/device/check.sh
 # Unpacks the kit from scripts/device/pack.sh, then, with results under $OUT:
 #   nvidia-smi and buildInfo(); the recompute baseline (bench/recompute_prefill.py, PyTorch);
-#   test/gpu on the real CUDA backend; bench/gpu.bench.ts (8K-token Llama-3.1-8B-shaped KV).
+#   test/gpu on the real CUDA backend; bench/gpu.bench.ts (8K-token Llama-3.1-8B-shaped KV);
+#   both again with the optional cuBLAS GEMM when PyTorch's cuBLAS is there.
 # KIT_DRY_RUN=1 rehearses it on a machine without a GPU: the emulated addon, a --quick bench,
 # no PyTorch step.
 set -uo pipefail
@@ -34,3 +35,12 @@ fi
 node node_modules/vitest/vitest.mjs run test/gpu 2>&1 | tee "$OUT/test-gpu.log"
 KVTC_RECOMPUTE_JSON="$OUT/recompute.json" KVTC_BENCH_OUT="$OUT/gpu.json" UV_THREADPOOL_SIZE=16 \
   node node_modules/tsx/dist/cli.mjs bench/gpu.bench.ts "${bench_args[@]}" 2>&1 | tee "$OUT/bench-gpu.log"
+# The optional cuBLAS path (KVTC_CUBLAS), with the cuBLAS that PyTorch's wheels bring: parity
+# tests in FP32, the benchmark with TF32 tensor-core math.
+cublas=$(python3 -c 'import glob, os, nvidia; print(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "cublas/lib/libcublas.so*")))[0])' 2>/dev/null || true)
+if [ -n "$cublas" ] && [ "${KIT_DRY_RUN:-0}" != 1 ]; then
+  export LD_LIBRARY_PATH="$(dirname "$cublas"):${LD_LIBRARY_PATH:-}"
+  KVTC_CUBLAS="$cublas" node node_modules/vitest/vitest.mjs run test/gpu/codec-parity.test.ts 2>&1 | tee "$OUT/test-gpu-cublas.log"
+  KVTC_CUBLAS=tf32 KVTC_RECOMPUTE_JSON="$OUT/recompute.json" KVTC_BENCH_OUT="$OUT/gpu-cublas-tf32.json" UV_THREADPOOL_SIZE=16 \
+    node node_modules/tsx/dist/cli.mjs bench/gpu.bench.ts 2>&1 | tee "$OUT/bench-gpu-cublas.log"
+fi

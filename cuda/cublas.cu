@@ -1,0 +1,97 @@
+#include "cublas.cuh"
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+namespace kvtc::gpu {
+namespace {
+
+// The few cuBLAS declarations used, so no cuBLAS header is needed at build time.
+typedef struct cublasContext* cublasHandle_t;
+typedef int cublasStatus_t;
+constexpr int kOpN = 0, kOpT = 1;                   // cublasOperation_t
+constexpr int kDefaultMath = 0, kTf32Math = 3;      // cublasMath_t
+using CreateFn = cublasStatus_t (*)(cublasHandle_t*);
+using SetStreamFn = cublasStatus_t (*)(cublasHandle_t, cudaStream_t);
+using SetMathModeFn = cublasStatus_t (*)(cublasHandle_t, int);
+using SgemmFn = cublasStatus_t (*)(cublasHandle_t, int, int, int, int, int, const float*, const float*, int,
+                                   const float*, int, const float*, float*, int);
+
+struct Cublas {
+  CreateFn create = nullptr;
+  SetStreamFn set_stream = nullptr;
+  SetMathModeFn set_math = nullptr;
+  SgemmFn sgemm = nullptr;
+  int math = kDefaultMath;
+  const char* path = "kernel";
+};
+
+const Cublas* load() {
+  static Cublas lib;
+  static const Cublas* loaded = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+#if !defined(KVTC_CUDA_EMULATED)
+    const char* want = std::getenv("KVTC_CUBLAS");
+    if (!want || !*want || !std::strcmp(want, "0")) return;
+    const bool tf32 = !std::strcmp(want, "tf32");
+    void* h = nullptr;
+    if (std::strchr(want, '/')) {
+      h = dlopen(want, RTLD_NOW | RTLD_LOCAL);
+    } else {
+      for (const char* name : {"libcublas.so.13", "libcublas.so.12", "libcublas.so"})
+        if ((h = dlopen(name, RTLD_NOW | RTLD_LOCAL))) break;
+    }
+    if (!h) return;
+    lib.create = reinterpret_cast<CreateFn>(dlsym(h, "cublasCreate_v2"));
+    lib.set_stream = reinterpret_cast<SetStreamFn>(dlsym(h, "cublasSetStream_v2"));
+    lib.set_math = reinterpret_cast<SetMathModeFn>(dlsym(h, "cublasSetMathMode"));
+    lib.sgemm = reinterpret_cast<SgemmFn>(dlsym(h, "cublasSgemm_v2"));
+    if (!lib.create || !lib.set_stream || !lib.set_math || !lib.sgemm) return;
+    lib.math = tf32 ? kTf32Math : kDefaultMath;
+    lib.path = tf32 ? "cublas-tf32" : "cublas-fp32";
+    loaded = &lib;
+#endif
+  });
+  return loaded;
+}
+
+// One handle per thread (the addon's worker threads live as long as the process).
+cublasHandle_t handle(const Cublas& lib) {
+  thread_local cublasHandle_t h = nullptr;
+  thread_local bool tried = false;
+  if (!tried) {
+    tried = true;
+    if (lib.create(&h) != 0 || lib.set_math(h, lib.math) != 0) h = nullptr;
+  }
+  return h;
+}
+
+}  // namespace
+
+const char* gemm_path() {
+  const Cublas* lib = load();
+  return lib ? lib->path : "kernel";
+}
+
+cudaError_t cublas_gemm_f32(int m, int n, int k, const float* A, int lda, const float* B, int ldb, bool trans_b,
+                            float* C, int ldc, cudaStream_t s, bool* used) {
+  *used = false;
+  const Cublas* lib = load();
+  if (!lib || m <= 0 || n <= 0 || k <= 0) return cudaSuccess;
+  cublasHandle_t h = handle(*lib);
+  if (!h || lib->set_stream(h, s) != 0) return cudaSuccess;
+  // cuBLAS is column-major: a row-major X is the column-major X^T, so C^T = op(B)^T * A^T.
+  // Row-major B [k x n] is column-major [n x k] (no transpose); row-major B [n x k] (trans_b) is
+  // column-major [k x n], transposed to [n x k].
+  const float one = 1.0f, zero = 0.0f;
+  if (lib->sgemm(h, trans_b ? kOpT : kOpN, kOpN, n, m, k, &one, B, ldb, A, lda, &zero, C, ldc) != 0)
+    return cudaErrorLaunchFailure;
+  *used = true;
+  return cudaSuccess;
+}
+
+}  // namespace kvtc::gpu
