@@ -505,7 +505,11 @@ export class KvStore {
     );
     this.#chains.set(id, tail);
     void tail.then(() => {
-      if (this.#chains.get(id) === tail) this.#chains.delete(id);
+      if (this.#chains.get(id) === tail) {
+        this.#chains.delete(id);
+        // Nothing queued and no get in flight for the id: its version need not be remembered.
+        this.#versions.delete(id);
+      }
     });
     return run;
   }
