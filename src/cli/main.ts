@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `kvtc` command line: calibrate, inspect, bench, demo.
+ * The `kvtc` command line: calibrate, inspect, bench, demo, info.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -11,6 +11,8 @@ import cliProgress from 'cli-progress';
 import { CodecProfile } from '../codec/profile.js';
 import { calibrate } from '../codec/calibrate.js';
 import { inspect } from '../codec/codec.js';
+import { buildInfo } from '../binding.js';
+import { cudaUnavailableReason } from '../backend.js';
 import { KvtcError } from '../errors.js';
 import type { CalibrateOptions } from '../options.js';
 import { DiskTier } from '../store/disk-tier.js';
@@ -147,12 +149,13 @@ program
   .command('bench')
   .description('run the codec, fidelity and store benchmarks; write bench/results/*.json, report.md and plots (run from the kvtc repository)')
   .option('--quick', 'shorter runs (a few minutes on 2 cores)')
-  .option('--only <name>', 'one of: codec, fidelity, store, report')
+  .option('--only <name>', 'one of: codec, fidelity, store, gpu, report (gpu runs only when named)')
   .option('--results <dir>', 'results directory (default bench/results of the checkout)')
   .action(async (o: { quick?: boolean; only?: string; results?: string }) => {
     const all = ['codec', 'fidelity', 'store'];
-    if (o.only && ![...all, 'report'].includes(o.only)) throw new InvalidArgumentError(`--only must be one of ${[...all, 'report'].join(', ')}`);
-    const benches = o.only ? all.filter((b) => b === o.only) : all;
+    const named = [...all, 'gpu', 'report'];
+    if (o.only && !named.includes(o.only)) throw new InvalidArgumentError(`--only must be one of ${named.join(', ')}`);
+    const benches = o.only ? [...all, 'gpu'].filter((b) => b === o.only) : all;
     if (benches.length && !existsSync(join(ROOT, 'bench', 'codec.bench.ts'))) {
       throw new KvtcError('E_IO', 'kvtc bench runs from a kvtc source checkout (bench/ and its dev dependencies are not part of the package)');
     }
@@ -185,6 +188,19 @@ program
     if (o.model) opts.model = mustExist(o.model, '--model');
     if (o.prompts) opts.prompts = mustExist(o.prompts, '--prompts');
     await runDemo(opts);
+  });
+
+program
+  .command('info')
+  .description('what this build of kvtc contains and which backend it would use (CUDA devices, GEMM paths, SIMD)')
+  .action(() => {
+    const b = buildInfo();
+    const problem = cudaUnavailableReason();
+    console.log(`cuda:       ${b.cuda ? 'compiled in' : 'not compiled in'}${b.cudaEmulated ? ' (CPU emulation, tests only)' : ''}`);
+    console.log(`devices:    ${b.cudaDevices}${b.cudaReason ? ` (${b.cudaReason})` : ''}`);
+    if (b.cudaGemm) console.log(`gpu gemm:   ${b.cudaGemm}`);
+    console.log(`cpu linalg: ${b.linalg}${b.openblas ? ' (OpenBLAS)' : ''}; SIMD ${b.simd.join(', ') || 'none'}`);
+    console.log(`backend:    'auto' runs on the ${problem === null ? 'cuda backend' : `cpu (${problem})`}`);
   });
 
 function mustExist(path: string, what: string): string {

@@ -39,12 +39,24 @@ describe('kvtc --help', () => {
   it('every command has help', async () => {
     const top = await kvtc('--help');
     expect(top.code).toBe(0);
-    for (const cmd of ['calibrate', 'inspect', 'bench', 'demo']) {
+    for (const cmd of ['calibrate', 'inspect', 'bench', 'demo', 'info']) {
       expect(top.stdout).toContain(cmd);
       const h = await kvtc(cmd, '--help');
       expect(h.code).toBe(0);
       expect(h.stdout).toContain(`Usage: kvtc ${cmd}`);
     }
+  });
+});
+
+describe('kvtc info', () => {
+  it('says what was compiled in and which backend auto picks', async () => {
+    const { native } = await import('../../src/binding.js');
+    const b = native.buildInfo();
+    const r = await kvtc('info');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`cuda:       ${b.cuda ? 'compiled in' : 'not compiled in'}`);
+    expect(r.stdout).toContain(`devices:    ${b.cudaDevices}`);
+    expect(r.stdout).toMatch(b.cudaDevices > 0 ? /'auto' runs on the cuda backend/ : /'auto' runs on the cpu \(/);
   });
 });
 
