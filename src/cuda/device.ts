@@ -7,7 +7,7 @@
  * All of this needs the CUDA backend (E_BACKEND otherwise) and runs off the main thread.
  */
 import { cudaUnavailableReason } from '../backend.js';
-import { callNative, native, type NativeGpu } from '../binding.js';
+import { type ArenaBlob, callNative, native, type NativeDeviceCache, type NativeGpu } from '../binding.js';
 import type { CodecProfile } from '../codec/profile.js';
 import { checkProfileFits } from '../codec/codec.js';
 import { DTYPE_CODE } from '../codec/marshal.js';
@@ -95,16 +95,27 @@ export function validateDeviceTarget(target: unknown, field = 'target'): DeviceK
   return t as DeviceKvTarget;
 }
 
+function nativeDeviceCache(c: DeviceKvCache): NativeDeviceCache {
+  const n: NativeDeviceCache = { tokens: c.tokens, dtype: DTYPE_CODE[c.layout.dtype], keys: c.keys, values: c.values };
+  if (c.positions) n.positions = c.positions;
+  if (c.stream !== undefined) n.stream = c.stream;
+  return n;
+}
+
 /** Encodes a cache that lives in device memory, on the GPU. Same blob format as encode(). */
 export async function encodeDevice(cache: DeviceKvCache, profile: CodecProfile, options: { entropy?: boolean } = {}): Promise<Uint8Array> {
   const c = validateDeviceCache(cache);
   checkProfileFits(c.layout, profile);
   const gpu = gpuApi();
   const handle = await profile.nativeHandle();
-  const ab = await callNative(() =>
-    gpu.encodeDevice(handle, { tokens: c.tokens, dtype: DTYPE_CODE[c.layout.dtype], keys: c.keys, values: c.values, ...(c.positions ? { positions: c.positions } : {}), ...(c.stream !== undefined ? { stream: c.stream } : {}) }, options.entropy ?? true, false),
-  );
-  return new Uint8Array(ab);
+  return new Uint8Array(await callNative(() => gpu.encodeDevice(handle, nativeDeviceCache(c), options.entropy ?? true, false)));
+}
+
+/** encodeDevice into the host arena (the store's host tier), for a validated cache. */
+export async function encodeDeviceToArena(cache: DeviceKvCache, profile: CodecProfile): Promise<ArenaBlob> {
+  const gpu = gpuApi();
+  const handle = await profile.nativeHandle();
+  return callNative(() => gpu.encodeDevice(handle, nativeDeviceCache(cache), true, true));
 }
 
 /**

@@ -4,10 +4,9 @@
  * = raw bytes) and freeing a session returns all of it. Positions stay in host memory.
  * Every operation runs off the main thread; callers serialize operations on one block.
  */
-import { callNative, type ArenaBlob } from '../binding.js';
+import type { ArenaBlob } from '../binding.js';
 import type { CodecProfile } from '../codec/profile.js';
-import { DTYPE_CODE } from '../codec/marshal.js';
-import { type DeviceKvCache, type DeviceKvTarget, decodeToDevice, deviceLayerBytes, deviceMemory, gpuApi } from '../cuda/device.js';
+import { type DeviceKvCache, type DeviceKvTarget, decodeToDevice, deviceLayerBytes, deviceMemory, encodeDeviceToArena } from '../cuda/device.js';
 import { KvtcError } from '../errors.js';
 import type { KvCache, KvLayout } from '../layout.js';
 
@@ -127,12 +126,8 @@ export class GpuBlock {
   }
 
   /** Encodes on the GPU into the host arena. */
-  async encode(profile: CodecProfile): Promise<ArenaBlob> {
-    const handle = await profile.nativeHandle();
-    const v = this.view();
-    return callNative(() =>
-      gpuApi().encodeDevice(handle, { tokens: v.tokens, dtype: DTYPE_CODE[v.layout.dtype], keys: v.keys, values: v.values, positions: this.positions }, true, true),
-    );
+  encode(profile: CodecProfile): Promise<ArenaBlob> {
+    return encodeDeviceToArena(this.view(), profile);
   }
 
   async free(): Promise<void> {

@@ -15,7 +15,7 @@ import { mkdirSync, realpathSync } from 'node:fs';
 import { EventEmitter } from 'eventemitter3';
 import { type Backend, resolveBackend } from '../backend.js';
 import { callNative, native } from '../binding.js';
-import { DTYPE_CODE, nativeCache } from '../codec/marshal.js';
+import { nativeCache } from '../codec/marshal.js';
 import { CodecProfile } from '../codec/profile.js';
 import { checkProfileFits, decodeSource } from '../codec/codec.js';
 import {
@@ -23,7 +23,7 @@ import {
   type DeviceKvTarget,
   decodeToDevice,
   downloadDeviceCache,
-  gpuApi,
+  encodeDeviceToArena,
   isDeviceKvCache,
   uploadToTarget,
   validateDeviceCache,
@@ -611,11 +611,9 @@ export class KvStore {
     if (this.backend === 'cpu' || this.#format === 'raw') return onPool();
     return this.#gpuOr(async () => {
       if (src.gpu) return src.gpu.encode(this.profile);
+      if (!src.cache) return encodeDeviceToArena(src.device, this.profile);
       const handle = await this.profile.nativeHandle();
-      if (src.cache) return callNative(() => native.encode(handle, nativeCache(src.cache), true, true, true));
-      const d = src.device!;
-      const wire = { tokens: d.tokens, dtype: DTYPE_CODE[d.layout.dtype], keys: d.keys, values: d.values, ...(d.positions ? { positions: d.positions } : {}), ...(d.stream !== undefined ? { stream: d.stream } : {}) };
-      return callNative(() => gpuApi().encodeDevice(handle, wire, true, true));
+      return callNative(() => native.encode(handle, nativeCache(src.cache), true, true, true));
     }, onPool);
   }
 
