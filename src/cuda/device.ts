@@ -152,6 +152,11 @@ export function deviceLayerBytes(layout: KvLayout, tokens: number): number {
   return tokens * rowValues(layout) * dtypeBytes(layout.dtype);
 }
 
+/** A private copy of a cache's positions (0..tokens-1 when it has none). */
+export function ownPositions(cache: { tokens: number; positions?: Int32Array | undefined }): Int32Array {
+  return cache.positions ? Int32Array.from(cache.positions) : Int32Array.from({ length: cache.tokens }, (_, i) => i);
+}
+
 /** A host copy of a device cache (plain ArrayBuffers the caller owns). */
 export async function downloadDeviceCache(cache: DeviceKvCache): Promise<KvCache> {
   const lb = deviceLayerBytes(cache.layout, cache.tokens);
@@ -163,7 +168,7 @@ export async function downloadDeviceCache(cache: DeviceKvCache): Promise<KvCache
   return {
     layout: { ...cache.layout },
     tokens: cache.tokens,
-    positions: cache.positions ? Int32Array.from(cache.positions) : Int32Array.from({ length: cache.tokens }, (_, i) => i),
+    positions: ownPositions(cache),
     keys: views.slice(0, L),
     values: views.slice(L),
   };

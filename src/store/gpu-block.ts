@@ -6,7 +6,15 @@
  */
 import type { ArenaBlob } from '../binding.js';
 import type { CodecProfile } from '../codec/profile.js';
-import { type DeviceKvCache, type DeviceKvTarget, decodeToDevice, deviceLayerBytes, deviceMemory, encodeDeviceToArena } from '../cuda/device.js';
+import {
+  type DeviceKvCache,
+  type DeviceKvTarget,
+  decodeToDevice,
+  deviceLayerBytes,
+  deviceMemory,
+  encodeDeviceToArena,
+  ownPositions,
+} from '../cuda/device.js';
 import { KvtcError } from '../errors.js';
 import type { KvCache, KvLayout } from '../layout.js';
 
@@ -55,8 +63,7 @@ export class GpuBlock {
 
   /** Uploads a host cache. E_CAPACITY when device memory is exhausted. */
   static fromHost(cache: KvCache): Promise<GpuBlock> {
-    const positions = cache.positions ? Int32Array.from(cache.positions) : Int32Array.from({ length: cache.tokens }, (_, i) => i);
-    return GpuBlock.#filled(cache.layout, cache.tokens, positions, async (b) => {
+    return GpuBlock.#filled(cache.layout, cache.tokens, ownPositions(cache), async (b) => {
       const d = b.#layers();
       for (let l = 0; l < cache.layout.layers; l++) {
         await deviceMemory.upload(d.keys[l]!, cache.keys[l]!);
@@ -67,9 +74,8 @@ export class GpuBlock {
 
   /** Copies a caller's device cache (the caller keeps its buffers). */
   static fromDevice(cache: DeviceKvCache): Promise<GpuBlock> {
-    const positions = cache.positions ? Int32Array.from(cache.positions) : Int32Array.from({ length: cache.tokens }, (_, i) => i);
     const lb = deviceLayerBytes(cache.layout, cache.tokens);
-    return GpuBlock.#filled(cache.layout, cache.tokens, positions, async (b) => {
+    return GpuBlock.#filled(cache.layout, cache.tokens, ownPositions(cache), async (b) => {
       const d = b.#layers();
       for (let l = 0; l < cache.layout.layers; l++) {
         await deviceMemory.copy(d.keys[l]!, cache.keys[l]!, lb, cache.stream);
