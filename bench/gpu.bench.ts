@@ -6,7 +6,10 @@
  *  - the CPU codec on the same data in the same run (one call, and one call per core at once);
  *  - restore time of the whole context from the host tier against its recompute time, read
  *    from bench/recompute_prefill.py's JSON (KVTC_RECOMPUTE_JSON) when that ran first;
- *  - a parity check: GPU and CPU decode the same blob to the same values (float rounding).
+ *  - a parity check: GPU and CPU decode the same blob to the same values (float rounding);
+ *  - the projection GEMM alone at the shape one layer's projection has (8K tokens x 1024
+ *    features x 1024 components), in every GEMM mode side by side: the FP32 CUDA-core kernel as
+ *    the baseline, the tensor-core modes, and cuBLAS when it can be loaded.
  * Throughput counts raw cache bytes (bf16). Writes bench/results/gpu.json (or KVTC_BENCH_OUT).
  *
  * Without a usable CUDA device it records why and exits 0. `--quick` (for the CPU emulation of
@@ -16,7 +19,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { type Backend, cudaUnavailableReason } from '../src/backend.js';
-import { native } from '../src/binding.js';
+import { type GpuGemmMode, native } from '../src/binding.js';
 import { DTYPE_CODE } from '../src/codec/marshal.js';
 import { deviceLayerBytes } from '../src/cuda/device.js';
 import { type KvCache, buildInfo, calibrate, decode, decodeToDevice, deviceMemory, encode } from '../src/index.js';
@@ -166,7 +169,43 @@ async function main(): Promise<void> {
   }
   for (const d of [...dev, ...targets]) await d.free();
   for (const b of blobs) native.arenaFree(b.handle);
+  await gemmModes(quick ? 256 : tokens, quick ? 128 : 1024, reps);
   save();
+}
+
+/**
+ * One layer's projection (m tokens x p features onto p components, basis transposed as in the
+ * encoder) in each GEMM mode; error is the largest difference from the FP32 kernel's result,
+ * relative to that result's largest magnitude.
+ */
+async function gemmModes(m: number, p: number, reps: number): Promise<void> {
+  const gpu = native.gpu!;
+  const a = Float32Array.from({ length: m * p }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 13)));
+  const b = Float32Array.from({ length: p * p }, (_, i) => Math.cos(i * 0.11));
+  const size = { m, n: p, k: p, transB: true, repeats: reps };
+  const flop = 2 * m * p * p;
+  const rows: Record<string, string | number>[] = [];
+  let reference: Float32Array | undefined;
+  for (const mode of ['fp32', 'tf32x3', 'tf32', 'cublas-fp32', 'cublas-tf32'] as GpuGemmMode[]) {
+    let run: { c: Float32Array; seconds: number };
+    try {
+      await gpu.gemm(mode, a, b, { ...size, repeats: 1 }); // warm-up
+      run = await gpu.gemm(mode, a, b, size);
+    } catch (err) {
+      rows.push({ mode, note: (err as Error).message });
+      continue;
+    }
+    reference ??= run.c;
+    let scale = 0;
+    let diff = 0;
+    for (let i = 0; i < run.c.length; i++) {
+      scale = Math.max(scale, Math.abs(reference[i]!));
+      diff = Math.max(diff, Math.abs(run.c[i]! - reference[i]!));
+    }
+    rows.push({ mode, ms: run.seconds * 1e3, 'TFLOP/s': flop / run.seconds / 1e12, 'error vs fp32': diff / scale });
+  }
+  out.gemm = { m, n: p, k: p, rows };
+  table(`projection GEMM alone (${m} x ${p} x ${p}, basis transposed; mean of ${reps} runs)`, rows);
 }
 
 await main();

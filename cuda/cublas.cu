@@ -12,8 +12,8 @@ namespace {
 // The few cuBLAS declarations used, so no cuBLAS header is needed at build time.
 typedef struct cublasContext* cublasHandle_t;
 typedef int cublasStatus_t;
-constexpr int kOpN = 0, kOpT = 1;                   // cublasOperation_t
-constexpr int kDefaultMath = 0, kTf32Math = 3;      // cublasMath_t
+constexpr int kOpN = 0, kOpT = 1;               // cublasOperation_t
+constexpr int kDefaultMath = 0, kTf32Math = 3;  // cublasMath_t
 using CreateFn = cublasStatus_t (*)(cublasHandle_t*);
 using SetStreamFn = cublasStatus_t (*)(cublasHandle_t, cudaStream_t);
 using SetMathModeFn = cublasStatus_t (*)(cublasHandle_t, int);
@@ -25,8 +25,6 @@ struct Cublas {
   SetStreamFn set_stream = nullptr;
   SetMathModeFn set_math = nullptr;
   SgemmFn sgemm = nullptr;
-  int math = kDefaultMath;
-  const char* path = "kernel";
 };
 
 const Cublas* load() {
@@ -36,10 +34,8 @@ const Cublas* load() {
   std::call_once(once, [] {
 #if !defined(KVTC_CUDA_EMULATED)
     const char* want = std::getenv("KVTC_CUBLAS");
-    if (!want || !*want || !std::strcmp(want, "0")) return;
-    const bool tf32 = !std::strcmp(want, "tf32");
     void* h = nullptr;
-    if (std::strchr(want, '/')) {
+    if (want && std::strchr(want, '/')) {
       h = dlopen(want, RTLD_NOW | RTLD_LOCAL);
     } else {
       for (const char* name : {"libcublas.so.13", "libcublas.so.12", "libcublas.so"})
@@ -50,10 +46,7 @@ const Cublas* load() {
     lib.set_stream = reinterpret_cast<SetStreamFn>(dlsym(h, "cublasSetStream_v2"));
     lib.set_math = reinterpret_cast<SetMathModeFn>(dlsym(h, "cublasSetMathMode"));
     lib.sgemm = reinterpret_cast<SgemmFn>(dlsym(h, "cublasSgemm_v2"));
-    if (!lib.create || !lib.set_stream || !lib.set_math || !lib.sgemm) return;
-    lib.math = tf32 ? kTf32Math : kDefaultMath;
-    lib.path = tf32 ? "cublas-tf32" : "cublas-fp32";
-    loaded = &lib;
+    if (lib.create && lib.set_stream && lib.set_math && lib.sgemm) loaded = &lib;
 #endif
   });
   return loaded;
@@ -65,32 +58,28 @@ cublasHandle_t handle(const Cublas& lib) {
   thread_local bool tried = false;
   if (!tried) {
     tried = true;
-    if (lib.create(&h) != 0 || lib.set_math(h, lib.math) != 0) h = nullptr;
+    if (lib.create(&h) != 0) h = nullptr;
   }
   return h;
 }
 
 }  // namespace
 
-const char* gemm_path() {
-  const Cublas* lib = load();
-  return lib ? lib->path : "kernel";
-}
+bool cublas_loaded() { return load() != nullptr; }
 
-cudaError_t cublas_gemm_f32(int m, int n, int k, const float* A, int lda, const float* B, int ldb, bool trans_b,
-                            float* C, int ldc, cudaStream_t s, bool* used) {
-  *used = false;
+cudaError_t cublas_gemm(bool tf32, int m, int n, int k, const float* A, int lda, const float* B, int ldb, bool trans_b,
+                        float* C, int ldc, cudaStream_t s) {
   const Cublas* lib = load();
-  if (!lib || m <= 0 || n <= 0 || k <= 0) return cudaSuccess;
-  cublasHandle_t h = handle(*lib);
-  if (!h || lib->set_stream(h, s) != 0) return cudaSuccess;
+  cublasHandle_t h = lib ? handle(*lib) : nullptr;
+  if (!h) return cudaErrorInvalidValue;
+  if (lib->set_stream(h, s) != 0 || lib->set_math(h, tf32 ? kTf32Math : kDefaultMath) != 0)
+    return cudaErrorLaunchFailure;
   // cuBLAS is column-major: a row-major X is the column-major X^T, so C^T = op(B)^T * A^T.
   // Row-major B [k x n] is column-major [n x k] (no transpose); row-major B [n x k] (trans_b) is
   // column-major [k x n], transposed to [n x k].
   const float one = 1.0f, zero = 0.0f;
   if (lib->sgemm(h, trans_b ? kOpT : kOpN, kOpN, n, m, k, &one, B, ldb, A, lda, &zero, C, ldc) != 0)
     return cudaErrorLaunchFailure;
-  *used = true;
   return cudaSuccess;
 }
 

@@ -14,8 +14,27 @@ extern "C" int kvtc_cuda_device_count(int* count, char* reason, size_t reason_le
     cudaGetLastError();  // clear the sticky error state
     return 0;
   }
+  if (n == 0) {
+    if (reason && reason_len) std::snprintf(reason, reason_len, "no CUDA device present");
+    return 0;
+  }
+  // The kernels are built for compute capability 8.0 and later (TF32 tensor cores): an older
+  // device has no code to run, so it does not count.
+  int major = 0, minor = 0, dev = 0;
+  cudaGetDevice(&dev);
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    if (reason && reason_len) std::snprintf(reason, reason_len, "the compute capability of CUDA device %d is unknown", dev);
+    return 0;
+  }
+  if (major < 8) {
+    if (reason && reason_len)
+      std::snprintf(reason, reason_len, "CUDA device %d has compute capability %d.%d; kvtc's kernels need 8.0 or later",
+                    dev, major, minor);
+    return 0;
+  }
   *count = n;
-  if (n == 0 && reason && reason_len) std::snprintf(reason, reason_len, "no CUDA device present");
   return 0;
 }
 

@@ -58,7 +58,35 @@ MemoryInfo memory_info() {
   return m;
 }
 
-void require_device_pointer(uint64_t ptr, const std::string& what, size_t align) {
+namespace {
+// cuMemGetAddressRange (the allocation holding an address), reached through the runtime so the
+// addon does not link the driver library; null when the driver does not offer it.
+using AddressRangeFn = int (*)(unsigned long long* base, size_t* size, unsigned long long ptr);
+AddressRangeFn address_range() {
+  static const AddressRangeFn fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &p, 12000, cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      p = nullptr;
+    }
+    return reinterpret_cast<AddressRangeFn>(p);
+  }();
+  return fn;
+}
+
+// Bytes of ptr's allocation from ptr on; 0 when the driver cannot say (then nothing is checked).
+size_t extent_from(uint64_t ptr) {
+  const AddressRangeFn range = address_range();
+  unsigned long long base = 0;
+  size_t size = 0;
+  if (!range || range(&base, &size, ptr) != 0 || ptr < base || ptr - base >= size) return 0;
+  return size_t(base + size - ptr);
+}
+}  // namespace
+
+void require_device_pointer(uint64_t ptr, const std::string& what, size_t align, size_t bytes) {
   if (ptr == 0) fail("E_LAYOUT", what + " is a null device address");
   // A misaligned element access is a sticky error that would end every CUDA user in the process.
   if (align > 1 && ptr % align) fail("E_LAYOUT", what + " is not aligned to its " + std::to_string(align) + "-byte elements");
@@ -72,6 +100,13 @@ void require_device_pointer(uint64_t ptr, const std::string& what, size_t align)
   if (a.type == cudaMemoryTypeDevice && a.device != dev)
     fail("E_LAYOUT", what + " is memory of device " + std::to_string(a.device) + "; kvtc runs on device " +
                          std::to_string(dev));
+  // A kernel writing past an allocation may corrupt another one silently, or end the context.
+  if (bytes > 0) {
+    const size_t have = extent_from(ptr);
+    if (have > 0 && have < bytes)
+      fail("E_LAYOUT", what + " has " + std::to_string(have) + " bytes from its address to the end of its allocation; " +
+                           std::to_string(bytes) + " are needed");
+  }
 }
 
 }  // namespace kvtc::gpu

@@ -25,8 +25,20 @@ struct DeviceCacheView {
 // Whether a CUDA device can run the codec; reason says why not.
 bool usable(std::string* reason);
 
-// The projection GEMM in use: "kernel" (our FP32 kernel), "cublas-fp32" or "cublas-tf32".
-const char* gemm_path();
+// The projection GEMM mode in use (cuda/gemm.cuh): "tf32x3", "tf32", "fp32", "cublas-fp32" or
+// "cublas-tf32"; or why $KVTC_GEMM is not valid.
+std::string gemm_path();
+
+// C[m x n] = A[m x k] * op(B) with the GEMM mode named `mode`, from host arrays (op(B) = B
+// [k x n], or the transpose of B [n x k] with trans_b), run `repeats` times on the device: the
+// projection kernels on their own, for tests and benchmarks. seconds: wall time of one run
+// (mean over the repeats, the device synchronized), operands already on the device.
+struct GemmRun {
+  std::vector<float> c;
+  double seconds = 0;
+};
+GemmRun run_gemm(const std::string& mode, int m, int n, int k, const float* a, const float* b, bool trans_b,
+                 int repeats);
 
 // Encodes on the GPU into the CPU codec's container format. Values agree with the CPU's to float
 // rounding (sums run in another order and multiply-adds fuse), so a coefficient on a rounding
@@ -59,7 +71,8 @@ struct MemoryInfo {
 MemoryInfo memory_info();
 
 // Throws E_LAYOUT unless ptr is device (or managed) memory of the current device, aligned to
-// `align` bytes. Extents cannot be checked: callers guarantee the sizes they claim.
-void require_device_pointer(uint64_t ptr, const std::string& what, size_t align = 1);
+// `align` bytes, whose allocation holds `bytes` bytes from ptr on. The extent comes from the
+// driver (cuMemGetAddressRange); where it cannot tell, the caller's claim is trusted.
+void require_device_pointer(uint64_t ptr, const std::string& what, size_t align, size_t bytes);
 
 }  // namespace kvtc::gpu

@@ -428,8 +428,10 @@ void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, co
   for (int code : stat) rans_check_status(code);
 }
 
+// The per-layer buffers of a device cache of `tokens` tokens, checked (see require_device_pointer).
 std::vector<const void*> device_layers(const Profile& pr, const std::vector<uint64_t>& keys,
-                                       const std::vector<uint64_t>& values, DType dtype, const char* what) {
+                                       const std::vector<uint64_t>& values, DType dtype, uint32_t tokens,
+                                       const char* what) {
   if (keys.size() != pr.layers || values.size() != pr.layers)
     fail("E_LAYOUT", std::string(what) + " has " + std::to_string(keys.size()) + " key and " +
                          std::to_string(values.size()) + " value layers, profile expects " + std::to_string(pr.layers));
@@ -438,7 +440,7 @@ std::vector<const void*> device_layers(const Profile& pr, const std::vector<uint
     const std::vector<uint64_t>& v = s == 0 ? keys : values;
     for (size_t l = 0; l < v.size(); l++) {
       require_device_pointer(v[l], std::string(what) + (s == 0 ? ".keys[" : ".values[") + std::to_string(l) + "]",
-                             size_t(dtype_bytes(dtype)));
+                             size_t(dtype_bytes(dtype)), size_t(tokens) * pr.row_values() * dtype_bytes(dtype));
       out.push_back(reinterpret_cast<const void*>(uintptr_t(v[l])));
     }
   }
@@ -449,7 +451,7 @@ std::vector<const void*> device_layers(const Profile& pr, const std::vector<uint
 
 std::vector<uint8_t> encode_device(const Profile& pr, const DeviceCacheView& c, const EncodeOptions& opts,
                                    uint64_t stream) {
-  const std::vector<const void*> layers = device_layers(pr, c.keys, c.values, c.dtype, "cache");
+  const std::vector<const void*> layers = device_layers(pr, c.keys, c.values, c.dtype, c.tokens, "cache");
   Stream st{uintptr_t(stream)};
   return encode_core(pr, layers, c.tokens, c.dtype, c.positions, opts, st);
 }
@@ -474,7 +476,7 @@ std::vector<uint8_t> encode_host(const Profile& pr, const CacheView& c, const En
 
 void decode_to_device(const Profile& pr, const uint8_t* blob, const BlobHeader& h, const std::vector<uint64_t>& keys,
                       const std::vector<uint64_t>& values, int32_t* positions, uint64_t stream) {
-  const std::vector<const void*> layers = device_layers(pr, keys, values, h.dtype, "target");
+  const std::vector<const void*> layers = device_layers(pr, keys, values, h.dtype, h.tokens, "target");
   std::vector<void*> out;
   for (const void* p : layers) out.push_back(const_cast<void*>(p));
   Stream st{uintptr_t(stream)};

@@ -176,7 +176,7 @@ Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
     return run_device(
         info,
         [=] {
-          gpu::require_device_pointer(dst, "destination");
+          gpu::require_device_pointer(dst, "destination", 1, bytes);
           return gpu::copy_to_device(dst, src, bytes, stream), uint64_t(0);
         },
         false, {info[1]});
@@ -192,7 +192,7 @@ Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
     return run_device(
         info,
         [=] {
-          gpu::require_device_pointer(src, "source");
+          gpu::require_device_pointer(src, "source", 1, bytes);
           return gpu::copy_to_host(dst, src, bytes, stream), uint64_t(0);
         },
         false, {info[0]});
@@ -208,7 +208,7 @@ Napi::Value CopyFromArena(const Napi::CallbackInfo& info) {
     return run_device(
         info,
         [dst, block] {
-          gpu::require_device_pointer(dst, "destination");
+          gpu::require_device_pointer(dst, "destination", 1, block->size);
           return gpu::copy_to_device(dst, block->data, block->size), uint64_t(0);
         },
         false);
@@ -224,8 +224,8 @@ Napi::Value CopyOnDevice(const Napi::CallbackInfo& info) {
     return run_device(
         info,
         [=] {
-          gpu::require_device_pointer(dst, "destination");
-          gpu::require_device_pointer(src, "source");
+          gpu::require_device_pointer(dst, "destination", 1, bytes);
+          gpu::require_device_pointer(src, "source", 1, bytes);
           return gpu::copy_on_device(dst, src, bytes, stream), uint64_t(0);
         },
         false);
@@ -251,6 +251,59 @@ Napi::Value MemoryInfo(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value { return start(std::make_unique<MemoryInfoWorker>(info.Env())); });
 }
 
+// gemm(mode, a: Float32Array, b: Float32Array, { m, n, k, transB, repeats }) resolves to
+// { c: Float32Array, seconds }: the projection GEMM alone (tests, benchmarks).
+class GemmWorker : public PromiseWorker {
+ public:
+  GemmWorker(Napi::Env env, const Napi::CallbackInfo& info) : PromiseWorker(env) {
+    if (!info[0].IsString()) fail("E_OPTIONS", "gemm mode must be a string");
+    mode_ = info[0].As<Napi::String>().Utf8Value();
+    if (!info[3].IsObject()) fail("E_LAYOUT", "gemm needs the sizes { m, n, k }");
+    const Napi::Object o = info[3].As<Napi::Object>();
+    m_ = dim(o, "m");
+    n_ = dim(o, "n");
+    k_ = dim(o, "k");
+    repeats_ = o.Has("repeats") ? dim(o, "repeats") : 1;
+    trans_b_ = o.Get("transB").ToBoolean();
+    a_ = operand(info[1], size_t(m_) * k_, "a");
+    b_ = operand(info[2], size_t(k_) * n_, "b");
+    Keep(info[1]);
+    Keep(info[2]);
+  }
+  void Run() override { out_ = gpu::run_gemm(mode_, m_, n_, k_, a_, b_, trans_b_, repeats_); }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Float32Array c = Napi::Float32Array::New(env, out_.c.size());
+    std::memcpy(c.Data(), out_.c.data(), out_.c.size() * sizeof(float));
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("c", c);
+    r.Set("seconds", out_.seconds);
+    return r;
+  }
+
+ private:
+  static int dim(const Napi::Object& o, const char* name) {
+    const double d = o.Get(name).ToNumber().DoubleValue();
+    if (!(d >= 1 && d <= 1 << 24) || d != double(int(d))) fail("E_LAYOUT", std::string("gemm ") + name + " must be an integer from 1 to 2^24");
+    return int(d);
+  }
+  static const float* operand(const Napi::Value& v, size_t count, const char* name) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array ||
+        v.As<Napi::Float32Array>().ElementLength() != count)
+      fail("E_LAYOUT", std::string("gemm ") + name + " must be a Float32Array of " + std::to_string(count) + " elements");
+    return v.As<Napi::Float32Array>().Data();
+  }
+  std::string mode_;
+  int m_ = 0, n_ = 0, k_ = 0, repeats_ = 1;
+  bool trans_b_ = false;
+  const float* a_ = nullptr;
+  const float* b_ = nullptr;
+  gpu::GemmRun out_;
+};
+
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return start(std::make_unique<GemmWorker>(info.Env(), info)); });
+}
+
 }  // namespace
 
 void register_gpu(Napi::Env env, Napi::Object exports) {
@@ -264,6 +317,7 @@ void register_gpu(Napi::Env env, Napi::Object exports) {
   g.Set("copyOnDevice", Napi::Function::New(env, CopyOnDevice));
   g.Set("copyFromArena", Napi::Function::New(env, CopyFromArena));
   g.Set("memoryInfo", Napi::Function::New(env, MemoryInfo));
+  g.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("gpu", g);
 }
 

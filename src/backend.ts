@@ -2,9 +2,10 @@
  * Which codec backend runs: 'cuda' when the build has CUDA and a device is usable, else 'cpu'.
  * 'auto' falls back to the CPU with one process warning (code KVTC_CPU_FALLBACK); 'cuda' without
  * a usable device is E_BACKEND. Devices do not come and go while a process runs, so the answer
- * is computed once.
+ * is computed once. A GPU run with $KVTC_GEMM naming no GEMM mode is E_OPTIONS, at the first
+ * choice of a backend rather than at the first GPU encode.
  */
-import { native } from './binding.js';
+import { type GpuGemmMode, native } from './binding.js';
 import { KvtcError } from './errors.js';
 
 export type BackendChoice = 'auto' | 'cuda' | 'cpu';
@@ -24,10 +25,16 @@ export function cudaUnavailableReason(): string | null {
   return cudaProblem;
 }
 
+const GEMM_MODES: ReadonlySet<string> = new Set<GpuGemmMode>(['tf32x3', 'tf32', 'fp32', 'cublas-fp32', 'cublas-tf32']);
+
 export function resolveBackend(requested: BackendChoice): Backend {
   if (requested === 'cpu') return 'cpu';
   const problem = cudaUnavailableReason();
-  if (problem === null) return 'cuda';
+  if (problem === null) {
+    const gemm = native.buildInfo().cudaGemm ?? '';
+    if (!GEMM_MODES.has(gemm)) throw new KvtcError('E_OPTIONS', gemm);
+    return 'cuda';
+  }
   if (requested === 'cuda') throw new KvtcError('E_BACKEND', `backend 'cuda' requested but ${problem}`);
   if (!warned) {
     warned = true;

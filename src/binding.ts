@@ -127,7 +127,26 @@ export interface NativeGpu {
   /** A host-arena blob to the device (page-locked when a device is usable). */
   copyFromArena(dst: bigint, handle: number): Promise<void>;
   memoryInfo(): Promise<{ free: number; total: number }>;
+  /**
+   * The projection GEMM alone, C[m x n] = A[m x k] * op(B) (op(B) = B [k x n], or with transB the
+   * transpose of B [n x k]), in GEMM mode `mode` (see GpuGemmMode), run `repeats` times on the
+   * device: tests and benchmarks. seconds: one run's mean wall time, operands on the device.
+   */
+  gemm(
+    mode: GpuGemmMode,
+    a: Float32Array,
+    b: Float32Array,
+    size: { m: number; n: number; k: number; transB: boolean; repeats?: number },
+  ): Promise<{ c: Float32Array; seconds: number }>;
 }
+
+/**
+ * How the GPU computes the PCA projections: 'tf32x3' (default: TF32 tensor cores, each operand
+ * split in two for FP32 accuracy), 'tf32' (one TF32 product: faster, ~1e-3 relative error),
+ * 'fp32' (CUDA cores), or cuBLAS SGEMM ('cublas-fp32', 'cublas-tf32') when it can be loaded.
+ * $KVTC_GEMM picks among kvtc's own; $KVTC_CUBLAS=fp32|tf32|path prefers cuBLAS.
+ */
+export type GpuGemmMode = 'tf32x3' | 'tf32' | 'fp32' | 'cublas-fp32' | 'cublas-tf32';
 
 interface NativeAddon {
   buildInfo(): {
@@ -249,7 +268,7 @@ export interface BuildInfo {
   cudaDevices: number;
   /** Why no CUDA device is usable (null when one is). */
   cudaReason: string | null;
-  /** The GPU projection GEMM: 'kernel' (kvtc's FP32 kernel), 'cublas-fp32' or 'cublas-tf32' ($KVTC_CUBLAS); null without CUDA. */
+  /** The GPU projection GEMM mode in use (GpuGemmMode; or why $KVTC_GEMM is invalid); null without CUDA. */
   cudaGemm: string | null;
   /** OpenBLAS/LAPACKE were found at build time and are used for GEMM and the eigensolver. */
   openblas: boolean;

@@ -8,10 +8,11 @@
 // fiber, so every thread of the block reaches a barrier before any passes it, and __shared__
 // variables (static here) are shared by the block's threads only. Device memory is host memory; every allocation is recorded so pointer
 // checks behave as on a device, and KVTC_EMU_DEVICE_BYTES caps the "device" to exercise
-// out-of-memory paths. Warp intrinsics and tensor cores are not emulated: kernels that run here
-// must not use them.
+// out-of-memory paths. Warp intrinsics are not emulated (kernels that run here must not use
+// them); the WMMA subset the tensor-core GEMM uses is, in mma.h.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -30,6 +31,7 @@
 #define __restrict__
 #define __shared__ static
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
@@ -83,6 +85,10 @@ namespace kvtc_emu {
 
 // The coordinates of the emulated thread that is running (one launch runs at a time).
 inline dim3 g_threadIdx, g_blockIdx, g_blockDim, g_gridDim;
+
+// A kernel's fault (what a device would report for it), returned by the next cudaGetLastError().
+inline std::atomic<int> g_fault{0};
+inline void fault(int e) { g_fault = e; }
 
 struct Scheduler {
   ucontext_t main;
@@ -177,6 +183,16 @@ inline T atomicAdd(T* addr, T v) {
   return __atomic_fetch_add(addr, v, __ATOMIC_SEQ_CST);
 }
 inline unsigned atomicOr(unsigned* addr, unsigned v) { return __atomic_fetch_or(addr, v, __ATOMIC_SEQ_CST); }
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 
 inline const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
@@ -184,17 +200,24 @@ inline const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorMisalignedAddress: return "cudaErrorMisalignedAddress";
     default: return "cudaErrorLaunchFailure";
   }
 }
 inline const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "emulated CUDA error"; }
-inline cudaError_t cudaGetLastError() { return cudaSuccess; }
-inline cudaError_t cudaPeekAtLastError() { return cudaSuccess; }
+inline cudaError_t cudaGetLastError() { return cudaError_t(kvtc_emu::g_fault.exchange(0)); }
+inline cudaError_t cudaPeekAtLastError() { return cudaError_t(kvtc_emu::g_fault.load()); }
 inline cudaError_t cudaGetDeviceCount(int* n) {
   *n = 1;
   return cudaSuccess;
 }
 inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+enum cudaDeviceAttr : int { cudaDevAttrComputeCapabilityMajor = 75, cudaDevAttrComputeCapabilityMinor = 76 };
+// The emulated device reports compute capability 9.0 (an H100/H200).
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+  *v = a == cudaDevAttrComputeCapabilityMajor ? 9 : 0;
+  return cudaSuccess;
+}
 inline cudaError_t cudaGetDevice(int* d) {
   *d = 0;
   return cudaSuccess;
@@ -246,15 +269,26 @@ inline cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void
   }
   return cudaSuccess;
 }
-// The size of the emulated allocation holding p from p on (0 when p is not device memory), so
-// range checks can be exact in emulation.
-inline size_t kvtc_emu_device_extent(const void* p) {
+// The driver entry point kvtc asks for: cuMemGetAddressRange over the emulated allocations.
+enum cudaDriverEntryPointQueryResult : int { cudaDriverEntryPointSuccess = 0, cudaDriverEntryPointSymbolNotFound = 1 };
+constexpr unsigned long long cudaEnableDefault = 0;
+inline int kvtc_emu_address_range(unsigned long long* base, size_t* size, unsigned long long p) {
   kvtc_emu::Heap& h = kvtc_emu::heap();
   std::lock_guard<std::mutex> lk(h.m);
   auto it = h.blocks.upper_bound(uintptr_t(p));
-  if (it == h.blocks.begin()) return 0;
+  if (it == h.blocks.begin()) return 500;  // CUDA_ERROR_NOT_FOUND
   --it;
-  return uintptr_t(p) < it->first + it->second ? it->first + it->second - uintptr_t(p) : 0;
+  if (uintptr_t(p) >= it->first + it->second) return 500;
+  *base = it->first;
+  *size = it->second;
+  return 0;
+}
+inline cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** fn, unsigned, unsigned long long,
+                                                    cudaDriverEntryPointQueryResult* found) {
+  const bool known = std::strcmp(symbol, "cuMemGetAddressRange") == 0;
+  *fn = known ? reinterpret_cast<void*>(&kvtc_emu_address_range) : nullptr;
+  if (found) *found = known ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
+  return cudaSuccess;
 }
 inline cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) {
   void* q = std::aligned_alloc(64, (std::max<size_t>(n, 1) + 63) / 64 * 64);

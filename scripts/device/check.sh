@@ -3,8 +3,10 @@
 #   bash scripts/device/check.sh
 # Unpacks the kit from scripts/device/pack.sh, then, with results under $OUT:
 #   nvidia-smi and buildInfo(); the recompute baseline (bench/recompute_prefill.py, PyTorch);
-#   test/gpu on the real CUDA backend; bench/gpu.bench.ts (8K-token Llama-3.1-8B-shaped KV);
-#   both again with the optional cuBLAS GEMM when PyTorch's cuBLAS is there.
+#   test/gpu on the real CUDA backend (default GEMM: tf32x3); bench/gpu.bench.ts (8K-token
+#   Llama-3.1-8B-shaped KV; its GEMM table includes cuBLAS when PyTorch's is there); then the
+#   parity tests again with the FP32 CUDA-core GEMM and with cuBLAS, to tell a tensor-core
+#   problem from any other.
 # KIT_DRY_RUN=1 rehearses it on a machine without a GPU: the emulated addon, a --quick bench,
 # no PyTorch step.
 set -uo pipefail
@@ -32,15 +34,16 @@ else
   nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/recompute_prefill.py "$OUT/recompute.json" 2>&1 | tee "$OUT/recompute.log"
 fi
-node node_modules/vitest/vitest.mjs run test/gpu 2>&1 | tee "$OUT/test-gpu.log"
-KVTC_RECOMPUTE_JSON="$OUT/recompute.json" KVTC_BENCH_OUT="$OUT/gpu.json" UV_THREADPOOL_SIZE=16 \
-  node node_modules/tsx/dist/cli.mjs bench/gpu.bench.ts "${bench_args[@]}" 2>&1 | tee "$OUT/bench-gpu.log"
-# The optional cuBLAS path (KVTC_CUBLAS), with the cuBLAS that PyTorch's wheels bring: parity
-# tests in FP32, the benchmark with TF32 tensor-core math.
+# The cuBLAS that PyTorch's wheels bring, on the library path so the optional cuBLAS GEMM modes
+# can load (KVTC_CUBLAS stays unset: the default mode is still kvtc's own).
 cublas=$(python3 -c 'import glob, os, nvidia; print(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "cublas/lib/libcublas.so*")))[0])' 2>/dev/null || true)
 if [ -n "$cublas" ] && [ "${KIT_DRY_RUN:-0}" != 1 ]; then
   export LD_LIBRARY_PATH="$(dirname "$cublas"):${LD_LIBRARY_PATH:-}"
+fi
+node node_modules/vitest/vitest.mjs run test/gpu 2>&1 | tee "$OUT/test-gpu.log"
+KVTC_RECOMPUTE_JSON="$OUT/recompute.json" KVTC_BENCH_OUT="$OUT/gpu.json" UV_THREADPOOL_SIZE=16 \
+  node node_modules/tsx/dist/cli.mjs bench/gpu.bench.ts "${bench_args[@]}" 2>&1 | tee "$OUT/bench-gpu.log"
+KVTC_GEMM=fp32 node node_modules/vitest/vitest.mjs run test/gpu/codec-parity.test.ts 2>&1 | tee "$OUT/test-gpu-fp32-gemm.log"
+if [ -n "$cublas" ] && [ "${KIT_DRY_RUN:-0}" != 1 ]; then
   KVTC_CUBLAS="$cublas" node node_modules/vitest/vitest.mjs run test/gpu/codec-parity.test.ts 2>&1 | tee "$OUT/test-gpu-cublas.log"
-  KVTC_CUBLAS=tf32 KVTC_RECOMPUTE_JSON="$OUT/recompute.json" KVTC_BENCH_OUT="$OUT/gpu-cublas-tf32.json" UV_THREADPOOL_SIZE=16 \
-    node node_modules/tsx/dist/cli.mjs bench/gpu.bench.ts 2>&1 | tee "$OUT/bench-gpu-cublas.log"
 fi

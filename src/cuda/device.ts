@@ -2,8 +2,9 @@
  * Caches in GPU memory: what an engine running in the same process hands kvtc without a host
  * round trip. Device addresses are bigints (a CUdeviceptr / the value of a `void*` from
  * cudaMalloc). kvtc checks that every address is device memory of the current device (device
- * 0 unless the process selected another), aligned to its elements; it cannot check extents:
- * each layer buffer must hold the tokens the call says it holds.
+ * 0 unless the process selected another), aligned to its elements, and that its allocation
+ * (as the driver reports it) holds the bytes the call needs from that address on; a buffer
+ * shorter than the tokens claimed is E_LAYOUT, never an out-of-bounds kernel.
  * All of this needs the CUDA backend (E_BACKEND otherwise) and runs off the main thread.
  */
 import { cudaUnavailableReason } from '../backend.js';

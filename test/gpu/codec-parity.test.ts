@@ -286,11 +286,23 @@ describe(`device-address API (${TARGET})`, () => {
     expect(await code(encodeDevice({ layout, tokens, keys: [dev.keys[0]! + 1n, dev.keys[1]!], values: dev.values }, profile))).toBe('E_LAYOUT');
     expect(await code(encodeDevice({ layout, tokens, keys: dev.keys.map(Number) as unknown as bigint[], values: dev.values }, profile))).toBe('E_LAYOUT');
     expect(await code(encodeDevice({ layout: { ...layout, headDim: 16 }, tokens, ...dev }, profile))).toBe('E_PROFILE_MISMATCH');
+    // Buffers shorter than the tokens claimed (the driver knows each allocation's extent): refused
+    // before a kernel could read or write past them.
+    const tiny = await deviceMemory.alloc(64);
+    const short = { layout, tokens, keys: [dev.keys[0]!, tiny], values: dev.values };
+    await expect(encodeDevice(short, profile)).rejects.toMatchObject({ code: 'E_LAYOUT', message: expect.stringContaining('cache.keys[1] has 64 bytes') });
+    const inside = { layout, tokens, keys: [dev.keys[0]! + 64n, dev.keys[1]!], values: dev.values };
+    expect(await code(encodeDevice(inside, profile))).toBe('E_LAYOUT');
+    expect(await code(deviceMemory.upload(tiny, new Uint8Array(65)))).toBe('E_LAYOUT');
+    expect(await code(deviceMemory.download(new Uint8Array(65), tiny))).toBe('E_LAYOUT');
+    expect(await code(deviceMemory.copy(tiny, dev.keys[0]!, 65))).toBe('E_LAYOUT');
 
     const blob = await encode(cache, profile, { backend: 'cuda' });
     const small = { layout, capacityTokens: tokens - 1, ...dev };
     expect(await code(decodeToDevice(blob, profile, small))).toBe('E_CAPACITY');
     expect(await code(decodeToDevice(blob, profile, { ...small, capacityTokens: tokens, layout: { ...layout, dtype: 'f16' } }))).toBe('E_LAYOUT');
+    expect(await code(decodeToDevice(blob, profile, { layout, capacityTokens: tokens, keys: dev.keys, values: [tiny, dev.values[1]!] }))).toBe('E_LAYOUT');
+    await deviceMemory.free(tiny);
 
     // A damaged entropy-coded chunk, resealed with a valid checksum: E_CORRUPT from the GPU decoder.
     const info = inspect(blob);
