@@ -19,8 +19,6 @@ constexpr unsigned kScanThreads = 256;
 
 inline unsigned blocks_for(uint64_t n, unsigned threads = kThreads) { return unsigned((n + threads - 1) / threads); }
 
-__device__ __forceinline__ bool finite_value(float v) { return fabsf(v) <= 3.402823466e38f; }
-
 // The RoPE pair of element d of a head (rotated dims only): its partner, the frequency index,
 // and whether d is the pair's first element.
 __device__ __forceinline__ void rope_pair(RopeStyle style, int dims, int d, int& partner, int& f, bool& first) {
@@ -53,7 +51,7 @@ __global__ void __launch_bounds__(kScanThreads)
     for (uint64_t j = threadIdx.x; j < uint64_t(nl) * lay.rv; j += blockDim.x) {
       const uint32_t l = uint32_t(j / lay.rv), e = uint32_t(j % lay.rv);
       const float v = load_elem(base[l0 + l], lay.dtype, t * lay.rv + e);
-      if (!finite_value(v)) nonfinite = 1;
+      if (!finite_f32(v)) nonfinite = 1;
       acc += double(v) * double(v);
     }
     sq[threadIdx.x] = acc;

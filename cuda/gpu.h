@@ -57,6 +57,15 @@ void decode_to_device(const Profile& pr, const uint8_t* blob, const BlobHeader& 
 void decode_to_host(const Profile& pr, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
                     int32_t* positions);
 
+// The first NaN or Inf of a cache in device memory, in the CPU check's order (keys before
+// values, then layer, then token); found is false when every value is finite.
+struct NonFiniteAt {
+  bool found = false;
+  int stream = 0;  // 0 keys, 1 values
+  uint32_t layer = 0, token = 0;
+};
+NonFiniteAt find_non_finite_device(const DeviceCacheView& cache, uint32_t row_values, uint64_t stream);
+
 // Device memory owned by kvtc (the store's device tier; tests). Copies are complete when they
 // return; stream: a caller's cudaStream_t to order them after (0: after the legacy default
 // stream's work).

@@ -76,6 +76,9 @@ enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2 };
 
 KVTC_HD int dtype_bytes(DType t) { return t == DType::F32 ? 4 : 2; }
 
+// Neither NaN nor an infinity (a bit test, the same on host and device under fast math).
+KVTC_HD bool finite_f32(float v) { return (f32_bits(v) & 0x7f800000u) != 0x7f800000u; }
+
 // One element of dtype t at index i of src, as a float (and the inverse).
 KVTC_HD float load_elem(const void* src, DType t, size_t i) {
   if (t == DType::F32) return static_cast<const float*>(src)[i];

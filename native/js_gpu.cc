@@ -36,42 +36,71 @@ uint64_t stream_of(const Napi::Object& o) { return stream_value(o.Get("stream"))
 
 Napi::Value bigint(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
 
-// encodeDevice(profile, { tokens, dtype, keys: bigint[], values: bigint[], positions?, stream? },
-//              entropy, toArena)
-class EncodeDeviceWorker : public PromiseWorker {
- public:
-  EncodeDeviceWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy, bool to_arena)
-      : PromiseWorker(env), profile_(std::move(pr)), out_(to_arena) {
+// A DeviceKvCache as the TypeScript side passes it: { tokens, dtype, keys: bigint[],
+// values: bigint[], positions?: Int32Array, stream?: bigint }. Positions are copied (the view
+// points into this object, which must not move once read).
+struct DeviceCacheArg {
+  gpu::DeviceCacheView view;
+  std::vector<int32_t> positions;
+  uint64_t stream = 0;
+
+  explicit DeviceCacheArg(const Napi::Object& cache) {
     const double tokens = cache.Get("tokens").As<Napi::Number>().DoubleValue();
     if (!(tokens >= 0 && tokens <= 2147483647.0) || tokens != double(uint32_t(tokens)))
       fail("E_LAYOUT", "cache.tokens must be a non-negative integer");
-    view_.tokens = uint32_t(tokens);
-    view_.dtype = read_dtype(cache.Get("dtype"));
-    view_.keys = addresses_of(cache.Get("keys"), "cache.keys");
-    view_.values = addresses_of(cache.Get("values"), "cache.values");
-    stream_ = stream_of(cache);
+    view.tokens = uint32_t(tokens);
+    view.dtype = read_dtype(cache.Get("dtype"));
+    view.keys = addresses_of(cache.Get("keys"), "cache.keys");
+    view.values = addresses_of(cache.Get("values"), "cache.values");
+    stream = stream_of(cache);
     const Napi::Value pos = cache.Get("positions");
     if (!pos.IsUndefined()) {
       if (!pos.IsTypedArray() || pos.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
-          pos.As<Napi::Int32Array>().ElementLength() != view_.tokens)
+          pos.As<Napi::Int32Array>().ElementLength() != view.tokens)
         fail("E_LAYOUT", "cache.positions must be an Int32Array with one entry per token");
-      positions_.assign(pos.As<Napi::Int32Array>().Data(), pos.As<Napi::Int32Array>().Data() + view_.tokens);
-      view_.positions = positions_.data();
+      positions.assign(pos.As<Napi::Int32Array>().Data(), pos.As<Napi::Int32Array>().Data() + view.tokens);
+      view.positions = positions.data();
     }
+  }
+  DeviceCacheArg(const DeviceCacheArg&) = delete;
+  DeviceCacheArg& operator=(const DeviceCacheArg&) = delete;
+};
+
+// encodeDevice(profile, DeviceKvCache, entropy, toArena)
+class EncodeDeviceWorker : public PromiseWorker {
+ public:
+  EncodeDeviceWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy, bool to_arena)
+      : PromiseWorker(env), profile_(std::move(pr)), cache_(cache), out_(to_arena) {
     opts_.entropy = entropy;
   }
-  void Run() override {
-    out_.Take(gpu::encode_device(*profile_, view_, opts_, stream_));
-  }
+  void Run() override { out_.Take(gpu::encode_device(*profile_, cache_.view, opts_, cache_.stream)); }
   Napi::Value Result(Napi::Env env) override { return out_.Result(env); }
 
  private:
   ProfilePtr profile_;
-  gpu::DeviceCacheView view_;
-  std::vector<int32_t> positions_;
+  DeviceCacheArg cache_;
   EncodeOptions opts_;
-  uint64_t stream_ = 0;
   EncodedBlob out_;
+};
+
+// scanNonFinite(DeviceKvCache, rowValues): the first NaN/Inf as { stream, layer, token }, or null.
+class ScanDeviceWorker : public PromiseWorker {
+ public:
+  ScanDeviceWorker(Napi::Env env, const Napi::Object& cache, uint32_t rv) : PromiseWorker(env), cache_(cache), rv_(rv) {}
+  void Run() override { at_ = gpu::find_non_finite_device(cache_.view, rv_, cache_.stream); }
+  Napi::Value Result(Napi::Env env) override {
+    if (!at_.found) return env.Null();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("stream", at_.stream == 0 ? "keys" : "values");
+    o.Set("layer", at_.layer);
+    o.Set("token", at_.token);
+    return o;
+  }
+
+ private:
+  DeviceCacheArg cache_;
+  uint32_t rv_;
+  gpu::NonFiniteAt at_;
 };
 
 // decodeToDevice(profile, source, { keys: bigint[], values: bigint[], stream? }, positions)
@@ -142,6 +171,13 @@ Napi::Value EncodeDevice(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     return start(std::make_unique<EncodeDeviceWorker>(info.Env(), profile_of(info[0]), info[1].As<Napi::Object>(),
                                                       info[2].ToBoolean(), info[3].ToBoolean()));
+  });
+}
+
+Napi::Value ScanNonFiniteDevice(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return start(std::make_unique<ScanDeviceWorker>(info.Env(), info[0].As<Napi::Object>(),
+                                                    info[1].As<Napi::Number>().Uint32Value()));
   });
 }
 
@@ -310,6 +346,7 @@ void register_gpu(Napi::Env env, Napi::Object exports) {
   Napi::Object g = Napi::Object::New(env);
   g.Set("encodeDevice", Napi::Function::New(env, EncodeDevice));
   g.Set("decodeToDevice", Napi::Function::New(env, DecodeToDevice));
+  g.Set("scanNonFinite", Napi::Function::New(env, ScanNonFiniteDevice));
   g.Set("alloc", Napi::Function::New(env, Alloc));
   g.Set("free", Napi::Function::New(env, Free));
   g.Set("copyToDevice", Napi::Function::New(env, CopyToDevice));

@@ -118,6 +118,8 @@ export interface NativeGpu {
     target: { keys: bigint[]; values: bigint[]; stream?: bigint },
     positions: Int32Array,
   ): Promise<void>;
+  /** The first NaN/Inf of a device cache, scanned on the GPU, or null. */
+  scanNonFinite(cache: NativeDeviceCache, rowValues: number): Promise<{ stream: 'keys' | 'values'; layer: number; token: number } | null>;
   alloc(bytes: number): Promise<bigint>;
   free(address: bigint): Promise<void>;
   /** Copies complete when they resolve; stream orders them after a caller's queued work. */

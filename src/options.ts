@@ -189,8 +189,8 @@ export interface StoreOptions {
   sweepIntervalMs?: number;
   /**
    * A cache holding NaN or Inf: 'reject' (default) fails put() with E_LAYOUT naming the first bad
-   * value (a non-finite KV cache is an engine bug worth surfacing); 'store' keeps it (the codec
-   * stores such tokens raw, so they round-trip bit-exactly).
+   * value (a non-finite KV cache is an engine bug worth surfacing; a DeviceKvCache is scanned on
+   * the GPU); 'store' keeps it (the codec stores such tokens raw, so they round-trip bit-exactly).
    */
   nonFinite?: 'reject' | 'store';
 }

@@ -183,6 +183,12 @@ inline T atomicAdd(T* addr, T v) {
   return __atomic_fetch_add(addr, v, __ATOMIC_SEQ_CST);
 }
 inline unsigned atomicOr(unsigned* addr, unsigned v) { return __atomic_fetch_or(addr, v, __ATOMIC_SEQ_CST); }
+inline unsigned atomicMin(unsigned* addr, unsigned v) {
+  unsigned old = __atomic_load_n(addr, __ATOMIC_SEQ_CST);
+  while (v < old && !__atomic_compare_exchange_n(addr, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+  }
+  return old;
+}
 inline unsigned __float_as_uint(float f) {
   unsigned u;
   std::memcpy(&u, &f, 4);

@@ -112,6 +112,12 @@ export async function encodeDevice(cache: DeviceKvCache, profile: CodecProfile, 
   return new Uint8Array(await callNative(() => gpu.encodeDevice(handle, nativeDeviceCache(c), options.entropy ?? true, false)));
 }
 
+/** The first NaN/Inf of a validated device cache (keys before values, then layer, then token), or null. */
+export function findNonFiniteDevice(cache: DeviceKvCache): Promise<{ stream: 'keys' | 'values'; layer: number; token: number } | null> {
+  const gpu = gpuApi();
+  return callNative(() => gpu.scanNonFinite(nativeDeviceCache(cache), rowValues(cache.layout)));
+}
+
 /** encodeDevice into the host arena (the store's host tier), for a validated cache. */
 export async function encodeDeviceToArena(cache: DeviceKvCache, profile: CodecProfile): Promise<ArenaBlob> {
   const gpu = gpuApi();

@@ -24,6 +24,7 @@ import {
   decodeToDevice,
   downloadDeviceCache,
   encodeDeviceToArena,
+  findNonFiniteDevice,
   isDeviceKvCache,
   uploadToTarget,
   validateDeviceCache,
@@ -269,10 +270,12 @@ export class KvStore {
     const owned = onDevice ? undefined : copyCache(cache, true);
     this.#bump(id);
     await this.#serial(id, async () => {
-      // Scanned off the main thread, in call order with the session's other operations. Device
-      // caches are not scanned: their non-finite tokens are escaped (stored raw) when encoded.
-      if (owned && this.options.nonFinite === 'reject') {
-        const bad = await callNative(() => native.scanNonFinite(nativeCache(owned), owned.layout.layers, rowValues(owned.layout)));
+      // Scanned off the main thread (a device cache on the GPU), in call order with the
+      // session's other operations.
+      if (this.options.nonFinite === 'reject') {
+        const bad = owned
+          ? await callNative(() => native.scanNonFinite(nativeCache(owned), owned.layout.layers, rowValues(owned.layout)))
+          : await findNonFiniteDevice(cache as DeviceKvCache);
         if (bad) {
           throw new KvtcError('E_LAYOUT', `cache.${bad.stream}[${bad.layer}] holds NaN or Inf at token ${bad.token} (options.nonFinite is 'reject')`);
         }

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { type KvCache, KvtcError, decode, deviceMemory, encode } from '../../src/index.js';
 import { relMse, tokenBitsEqual } from '../helpers/metrics.js';
 import { LAYOUT, session, sessionBytes, storeKit, testProfile } from '../helpers/store.js';
+import { withDtype } from '../helpers/synthetic.js';
 
 const { defer, openStore } = storeKit();
 
@@ -142,6 +143,36 @@ describe(`KvStore on the cuda backend (${TARGET})`, () => {
     await store.evict('d');
     expect(await code(store.getInto('d', { ...target, capacityTokens: 10 }))).toBe('E_CAPACITY');
     expect(store.has('d')).toBe('host');
+  });
+
+  it("a device cache holding NaN or Inf is refused as a host one is (scanned on the GPU), kept with nonFinite 'store'", async () => {
+    const strict = await openStore({ backend: 'cuda' });
+    const lenient = await openStore({ backend: 'cuda', nonFinite: 'store' });
+    const rv = LAYOUT.kvHeads * LAYOUT.headDim;
+    for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+      const f32 = session(9, 72);
+      (f32.values[1] as Float32Array)[50 * rv + 3] = Infinity;
+      (f32.values[1] as Float32Array)[37 * rv + rv - 1] = NaN; // the first: the scan reports token 37
+      const cache = withDtype(f32, dtype);
+      const bytes = (cache.keys[0] as Uint16Array | Float32Array).byteLength;
+      const src = { keys: [] as bigint[], values: [] as bigint[] };
+      for (let l = 0; l < LAYOUT.layers; l++) {
+        for (const s of ['keys', 'values'] as const) {
+          const a = await deviceMemory.alloc(bytes);
+          defer(() => deviceMemory.free(a));
+          await deviceMemory.upload(a, cache[s][l]!);
+          src[s].push(a);
+        }
+      }
+      const onDevice = { layout: cache.layout, tokens: 72, ...src, positions: cache.positions! };
+      const host = (await strict.put(`h-${dtype}`, cache).catch((e: KvtcError) => e)) as KvtcError;
+      const dev = (await strict.put(`d-${dtype}`, onDevice).catch((e: KvtcError) => e)) as KvtcError;
+      expect(host).toMatchObject({ code: 'E_LAYOUT', message: expect.stringContaining('cache.values[1] holds NaN or Inf at token 37') });
+      expect(dev).toMatchObject({ code: host.code, message: host.message });
+      expect(strict.has(`d-${dtype}`)).toBeUndefined();
+      await lenient.put(`d-${dtype}`, onDevice);
+      expect(bitsEqual((await lenient.get(`d-${dtype}`))!, cache)).toBe(true);
+    }
   });
 
   it('capacity moves sessions between device memory and the host tier; a full device loses nothing', async () => {
