@@ -25,6 +25,7 @@ rm -rf node_modules dist
 unxz .devkit/node_modules.tar.xz | tar -x
 unxz .devkit/dist.tar.xz | tar -x
 mkdir -p build/Release && cp .devkit/kvtc.node .devkit/kvtc_emu.node build/Release/
+export KVTC_REAL_CACHES="$PWD/.devkit/stories-caches.json"  # no model runtime here
 node -e "console.log(JSON.stringify(require('./build/Release/kvtc.node').buildInfo()))" | tee "$OUT/buildinfo.json"
 bench_args=()
 if [ "${KIT_DRY_RUN:-0}" = 1 ]; then

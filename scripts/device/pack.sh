@@ -2,8 +2,9 @@
 # Packs what the GPU machine (the `device` tool) lacks into .devkit/, to be named in `carry`:
 # the machine has CUDA, PyTorch and Python but no Node.js and no network. The kit holds this
 # machine's node binary, node_modules without the packages the GPU checks do not use (the
-# llama.cpp runtime, the compiler, plotting), and the addon built here with CUDA (nvcc, archs
-# 80;90, static cudart), and dist/ (the store's codec workers run compiled JavaScript). Together with the working tree it must stay under the tool's 64 MiB.
+# llama.cpp runtime, the compiler, plotting), the addon built here with CUDA (nvcc, archs
+# 80;90, static cudart), the real caches of the GPU parity test, and dist/ (the store's codec
+# workers run compiled JavaScript). With the working tree it must stay under the tool's 64 MiB.
 # Run from the repository root after `npm ci`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +15,8 @@ grep -q '"cuda": *true' <(node -e "console.log(JSON.stringify(require('./build/R
   exit 1
 }
 cp build/Release/kvtc.node build/Release/kvtc_emu.node "$kit/"
+# The real stories260K caches of the GPU parity test: the GPU machine cannot run the model.
+npx tsx scripts/device/real-caches.ts "$kit/stories-caches.json"
 npx tsc -p tsconfig.build.json
 tar -cJf "$kit/dist.tar.xz" dist
 xz -T0 -6 -c "$(readlink -f "$(command -v node)")" >"$kit/node.xz"
