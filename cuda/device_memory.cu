@@ -1,4 +1,9 @@
+// Device memory for kvtc's callers (the store's device tier, engines, tests): discovery, the
+// allocations deviceMemory hands out, copies, and the checks on caller-provided addresses.
 #include <cuda_runtime.h>
+
+#include <mutex>
+#include <unordered_map>
 
 #include "cuda_check.cuh"
 #include "device.cuh"
@@ -18,13 +23,35 @@ bool usable(std::string* reason) {
   return count > 0;
 }
 
+namespace {
+// The live allocations handed out by device_alloc, so a free of anything else (or a second free)
+// is an E_LAYOUT instead of a CUDA error that could break the context.
+std::mutex g_live_mutex;
+std::unordered_map<uint64_t, size_t> g_live;
+}  // namespace
+
+// From CUDA's stream-ordered pool (the one the codec's workspaces use): allocating and freeing
+// there do not synchronize the device the way cudaMalloc / cudaFree do, so a store moving
+// sessions in and out of its device tier never stalls behind an engine's queued kernels.
 uint64_t device_alloc(size_t bytes) {
+  Stream st{0};
   void* p = nullptr;
-  check(cudaMalloc(&p, bytes ? bytes : 1), "device allocation");
+  check(cudaMallocAsync(&p, bytes ? bytes : 1, st.get()), "device allocation");
+  st.sync();
+  std::lock_guard<std::mutex> lk(g_live_mutex);
+  g_live[reinterpret_cast<uintptr_t>(p)] = bytes;
   return reinterpret_cast<uintptr_t>(p);
 }
 
-void device_free(uint64_t ptr) { check(cudaFree(reinterpret_cast<void*>(uintptr_t(ptr))), "device free"); }
+void device_free(uint64_t ptr) {
+  {
+    std::lock_guard<std::mutex> lk(g_live_mutex);
+    if (g_live.erase(ptr) == 0)
+      fail("E_LAYOUT", "device address " + std::to_string(ptr) + " was not allocated by deviceMemory.alloc, or is already freed");
+  }
+  Stream st{0};
+  check(cudaFreeAsync(reinterpret_cast<void*>(uintptr_t(ptr)), st.get()), "device free");
+}
 
 namespace {
 // A copy complete when this returns, on the caller's stream (after its queued work) or on a

@@ -66,9 +66,10 @@ struct NonFiniteAt {
 };
 NonFiniteAt find_non_finite_device(const DeviceCacheView& cache, uint32_t row_values, uint64_t stream);
 
-// Device memory owned by kvtc (the store's device tier; tests). Copies are complete when they
-// return; stream: a caller's cudaStream_t to order them after (0: after the legacy default
-// stream's work).
+// Device memory owned by kvtc (the store's device tier; tests), from CUDA's stream-ordered pool.
+// device_free takes only live addresses from device_alloc (E_LAYOUT otherwise). Copies are
+// complete when they return; stream: a caller's cudaStream_t to order them after (0: after the
+// legacy default stream's work).
 uint64_t device_alloc(size_t bytes);
 void device_free(uint64_t ptr);
 void copy_to_device(uint64_t dst, const void* src, size_t bytes, uint64_t stream = 0);

@@ -330,6 +330,11 @@ describe(`device-address API (${TARGET})`, () => {
 
     // Out of device memory is E_CAPACITY.
     expect(await code(deviceMemory.alloc(2 ** 52))).toBe('E_CAPACITY');
-    expect(await code(deviceMemory.free(0x1234n))).not.toBe('resolved');
+    // Only kvtc's own allocations can be freed, once.
+    expect(await code(deviceMemory.free(0x1234n))).toBe('E_LAYOUT');
+    expect(await code(deviceMemory.free(dev.keys[0]! + 4n))).toBe('E_LAYOUT');
+    const once = await deviceMemory.alloc(256);
+    await deviceMemory.free(once);
+    expect(await code(deviceMemory.free(once))).toBe('E_LAYOUT');
   });
 });
