@@ -5,8 +5,9 @@
 // KVTC_CUDA_EMULATED defined (the `kvtc_emu` addon target). A launch runs the kernel's blocks one
 // after another, and one launch at a time in the process. The threads of a block are fibers
 // (ucontext) scheduled round-robin on the calling thread: __syncthreads() yields to the next
-// fiber, so every thread of the block reaches a barrier before any passes it, and __shared__
-// variables (static here) are shared by the block's threads only. Device memory is host memory; every allocation is recorded so pointer
+// fiber, so every thread of the block reaches a barrier before any passes it (and all must reach
+// the same one, or the launch fails as it could hang on a GPU), and __shared__ variables (static
+// here) are shared by the block's threads only. Device memory is host memory; every allocation is recorded so pointer
 // checks behave as on a device, and KVTC_EMU_DEVICE_BYTES caps the "device" to exercise
 // out-of-memory paths. Warp intrinsics are not emulated (kernels that run here must not use
 // them); the WMMA subset the tensor-core GEMM uses is, in mma.h.
@@ -94,6 +95,7 @@ struct Scheduler {
   ucontext_t main;
   std::vector<ucontext_t> ctx;
   std::vector<char> done;
+  std::vector<void*> site;  // the __syncthreads() call each waiting thread stopped at
   unsigned current = 0;
   const std::function<void()>* fn = nullptr;
 };
@@ -109,7 +111,21 @@ inline std::mutex& launch_mutex() {
   return m;
 }
 
-// Runs fn as a grid of blocks of fibers.
+// Shuffles v (a deterministic xorshift stream across the process).
+inline void shuffle(std::vector<unsigned>& v) {
+  static uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (size_t i = v.size(); i > 1; i--) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::swap(v[i - 1], v[x % i]);
+  }
+}
+
+// Runs fn as a grid of blocks of fibers. Blocks run in a shuffled order, and between two barriers
+// the threads of a block run in a fresh shuffled order, so a result that depends on the order
+// of blocks, or of threads between barriers (a data race on a GPU), differs from run to run
+// and from the CPU codec's, and the tests comparing them fail.
 inline void launch(dim3 grid, dim3 block, const std::function<void()>& fn) {
   const unsigned nthreads = block.x * block.y * block.z;
   const unsigned nblocks = grid.x * grid.y * grid.z;
@@ -120,6 +136,7 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& fn) {
   s.fn = &fn;
   s.ctx.resize(nthreads);
   s.done.resize(nthreads);
+  s.site.resize(nthreads);
   std::vector<std::unique_ptr<char[]>> stacks(nthreads);
   for (unsigned t = 0; t < nthreads; t++) {
     stacks[t].reset(new char[kStack]);
@@ -128,7 +145,11 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& fn) {
   g_sched = &s;
   g_blockDim = block;
   g_gridDim = grid;
-  for (unsigned b = 0; b < nblocks; b++) {
+  std::vector<unsigned> blocks(nblocks), order(nthreads);
+  for (unsigned b = 0; b < nblocks; b++) blocks[b] = b;
+  for (unsigned t = 0; t < nthreads; t++) order[t] = t;
+  shuffle(blocks);
+  for (unsigned b : blocks) {
     g_blockIdx = dim3(b % grid.x, (b / grid.x) % grid.y, b / (grid.x * grid.y));
     for (unsigned t = 0; t < nthreads; t++) {
       s.ctx[t].uc_stack.ss_sp = stacks[t].get();
@@ -138,12 +159,22 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& fn) {
       s.done[t] = 0;
     }
     for (unsigned remaining = nthreads; remaining > 0;) {
-      for (unsigned t = 0; t < nthreads; t++) {
+      shuffle(order);
+      for (unsigned t : order) {
         if (s.done[t]) continue;
         s.current = t;
         g_threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
         swapcontext(&s.main, &s.ctx[t]);
         if (s.done[t]) remaining--;
+      }
+      // Every thread still running waits at a barrier: on a GPU they must all be at the same
+      // __syncthreads() (threads that returned no longer count). Different ones would hang or
+      // corrupt the block there, while here each round would pass them.
+      void* at = nullptr;
+      for (unsigned t = 0; t < nthreads; t++) {
+        if (s.done[t]) continue;
+        if (at && s.site[t] != at) fault(cudaErrorLaunchFailure);
+        at = s.site[t];
       }
     }
   }
@@ -172,9 +203,11 @@ inline Heap& heap() {
 #define blockDim (kvtc_emu::g_blockDim)
 #define gridDim (kvtc_emu::g_gridDim)
 
-// Yields to the next fiber of the block; the scheduler comes back once all have yielded.
-inline void __syncthreads() {
+// Yields to the next fiber of the block; the scheduler comes back once all have yielded. Not
+// inlined, so its return address tells one barrier from another.
+inline __attribute__((noinline)) void __syncthreads() {
   kvtc_emu::Scheduler& s = *kvtc_emu::g_sched;
+  s.site[s.current] = __builtin_return_address(0);
   swapcontext(&s.ctx[s.current], &s.main);
 }
 
