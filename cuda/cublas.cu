@@ -52,15 +52,19 @@ const Cublas* load() {
   return loaded;
 }
 
-// One handle per thread (the addon's worker threads live as long as the process).
+// One handle per thread (the addon's worker threads live as long as the process); a failed
+// creation (out of memory, say) is tried again at the next call.
 cublasHandle_t handle(const Cublas& lib) {
   thread_local cublasHandle_t h = nullptr;
-  thread_local bool tried = false;
-  if (!tried) {
-    tried = true;
-    if (lib.create(&h) != 0) h = nullptr;
-  }
+  if (!h && lib.create(&h) != 0) h = nullptr;
   return h;
+}
+
+// A cuBLAS status as a CUDA error: out of memory stays E_CAPACITY, and nothing else may look
+// like the sticky launch failures that mark the whole CUDA context as broken (cuda_check.cuh).
+cudaError_t as_cuda_error(cublasStatus_t st) {
+  constexpr cublasStatus_t kAllocFailed = 3;
+  return st == 0 ? cudaSuccess : st == kAllocFailed ? cudaErrorMemoryAllocation : cudaErrorUnknown;
 }
 
 }  // namespace
@@ -70,17 +74,16 @@ bool cublas_loaded() { return load() != nullptr; }
 cudaError_t cublas_gemm(bool tf32, int m, int n, int k, const float* A, int lda, const float* B, int ldb, bool trans_b,
                         float* C, int ldc, cudaStream_t s) {
   const Cublas* lib = load();
-  cublasHandle_t h = lib ? handle(*lib) : nullptr;
-  if (!h) return cudaErrorInvalidValue;
-  if (lib->set_stream(h, s) != 0 || lib->set_math(h, tf32 ? kTf32Math : kDefaultMath) != 0)
-    return cudaErrorLaunchFailure;
+  if (!lib) return cudaErrorInvalidValue;
+  cublasHandle_t h = handle(*lib);
+  if (!h) return cudaErrorMemoryAllocation;
+  if (const cudaError_t e = as_cuda_error(lib->set_stream(h, s)); e != cudaSuccess) return e;
+  if (const cudaError_t e = as_cuda_error(lib->set_math(h, tf32 ? kTf32Math : kDefaultMath)); e != cudaSuccess) return e;
   // cuBLAS is column-major: a row-major X is the column-major X^T, so C^T = op(B)^T * A^T.
   // Row-major B [k x n] is column-major [n x k] (no transpose); row-major B [n x k] (trans_b) is
   // column-major [k x n], transposed to [n x k].
   const float one = 1.0f, zero = 0.0f;
-  if (lib->sgemm(h, trans_b ? kOpT : kOpN, kOpN, n, m, k, &one, B, ldb, A, lda, &zero, C, ldc) != 0)
-    return cudaErrorLaunchFailure;
-  return cudaSuccess;
+  return as_cuda_error(lib->sgemm(h, trans_b ? kOpT : kOpN, kOpN, n, m, k, &one, B, ldb, A, lda, &zero, C, ldc));
 }
 
 }  // namespace kvtc::gpu

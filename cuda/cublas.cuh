@@ -10,8 +10,9 @@ namespace kvtc::gpu {
 bool cublas_loaded();
 
 // C = A * op(B) as launch_gemm (gemm.cuh) through cuBLAS SGEMM, with TF32 tensor-core math when
-// tf32. Returns cudaErrorInvalidValue when cuBLAS is not loaded or gives this thread no handle,
-// cudaErrorLaunchFailure when SGEMM fails.
+// tf32. Returns cudaErrorInvalidValue when cuBLAS is not loaded, cudaErrorMemoryAllocation when
+// it runs out of memory (or cannot make this thread a handle), cudaErrorUnknown for any other
+// cuBLAS failure (never a status that marks the CUDA context broken).
 cudaError_t cublas_gemm(bool tf32, int m, int n, int k, const float* A, int lda, const float* B, int ldb, bool trans_b,
                         float* C, int ldc, cudaStream_t s);
 

@@ -43,13 +43,15 @@ uint64_t device_alloc(size_t bytes) {
   return reinterpret_cast<uintptr_t>(p);
 }
 
-void device_free(uint64_t ptr) {
+void device_free(uint64_t ptr, uint64_t stream) {
   {
     std::lock_guard<std::mutex> lk(g_live_mutex);
     if (g_live.erase(ptr) == 0)
       fail("E_LAYOUT", "device address " + std::to_string(ptr) + " was not allocated by deviceMemory.alloc, or is already freed");
   }
-  Stream st{0};
+  // In stream order: on the caller's stream the memory returns to the pool only after the work
+  // queued there; on our own (blocking) stream, after the legacy default stream's.
+  Stream st{uintptr_t(stream)};
   check(cudaFreeAsync(reinterpret_cast<void*>(uintptr_t(ptr)), st.get()), "device free");
 }
 

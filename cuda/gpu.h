@@ -67,11 +67,11 @@ struct NonFiniteAt {
 NonFiniteAt find_non_finite_device(const DeviceCacheView& cache, uint32_t row_values, uint64_t stream);
 
 // Device memory owned by kvtc (the store's device tier; tests), from CUDA's stream-ordered pool.
-// device_free takes only live addresses from device_alloc (E_LAYOUT otherwise). Copies are
-// complete when they return; stream: a caller's cudaStream_t to order them after (0: after the
-// legacy default stream's work).
+// device_free takes only live addresses from device_alloc (E_LAYOUT otherwise) and releases them
+// in stream order. Copies are complete when they return. stream: a caller's cudaStream_t to
+// order the operation after (0: after the legacy default stream's work).
 uint64_t device_alloc(size_t bytes);
-void device_free(uint64_t ptr);
+void device_free(uint64_t ptr, uint64_t stream = 0);
 void copy_to_device(uint64_t dst, const void* src, size_t bytes, uint64_t stream = 0);
 void copy_to_host(void* dst, uint64_t src, size_t bytes, uint64_t stream = 0);
 void copy_on_device(uint64_t dst, uint64_t src, size_t bytes, uint64_t stream = 0);

@@ -17,23 +17,26 @@
 namespace kvtc::gpu {
 namespace {
 
-// Device memory that lives as long as a profile's device copy.
+// Device memory that lives as long as a profile's device copy. Freed in stream order on the
+// legacy default stream (after every call that used it has synchronized its own stream): the
+// last reference to a profile may go on the JavaScript thread, where a cudaFree, which waits
+// for the whole device, must not run.
 template <typename T>
 class DeviceConst {
  public:
   DeviceConst() = default;
-  explicit DeviceConst(const std::vector<T>& v) : n_(v.size()) {
+  DeviceConst(const std::vector<T>& v, const Stream& st) : n_(v.size()) {
     if (v.empty()) return;
-    check(cudaMalloc(reinterpret_cast<void**>(&p_), v.size() * sizeof(T)), "device allocation");
-    const cudaError_t e = cudaMemcpy(p_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
+    check(cudaMallocAsync(reinterpret_cast<void**>(&p_), v.size() * sizeof(T), st.get()), "device allocation");
+    const cudaError_t e = cudaMemcpyAsync(p_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, st.get());
     if (e != cudaSuccess) {
-      cudaFree(p_);
+      cudaFreeAsync(p_, st.get());
       p_ = nullptr;
       check(e, "profile upload");
     }
   }
   ~DeviceConst() {
-    if (p_) cudaFree(p_);
+    if (p_) cudaFreeAsync(p_, nullptr);
   }
   DeviceConst(const DeviceConst&) = delete;
   DeviceConst& operator=(const DeviceConst&) = delete;
@@ -54,9 +57,9 @@ std::vector<uint32_t> plan_table(const StreamGroup& g) {
 }
 
 struct GroupConsts {
-  explicit GroupConsts(const StreamGroup& g)
-      : mean(g.mean), basis(g.basis), plan(plan_table(g)), context(g.row.context),
-        tables(g.tables),
+  GroupConsts(const StreamGroup& g, const Stream& st)
+      : mean(g.mean, st), basis(g.basis, st), plan(plan_table(g), st), context(g.row.context, st),
+        tables(g.tables, st),
         kg{g.layer_start, g.layer_count, g.p, g.k, mean.get(), uint32_t(g.row.groups.size()), plan.get(),
            g.row.rowBytes} {}
   DeviceConst<float> mean, basis;  // basis: k x p (the encoder multiplies by its transpose)
@@ -68,11 +71,10 @@ struct GroupConsts {
 
 // A profile's constants on the device, uploaded once per process and shared by every call.
 struct GpuProfile {
-  explicit GpuProfile(const Profile& pr) : freqs(pr.rope.freqs) {
+  GpuProfile(const Profile& pr, const Stream& st) : freqs(pr.rope.freqs, st) {
     for (int s = 0; s < 2; s++)
-      for (const StreamGroup& g : pr.groups[s]) groups[s].push_back(std::make_unique<GroupConsts>(g));
-    // The uploads ran on the legacy default stream; calls run on other streams.
-    check(cudaDeviceSynchronize(), "profile upload");
+      for (const StreamGroup& g : pr.groups[s]) groups[s].push_back(std::make_unique<GroupConsts>(g, st));
+    st.sync();  // calls use the constants from other streams
   }
   DeviceConst<float> freqs;
   std::vector<std::unique_ptr<GroupConsts>> groups[2];
@@ -82,7 +84,7 @@ struct GpuProfile {
 std::shared_ptr<const GpuProfile> gpu_profile(const Profile& pr) {
   BackendCache& c = *pr.backend_cache;
   std::lock_guard<std::mutex> lk(c.m);
-  if (!c.gpu) c.gpu = std::make_shared<const GpuProfile>(pr);
+  if (!c.gpu) c.gpu = std::make_shared<const GpuProfile>(pr, Stream{0});
   return std::static_pointer_cast<const GpuProfile>(c.gpu);
 }
 
@@ -290,7 +292,7 @@ std::vector<uint8_t> encode_core(const Profile& pr, const std::vector<const void
   const std::vector<uint32_t> raw = raw_tokens(h);
   const uint32_t nc = uint32_t(coded.size());
 
-  // Raw tokens: gathered on the device, copied back while the coded sections are computed.
+  // Raw tokens: gathered on the device now, copied back once the coded sections are queued.
   std::vector<std::vector<uint8_t>> payloads(1);
   payloads[0].resize(raw.size() * rb * 2 * L);
   auto d_raw = upload_array(raw, st);
@@ -325,7 +327,13 @@ std::vector<uint8_t> encode_core(const Profile& pr, const std::vector<const void
   }
   d_sec.download(payloads[0].data(), payloads[0].size());
   std::vector<SectionInfo> info;
-  std::vector<std::vector<uint8_t>> coded_payloads = finish_sections(secs, nc, opts.entropy, info, st);
+  std::vector<std::vector<uint8_t>> coded_payloads;
+  try {
+    coded_payloads = finish_sections(secs, nc, opts.entropy, info, st);
+  } catch (...) {
+    cudaStreamSynchronize(st.get());  // the download above must land before payloads goes
+    throw;
+  }
   for (size_t i = 0; i < secs.size(); i++) {
     h.sections.push_back(info[i]);
     payloads.push_back(std::move(coded_payloads[i]));
@@ -375,7 +383,7 @@ void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, co
   DeviceArray<uint8_t> decoded(decoded_bytes, st);
 
   // Entropy decoding of every chunk of every section in one launch. Chunk tables are validated
-  // on the host copy of the blob before any kernel reads a stream; statuses are checked last.
+  // on the host copy of the blob before any kernel reads a stream.
   std::vector<RansDecodeJob> jobs;
   for (size_t i = 0; i < groups.size(); i++) {
     const SectionInfo& sec = h.sections[i + 1];
@@ -397,6 +405,14 @@ void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, co
   auto d_jobs = upload_array(jobs, st);
   DeviceArray<int> status(jobs.size(), st);
   check_launch(launch_rans_decode(d_jobs->get(), uint32_t(jobs.size()), status.get(), st.get()), "entropy decoding");
+  // Damaged streams are found before anything is decoded from them: the caller's buffers then
+  // get no garbage, only the raw tokens (which are intact: the blob's checksum held).
+  if (!jobs.empty()) {
+    std::vector<int> stat(jobs.size());
+    status.download(stat.data(), stat.size());
+    st.sync();
+    for (int code : stat) rans_check_status(code);
+  }
 
   for (size_t i = 0; i < groups.size() && nc > 0; i++) {
     const StreamGroup& g = *groups[i];
@@ -422,10 +438,7 @@ void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, co
                    "feature scatter");
     }
   }
-  std::vector<int> stat(jobs.size());
-  status.download(stat.data(), stat.size());
   st.sync();
-  for (int code : stat) rans_check_status(code);
 }
 
 // The per-layer buffers of a device cache of `tokens` tokens, checked (see require_device_pointer).

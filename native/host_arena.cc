@@ -1,9 +1,11 @@
 #include "host_arena.h"
 
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "errors.h"
@@ -52,6 +54,43 @@ uint64_t insert(std::shared_ptr<const ArenaBlock> b) {
   return h;
 }
 
+#ifdef KVTC_WITH_CUDA
+// Page-locked blocks are released on a thread of their own: cudaFreeHost waits for the whole
+// device to go idle, and blocks are freed from the JavaScript thread (arenaFree), which must
+// never wait on the GPU, nor on an engine's kernels sharing it.
+class PinnedReaper {
+ public:
+  static PinnedReaper& get() {
+    static PinnedReaper* r = new PinnedReaper();  // never destroyed, like its thread (detached)
+    return *r;
+  }
+  void release(void* p) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(p);
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  PinnedReaper() { std::thread([this] { run(); }).detach(); }
+  void run() {
+    for (;;) {
+      std::vector<void*> batch;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return !queue_.empty(); });
+        batch.swap(queue_);
+      }
+      for (void* p : batch) kvtc_cuda_host_free(p);
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<void*> queue_;
+};
+#endif
+
 }  // namespace
 
 ArenaBlock::ArenaBlock(size_t n, bool try_pinned) : size(n) {
@@ -71,7 +110,7 @@ ArenaBlock::ArenaBlock(size_t n, bool try_pinned) : size(n) {
 ArenaBlock::~ArenaBlock() {
 #ifdef KVTC_WITH_CUDA
   if (pinned) {
-    kvtc_cuda_host_free(data);
+    PinnedReaper::get().release(data);
     return;
   }
 #endif

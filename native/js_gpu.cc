@@ -198,7 +198,8 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
 Napi::Value Free(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const uint64_t p = address_of(info[0], "address");
-    return run_device(info, [p] { return gpu::device_free(p), uint64_t(0); }, false);
+    const uint64_t stream = stream_value(info[1]);
+    return run_device(info, [p, stream] { return gpu::device_free(p, stream), uint64_t(0); }, false);
   });
 }
 

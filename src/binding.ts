@@ -121,7 +121,8 @@ export interface NativeGpu {
   /** The first NaN/Inf of a device cache, scanned on the GPU, or null. */
   scanNonFinite(cache: NativeDeviceCache, rowValues: number): Promise<{ stream: 'keys' | 'values'; layer: number; token: number } | null>;
   alloc(bytes: number): Promise<bigint>;
-  free(address: bigint): Promise<void>;
+  /** Releases in stream order: after the work queued on `stream` (default: the legacy default stream). */
+  free(address: bigint, stream?: bigint): Promise<void>;
   /** Copies complete when they resolve; stream orders them after a caller's queued work. */
   copyToDevice(dst: bigint, src: ArrayBufferView, stream?: bigint): Promise<void>;
   copyToHost(dst: ArrayBufferView, src: bigint, stream?: bigint): Promise<void>;

@@ -53,6 +53,7 @@ enum cudaError_t : int {
   cudaErrorMisalignedAddress = 716,
   cudaErrorInvalidPc = 718,
   cudaErrorLaunchFailure = 719,
+  cudaErrorUnknown = 999,
 };
 enum cudaMemcpyKind : int {
   cudaMemcpyHostToHost = 0,

@@ -202,7 +202,11 @@ export async function uploadToTarget(cache: KvCache, target: DeviceKvTarget): Pr
  */
 export const deviceMemory = {
   alloc: (bytes: number): Promise<bigint> => callNative(() => gpuApi().alloc(bytes)),
-  free: (address: bigint): Promise<void> => callNative(() => gpuApi().free(address)),
+  /**
+   * Only addresses from alloc, once. The memory returns to the pool in stream order: pass the
+   * stream of any work still using it (default: after the legacy default stream's work).
+   */
+  free: (address: bigint, stream?: bigint): Promise<void> => callNative(() => gpuApi().free(address, stream)),
   /** Copies resolve when complete; `stream` orders them after that cudaStream_t's queued work. */
   upload: (dst: bigint, src: ArrayBufferView, stream?: bigint): Promise<void> => callNative(() => gpuApi().copyToDevice(dst, src, stream)),
   download: (dst: ArrayBufferView, src: bigint, stream?: bigint): Promise<void> => callNative(() => gpuApi().copyToHost(dst, src, stream)),

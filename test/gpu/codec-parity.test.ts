@@ -292,7 +292,7 @@ describe(`device-address API (${TARGET})`, () => {
     // before a kernel could read or write past them.
     const tiny = await deviceMemory.alloc(64);
     const short = { layout, tokens, keys: [dev.keys[0]!, tiny], values: dev.values };
-    await expect(encodeDevice(short, profile)).rejects.toMatchObject({ code: 'E_LAYOUT', message: expect.stringContaining('cache.keys[1] has 64 bytes') });
+    await expect(encodeDevice(short, profile)).rejects.toMatchObject({ code: 'E_LAYOUT', message: expect.stringMatching(/cache\.keys\[1\] has \d+ bytes .* \d+ are needed/) });
     const inside = { layout, tokens, keys: [dev.keys[0]! + 64n, dev.keys[1]!], values: dev.values };
     expect(await code(encodeDevice(inside, profile))).toBe('E_LAYOUT');
     expect(await code(deviceMemory.upload(tiny, new Uint8Array(65)))).toBe('E_LAYOUT');
@@ -323,6 +323,25 @@ describe(`device-address API (${TARGET})`, () => {
       } else {
         expect(r).toBe('E_CORRUPT');
         expect(await code(decode(bad, profile, { backend: 'cpu' }))).toBe('E_CORRUPT');
+        // Into device buffers: refused before anything is decoded from the damaged streams, so
+        // the coded tokens of the target keep what the caller had there.
+        const sentinel = new Uint8Array(layerBytes).fill(0xab);
+        const target = { layout, capacityTokens: tokens, keys: [] as bigint[], values: [] as bigint[] };
+        for (let l = 0; l < layout.layers; l++) {
+          for (const s of ['keys', 'values'] as const) {
+            target[s].push(await alloc(layerBytes));
+            await deviceMemory.upload(target[s][l]!, sentinel);
+          }
+        }
+        expect(await code(decodeToDevice(bad, profile, target))).toBe('E_CORRUPT');
+        const rowBytes = layerBytes / tokens;
+        const middle = [info.sinkTokens * rowBytes, (tokens - info.windowTokens) * rowBytes] as const;
+        expect(info.escapedTokens).toBe(0);
+        for (const a of [...target.keys, ...target.values]) {
+          const got = new Uint8Array(layerBytes);
+          await deviceMemory.download(got, a);
+          expect(got.subarray(...middle).every((b) => b === 0xab)).toBe(true);
+        }
         corrupt++;
       }
     }
