@@ -233,9 +233,22 @@ function build(c) {
   if (c.reseal) dv.setUint32(b.length - 4, native.internals.crc32c(b.subarray(0, b.length - 4)), true);
   return b;
 }
+// The parent reads this pipe while it runs other tests: when it falls behind and the pipe is
+// full, a write fails with EAGAIN instead of blocking. Wait and retry, so the report survives.
+function say(line) {
+  const buf = Buffer.from(line + '\\n');
+  for (let at = 0; at < buf.length; ) {
+    try {
+      at += writeSync(1, buf, at);
+    } catch (e) {
+      if (e?.code !== 'EAGAIN') throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+    }
+  }
+}
 for (let i = Number(startArg); i < cases.length; i++) {
   const b = build(cases[i]);
-  writeSync(1, 'S ' + i + '\\n');
+  say('S ' + i);
   let out;
   try {
     const d = await decode(b, profile);
@@ -247,9 +260,9 @@ for (let i = Number(startArg); i < cases.length; i++) {
   } catch (e) {
     out = 'rejected:' + (e?.code ?? e?.constructor?.name ?? String(e));
   }
-  writeSync(1, 'R ' + i + ' ' + out + '\\n');
+  say('R ' + i + ' ' + out);
 }
-writeSync(1, 'DONE\\n');
+say('DONE');
 `;
 
 const CHILD_TIMEOUT_MS = 150_000;
@@ -332,7 +345,8 @@ async function runIsolated(base: Uint8Array, expected: KvCache, cases: MutationC
       throw new Error(`decode child failed before its first case (exit ${r.code}, signal ${r.signal}):\n${r.stderr}`);
     }
     const why = r.timedOut ? `hang (killed after ${CHILD_TIMEOUT_MS / 1000} s)` : `exit code ${r.code}, signal ${r.signal}`;
-    const lastErr = r.stderr.split('\n').find((l) => /FATAL|Error|Abort|Segmentation/i.test(l)) ?? '';
+    // The first line that says why (not the CPU-fallback warning, which names a CUDA error).
+    const lastErr = r.stderr.split('\n').find((l) => /FATAL|Error|Abort|Segmentation/i.test(l) && !l.includes('Warning:')) ?? '';
     crashes.push({ index: inFlight, how: `${why}${lastErr ? `: ${lastErr.trim()}` : ''}` });
     start = inFlight + 1;
     if (crashes.length >= maxCrashes) break;
