@@ -154,9 +154,21 @@ __global__ void rans_decode_kernel(const RansDecodeJob* jobs, uint32_t count, in
   status[j] = rans_decode_span(w.in, w.in_len, w.out, w.out_len, w.context, w.row_bytes, w.tables);
 }
 
+// Copies len bytes with the threads of a block: 16 bytes per access when both ends and the
+// length allow it (rows of 2-byte elements and device allocations usually do), bytes otherwise.
+__device__ __forceinline__ void block_copy(uint8_t* dst, const uint8_t* src, uint64_t len) {
+  if (((uintptr_t(dst) | uintptr_t(src) | len) & 15) == 0) {
+    uint4* d = reinterpret_cast<uint4*>(dst);
+    const uint4* s = reinterpret_cast<const uint4*>(src);
+    for (uint64_t i = threadIdx.x; i < len / 16; i += blockDim.x) d[i] = s[i];
+  } else {
+    for (uint64_t i = threadIdx.x; i < len; i += blockDim.x) dst[i] = src[i];
+  }
+}
+
 __global__ void copy_jobs_kernel(const CopyJob* jobs) {
-  const CopyJob& w = jobs[blockIdx.x];
-  for (uint64_t b = threadIdx.x; b < w.len; b += blockDim.x) w.dst[b] = w.src[b];
+  const CopyJob w = jobs[blockIdx.x];  // in registers: the byte stores could alias the job
+  block_copy(w.dst, w.src, w.len);
 }
 
 __global__ void copy_raw_kernel(void* const* layers, uint32_t nlayers, uint32_t row_bytes, const uint32_t* toks,
@@ -165,12 +177,10 @@ __global__ void copy_raw_kernel(void* const* layers, uint32_t nlayers, uint32_t 
   const uint32_t ti = uint32_t(r % n), ls = uint32_t(r / n), l = ls / 2, s = ls % 2;
   uint8_t* row = static_cast<uint8_t*>(layers[s * nlayers + l]) + size_t(toks[ti]) * row_bytes;
   uint8_t* sec = section + r * row_bytes;
-  for (uint32_t b = threadIdx.x; b < row_bytes; b += blockDim.x) {
-    if (to_section)
-      sec[b] = row[b];
-    else
-      row[b] = sec[b];
-  }
+  if (to_section)
+    block_copy(sec, row, row_bytes);
+  else
+    block_copy(row, sec, row_bytes);
 }
 
 }  // namespace
