@@ -41,6 +41,11 @@ void rans_build_table(const uint16_t freq[256], RansTable& table);
 // Worst case of one coded stream: a byte never costs more than 2 bytes, plus the states.
 KVTC_HD size_t rans_span_bound(size_t n) { return 2 * n + kRansStateBytes; }
 
+// Byte i of a stream is coded by lane i % 4. The loops below take the lanes four at a time with
+// constant indices (and the last n % 4 bytes one by one, also by constant index), so on a GPU
+// the four states stay in registers: x[i & 3] would put them in local memory.
+static_assert(kRansLanes == 4, "the span coders are unrolled for four lanes");
+
 // Encodes data[0..n) (byte i with tables[context[i % period]]) into the tail of out[0..cap):
 // the stream is [4 states, little-endian, lane 0 first][renormalization bytes] and ends at
 // out + cap. Returns the stream's start offset in out, or cap + 1 when cap is too small.
@@ -51,20 +56,26 @@ KVTC_HD size_t rans_encode_span(const uint8_t* data, size_t n, const uint16_t* c
   for (int l = 0; l < kRansLanes; l++) x[l] = kRansL;
   // Symbols are coded last to first so the decoder runs first to last.
   size_t ci = n == 0 ? 0 : (n - 1) % period;
-  for (size_t i = n; i-- > 0;) {
+  auto put = [&](uint32_t& xl, size_t i) {
     const RansTable& t = tables[context[ci]];
     ci = ci == 0 ? period - 1 : ci - 1;
     const uint8_t s = data[i];
     const uint32_t f = t.freq[s];
-    uint32_t& xl = x[i & (kRansLanes - 1)];
     const uint32_t x_max = ((kRansL >> kRansProbBits) << 8) * f;
     while (xl >= x_max) {
-      if (at == 0) return cap + 1;
+      if (at == 0) return false;
       out[--at] = uint8_t(xl);
       xl >>= 8;
     }
     xl = ((xl / f) << kRansProbBits) + (xl % f) + t.cum[s];
-  }
+    return true;
+  };
+  const size_t full = n - n % kRansLanes;  // bytes [full, n) first, from the last
+  if (n - full > 2 && !put(x[2], full + 2)) return cap + 1;
+  if (n - full > 1 && !put(x[1], full + 1)) return cap + 1;
+  if (n - full > 0 && !put(x[0], full)) return cap + 1;
+  for (size_t i = full; i > 0; i -= kRansLanes)
+    if (!put(x[3], i - 1) || !put(x[2], i - 2) || !put(x[1], i - 3) || !put(x[0], i - 4)) return cap + 1;
   if (at < kRansStateBytes) return cap + 1;
   at -= kRansStateBytes;
   for (int l = 0; l < kRansLanes; l++)
@@ -86,19 +97,25 @@ KVTC_HD int rans_decode_span(const uint8_t* in, size_t in_len, uint8_t* out, siz
   size_t p = kRansStateBytes;
   constexpr uint32_t mask = kRansProbScale - 1;
   size_t ci = 0;
-  for (size_t i = 0; i < n; i++) {
+  auto get = [&](uint32_t& xl, size_t i) {
     const RansTable& t = tables[context[ci]];
     if (++ci == period) ci = 0;
-    uint32_t& xl = x[i & (kRansLanes - 1)];
     const uint32_t slot = xl & mask;
     const uint8_t s = t.slot_symbol[slot];
     xl = uint32_t(t.freq[s]) * (xl >> kRansProbBits) + slot - t.cum[s];
     while (xl < kRansL) {
-      if (p == in_len) return kRansEndsEarly;
+      if (p == in_len) return false;
       xl = (xl << 8) | in[p++];
     }
     out[i] = s;
-  }
+    return true;
+  };
+  const size_t full = n - n % kRansLanes;
+  for (size_t i = 0; i < full; i += kRansLanes)
+    if (!get(x[0], i) || !get(x[1], i + 1) || !get(x[2], i + 2) || !get(x[3], i + 3)) return kRansEndsEarly;
+  if (n - full > 0 && !get(x[0], full)) return kRansEndsEarly;
+  if (n - full > 1 && !get(x[1], full + 1)) return kRansEndsEarly;
+  if (n - full > 2 && !get(x[2], full + 2)) return kRansEndsEarly;
   if (p != in_len) return kRansTrailing;
   for (int l = 0; l < kRansLanes; l++)
     if (x[l] != kRansL) return kRansBadFinal;
