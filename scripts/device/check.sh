@@ -27,6 +27,13 @@ unxz .devkit/dist.tar.xz | tar -x
 mkdir -p build/Release && cp .devkit/kvtc.node .devkit/kvtc_emu.node build/Release/
 export KVTC_REAL_CACHES="$PWD/.devkit/stories-caches.json"  # no model runtime here
 node -e "console.log(JSON.stringify(require('./build/Release/kvtc.node').buildInfo()))" | tee "$OUT/buildinfo.json"
+if [ "${KIT_DRY_RUN:-0}" != 1 ] && ! grep -q '"cudaDevices":[1-9]' "$OUT/buildinfo.json"; then
+  # No usable device (a driver older than the CUDA 13 runtime the addon links, say): every check
+  # would run on the emulation. Stop here and keep the device time.
+  nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
+  echo "no usable CUDA device: see buildinfo.json (cudaReason) and nvidia-smi.txt" | tee "$OUT/STOPPED"
+  exit 2
+fi
 bench_args=()
 if [ "${KIT_DRY_RUN:-0}" = 1 ]; then
   export KVTC_ADDON=emulated
