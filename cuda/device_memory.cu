@@ -138,4 +138,19 @@ void require_device_pointer(uint64_t ptr, const std::string& what, size_t align,
   }
 }
 
+std::vector<const void*> checked_layers(const std::vector<uint64_t>& keys, const std::vector<uint64_t>& values,
+                                        DType dtype, uint32_t tokens, uint32_t row_values, const std::string& what) {
+  const size_t elem = size_t(dtype_bytes(dtype));
+  std::vector<const void*> out;
+  for (int s = 0; s < 2; s++) {
+    const std::vector<uint64_t>& v = s == 0 ? keys : values;
+    for (size_t l = 0; l < v.size(); l++) {
+      require_device_pointer(v[l], what + (s == 0 ? ".keys[" : ".values[") + std::to_string(l) + "]", elem,
+                             size_t(tokens) * row_values * elem);
+      out.push_back(reinterpret_cast<const void*>(uintptr_t(v[l])));
+    }
+  }
+  return out;
+}
+
 }  // namespace kvtc::gpu

@@ -85,4 +85,9 @@ MemoryInfo memory_info();
 // driver (cuMemGetAddressRange); where it cannot tell, the caller's claim is trusted.
 void require_device_pointer(uint64_t ptr, const std::string& what, size_t align, size_t bytes);
 
+// The buffers of a device cache, keys of every layer then values, each checked as above for
+// `tokens` rows of row_values elements of dtype (named what.keys[l] / what.values[l]).
+std::vector<const void*> checked_layers(const std::vector<uint64_t>& keys, const std::vector<uint64_t>& values,
+                                        DType dtype, uint32_t tokens, uint32_t row_values, const std::string& what);
+
 }  // namespace kvtc::gpu

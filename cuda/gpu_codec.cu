@@ -441,23 +441,14 @@ void decode_core(const Profile& pr, const uint8_t* blob, const BlobHeader& h, co
   st.sync();
 }
 
-// The per-layer buffers of a device cache of `tokens` tokens, checked (see require_device_pointer).
+// The per-layer buffers of a device cache of `tokens` tokens for this profile, checked.
 std::vector<const void*> device_layers(const Profile& pr, const std::vector<uint64_t>& keys,
                                        const std::vector<uint64_t>& values, DType dtype, uint32_t tokens,
                                        const char* what) {
   if (keys.size() != pr.layers || values.size() != pr.layers)
     fail("E_LAYOUT", std::string(what) + " has " + std::to_string(keys.size()) + " key and " +
                          std::to_string(values.size()) + " value layers, profile expects " + std::to_string(pr.layers));
-  std::vector<const void*> out;
-  for (int s = 0; s < 2; s++) {
-    const std::vector<uint64_t>& v = s == 0 ? keys : values;
-    for (size_t l = 0; l < v.size(); l++) {
-      require_device_pointer(v[l], std::string(what) + (s == 0 ? ".keys[" : ".values[") + std::to_string(l) + "]",
-                             size_t(dtype_bytes(dtype)), size_t(tokens) * pr.row_values() * dtype_bytes(dtype));
-      out.push_back(reinterpret_cast<const void*>(uintptr_t(v[l])));
-    }
-  }
-  return out;
+  return checked_layers(keys, values, dtype, tokens, pr.row_values(), what);
 }
 
 }  // namespace

@@ -32,16 +32,7 @@ NonFiniteAt find_non_finite_device(const DeviceCacheView& c, uint32_t row_values
   if (c.keys.size() != c.values.size())
     fail("E_LAYOUT", "cache has " + std::to_string(c.keys.size()) + " key and " + std::to_string(c.values.size()) +
                          " value layers");
-  const size_t elem = size_t(dtype_bytes(c.dtype));
-  std::vector<const void*> buffers;
-  for (int s = 0; s < 2; s++) {
-    const std::vector<uint64_t>& v = s == 0 ? c.keys : c.values;
-    for (size_t l = 0; l < v.size(); l++) {
-      require_device_pointer(v[l], std::string(s == 0 ? "cache.keys[" : "cache.values[") + std::to_string(l) + "]", elem,
-                             size_t(c.tokens) * row_values * elem);
-      buffers.push_back(reinterpret_cast<const void*>(uintptr_t(v[l])));
-    }
-  }
+  const std::vector<const void*> buffers = checked_layers(c.keys, c.values, c.dtype, c.tokens, row_values, "cache");
   NonFiniteAt at;
   if (buffers.empty() || c.tokens == 0 || row_values == 0) return at;
   if (buffers.size() > 65535) fail("E_LAYOUT", "too many layers");  // grid.y
