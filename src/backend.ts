@@ -5,7 +5,7 @@
  * is computed once. A GPU run with $KVTC_GEMM naming no GEMM mode is E_OPTIONS, at the first
  * choice of a backend rather than at the first GPU encode.
  */
-import { type GpuGemmMode, native } from './binding.js';
+import { GPU_GEMM_MODES, native } from './binding.js';
 import { KvtcError } from './errors.js';
 
 export type BackendChoice = 'auto' | 'cuda' | 'cpu';
@@ -25,7 +25,7 @@ export function cudaUnavailableReason(): string | null {
   return cudaProblem;
 }
 
-const GEMM_MODES: ReadonlySet<string> = new Set<GpuGemmMode>(['tf32x3', 'tf32', 'fp32', 'cublas-fp32', 'cublas-tf32']);
+const GEMM_MODES: ReadonlySet<string> = new Set(GPU_GEMM_MODES);
 
 export function resolveBackend(requested: BackendChoice): Backend {
   if (requested === 'cpu') return 'cpu';

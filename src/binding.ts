@@ -149,7 +149,8 @@ export interface NativeGpu {
  * 'fp32' (CUDA cores), or cuBLAS SGEMM ('cublas-fp32', 'cublas-tf32') when it can be loaded.
  * $KVTC_GEMM picks among kvtc's own; $KVTC_CUBLAS=fp32|tf32|path prefers cuBLAS.
  */
-export type GpuGemmMode = 'tf32x3' | 'tf32' | 'fp32' | 'cublas-fp32' | 'cublas-tf32';
+export const GPU_GEMM_MODES = ['tf32x3', 'tf32', 'fp32', 'cublas-fp32', 'cublas-tf32'] as const;
+export type GpuGemmMode = (typeof GPU_GEMM_MODES)[number];
 
 interface NativeAddon {
   buildInfo(): {
