@@ -1,6 +1,7 @@
 #include "build_info.h"
 
 #include "linalg.h"
+#include "simd.h"
 
 #ifdef KVTC_WITH_CUDA
 #include "../cuda/device.cuh"
@@ -38,6 +39,8 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("openblas", false);
 #endif
   o.Set("linalg", linalg_path());
+  // The codec's projections always run on kvtc's own packed-basis kernels ($KVTC_SIMD forces a path).
+  o.Set("codecGemm", simd_path_name(simd_active()));
 #if defined(__x86_64__)
   Napi::Array simd = Napi::Array::New(env);
   uint32_t i = 0;

@@ -24,7 +24,11 @@ struct CacheView {
 
 struct EncodeOptions {
   bool entropy = true;  // false: coded sections hold the packed quantized rows as they are
+  int threads = 1;      // threads for this one call (stream groups are independent); 1..kMaxThreads
 };
+
+// Most threads one encode or decode call may use.
+constexpr int kMaxThreads = 64;
 
 // Encodes; throws E_LAYOUT when the cache does not fit the profile's shape.
 std::vector<uint8_t> encode_cache(const Profile& profile, const CacheView& cache, const EncodeOptions& opts);
@@ -36,10 +40,11 @@ size_t check_blob(const Profile& profile, const BlobHeader& h);
 
 // Decodes a blob whose header h was read (with its checksum verified) by read_blob_header.
 // keys/values: [layers][tokens][kvHeads*headDim] of h.dtype, allocated by the caller;
-// positions: h.tokens entries. Throws E_PROFILE_MISMATCH for a blob of another profile and
-// E_CORRUPT for inconsistent content.
+// positions: h.tokens entries. threads: 1..kMaxThreads, for this call (the output does not
+// depend on it). Throws E_PROFILE_MISMATCH for a blob of another profile and E_CORRUPT for
+// inconsistent content.
 void decode_blob(const Profile& profile, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
-                 int32_t* positions);
+                 int32_t* positions, int threads = 1);
 
 // Builds the feature rows X[n][g.p] of tokens toks[0..n) for one stream group: the group's layers
 // side by side, keys with RoPE removed (pos: the tokens' positions), g.mean subtracted.
@@ -52,7 +57,8 @@ void gather_features(const Profile& pr, const StreamGroup& g, bool is_key, const
 // PCA coefficient, shift and scale within fp16 (rotation does not change the norm).
 constexpr double kMaxCoefficient = 30000.0;
 
-// ||mean|| of a stream group, the second term of the escape test.
+// ||mean|| of a stream group, the second term of the escape test (StreamGroup::mean_norm once
+// derived).
 double mean_norm(const StreamGroup& g);
 
 // The header of a new blob before escapes and sections: fingerprint, layout, sink and window

@@ -14,6 +14,7 @@
 #include "container.h"
 #include "crc32c.h"
 #include "host_arena.h"
+#include "js_kernels.h"
 #include "js_util.h"
 #include "linalg.h"
 #include "profile.h"
@@ -158,12 +159,23 @@ Napi::Value ProfileInfo(const Napi::CallbackInfo& info) {
 
 // ---- encode / decode -----------------------------------------------------------------------
 
+// The optional `threads` argument of encode/decodeInto: absent means 1.
+int threads_arg(const Napi::Value& v) {
+  if (v.IsUndefined()) return 1;
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0;
+  if (!(d >= 1 && d <= kMaxThreads) || d != double(int(d)))
+    fail("E_OPTIONS", "options.threads must be an integer from 1 to " + std::to_string(kMaxThreads));
+  return int(d);
+}
+
 class EncodeWorker : public PromiseWorker {
  public:
-  EncodeWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy, bool to_arena, bool gpu)
+  EncodeWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy, bool to_arena, bool gpu,
+               int threads)
       : PromiseWorker(env), profile_(std::move(pr)), gpu_(gpu), out_(to_arena) {
     view_ = read_cache(cache, profile_->layers, profile_->row_values(), [this](Napi::Value v) { Keep(v); });
     opts_.entropy = entropy;
+    opts_.threads = threads;
     require_gpu_build(gpu);
   }
   void Run() override {
@@ -186,7 +198,8 @@ class EncodeWorker : public PromiseWorker {
 Napi::Value Encode(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     return start(std::make_unique<EncodeWorker>(info.Env(), profile_of(info[0]), info[1].As<Napi::Object>(),
-                                                info[2].ToBoolean(), info[3].ToBoolean(), info[4].ToBoolean()));
+                                                info[2].ToBoolean(), info[3].ToBoolean(), info[4].ToBoolean(),
+                                                threads_arg(info[5])));
   });
 }
 
@@ -227,8 +240,8 @@ Napi::Value DecodePrepare(const Napi::CallbackInfo& info) {
 class DecodeIntoWorker : public PromiseWorker {
  public:
   DecodeIntoWorker(Napi::Env env, ProfilePtr pr, const Napi::Value& source, const Napi::Value& keys,
-                   const Napi::Value& values, const Napi::Value& positions, bool gpu)
-      : PromiseWorker(env), profile_(std::move(pr)), gpu_(gpu) {
+                   const Napi::Value& values, const Napi::Value& positions, bool gpu, int threads)
+      : PromiseWorker(env), profile_(std::move(pr)), gpu_(gpu), threads_(threads) {
     require_gpu_build(gpu);
     src_.Bind(source, [this](Napi::Value v) { Keep(v); });
     if (!keys.IsTypedArray() || !values.IsTypedArray() || !positions.IsTypedArray() ||
@@ -251,7 +264,7 @@ class DecodeIntoWorker : public PromiseWorker {
 #ifdef KVTC_WITH_CUDA
     if (gpu_) return gpu::decode_to_host(*profile_, src_.data(), h, kp_, vp_, pp_);
 #endif
-    decode_blob(*profile_, src_.data(), h, kp_, vp_, pp_);
+    decode_blob(*profile_, src_.data(), h, kp_, vp_, pp_, threads_);
   }
   Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
 
@@ -262,12 +275,13 @@ class DecodeIntoWorker : public PromiseWorker {
   int32_t* pp_;
   size_t klen_, vlen_, plen_;
   bool gpu_;
+  int threads_;
 };
 
 Napi::Value DecodeInto(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     return start(std::make_unique<DecodeIntoWorker>(info.Env(), profile_of(info[0]), info[1], info[2], info[3], info[4],
-                                                    info[5].ToBoolean()));
+                                                    info[5].ToBoolean(), threads_arg(info[6])));
   });
 }
 
@@ -645,6 +659,7 @@ void register_codec(Napi::Env env, Napi::Object exports) {
   internals.Set("rope", Napi::Function::New(env, Rope));
   internals.Set("ransEncode", Napi::Function::New(env, RansEncode));
   internals.Set("ransDecode", Napi::Function::New(env, RansDecode));
+  register_kernel_internals(env, internals);
   exports.Set("internals", internals);
 }
 

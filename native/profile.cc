@@ -1,5 +1,6 @@
 #include "profile.h"
 
+#include <cmath>
 #include <string>
 
 #include "bytes.h"
@@ -23,9 +24,11 @@ void StreamGroup::derive() {
   if (freqs.size() != size_t(row.numContexts()) * 256) fail("E_PROFILE", "profile entropy tables have the wrong size");
   tables.resize(row.numContexts());
   for (uint32_t c = 0; c < row.numContexts(); c++) rans_build_table(&freqs[size_t(c) * 256], tables[c]);
-  basis_t.assign(size_t(p) * k, 0.0f);
-  for (uint32_t c = 0; c < k; c++)
-    for (uint32_t i = 0; i < p; i++) basis_t[size_t(i) * k + c] = basis[size_t(c) * p + i];
+  encode_b = pack_bt(int(p), int(k), basis.data(), int(p));
+  decode_b = pack_b(int(k), int(p), basis.data(), int(p));
+  double msq = 0;
+  for (float m : mean) msq += double(m) * m;
+  mean_norm = std::sqrt(msq);
 }
 
 std::vector<uint8_t> serialize_profile(const Profile& pr) {

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <vector>
 
+#include "gemm.h"
 #include "half.h"
 #include "quant.h"
 #include "rans.h"
@@ -31,7 +32,9 @@ struct StreamGroup {
   std::vector<PlanGroup> plan;
   std::vector<uint16_t> freqs;  // numContexts x 256 normalized rANS frequencies
   // Derived at load time, not serialized:
-  std::vector<float> basis_t;  // p x k, for the encoder's GEMM
+  PackedB encode_b;  // basisᵀ (p x k) packed for the encoder's D = X·basisᵀ
+  PackedB decode_b;  // basis (k x p) packed for the decoder's X = D·basis
+  double mean_norm = 0;  // ||mean||, the constant term of the escape test
   RowLayout row;
   std::vector<RansTable> tables;
   void derive();  // fills the derived fields; throws E_PROFILE on inconsistent data

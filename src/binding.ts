@@ -161,14 +161,16 @@ interface NativeAddon {
     cudaGemm: string | null;
     openblas: boolean;
     linalg: string;
+    codecGemm: string;
     simd: string[];
   };
   loadProfile(bytes: Uint8Array, fingerprint: Uint8Array): Promise<NativeProfileHandle>;
   profileInfo(bytes: Uint8Array): NativeProfileInfo;
   /** gpu: run on the CUDA backend (E_BACKEND in a build without it). */
-  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: false, gpu: boolean): Promise<ArrayBuffer>;
+  /** threads: 1..64 for this call on the CPU (default 1); the blob does not depend on it. */
+  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: false, gpu: boolean, threads?: number): Promise<ArrayBuffer>;
   /** Encodes straight into the host arena; returns the blob's handle and size. */
-  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: true, gpu: boolean): Promise<ArenaBlob>;
+  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: true, gpu: boolean, threads?: number): Promise<ArenaBlob>;
   /** Verifies a blob (or host-arena handle) against the profile; returns the output sizes. */
   decodePrepare(
     profile: NativeProfileHandle,
@@ -182,6 +184,7 @@ interface NativeAddon {
     values: Uint8Array,
     positions: Int32Array,
     gpu: boolean,
+    threads?: number,
   ): Promise<void>;
   /** Present in CUDA builds. */
   gpu?: NativeGpu;
@@ -208,6 +211,31 @@ interface NativeAddon {
     /** Entropy-codes packed rows of one stream group (0 keys / 1 values) synchronously. */
     ransEncode(profile: NativeProfileHandle, stream: number, group: number, rows: Uint8Array): Uint8Array;
     ransDecode(profile: NativeProfileHandle, stream: number, group: number, coded: Uint8Array, rawLength: number): Uint8Array;
+    /**
+     * C = A·B (+ bias per row) (+ C when accumulate) through the packed-B GEMM on a SIMD path
+     * ('avx512' | 'avx2' | 'generic'; null: the active one). transB: B is n x k, use its transpose.
+     */
+    gemm(
+      path: string | null,
+      m: number,
+      n: number,
+      k: number,
+      a: Float32Array,
+      lda: number,
+      b: Float32Array,
+      ldb: number,
+      transB: boolean,
+      c: Float32Array,
+      ldc: number,
+      bias: Float32Array | null,
+      accumulate: boolean,
+    ): void;
+    /** Runs an m x n x k packed GEMM reps times on random operands; returns the FLOP count (callers time it). */
+    gemmRepeat(path: string | null, m: number, n: number, k: number, reps: number): number;
+    /** Runs a register-only FP32 FMA loop; returns its FLOP count (callers time it). */
+    fmaPeak(path: string | null, iterations: number): number;
+    /** SIMD paths this CPU can run, widest first. */
+    simdPaths(): string[];
     /** Rotates token rows of x in place (style 1 interleaved, 2 neox); inverse undoes. */
     rope(
       x: Float32Array,
@@ -276,8 +304,13 @@ export interface BuildInfo {
   cudaGemm: string | null;
   /** OpenBLAS/LAPACKE were found at build time and are used for GEMM and the eigensolver. */
   openblas: boolean;
-  /** Dense kernel path in use: 'openblas', 'avx2' or 'generic'. */
+  /** Kernel path of calibration's dense algebra: 'openblas', or as codecGemm. */
   linalg: string;
+  /**
+   * Kernel path of the codec's projection GEMM: 'avx512', 'avx2' or 'generic' — the widest the
+   * CPU supports unless $KVTC_SIMD names another (an invalid or unsupported value fails with E_OPTIONS).
+   */
+  codecGemm: string;
   /** SIMD extensions the CPU offers. */
   simd: string[];
 }

@@ -16,11 +16,29 @@ export interface EncodeOptions {
    * 'cuda' fails with E_BACKEND without a device. Both write the same format.
    */
   backend?: BackendChoice;
+  /**
+   * CPU threads for this one call, 1 to 64 (default 1): the stream groups are coded in parallel.
+   * The blob is the same for every value. Ignored by the CUDA backend.
+   */
+  threads?: number;
 }
 
 export interface DecodeOptions {
   /** As EncodeOptions.backend. A blob decodes on either backend, whichever encoded it. */
   backend?: BackendChoice;
+  /** As EncodeOptions.threads: the decoded cache is the same for every value. */
+  threads?: number;
+}
+
+/** Most CPU threads one encode/decode call may use. */
+const MAX_CALL_THREADS = 64;
+
+function checkThreads(threads: unknown): number {
+  if (threads === undefined) return 1;
+  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > MAX_CALL_THREADS) {
+    throw new KvtcError('E_OPTIONS', `options.threads must be an integer from 1 to ${MAX_CALL_THREADS}, got ${String(threads)}`);
+  }
+  return threads;
 }
 
 /**
@@ -35,9 +53,10 @@ export async function encode(cache: KvCache, profile: CodecProfile, options: Enc
   if (options.entropy !== undefined && typeof options.entropy !== 'boolean') {
     throw new KvtcError('E_OPTIONS', `options.entropy must be a boolean, got ${String(options.entropy)}`);
   }
+  const threads = checkThreads(options.threads);
   const gpu = resolveBackend(checkBackendChoice(options.backend ?? 'auto', 'options.backend')) === 'cuda';
   const handle = await profile.nativeHandle();
-  const ab = await callNative(() => native.encode(handle, nativeCache(cache), options.entropy ?? true, false, gpu));
+  const ab = await callNative(() => native.encode(handle, nativeCache(cache), options.entropy ?? true, false, gpu, threads));
   return new Uint8Array(ab);
 }
 
@@ -50,8 +69,9 @@ export async function decode(blob: Uint8Array, profile: CodecProfile, options: D
   if (!(blob instanceof Uint8Array)) {
     throw new KvtcError('E_CORRUPT', `blob must be a Uint8Array, got ${String(blob)}`);
   }
+  const threads = checkThreads(options.threads);
   const gpu = resolveBackend(checkBackendChoice(options.backend ?? 'auto', 'options.backend')) === 'cuda';
-  return decodeSource(blob, profile, { gpu });
+  return decodeSource(blob, profile, { gpu, threads });
 }
 
 /**
@@ -62,7 +82,7 @@ export async function decode(blob: Uint8Array, profile: CodecProfile, options: D
 export async function decodeSource(
   source: Uint8Array | number,
   profile: CodecProfile,
-  options: { shared?: boolean; gpu?: boolean } = {},
+  options: { shared?: boolean; gpu?: boolean; threads?: number } = {},
 ): Promise<KvCache> {
   const handle = await profile.nativeHandle();
   const prep = await callNative(() => native.decodePrepare(handle, source));
@@ -79,7 +99,15 @@ export async function decodeSource(
     throw new KvtcError('E_CAPACITY', `cannot allocate 2 x ${prep.bytesPerStream} bytes for the decoded cache`, { cause: err });
   }
   await callNative(() =>
-    native.decodeInto(handle, source, new Uint8Array(keysBuf), new Uint8Array(valuesBuf), positions, options.gpu ?? false),
+    native.decodeInto(
+      handle,
+      source,
+      new Uint8Array(keysBuf),
+      new Uint8Array(valuesBuf),
+      positions,
+      options.gpu ?? false,
+      options.threads ?? 1,
+    ),
   );
   const layout: KvLayout = { ...profile.layout, dtype: prep.dtype };
   const perLayer = prep.tokens * rowValues(layout);
