@@ -1,5 +1,6 @@
 #include "build_info.h"
 
+#include "errors.h"
 #include "linalg.h"
 #include "simd.h"
 
@@ -38,9 +39,16 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
 #else
   o.Set("openblas", false);
 #endif
-  o.Set("linalg", linalg_path());
-  // The codec's projections always run on kvtc's own packed-basis kernels ($KVTC_SIMD forces a path).
-  o.Set("codecGemm", simd_path_name(simd_active()));
+  // The codec's projections always run on kvtc's own packed-basis kernels ($KVTC_SIMD forces a
+  // path). An invalid $KVTC_SIMD is reported here as its message (as cudaGemm reports
+  // $KVTC_GEMM); the calls that need a path fail with E_OPTIONS.
+  try {
+    o.Set("linalg", linalg_path());
+    o.Set("codecGemm", simd_path_name(simd_active()));
+  } catch (const KvtcException& e) {
+    o.Set("linalg", e.what());
+    o.Set("codecGemm", e.what());
+  }
 #if defined(__x86_64__)
   Napi::Array simd = Napi::Array::New(env);
   uint32_t i = 0;

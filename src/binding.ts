@@ -308,7 +308,8 @@ export interface BuildInfo {
   linalg: string;
   /**
    * Kernel path of the codec's projection GEMM: 'avx512', 'avx2' or 'generic' — the widest the
-   * CPU supports unless $KVTC_SIMD names another (an invalid or unsupported value fails with E_OPTIONS).
+   * CPU supports unless $KVTC_SIMD names another. For an invalid or unsupported $KVTC_SIMD: the
+   * reason, and CPU encode/decode/calibration fail with E_OPTIONS.
    */
   codecGemm: string;
   /** SIMD extensions the CPU offers. */
