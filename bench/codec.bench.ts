@@ -5,15 +5,20 @@
  *      per-head int8/int4, KIVI 2/4-bit, and the Gaussian rate–distortion bound.
  *  (b) synthetic Llama-3.1-8B-shaped KV (32 layers x 8 KV heads x 128, bf16): encode/decode
  *      MB/s per core for PCA groups of 1, 4 and 32 layers, against zstd, DEFLATE and memcpy on
- *      the same bytes; calibration time and profile size.
+ *      the same bytes; calibration time and profile size. Beside them, in the same run: the
+ *      core's FP32 FMA peak and the projection GEMM's GFLOP/s on the codec's shapes per SIMD
+ *      path, and the 1-layer codec's MB/s per path (children with KVTC_SIMD) and with 2 threads.
  * Prints tables and writes bench/results/codec.json. `--quick` shrinks (b) to 1024 tokens;
  * `--only=real` or `--only=throughput` runs one part.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { deflateRawSync } from 'node:zlib';
 import { compress as zstdCompress } from '@bokuweb/zstd-wasm';
-import { calibrate, decode, encode, inspect, buildInfo, type KvCache, type KvLayout } from '../src/index.js';
+import { calibrate, CodecProfile, decode, encode, inspect, buildInfo, type KvCache, type KvLayout } from '../src/index.js';
 import { native } from '../src/binding.js';
 import { toFloat32 } from '../src/half.js';
 import { fp16, fp8, gaussianRdBound, int4PerHead, int8PerHead, kivi, type BaselineResult } from './baselines.js';
@@ -178,9 +183,72 @@ function meanSquare(cache: KvCache, stream: 'keys' | 'values', keep: (t: number)
 
 
 // ---------------------------------------------------------------- (b) Llama-3.1-8B-shaped KV
+const cpuName = cpus()[0]?.model ?? 'unknown CPU';
+const bestOf = (n: number, fn: () => void) => {
+  let best = Infinity;
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    fn();
+    best = Math.min(best, performance.now() - t);
+  }
+  return best;
+};
+
+/**
+ * Encode/decode MB/s of the 1-layer profile on one SIMD path: KVTC_SIMD is read once per
+ * process, so every path but the active one runs in a child process on the same profile and
+ * the same (deterministically generated) cache.
+ */
+async function codecSpeed(profileFile: string, tokens: number, threads: number) {
+  const profile = CodecProfile.fromBytes(new Uint8Array(readFileSync(profileFile)));
+  const cache = llamaShaped(tokens, 2);
+  const rawBytes = 2 * 32 * tokens * 1024 * 2;
+  let blob = await encode(cache, profile, { backend: 'cpu', threads });
+  const enc = { wall: Infinity, cpu: Infinity };
+  const dec = { wall: Infinity, cpu: Infinity };
+  for (let r = 0; r < 3; r++) {
+    const e = await timed(async () => {
+      blob = await encode(cache, profile, { backend: 'cpu', threads });
+    });
+    const d = await timed(() => decode(blob, profile, { backend: 'cpu', threads }));
+    enc.wall = Math.min(enc.wall, e.wall);
+    enc.cpu = Math.min(enc.cpu, e.cpu);
+    dec.wall = Math.min(dec.wall, d.wall);
+    dec.cpu = Math.min(dec.cpu, d.cpu);
+  }
+  const rate = (ms: number) => rawBytes / 1e3 / ms;
+  return { enc: rate(enc.wall), dec: rate(dec.wall), encCpu: rate(enc.cpu), decCpu: rate(dec.cpu), bytes: blob.length };
+}
+
+/**
+ * Wall and CPU milliseconds of one call. The CPU time is the whole process's (every thread,
+ * GC included) over the call: on a machine shared with other work it is what the call costs,
+ * where wall time also counts the time other processes held the core.
+ */
+async function timed(fn: () => Promise<unknown>): Promise<{ wall: number; cpu: number }> {
+  const c = process.cpuUsage();
+  const t = performance.now();
+  await fn();
+  const wall = performance.now() - t;
+  const u = process.cpuUsage(c);
+  return { wall, cpu: (u.user + u.system) / 1e3 };
+}
+
+async function codecSpeedOn(path: string, profileFile: string, tokens: number, threads: number) {
+  if (path === buildInfo().codecGemm) return codecSpeed(profileFile, tokens, threads);
+  const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), `--speed-child=${profileFile},${tokens},${threads}`], {
+    encoding: 'utf8',
+    env: { ...process.env, KVTC_SIMD: path },
+    maxBuffer: 1 << 20,
+  });
+  return JSON.parse(out.trim().split('\n').at(-1)!) as Awaited<ReturnType<typeof codecSpeed>>;
+}
+
 async function throughput(): Promise<void> {
   const tokens = quick ? 1024 : 4096;
-  console.log(`\n(b) generating Llama-3.1-8B-shaped bf16 KV: ${tokens} tokens (+ calibration samples)`);
+  const paths = native.internals.simdPaths();
+  console.log(`\n(b) ${cpuName}; SIMD paths ${paths.join(', ')} (active: ${buildInfo().codecGemm})`);
+  console.log(`    generating Llama-3.1-8B-shaped bf16 KV: ${tokens} tokens (+ calibration samples)`);
   const calib = [llamaShaped(quick ? 512 : 1024, 1)];
   const cache = llamaShaped(tokens, 2);
   const rawBytes = 2 * 32 * tokens * 1024 * 2;
@@ -194,13 +262,9 @@ async function throughput(): Promise<void> {
     o += src.length;
   }
   await initZstd();
-  const time = (fn: () => void) => {
-    const t = performance.now();
-    fn();
-    return performance.now() - t;
-  };
+  const time = (fn: () => void) => bestOf(1, fn);
   const dst = new Uint8Array(big.length);
-  const memcpyMs = Math.min(...[0, 1, 2].map(() => time(() => dst.set(big))));
+  const memcpyMs = bestOf(3, () => dst.set(big));
   const zc = zstdCompress(big, 3);
   const zstdMs = time(() => zstdCompress(big, 3));
   const dc = deflateRawSync(big);
@@ -212,32 +276,88 @@ async function throughput(): Promise<void> {
   const { inflateRawSync } = await import('node:zlib');
   rows.push({ method: 'DEFLATE-6 (lossless)', 'PCA layers': '-', 'calib s': '-', 'profile MB': '-', ratio: big.length / dc.length, 'encode MB/s': mb / (deflateMs / 1e3), 'decode MB/s': mb / (time(() => inflateRawSync(dc)) / 1e3) });
 
+  // Ceilings and the projection GEMM per path, in this run: FP32 FMA peak of one core, and the
+  // codec's shapes (64-token batches; encode 64 x p x k with p = 1024, decode 64 x k x p).
+  const gflops = (fn: () => number, reps = 5) => {
+    let flops = 0;
+    const ms = bestOf(reps, () => {
+      flops = fn();
+    });
+    return flops / ms / 1e6;
+  };
+  const peaks: Record<string, number> = {};
+  for (const p of paths) peaks[p] = gflops(() => native.internals.fmaPeak(p, 4_000_000));
+  const corePeak = Math.max(...Object.values(peaks));
+  const gemmRows: Record<string, string | number>[] = [];
+  const shapes: [string, number, number, number][] = [
+    ['encode k=224', 64, 224, 1024],
+    ['encode k=320', 64, 320, 1024],
+    ['decode k=224', 64, 1024, 224],
+    ['decode k=320', 64, 1024, 320],
+  ];
+  for (const p of paths) {
+    const row: Record<string, string | number> = { path: p, 'FMA peak GFLOP/s': peaks[p]! };
+    for (const [name, m, n, k] of shapes) {
+      const g = gflops(() => native.internals.gemmRepeat(p, m, n, k, p === 'generic' ? 10 : 50));
+      row[`${name} GFLOP/s`] = g;
+      row[`${name} % core peak`] = (100 * g) / corePeak;
+    }
+    gemmRows.push(row);
+  }
+  table(`(b) FP32 GEMM on the codec's shapes (m x n x k; packed basis), one core of ${cpuName}; core peak = best path's FMA loop`, gemmRows);
+
+  const profileFile = join(mkdtempSync(join(tmpdir(), 'kvtc-bench-')), 'profile-1layer.bin');
   for (const groupLayers of [1, 4, 32]) {
-    let t = performance.now();
+    const t = performance.now();
     const profile = await calibrate(calib, { ratio: 16, pcaGroupLayers: groupLayers, windowTokens: 128 });
     const calibS = (performance.now() - t) / 1e3;
-    t = performance.now();
-    const blob = await encode(cache, profile);
-    const encMs = performance.now() - t;
-    t = performance.now();
-    const dec = await decode(blob, profile);
-    const decMs = performance.now() - t;
+    if (groupLayers === 1) writeFileSync(profileFile, profile.toBytes());
+    let blob: Uint8Array = new Uint8Array(0);
+    const e = await timed(async () => {
+      blob = await encode(cache, profile, { backend: 'cpu' });
+    });
+    let dec: KvCache | undefined;
+    const d = await timed(async () => {
+      dec = await decode(blob, profile, { backend: 'cpu' });
+    });
     rows.push({
-      method: `kvtc 16x`,
+      method: `kvtc 16x (${buildInfo().codecGemm})`,
       'PCA layers': groupLayers,
       'calib s': calibS,
       'profile MB': profile.byteLength / 1e6,
       ratio: rawBytes / blob.length,
-      'encode MB/s': rawBytes / 1e3 / encMs,
-      'decode MB/s': rawBytes / 1e3 / decMs,
-      'relMSE K': relMse(cache, dec, 'keys'),
+      'encode MB/s': rawBytes / 1e3 / e.wall,
+      'decode MB/s': rawBytes / 1e3 / d.wall,
+      'encode MB/cpu-s': rawBytes / 1e3 / e.cpu,
+      'decode MB/cpu-s': rawBytes / 1e3 / d.cpu,
+      'relMSE K': relMse(cache, dec!, 'keys'),
     });
     console.log(`  PCA group ${groupLayers}: done`);
   }
-  table(`(b) Llama-3.1-8B-shaped bf16 KV, ${tokens} tokens (${(rawBytes / 1e6).toFixed(0)} MB), one core per encode/decode; lossless coders on a ${(mb).toFixed(0)} MB slice`, rows);
-  out.throughput = { tokens, rawBytes, rows };
+  table(`(b) Llama-3.1-8B-shaped bf16 KV, ${tokens} tokens (${(rawBytes / 1e6).toFixed(0)} MB), one core per encode/decode (MB/cpu-s: per CPU-second of the process), ${cpuName}, load average ${loadavg()[0]!.toFixed(1)} at the start; lossless coders on a ${(mb).toFixed(0)} MB slice`, rows);
+
+  // The 1-layer profile per SIMD path (best of 3 after a warm-up), and with 2 threads on the
+  // active path.
+  const pathRows: Record<string, string | number>[] = [];
+  for (const p of paths) {
+    const r = await codecSpeedOn(p, profileFile, tokens, 1);
+    pathRows.push({ path: p, threads: 1, 'encode MB/s': r.enc, 'decode MB/s': r.dec, 'encode MB/cpu-s': r.encCpu, 'decode MB/cpu-s': r.decCpu, ratio: rawBytes / r.bytes });
+  }
+  const threads = Math.min(2, availableParallelism());
+  if (threads > 1) {
+    const r = await codecSpeed(profileFile, tokens, threads);
+    pathRows.push({ path: buildInfo().codecGemm, threads, 'encode MB/s': r.enc, 'decode MB/s': r.dec, 'encode MB/cpu-s': r.encCpu, 'decode MB/cpu-s': r.decCpu, ratio: rawBytes / r.bytes });
+  }
+  table(`(b) kvtc 16x, 1-layer PCA groups, per SIMD path (KVTC_SIMD), ${tokens} tokens, ${cpuName} (${availableParallelism()} cores)`, pathRows);
+  out.throughput = { cpu: cpuName, tokens, rawBytes, peaks, gemm: gemmRows, rows, paths: pathRows };
 }
 
+const speedChild = process.argv.find((a) => a.startsWith('--speed-child='))?.slice('--speed-child='.length);
+if (speedChild) {
+  const [file, tokens, threads] = speedChild.split(',');
+  console.log(JSON.stringify(await codecSpeed(file!, Number(tokens), Number(threads))));
+  process.exit(0);
+}
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
 if (!only || only === 'real') await realKv();
 if (!only || only === 'throughput') await throughput();

@@ -1,7 +1,7 @@
 // Dense kernels the codec spends its time in: the PCA projection and its inverse (float GEMM),
 // the covariance accumulation (double GEMM) and the symmetric eigensolver. Row-major throughout.
-// Uses OpenBLAS/LAPACKE when the build found it (KVTC_HAVE_OPENBLAS), otherwise portable C++ with
-// an AVX2+FMA path chosen at run time.
+// Uses OpenBLAS/LAPACKE when the build found it (KVTC_HAVE_OPENBLAS), otherwise kvtc's own
+// kernels (gemm.cc: the SIMD path chosen at run time, simd.h).
 #pragma once
 #include <cstdint>
 #include <vector>
