@@ -1,6 +1,7 @@
 #include "build_info.h"
 
 #include "errors.h"
+#include "gemm_int8.h"
 #include "linalg.h"
 #include "simd.h"
 
@@ -49,6 +50,12 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
     o.Set("linalg", e.what());
     o.Set("codecGemm", e.what());
   }
+  // The decoder's reconstruction: 'f32' (dequantize + GEMM) or 'int8' (VNNI, KVTC_DECODE=int8).
+  try {
+    o.Set("codecDecode", int8_decode_selected() ? "int8" : "f32");
+  } catch (const KvtcException& e) {
+    o.Set("codecDecode", e.what());
+  }
 #if defined(__x86_64__)
   Napi::Array simd = Napi::Array::New(env);
   uint32_t i = 0;
@@ -56,6 +63,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   if (__builtin_cpu_supports("avx2")) simd.Set(i++, "avx2");
   if (__builtin_cpu_supports("fma")) simd.Set(i++, "fma");
   if (__builtin_cpu_supports("avx512f")) simd.Set(i++, "avx512f");
+  if (__builtin_cpu_supports("avx512vnni")) simd.Set(i++, "avx512vnni");
   o.Set("simd", simd);
 #else
   o.Set("simd", Napi::Array::New(env));

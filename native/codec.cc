@@ -342,6 +342,7 @@ void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, vo
                  int32_t* positions, int threads) {
   check_threads(threads);
   const SimdPath path = simd_active();
+  const bool int8 = int8_decode_selected();
   check_blob(pr, h);
   const uint32_t n = h.tokens;
   for (uint32_t t = 0; t < n; t++) positions[t] = h.contiguous ? int32_t(int64_t(h.pos_start) + t) : h.positions[t];
@@ -371,7 +372,7 @@ void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, vo
   const uint32_t rv = pr.row_values();
   const size_t ng = pr.groups[0].size(), items = 2 * ng;
   struct Scratch {
-    std::vector<uint8_t> rows;
+    std::vector<uint8_t> rows, u8;
     std::vector<float> D, X;
   };
   threads = int(std::min<size_t>(size_t(threads), std::max<size_t>(items, 1)));
@@ -399,9 +400,13 @@ void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, vo
     const bool rope = s == 0 && any_rope;
     for (size_t b0 = 0; b0 < coded.size(); b0 += kBatch) {
       const uint32_t nb = uint32_t(std::min<size_t>(kBatch, coded.size() - b0));
-      for (uint32_t i = 0; i < nb; i++) dequantize_row(rl, src + (b0 + i) * rl.rowBytes, sc.D.data() + size_t(i) * g.k);
-      // The mean is the GEMM's bias: added to each finished sum, as a separate pass would.
-      gemm_packed(path, int(nb), sc.D.data(), int(g.k), g.decode_b, sc.X.data(), int(g.p), g.mean.data(), false);
+      if (int8 && g.decode_i8.data) {
+        decode_rows_int8(rl, g.decode_i8, g.mean.data(), src + b0 * rl.rowBytes, int(nb), sc.X.data(), int(g.p), sc.u8);
+      } else {
+        for (uint32_t i = 0; i < nb; i++) dequantize_row(rl, src + (b0 + i) * rl.rowBytes, sc.D.data() + size_t(i) * g.k);
+        // The mean is the GEMM's bias: added to each finished sum, as a separate pass would.
+        gemm_packed(path, int(nb), sc.D.data(), int(g.k), g.decode_b, sc.X.data(), int(g.p), g.mean.data(), false);
+      }
       for (uint32_t i = 0; i < nb; i++) {
         const uint32_t t = coded[b0 + i];
         float* x = sc.X.data() + size_t(i) * g.p;

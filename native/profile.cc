@@ -29,6 +29,13 @@ void StreamGroup::derive() {
   double msq = 0;
   for (float m : mean) msq += double(m) * m;
   mean_norm = std::sqrt(msq);
+  bool int8 = false;
+  try {
+    int8 = int8_decode_selected();
+  } catch (const KvtcException&) {
+    // An invalid KVTC_DECODE fails the decode that needs it, not the profile load.
+  }
+  if (int8) decode_i8 = make_int8_basis(row, basis.data(), int(k), int(p));
 }
 
 std::vector<uint8_t> serialize_profile(const Profile& pr) {

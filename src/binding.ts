@@ -162,6 +162,7 @@ interface NativeAddon {
     openblas: boolean;
     linalg: string;
     codecGemm: string;
+    codecDecode: string;
     simd: string[];
   };
   loadProfile(bytes: Uint8Array, fingerprint: Uint8Array): Promise<NativeProfileHandle>;
@@ -312,6 +313,12 @@ export interface BuildInfo {
    * reason, and CPU encode/decode/calibration fail with E_OPTIONS.
    */
   codecGemm: string;
+  /**
+   * The CPU decoder's reconstruction: 'f32' (default: dequantize, then the FP32 GEMM) or 'int8'
+   * ($KVTC_DECODE=int8 on a CPU with AVX-512 VNNI: codes against an int8 copy of the basis,
+   * faster, slightly less exact). For an invalid $KVTC_DECODE: the reason (CPU decode fails with E_OPTIONS).
+   */
+  codecDecode: string;
   /** SIMD extensions the CPU offers. */
   simd: string[];
 }

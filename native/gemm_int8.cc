@@ -1,0 +1,240 @@
+#include "gemm_int8.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "errors.h"
+#include "half.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace kvtc {
+namespace {
+
+bool has_vnni() {
+#if defined(__x86_64__)
+  static const bool v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni");
+  return v;
+#else
+  return false;
+#endif
+}
+
+// Codes of one plan group as bytes (LSB-first packing, as quantize_group writes them), then
+// zeros up to the group's whole quads.
+void unpack_codes(const uint8_t* in, uint32_t size, uint32_t bits, uint8_t* out, uint32_t padded) {
+  if (bits == 8) {
+    std::memcpy(out, in, size);
+  } else if (bits == 4) {
+    for (uint32_t i = 0; i < size; i += 2) {
+      out[i] = in[i / 2] & 15;
+      if (i + 1 < size) out[i + 1] = in[i / 2] >> 4;
+    }
+  } else if (bits == 2) {
+    for (uint32_t i = 0; i < size; i++) out[i] = (in[i / 4] >> (2 * (i % 4))) & 3;
+  } else {
+    const uint32_t mask = (1u << bits) - 1;
+    uint64_t acc = 0;
+    uint32_t nacc = 0;
+    for (uint32_t i = 0; i < size; i++) {
+      while (nacc < bits) {
+        acc |= uint64_t(*in++) << nacc;
+        nacc += 8;
+      }
+      out[i] = uint8_t(acc & mask);
+      acc >>= bits;
+      nacc -= bits;
+    }
+  }
+  std::memset(out + size, 0, padded - size);
+}
+
+#if defined(__x86_64__)
+// MR tokens x NV panels of 16 columns. Per plan group: int32 sums of codes x int8 basis
+// (vpdpbusd: 4 components per step), then f += scale·sum + shift·colsum; at the end
+// X = f·col_scale + mean.
+template <int MR, int NV>
+__attribute__((target("avx512f,avx512vnni"))) void tile_int8(int G, const int* gq, const uint8_t* U, size_t ldu,
+                                                             const float* SS, size_t ldss, const int8_t* Bp,
+                                                             size_t pstride, const float* colsum, size_t ldcs,
+                                                             const float* cscale, const float* mean, float* X,
+                                                             size_t ldx, __mmask16 last) {
+  __m512 f[MR][NV];
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; v++) f[r][v] = _mm512_setzero_ps();
+  int q0 = 0;
+  for (int g = 0; g < G; g++) {
+    __m512i acc[MR][NV];
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_si512();
+    for (int q = q0; q < q0 + gq[g]; q++) {
+      __m512i b[NV];
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; v++) b[v] = _mm512_load_si512(Bp + v * pstride + size_t(q) * 64);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; r++) {
+        int32_t w;
+        std::memcpy(&w, U + r * ldu + size_t(q) * 4, 4);
+        const __m512i a = _mm512_set1_epi32(w);
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], a, b[v]);
+      }
+    }
+    q0 += gq[g];
+    __m512 cs[NV];
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; v++) cs[v] = _mm512_loadu_ps(colsum + g * ldcs + v * 16);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; r++) {
+      const __m512 sh = _mm512_set1_ps(SS[r * ldss + 2 * g]), sc = _mm512_set1_ps(SS[r * ldss + 2 * g + 1]);
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; v++) {
+        f[r][v] = _mm512_fmadd_ps(sc, _mm512_maskz_cvtepi32_ps(0xffff, acc[r][v]), f[r][v]);  // (maskz: GCC 12 warns in the plain one)
+        f[r][v] = _mm512_fmadd_ps(sh, cs[v], f[r][v]);
+      }
+    }
+  }
+#pragma GCC unroll 3
+  for (int v = 0; v < NV; v++) {
+    const __mmask16 mk = v == NV - 1 ? last : __mmask16(0xffff);
+    const __m512 s = _mm512_loadu_ps(cscale + v * 16), m = _mm512_maskz_loadu_ps(mk, mean + v * 16);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; r++) _mm512_mask_storeu_ps(X + r * ldx + v * 16, mk, _mm512_fmadd_ps(f[r][v], s, m));
+  }
+}
+
+using TileInt8 = void (*)(int, const int*, const uint8_t*, size_t, const float*, size_t, const int8_t*, size_t,
+                          const float*, size_t, const float*, const float*, float*, size_t, __mmask16);
+#define KVTC_TI8(mr) {tile_int8<mr, 1>, tile_int8<mr, 2>, tile_int8<mr, 3>}
+constexpr TileInt8 kTilesInt8[4][3] = {KVTC_TI8(1), KVTC_TI8(2), KVTC_TI8(3), KVTC_TI8(4)};
+#undef KVTC_TI8
+#endif
+
+}  // namespace
+
+Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, int p) {
+  constexpr uint32_t kResidualBits = 6;  // plan groups coded this wide get the residual term
+  Int8Basis b;
+  b.p = p;
+  for (size_t g = 0; g < layout.groups.size(); g++) {
+    const PlanGroup& pg = layout.groups[g];
+    for (int res = 0; res < (pg.bits >= kResidualBits ? 2 : 1); res++) {
+      b.part_group.push_back(int(g));
+      b.part_residual.push_back(uint8_t(res));
+      b.part_quad.push_back(b.quads);
+      b.part_quads.push_back(int((pg.size + 3) / 4));
+      b.quads += b.part_quads.back();
+    }
+  }
+  const int parts = int(b.part_group.size());
+  const int np = b.panels(), pw = np * 16;
+  b.col_scale.assign(pw, 1.0f);
+  for (int j = 0; j < p; j++) {
+    float mx = 0;
+    for (int c = 0; c < k; c++) mx = std::max(mx, std::fabs(basis[size_t(c) * p + j]));
+    if (mx > 0) b.col_scale[j] = mx / 127.0f;
+  }
+  b.colsum.assign(size_t(std::max(parts, 1)) * pw, 0.0f);
+  const size_t bytes = std::max<size_t>(64, size_t(np) * b.quads * 64);
+  int8_t* d = static_cast<int8_t*>(std::aligned_alloc(64, bytes));
+  if (!d) fail("E_CAPACITY", "cannot allocate the int8 basis");
+  std::memset(d, 0, bytes);
+  auto clamp8 = [](float v) { return int8_t(std::max(-127.0f, std::min(127.0f, v))); };
+  for (int t = 0; t < parts; t++) {
+    const PlanGroup& pg = layout.groups[b.part_group[t]];
+    for (int j = 0; j < p; j++) {
+      double s = 0;
+      for (uint32_t i = 0; i < pg.size; i++) {
+        const float x = basis[size_t(pg.start + i) * p + j] / b.col_scale[j];
+        const float hi = std::nearbyint(x);
+        s += x;
+        // The residual part holds 127 x what the first one left over (|x - hi| <= 1/2).
+        const float v = b.part_residual[t] ? std::nearbyint((x - hi) * 127.0f) : hi;
+        d[(size_t(j / 16) * b.quads + b.part_quad[t] + i / 4) * 64 + (j % 16) * 4 + i % 4] = clamp8(v);
+      }
+      if (!b.part_residual[t]) b.colsum[size_t(t) * pw + j] = float(s);
+    }
+  }
+  b.data = std::shared_ptr<const int8_t>(d, std::free);
+  return b;
+}
+
+bool int8_decode_selected() {
+  struct Choice {
+    bool int8 = false;
+    std::string error;
+  };
+  static const Choice choice = [] {
+    Choice c;
+    const char* env = std::getenv("KVTC_DECODE");
+    if (!env || !*env || std::strcmp(env, "f32") == 0) return c;
+    if (std::strcmp(env, "int8") != 0)
+      c.error = std::string("KVTC_DECODE must be f32 or int8, got '") + env + "'";
+    else if (!has_vnni())
+      c.error = "KVTC_DECODE=int8 needs a CPU with AVX-512 VNNI";
+    else
+      c.int8 = true;
+    return c;
+  }();
+  if (!choice.error.empty()) fail("E_OPTIONS", choice.error);
+  return choice.int8;
+}
+
+void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* mean, const uint8_t* rows, int nb,
+                      float* X, int ldx, std::vector<uint8_t>& scratch) {
+#if defined(__x86_64__)
+  const int G = int(b.part_group.size());
+  const size_t ldu = (size_t(b.quads) * 4 + 63) / 64 * 64, ldss = 2 * size_t(G);
+  scratch.resize(size_t(nb) * ldu + size_t(nb) * ldss * sizeof(float) + 64);
+  uint8_t* U = scratch.data();
+  float* SS = reinterpret_cast<float*>(scratch.data() + (size_t(nb) * ldu + 63) / 64 * 64);
+  for (int t = 0; t < nb; t++) {
+    const uint8_t* row = rows + size_t(t) * layout.rowBytes;
+    uint8_t* u = U + t * ldu;
+    float* ss = SS + t * ldss;
+    for (int q = 0; q < G; q++) {
+      const int g = b.part_group[q];
+      const PlanGroup& pg = layout.groups[g];
+      const uint8_t* in = row + layout.offset[g];
+      const uint32_t padded = uint32_t(b.part_quads[q]) * 4;
+      const float scale = f16_to_f32(uint16_t(in[2] | (in[3] << 8)));
+      if (b.part_residual[q]) {  // the same codes again (the part before), scale/127, no shift
+        std::memcpy(u + size_t(b.part_quad[q]) * 4, u + size_t(b.part_quad[q - 1]) * 4, padded);
+        ss[2 * q] = 0.0f;
+        ss[2 * q + 1] = scale / 127.0f;
+        continue;
+      }
+      ss[2 * q] = f16_to_f32(uint16_t(in[0] | (in[1] << 8)));
+      ss[2 * q + 1] = scale;
+      unpack_codes(in + 4, pg.size, pg.bits, u + size_t(b.part_quad[q]) * 4, padded);
+    }
+  }
+  const int np = b.panels(), pw = np * 16;
+  const size_t pstride = size_t(b.quads) * 64;
+  for (int j = 0; j < np; j += 3) {
+    const int nv = std::min(3, np - j);
+    const int last_cols = std::min(nv * 16, b.p - j * 16) - (nv - 1) * 16;
+    const __mmask16 last = __mmask16((1u << last_cols) - 1);
+    for (int i = 0; i < nb; i += 4) {
+      const int mr = std::min(4, nb - i);
+      kTilesInt8[mr - 1][nv - 1](G, b.part_quads.data(), U + i * ldu, ldu, SS + i * ldss, ldss,
+                                 b.data.get() + size_t(j) * pstride, pstride, b.colsum.data() + j * 16, size_t(pw),
+                                 b.col_scale.data() + j * 16, mean + j * 16, X + size_t(i) * ldx + j * 16, size_t(ldx),
+                                 last);
+    }
+  }
+#else
+  fail("E_OPTIONS", "the int8 decode path needs AVX-512 VNNI");
+#endif
+}
+
+}  // namespace kvtc
