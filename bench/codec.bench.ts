@@ -234,11 +234,11 @@ async function timed(fn: () => Promise<unknown>): Promise<{ wall: number; cpu: n
   return { wall, cpu: (u.user + u.system) / 1e3 };
 }
 
-async function codecSpeedOn(path: string, profileFile: string, tokens: number, threads: number) {
-  if (path === buildInfo().codecGemm) return codecSpeed(profileFile, tokens, threads);
+async function codecSpeedOn(path: string, profileFile: string, tokens: number, threads: number, decodeMode = 'f32') {
+  if (path === buildInfo().codecGemm && decodeMode === buildInfo().codecDecode) return codecSpeed(profileFile, tokens, threads);
   const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), `--speed-child=${profileFile},${tokens},${threads}`], {
     encoding: 'utf8',
-    env: { ...process.env, KVTC_SIMD: path },
+    env: { ...process.env, KVTC_SIMD: path, KVTC_DECODE: decodeMode },
     maxBuffer: 1 << 20,
   });
   return JSON.parse(out.trim().split('\n').at(-1)!) as Awaited<ReturnType<typeof codecSpeed>>;
@@ -336,12 +336,17 @@ async function throughput(): Promise<void> {
   }
   table(`(b) Llama-3.1-8B-shaped bf16 KV, ${tokens} tokens (${(rawBytes / 1e6).toFixed(0)} MB), one core per encode/decode (MB/cpu-s: per CPU-second of the process), ${cpuName}, load average ${loadavg()[0]!.toFixed(1)} at the start; lossless coders on a ${(mb).toFixed(0)} MB slice`, rows);
 
-  // The 1-layer profile per SIMD path (best of 3 after a warm-up), and with 2 threads on the
-  // active path.
+  // The 1-layer profile per SIMD path (best of 3 after a warm-up), with the int8 decode path,
+  // and with 2 threads on the active path.
   const pathRows: Record<string, string | number>[] = [];
   for (const p of paths) {
     const r = await codecSpeedOn(p, profileFile, tokens, 1);
     pathRows.push({ path: p, threads: 1, 'encode MB/s': r.enc, 'decode MB/s': r.dec, 'encode MB/cpu-s': r.encCpu, 'decode MB/cpu-s': r.decCpu, ratio: rawBytes / r.bytes });
+  }
+  if (buildInfo().simd.includes('avx512vnni')) {
+    // The int8 reconstruction (KVTC_DECODE=int8): decode only differs; encode is the f32 path's.
+    const r = await codecSpeedOn('avx512', profileFile, tokens, 1, 'int8');
+    pathRows.push({ path: 'avx512 + int8 decode', threads: 1, 'encode MB/s': r.enc, 'decode MB/s': r.dec, 'encode MB/cpu-s': r.encCpu, 'decode MB/cpu-s': r.decCpu, ratio: rawBytes / r.bytes });
   }
   const threads = Math.min(2, availableParallelism());
   if (threads > 1) {
