@@ -5,13 +5,14 @@
  * bytes of threads: 1, escapes included; invalid thread counts are E_OPTIONS.
  */
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { calibrate, decode, encode, inspect, type CodecProfile, type KvCache, type KvLayout } from '../../src/index.js';
 import { native } from '../../src/binding.js';
-import { syntheticCache } from '../helpers/synthetic.js';
+import { mulberry32, syntheticCache } from '../helpers/synthetic.js';
 
 const layout: KvLayout = { layers: 4, kvHeads: 2, headDim: 32, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
 const paths = native.internals.simdPaths();
@@ -135,6 +136,39 @@ describe('threads', () => {
       const dec = flat(await decode(one, profile, { backend: 'cpu', threads }));
       expect(Buffer.compare(Buffer.from(dec.buffer), Buffer.from(ref.buffer)), `threads ${threads}`).toBe(0);
     }
+  });
+
+  it('damaged sections (re-sealed) fail or decode the same with threads as with one, never crash', async () => {
+    const blob = await encode(cache, profile, { backend: 'cpu' });
+    // The coded sections are the payloads just before the CRC.
+    const coded = inspect(blob).sections.slice(1).reduce((n, x) => n + x.storedBytes, 0);
+    const start = blob.length - 4 - coded;
+    const rand = mulberry32(77);
+    const outcome = async (b: Uint8Array, threads: number) => {
+      try {
+        const d = flat(await decode(b, profile, { backend: 'cpu', threads }));
+        return createHash('sha256').update(new Uint8Array(d.buffer)).digest('hex');
+      } catch (err) {
+        return (err as { code?: string }).code ?? 'no code';
+      }
+    };
+    let failed = 0;
+    for (let i = 0; i < 60; i++) {
+      const b = blob.slice();
+      // Bytes anywhere in the coded sections' payloads, then a valid CRC again.
+      for (let j = 0; j < 3; j++) {
+        const at = start + Math.floor(rand() * coded);
+        b[at] = b[at]! ^ (1 + Math.floor(rand() * 255));
+      }
+      new DataView(b.buffer).setUint32(b.length - 4, native.internals.crc32c(b.subarray(0, b.length - 4)), true);
+      const one = await outcome(b, 1);
+      expect(await outcome(b, 4)).toBe(one);
+      if (one.startsWith('E_')) {
+        expect(one).toBe('E_CORRUPT');
+        failed++;
+      }
+    }
+    expect(failed).toBeGreaterThan(0);
   });
 
   it('threads must be an integer from 1 to 64 (E_OPTIONS naming the field)', async () => {
