@@ -14,7 +14,7 @@
 #include "container.h"
 #include "crc32c.h"
 #include "host_arena.h"
-#include "js_kernels.h"
+#include "js_gemm.h"
 #include "js_util.h"
 #include "linalg.h"
 #include "profile.h"
@@ -659,7 +659,7 @@ void register_codec(Napi::Env env, Napi::Object exports) {
   internals.Set("rope", Napi::Function::New(env, Rope));
   internals.Set("ransEncode", Napi::Function::New(env, RansEncode));
   internals.Set("ransDecode", Napi::Function::New(env, RansDecode));
-  register_kernel_internals(env, internals);
+  register_gemm_internals(env, internals);
   exports.Set("internals", internals);
 }
 

@@ -6,6 +6,6 @@
 namespace kvtc {
 
 // Adds gemm, gemmRepeat, fmaPeak and simdPaths to the internals object.
-void register_kernel_internals(Napi::Env env, Napi::Object internals);
+void register_gemm_internals(Napi::Env env, Napi::Object internals);
 
 }  // namespace kvtc

@@ -1,4 +1,4 @@
-#include "js_kernels.h"
+#include "js_gemm.h"
 
 #include <string>
 #include <vector>
@@ -93,7 +93,7 @@ Napi::Value SimdPaths(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void register_kernel_internals(Napi::Env env, Napi::Object internals) {
+void register_gemm_internals(Napi::Env env, Napi::Object internals) {
   internals.Set("gemm", Napi::Function::New(env, Gemm));
   internals.Set("gemmRepeat", Napi::Function::New(env, GemmRepeat));
   internals.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
