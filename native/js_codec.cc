@@ -654,12 +654,12 @@ void register_codec(Napi::Env env, Napi::Object exports) {
   exports.Set("arenaFree", Napi::Function::New(env, ArenaFree));
   exports.Set("arenaStats", Napi::Function::New(env, ArenaStatsJs));
   Napi::Object internals = Napi::Object::New(env);
+  register_gemm_internals(env, internals);
   internals.Set("symEig", Napi::Function::New(env, SymEig));
   internals.Set("crc32c", Napi::Function::New(env, Crc32c));
   internals.Set("rope", Napi::Function::New(env, Rope));
   internals.Set("ransEncode", Napi::Function::New(env, RansEncode));
   internals.Set("ransDecode", Napi::Function::New(env, RansDecode));
-  register_gemm_internals(env, internals);
   exports.Set("internals", internals);
 }
 
