@@ -166,6 +166,11 @@ export interface TierOptions {
     ttlMs?: number;
     /** LMDB map size. Default capacityBytes * 1.25 + 64 MiB. */
     mapSizeBytes?: number;
+    /**
+     * Bytes the quarantine (records that failed a check, kept for inspection) may hold; the
+     * oldest quarantined records are dropped beyond it. Default min(16 MiB, mapSizeBytes / 8).
+     */
+    quarantineBytes?: number;
   };
 }
 
@@ -193,6 +198,13 @@ export interface StoreOptions {
    * the GPU); 'store' keeps it (the codec stores such tokens raw, so they round-trip bit-exactly).
    */
   nonFinite?: 'reject' | 'store';
+  /**
+   * Disk records written with another profile (fingerprint) than this store's: 'refuse'
+   * (default) fails open() with E_PROFILE_MISMATCH, so a wrong profile never touches them;
+   * 'miss' opens the store and leaves them on disk untouched, each get() of one a miss with
+   * reason 'profile-mismatch' (put and delete replace or remove them; capacity evicts them).
+   */
+  foreignRecords?: 'refuse' | 'miss';
 }
 
 export interface ResolvedStoreOptions {
@@ -200,13 +212,14 @@ export interface ResolvedStoreOptions {
   backend: 'auto' | 'cuda' | 'cpu';
   device: { capacityBytes: number; idleMs: number };
   host: { capacityBytes: number; idleMs: number };
-  disk: { capacityBytes: number; ttlMs: number; mapSizeBytes: number };
+  disk: { capacityBytes: number; ttlMs: number; mapSizeBytes: number; quarantineBytes: number };
   writePolicy: 'write-back' | 'write-through';
   compression: 'kvtc' | 'none';
   flushOnClose: boolean;
   workers: { minThreads: number; maxThreads: number };
   sweepIntervalMs: number;
   nonFinite: 'reject' | 'store';
+  foreignRecords: 'refuse' | 'miss';
 }
 
 const GiB = 1024 ** 3;
@@ -273,7 +286,9 @@ export function resolveStoreOptions(options: StoreOptions, env = readEnv()): Res
     capacityBytes: diskCap,
     ttlMs: sizeOpt(disk.ttlMs, 'tiers.disk.ttlMs', STORE_DEFAULTS.disk.ttlMs, 0),
     mapSizeBytes: sizeOpt(disk.mapSizeBytes, 'tiers.disk.mapSizeBytes', Math.ceil(diskCap * 1.25) + 64 * 1024 * 1024),
+    quarantineBytes: 0,
   };
+  diskT.quarantineBytes = sizeOpt(disk.quarantineBytes, 'tiers.disk.quarantineBytes', Math.min(16 << 20, Math.floor(diskT.mapSizeBytes / 8)), 0);
   const def = defaultWorkerThreads();
   const minThreads = sizeOpt(workers.minThreads, 'workers.minThreads', def.minThreads, 0);
   const maxThreads = sizeOpt(workers.maxThreads, 'workers.maxThreads', Math.max(def.maxThreads, minThreads));
@@ -292,6 +307,7 @@ export function resolveStoreOptions(options: StoreOptions, env = readEnv()): Res
     workers: { minThreads, maxThreads },
     sweepIntervalMs: sizeOpt(options.sweepIntervalMs, 'sweepIntervalMs', sweepDefault, 1),
     nonFinite: oneOf(options.nonFinite, 'nonFinite', ['reject', 'store'] as const, 'reject'),
+    foreignRecords: oneOf(options.foreignRecords, 'foreignRecords', ['refuse', 'miss'] as const, 'refuse'),
   };
 }
 

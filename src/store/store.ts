@@ -12,7 +12,6 @@
  * the GPU through the addon's thread pool (CUDA backend, where the hot tier is device memory).
  */
 import { mkdirSync, realpathSync } from 'node:fs';
-import { EventEmitter } from 'eventemitter3';
 import { type Backend, resolveBackend } from '../backend.js';
 import { callNative, native } from '../binding.js';
 import { nativeCache } from '../codec/marshal.js';
@@ -36,31 +35,14 @@ import { type ResolvedStoreOptions, type StoreOptions, resolveStoreOptions } fro
 import { CodecPool } from '../workers/pool.js';
 import type { BlobFormat, WireCache } from '../workers/tasks.js';
 import type { ArenaBlob } from '../binding.js';
-import { DiskTier, type DiskRecordMeta } from './disk-tier.js';
+import { DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
+import { type MissReason, type StoreEvent, type StoreEventName, StoreEvents } from './events.js';
 import { GpuBlock } from './gpu-block.js';
 import { type SessionMeta, type Tier, copyCache, rawBytesOf, validateId } from './session.js';
+
+export type { MissReason, StoreEvent, StoreEventName } from './events.js';
 import { StoreCounters, type StoreStats } from './stats.js';
 import { TierIndex } from './tier-index.js';
-
-/** Payload of every store event (fields that do not apply are absent). */
-export interface StoreEvent {
-  id: string;
-  from?: Tier;
-  /** Where the session went; absent when it left the store. */
-  to?: Tier;
-  /** Stored (encoded) bytes moved. */
-  bytes?: number;
-  /** Raw bytes of the session. */
-  rawBytes?: number;
-  /** Duration of the operation. */
-  ms?: number;
-  /** Why (corrupt records, errors). */
-  reason?: string;
-  error?: KvtcError;
-}
-
-/** 'hit' ({ id, from: tier, ms }) and 'miss' ({ id }) report every get(). */
-export type StoreEventName = 'put' | 'demote' | 'spill' | 'promote' | 'evict' | 'delete' | 'expire' | 'corrupt' | 'error' | 'hit' | 'miss';
 
 export interface PutOptions {
   /** Never demoted by capacity or idleness while pinned. Default false. */
@@ -86,6 +68,27 @@ export interface SessionEntry {
 export interface GetOptions {
   /** Move a session found in a lower tier to the device tier. Default true. */
   promote?: boolean;
+  /**
+   * An object the call fills in to explain its outcome (like lru-cache's status): `result`,
+   * and the `tier` of a hit or the `reason` of a miss, and the restore's `ms`.
+   */
+  status?: GetStatus;
+}
+
+/** What a get() did (GetOptions.status). */
+export interface GetStatus {
+  result?: 'hit' | 'miss';
+  tier?: Tier;
+  reason?: MissReason;
+  ms?: number;
+}
+
+/** The store's quarantine: records that failed a check, kept apart for inspection (KvStore.quarantine). */
+export interface StoreQuarantine {
+  /** The quarantined records, oldest first is not guaranteed. */
+  list(): QuarantinedRecord[];
+  /** Deletes every quarantined record, freeing its disk space; resolves with how many there were. */
+  clear(): Promise<number>;
 }
 
 /** What getInto() restored into the caller's device buffers. */
@@ -123,16 +126,34 @@ type EncodeSource = HotCache | { device: DeviceKvCache; cache?: undefined; gpu?:
 
 type DeviceEntry = HotCache & {
   meta: SessionMeta;
+  /** Everything the entry holds: the raw cache plus its overhead. */
   bytes: number;
+  overhead: number;
   onDisk: boolean; // an identical copy is persisted
 };
 
 interface HostEntry {
   meta: SessionMeta;
   handle: number; // native arena handle
+  /** Everything the entry holds: the blob plus its overhead. */
   bytes: number;
+  /** Bytes of the encoded blob (the arena block). */
+  blobBytes: number;
+  overhead: number;
   onDisk: boolean;
 }
+
+/** What a session's bookkeeping costs besides its cache: its id, its metadata fields. */
+const META_BYTES = 160;
+
+/**
+ * Bytes a session holds in a tier besides its cache data: the attachment, the metadata and, in
+ * the hot tier, the positions array (blobs below carry their positions).
+ */
+function overheadOf(meta: SessionMeta, hot: boolean): number {
+  return (meta.attachment?.byteLength ?? 0) + Buffer.byteLength(meta.id, 'utf8') + META_BYTES + (hot ? 4 * meta.tokens : 0);
+}
+
 
 /** Store directories open in this process (real paths). */
 const OPEN_PATHS = new Set<string>();
@@ -145,13 +166,13 @@ export class KvStore {
   readonly #format: BlobFormat;
   readonly #disk: DiskTier;
   readonly #pool: CodecPool;
-  readonly #events = new EventEmitter();
+  readonly #events = new StoreEvents();
   readonly #device = new TierIndex<DeviceEntry>();
   readonly #host = new TierIndex<HostEntry>();
   readonly #counters = new StoreCounters();
   readonly #chains = new Map<string, Promise<unknown>>();
   readonly #versions = new Map<string, number>();
-  readonly #inflightGets = new Map<string, { version: number; promise: Promise<Restored | undefined> }>();
+  readonly #inflightGets = new Map<string, { version: number; promise: Promise<Restored | MissReason> }>();
   #rebalancing: Promise<void> | undefined;
   #rebalanceAgain = false;
   #timer: NodeJS.Timeout | undefined;
@@ -193,7 +214,22 @@ export class KvStore {
     // One writer per directory: the disk tier's accounting assumes it is the only one.
     const key = realpathSync(resolved.path);
     if (OPEN_PATHS.has(key)) throw new KvtcError('E_OPTIONS', `a KvStore is already open on ${resolved.path} in this process`);
-    const disk = DiskTier.open({ path: resolved.path, capacityBytes: resolved.disk.capacityBytes, mapSizeBytes: resolved.disk.mapSizeBytes });
+    const disk = DiskTier.open({
+      path: resolved.path,
+      capacityBytes: resolved.disk.capacityBytes,
+      mapSizeBytes: resolved.disk.mapSizeBytes,
+      quarantineBytes: resolved.disk.quarantineBytes,
+    });
+    // A wrong profile must not touch the sessions another one wrote (they would all be misses).
+    const foreign = disk.foreignFingerprints(profile.fingerprint);
+    if (foreign.size > 0 && resolved.foreignRecords === 'refuse') {
+      await disk.close();
+      const found = [...foreign].map(([fp, n]) => `${n} with profile ${fp}`).join(', ');
+      throw new KvtcError(
+        'E_PROFILE_MISMATCH',
+        `store directory ${resolved.path} holds sessions encoded with another profile (${found}); this store's profile is ${profile.fingerprint}. Open it with the profile that wrote them, or pass foreignRecords: 'miss' to leave them on disk as misses`,
+      );
+    }
     let pool: CodecPool;
     try {
       pool = new CodecPool(profile, resolved.workers);
@@ -209,6 +245,7 @@ export class KvStore {
 
   // ------------------------------------------------------------------------------ events
 
+  /** Listens to an event. A listener that throws is reported as a process warning; it never affects a call. */
   on(event: StoreEventName, fn: (e: StoreEvent) => void): this {
     this.#events.on(event, fn);
     return this;
@@ -225,13 +262,20 @@ export class KvStore {
   }
 
   #emit(event: StoreEventName, e: StoreEvent): void {
-    try {
-      this.#events.emit(event, e);
-    } catch (err) {
-      // A throwing listener must not break the store's bookkeeping.
-      if (event !== 'error') this.#events.emit('error', { id: e.id, reason: 'listener threw', error: toError(err) });
-    }
+    this.#events.emit(event, e); // never throws: listeners run isolated (events.ts)
   }
+
+  /** Records that failed a check, moved out of the live set; bounded by tiers.disk.quarantineBytes. */
+  readonly quarantine: StoreQuarantine = {
+    list: () => {
+      this.#checkOpen();
+      return this.#disk.quarantined();
+    },
+    clear: async () => {
+      this.#checkOpen();
+      return this.#disk.clearQuarantine();
+    },
+  };
 
   // ------------------------------------------------------------------------------ public API
 
@@ -280,22 +324,23 @@ export class KvStore {
           throw new KvtcError('E_LAYOUT', `cache.${bad.stream}[${bad.layer}] holds NaN or Inf at token ${bad.token} (options.nonFinite is 'reject')`);
         }
       }
-      if (opts.pin && rawBytes + this.#pinnedBytes(id) > this.options.device.capacityBytes) {
+      const hotBytes = rawBytes + overheadOf(meta, true);
+      if (opts.pin && hotBytes + this.#pinnedBytes(id) > this.options.device.capacityBytes) {
         throw new KvtcError('E_CAPACITY', `pinned sessions would exceed tiers.device.capacityBytes (${this.options.device.capacityBytes})`);
       }
       const t0 = performance.now();
       // The new copy exists before the old version goes: a put that fails leaves the session as it was.
-      const hot = rawBytes > this.options.device.capacityBytes ? undefined : await this.#hotCopy(owned ?? (cache as DeviceKvCache));
+      const hot = hotBytes > this.options.device.capacityBytes ? undefined : await this.#hotCopy(owned ?? (cache as DeviceKvCache));
       if (hot) {
         await this.#forgetOr(id, () => hot.gpu?.free());
-        this.#device.set(id, { meta, ...hot, bytes: rawBytes, onDisk: false });
+        this.#device.set(id, { meta, ...hot, bytes: hotBytes, overhead: hotBytes - rawBytes, onDisk: false });
         this.#emit('put', { id, to: 'device', rawBytes, ms: performance.now() - t0 });
       } else {
         // Larger than the whole hot tier, or no device memory left: straight to the host tier.
         const blob = await this.#encodeBlob(owned ? { cache: owned } : { device: cache as DeviceKvCache });
         await this.#forgetOr(id, () => void native.arenaFree(blob.handle));
         const entry = await this.#installHost(meta, blob);
-        this.#emit('put', { id, to: 'host', bytes: entry.bytes, rawBytes, ms: performance.now() - t0 });
+        this.#emit('put', { id, to: 'host', bytes: entry.blobBytes, rawBytes, ms: performance.now() - t0 });
       }
     });
     await this.#rebalance();
@@ -311,9 +356,10 @@ export class KvStore {
     this.#checkOpen();
     validateId(id);
     const promote = checkPromote(options);
+    const status = checkStatus(options);
     const version = this.#versions.get(id) ?? 0;
     const inflight = this.#inflightGets.get(id);
-    let shared: Promise<Restored | undefined>;
+    let shared: Promise<Restored | MissReason>;
     const joined = inflight !== undefined && inflight.version === version;
     if (joined) {
       shared = inflight.promise; // concurrent gets of one id share one restore
@@ -328,10 +374,12 @@ export class KvStore {
     }
     const r = await shared;
     await this.#rebalance();
-    if (!r) {
-      this.#emit('miss', { id });
+    if (typeof r === 'string') {
+      if (status) Object.assign(status, { result: 'miss', reason: r });
+      this.#emit('miss', { id, reason: r });
       return undefined;
     }
+    if (status) Object.assign(status, { result: 'hit', tier: r.tier, ms: r.ms });
     this.#emit('hit', { id, from: r.tier, ms: r.ms });
     // Every caller gets its own copy of a stored session: nobody can alter it through the result.
     // A restore the store keeps no reference to goes to its first caller as it is.
@@ -356,8 +404,8 @@ export class KvStore {
     const promote = checkPromote(options);
     const r = await this.#serial(id, () => this.#restore(id, promote, target));
     await this.#rebalance();
-    if (!r) {
-      this.#emit('miss', { id });
+    if (typeof r === 'string') {
+      this.#emit('miss', { id, reason: r });
       return undefined;
     }
     this.#emit('hit', { id, from: r.tier, ms: r.ms });
@@ -400,38 +448,47 @@ export class KvStore {
 
   /** The highest tier holding a session, or undefined. */
   has(id: string): Tier | undefined {
+    validateId(id);
+    return this.#tierOf(id);
+  }
+
+  #tierOf(id: string): Tier | undefined {
     if (this.#device.has(id)) return 'device';
     if (this.#host.has(id)) return 'host';
-    if (this.#disk.has(id)) return 'disk';
+    if (this.#disk.has(id) && this.#ownRecord(id)) return 'disk';
     return undefined;
   }
 
+  /** A disk record this store can restore: its profile's, or unreadable (a get reports it corrupt). */
+  #ownRecord(id: string): boolean {
+    const fp = this.#disk.fingerprintOf(id);
+    return fp === undefined || fp === this.profile.fingerprint;
+  }
+
   stats(): StoreStats {
-    const dev = { entries: 0, rawBytes: 0, storedBytes: 0 };
+    const dev = { entries: 0, rawBytes: 0, storedBytes: 0, overheadBytes: 0 };
     for (const [, e] of this.#device.lru()) {
       dev.entries++;
       dev.rawBytes += e.meta.rawBytes;
       dev.storedBytes += e.bytes;
+      dev.overheadBytes += e.overhead;
     }
-    const host = { entries: 0, rawBytes: 0, storedBytes: 0 };
+    const host = { entries: 0, rawBytes: 0, storedBytes: 0, overheadBytes: 0 };
     for (const [, e] of this.#host.lru()) {
       host.entries++;
       host.rawBytes += e.meta.rawBytes;
       host.storedBytes += e.bytes;
+      host.overheadBytes += e.overhead;
     }
-    const disk = { entries: 0, rawBytes: 0, storedBytes: 0 };
-    for (const m of this.#disk.list()) {
-      disk.entries++;
-      disk.rawBytes += m.rawBytes;
-      disk.storedBytes += m.storedBytes;
-    }
+    this.#checkOpen();
+    const disk = this.#disk.totals();
     const raw = host.rawBytes + disk.rawBytes;
-    const stored = host.storedBytes + disk.storedBytes;
+    const stored = host.storedBytes - host.overheadBytes + disk.storedBytes - disk.overheadBytes;
     const a = native.arenaStats();
     return {
       device: { ...dev, hits: this.#counters.hits.device, ...this.#counters.latency('device') },
       host: { ...host, hits: this.#counters.hits.host, ...this.#counters.latency('host') },
-      disk: { ...disk, hits: this.#counters.hits.disk, ...this.#counters.latency('disk') },
+      disk: { ...disk, hits: this.#counters.hits.disk, ...this.#counters.latency('disk'), quarantine: this.#disk.quarantineTotals() },
       misses: this.#counters.misses,
       meanRatio: stored > 0 ? raw / stored : undefined,
       arena: { bytes: a.bytes, blocks: a.blocks, pinned: a.pinned },
@@ -454,19 +511,32 @@ export class KvStore {
     if (this.#timer) clearInterval(this.#timer);
     await this.#drain();
     let failure: unknown;
+    // Every session is tried; the ones that could not be persisted are named in the error.
+    const unpersisted: { id: string; error: KvtcError }[] = [];
     if (this.options.flushOnClose) {
-      for (const [id] of [...this.#device.lru()]) {
-        await this.#serial(id, () => this.#demote(id, 'disk')).catch((err: unknown) => {
-          failure ??= err;
-          this.#emit('error', { id, from: 'device', reason: 'flush on close failed', error: toError(err) });
+      const flush = async (id: string, from: Tier, fn: () => Promise<void>) => {
+        await this.#serial(id, fn).catch((err: unknown) => {
+          const error = toError(err);
+          unpersisted.push({ id, error });
+          this.#emit('error', { id, from, reason: 'flush on close failed', error });
         });
-      }
-      for (const [id] of [...this.#host.lru()]) {
-        await this.#serial(id, () => this.#spill(id)).catch((err: unknown) => {
-          failure ??= err;
-          this.#emit('error', { id, from: 'host', reason: 'flush on close failed', error: toError(err) });
-        });
-      }
+      };
+      for (const [id] of [...this.#device.lru()]) await flush(id, 'device', () => this.#demote(id, 'disk'));
+      for (const [id] of [...this.#host.lru()]) await flush(id, 'host', () => this.#spill(id));
+    }
+    // The flush may have filled the disk tier past its capacity: evict (with events) as any put would.
+    await this.#rebalanceOnce().catch((err: unknown) => {
+      failure ??= err;
+    });
+    if (unpersisted.length > 0) {
+      const first = unpersisted[0]!.error;
+      const named = unpersisted.slice(0, 100).map((u) => `'${u.id}'`).join(', ');
+      const more = unpersisted.length > 100 ? ` and ${unpersisted.length - 100} more` : '';
+      failure = new KvtcError(
+        first.code,
+        `close() could not persist ${unpersisted.length} session(s), lost with the process: ${named}${more}; every other session was persisted (first error: ${first.message})`,
+        { cause: first },
+      );
     }
     for (const [id, e] of [...this.#host.lru()]) {
       native.arenaFree(e.handle);
@@ -637,7 +707,8 @@ export class KvStore {
 
   /** Makes an encoded blob the session's host entry (persisted first under write-through). */
   async #installHost(meta: SessionMeta, r: ArenaBlob, onDisk = false): Promise<HostEntry> {
-    const entry: HostEntry = { meta, handle: r.handle, bytes: r.bytes, onDisk };
+    const overhead = overheadOf(meta, false);
+    const entry: HostEntry = { meta, handle: r.handle, bytes: r.bytes + overhead, blobBytes: r.bytes, overhead, onDisk };
     try {
       if (this.options.writePolicy === 'write-through' && !onDisk) {
         await this.#persist(meta, r.handle);
@@ -659,7 +730,7 @@ export class KvStore {
     if (to === 'host') {
       const entry = await this.#encodeToHost(e.meta, e, e.onDisk);
       await this.#dropHot(id);
-      this.#emit('demote', { id, from: 'device', to: 'host', bytes: entry.bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
+      this.#emit('demote', { id, from: 'device', to: 'host', bytes: entry.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
       return;
     }
     let bytes = this.#disk.meta(id)?.storedBytes ?? 0;
@@ -684,11 +755,11 @@ export class KvStore {
     if (!e.onDisk) await this.#persist(e.meta, e.handle);
     this.#host.delete(id);
     native.arenaFree(e.handle);
-    this.#emit('spill', { id, from: 'host', to: 'disk', bytes: e.bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
+    this.#emit('spill', { id, from: 'host', to: 'disk', bytes: e.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
   }
 
   /** Finds a session and restores it: as a host cache, or into a caller's device buffers. */
-  async #restore(id: string, promote: boolean, into?: DeviceKvTarget): Promise<Restored | undefined> {
+  async #restore(id: string, promote: boolean, into?: DeviceKvTarget): Promise<Restored | MissReason> {
     const t0 = performance.now();
     const now = Date.now();
     const d = this.#device.touch(id);
@@ -717,24 +788,23 @@ export class KvStore {
         return this.#badRecord(id, 'host', err);
       }
       h.meta.lastAccess = now;
-      if (got.hot) this.#promote(id, h.meta, got.hot, h.onDisk, 'host', h.bytes, t0);
+      if (got.hot) this.#promote(id, h.meta, got.hot, h.onDisk, 'host', h.blobBytes, t0);
       const ms = performance.now() - t0;
       this.#counters.hit('host', ms);
       return { ...got, fresh: got.hot?.cache !== got.cache, meta: h.meta, tier: 'host', ms };
     }
     const r = this.#disk.get(id, this.profile.fingerprint, now);
     if (!r.ok) {
-      if (r.reason === 'missing') {
-        this.#counters.misses++;
-        return undefined;
-      }
+      if (r.reason === 'corrupt') return this.#badRecord(id, 'disk', new KvtcError('E_CORRUPT', r.detail));
+      this.#counters.misses++;
+      if (r.reason === 'missing') return 'absent';
       if (r.reason === 'expired') {
         await this.#disk.delete(id);
         this.#emit('expire', { id, from: 'disk' });
-        this.#counters.misses++;
-        return undefined;
+        return 'expired';
       }
-      return this.#badRecord(id, 'disk', new KvtcError(r.reason === 'profile-mismatch' ? 'E_PROFILE_MISMATCH' : 'E_CORRUPT', r.detail));
+      // Another profile's record (a store opened with foreignRecords: 'miss') is left as it is.
+      return 'profile-mismatch';
     }
     const meta: SessionMeta = {
       id,
@@ -830,8 +900,9 @@ export class KvStore {
    */
   #fitsHot(id: string, meta: SessionMeta): boolean {
     const cap = this.options.device.capacityBytes;
-    if (meta.rawBytes > cap) return false;
-    return !meta.pinned || meta.rawBytes + this.#pinnedBytes(id) <= cap;
+    const bytes = meta.rawBytes + overheadOf(meta, true);
+    if (bytes > cap) return false;
+    return !meta.pinned || bytes + this.#pinnedBytes(id) <= cap;
   }
 
   /** The blob of a disk record, read again (a retry after its first copy was transferred away). */
@@ -844,12 +915,13 @@ export class KvStore {
   #promote(id: string, meta: SessionMeta, hot: HotCache, onDisk: boolean, from: Tier, bytes: number, t0: number): void {
     const h = this.#host.delete(id);
     if (h) native.arenaFree(h.handle);
-    this.#device.set(id, { meta, ...hot, bytes: meta.rawBytes, onDisk });
+    const overhead = overheadOf(meta, true);
+    this.#device.set(id, { meta, ...hot, bytes: meta.rawBytes + overhead, overhead, onDisk });
     this.#emit('promote', { id, from, to: 'device', bytes, rawBytes: meta.rawBytes, ms: performance.now() - t0 });
   }
 
   /** A record that fails a check is a miss: report it, take it out, never return its data. */
-  async #badRecord(id: string, from: Tier, err: unknown): Promise<undefined> {
+  async #badRecord(id: string, from: Tier, err: unknown): Promise<MissReason> {
     const error = toError(err);
     if (error.code !== 'E_CORRUPT' && error.code !== 'E_PROFILE_MISMATCH') throw error;
     this.#counters.misses++;
@@ -860,7 +932,7 @@ export class KvStore {
       await this.#disk.quarantine(id, error.message);
     }
     this.#emit('corrupt', { id, from, reason: error.message, error });
-    return undefined;
+    return 'corrupt';
   }
 
   /** Restores the capacity invariants; one loop at a time, rerun if asked meanwhile. */
@@ -882,43 +954,61 @@ export class KvStore {
     return this.#rebalancing;
   }
 
+  /**
+   * One pass over the tiers, each brought back under its capacity. A move is made for the
+   * version of the session it was chosen for (a replacement queued meanwhile is left alone), and
+   * a move that fails skips that session for the rest of the pass instead of stalling the tier.
+   */
   async #rebalanceOnce(): Promise<void> {
     const o = this.options;
+    const failed = new Set<string>();
     // Hot tier: least-recently-used unpinned sessions, lowest priority first.
     while (this.#device.bytes > o.device.capacityBytes) {
-      const victim = this.#pickVictim();
+      const victim = this.#pickVictim(failed);
       if (!victim) break;
-      // Re-checked on the chain: a put queued there may have pinned or replaced the session.
+      const chosen = this.#device.peek(victim);
       const demote = async () => {
         const e = this.#device.peek(victim);
-        if (e && !e.meta.pinned) await this.#demote(victim, 'host');
+        if (e === chosen && e && !e.meta.pinned) await this.#demote(victim, 'host');
       };
-      if (!(await this.#try(victim, 'device', demote))) break;
+      if (!(await this.#try(victim, 'device', demote))) failed.add(victim);
     }
     while (this.#host.bytes > o.host.capacityBytes) {
-      const victim = this.#host.lru().next().value?.[0];
+      let victim: string | undefined;
+      for (const [id] of this.#host.lru()) {
+        if (!failed.has(id)) {
+          victim = id;
+          break;
+        }
+      }
       if (!victim) break;
-      if (!(await this.#try(victim, 'host', () => this.#spill(victim)))) break;
+      const chosen = this.#host.peek(victim);
+      const spill = async () => {
+        if (this.#host.peek(victim!) === chosen) await this.#spill(victim!);
+      };
+      if (!(await this.#try(victim, 'host', spill))) failed.add(victim);
     }
-    while (this.#disk.bytes > o.disk.capacityBytes) {
-      const victim = this.#disk.lruOrder()[0] ?? this.#disk.list()[0]?.id;
+    while (this.#disk.footprintBytes > o.disk.capacityBytes) {
+      const victim = this.#disk.lruVictim(failed);
       if (!victim) break;
-      const evicted = await this.#try(victim, 'disk', async () => {
-        const last = this.has(victim) === 'disk';
+      const generation = this.#disk.generation(victim);
+      const evict = async () => {
+        if (this.#disk.generation(victim) !== generation) return; // replaced meanwhile: a newer decision applies
+        const last = this.#tierOf(victim) === 'disk';
         await this.#disk.delete(victim);
         // A copy of a hot or warm session is just dropped; a disk-only session leaves the store.
         for (const t of [this.#device.peek(victim), this.#host.peek(victim)]) if (t) t.onDisk = false;
         if (last) this.#emit('evict', { id: victim, from: 'disk' });
-      });
-      if (!evicted) break;
+      };
+      if (!(await this.#try(victim, 'disk', evict))) failed.add(victim);
     }
   }
 
-  #pickVictim(): string | undefined {
+  #pickVictim(skip: ReadonlySet<string>): string | undefined {
     let best: string | undefined;
     let bestPriority = Infinity;
     for (const [id, e] of this.#device.lru()) {
-      if (e.meta.pinned) continue;
+      if (e.meta.pinned || skip.has(id)) continue;
       if (e.meta.priority < bestPriority) {
         best = id;
         bestPriority = e.meta.priority;
@@ -956,9 +1046,11 @@ export class KvStore {
     }
     for (const id of this.#disk.expired(now)) {
       if (this.#device.has(id) || this.#host.has(id)) continue; // in use above: not idle
+      const generation = this.#disk.generation(id);
       jobs.push(
         this.#serial(id, async () => {
-          if (this.has(id) !== 'disk') return;
+          // Decided for this record: a newer version put meanwhile (its own TTL, or none) stays.
+          if (this.#tierOf(id) !== 'disk' || this.#disk.generation(id) !== generation || !this.#disk.isExpired(id, Date.now())) return;
           await this.#disk.delete(id);
           this.#emit('expire', { id, from: 'disk' });
         }).catch((err: unknown) => this.#emit('error', { id, from: 'disk', reason: 'expiry failed', error: toError(err) })),
@@ -996,6 +1088,13 @@ function resolvePutOptions(
     throw new KvtcError('E_OPTIONS', `options.attachment must be a Uint8Array of at most 16 MiB`);
   }
   return { pin: o.pin ?? false, ttlMs: o.ttlMs ?? defaultTtl, priority: o.priority ?? 0, attachment: o.attachment };
+}
+
+function checkStatus(o: GetOptions): GetStatus | undefined {
+  if (o.status !== undefined && (typeof o.status !== 'object' || o.status === null)) {
+    throw new KvtcError('E_OPTIONS', `options.status must be an object, got ${String(o.status)}`);
+  }
+  return o.status;
 }
 
 function checkPromote(o: GetOptions): boolean {

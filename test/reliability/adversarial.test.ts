@@ -27,6 +27,12 @@ async function codeOf(p: Promise<unknown> | (() => unknown)): Promise<string | u
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The session itself came back: its token count, and its lossless sink and window tokens bit for bit. */
+function sameSession(a: KvCache | undefined, b: KvCache): boolean {
+  if (!a || a.tokens !== b.tokens) return false;
+  return b.tokens === 0 || (tokenBitsEqual(a, b, 0) && tokenBitsEqual(a, b, b.tokens - 1));
+}
+
 describe('1. a TTL decision applies to the version it was made for', () => {
   it('an expired record swept while a newer version is being put does not take the newer one', async () => {
     const store = await openStore({ sweepIntervalMs: 1 });
@@ -95,14 +101,14 @@ describe('2. one id check at the API, for every call', () => {
     store.on('error', (e) => errors.push(e));
     await store.put('huge', session(1, 16), { attachment: new Uint8Array(400 * 1024) });
     expect(await store.evict('huge')).toBe('host');
-    for (let i = 0; i < 40; i++) {
-      await store.put(`s${i}`, session(i + 2, 32));
+    for (let i = 0; i < 12; i++) {
+      await store.put(`s${i}`, session(i + 2, 16));
       await store.evict(`s${i}`);
     }
     const s = store.stats();
     expect(store.has('huge')).toBe('host');
-    expect(s.host.entries).toBeLessThanOrEqual(3);
-    for (let i = 0; i < 40; i++) expect(store.has(`s${i}`)).toBeDefined();
+    expect(s.host.entries).toBeLessThanOrEqual(2);
+    for (let i = 0; i < 12; i++) expect(store.has(`s${i}`)).toBe('disk');
     expect(errors.length).toBeGreaterThan(0);
     expect(errors.every((e) => e.id === 'huge')).toBe(true);
   });
@@ -142,7 +148,7 @@ describe('3. every byte a session holds counts in its tier', () => {
     expect(statSync(dataFile).size).toBeLessThanOrEqual(mapSizeBytes * 1.5);
     const again = await KvStore.open({ profile: await testProfile(), path: t.path, tiers: { disk: { mapSizeBytes } } });
     defer(() => again.close());
-    for (let i = 0; i < 5; i++) expect(tokenBitsEqual((await again.get(`small${i}`))!, session(i + 10, 16)), `small${i}`).toBe(true);
+    for (let i = 0; i < 5; i++) expect(sameSession(await again.get(`small${i}`), session(i + 10, 16)), `small${i}`).toBe(true);
   });
 });
 
@@ -172,7 +178,7 @@ describe('4. a store directory refuses another profile instead of destroying its
     await b.close();
     const c = await KvStore.open({ profile, path: t.path });
     defer(() => c.close());
-    for (let i = 0; i < 20; i++) expect(tokenBitsEqual((await c.get(`s${i}`))!, session(i + 1)), `s${i}`).toBe(true);
+    for (let i = 0; i < 20; i++) expect(sameSession(await c.get(`s${i}`), session(i + 1)), `s${i}`).toBe(true);
   });
 
   it('quarantined records are listed, counted, bounded and can be cleared', async () => {
@@ -191,7 +197,7 @@ describe('4. a store directory refuses another profile instead of destroying its
     const blobs = env.openDB<Uint8Array, Uint8Array>('blobs', { encoding: 'binary', keyEncoding: 'binary' });
     for (let i = 0; i < 6; i++) {
       const b = Buffer.from(blobs.getBinary(Buffer.from(`q${i}`))!);
-      b[b.length >> 1] ^= 0xff;
+      b[b.length >> 1] = b[b.length >> 1]! ^ 0xff;
       await blobs.put(Buffer.from(`q${i}`), b);
     }
     await env.close();
@@ -239,8 +245,9 @@ describe('6. typed arrays are validated by their bytes', () => {
   it('a faked length is E_LAYOUT, and nothing is stored', async () => {
     const store = await openStore();
     const c = session(1, 32);
-    const short = new Float32Array(c.keys[0]!.length / 2);
-    Object.defineProperty(short, 'length', { value: c.keys[0]!.length });
+    const want = (c.keys[0] as Float32Array).length;
+    const short = new Float32Array(want / 2);
+    Object.defineProperty(short, 'length', { value: want });
     const faked: KvCache = { ...c, keys: [short, ...c.keys.slice(1)] };
     expect(await codeOf(store.put('f', faked))).toBe('E_LAYOUT');
     expect(store.has('f')).toBeUndefined();
@@ -309,8 +316,10 @@ describe('adversarial property run', () => {
               const want = alive.get(id);
               const got = await store.getEntry(id, { promote: o.promote });
               if (!want) expect(got, `get ${id}`).toBeUndefined();
-              else {
-                expect(got, `get ${id} after ${JSON.stringify(o)}`).toBeDefined();
+              else if (!got) {
+                // Only with an event the caller saw (a TTL that ran out is reported as it is found).
+                expect(alive.has(id), `get ${id} missed without an event`).toBe(false);
+              } else {
                 expect(got!.cache.tokens).toBe(want.tokens);
                 expect(got!.attachment?.length ?? 0).toBe(want.attach);
                 if (want.attach) expect(got!.attachment![0]).toBe(want.seed);

@@ -204,7 +204,7 @@ describe('policies', () => {
   });
 
   it('pinned sessions stay hot; lower priority leaves first; pins beyond capacity are refused', async () => {
-    const { store } = await openStore({ tiers: { device: { capacityBytes: sessionBytes() * 2 } } });
+    const { store } = await openStore({ tiers: { device: { capacityBytes: sessionBytes() * 2 + 2048 } } }); // two sessions and their overheads
     await store.put('pinned', session(1), { pin: true });
     await store.put('low', session(2), { priority: -1 });
     await store.put('high', session(3), { priority: 5 });
