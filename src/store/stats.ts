@@ -46,6 +46,8 @@ export interface StoreStats {
     quarantine: { entries: number; bytes: number };
   };
   misses: number;
+  /** Tokens encoded and decoded by the store's codec calls, cumulative. */
+  codec: { encodedTokens: number; decodedTokens: number };
   /** Raw bytes / encoded blob bytes over every encoded session (host and disk tiers). */
   meanRatio: number | undefined;
   /** Bytes of native host-arena memory in use, and whether it is page-locked. */

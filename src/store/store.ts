@@ -170,6 +170,8 @@ export class KvStore {
   readonly #device = new TierIndex<DeviceEntry>();
   readonly #host = new TierIndex<HostEntry>();
   readonly #counters = new StoreCounters();
+  /** Tokens run through the codec, cumulative (what proves that clean demotions encode nothing). */
+  readonly #codecTokens = { encodedTokens: 0, decodedTokens: 0 };
   readonly #chains = new Map<string, Promise<unknown>>();
   readonly #versions = new Map<string, number>();
   readonly #inflightGets = new Map<string, { version: number; promise: Promise<Restored | MissReason> }>();
@@ -490,6 +492,7 @@ export class KvStore {
       host: { ...host, hits: this.#counters.hits.host, ...this.#counters.latency('host') },
       disk: { ...disk, hits: this.#counters.hits.disk, ...this.#counters.latency('disk'), quarantine: this.#disk.quarantineTotals() },
       misses: this.#counters.misses,
+      codec: { ...this.#codecTokens },
       meanRatio: stored > 0 ? raw / stored : undefined,
       arena: { bytes: a.bytes, blocks: a.blocks, pinned: a.pinned },
       workers: this.#pool.threads,
@@ -677,6 +680,7 @@ export class KvStore {
    * or on the GPU straight from device memory or from host arrays (CUDA backend).
    */
   async #encodeBlob(src: EncodeSource): Promise<ArenaBlob> {
+    this.#codecTokens.encodedTokens += (src.cache ?? src.gpu ?? src.device)!.tokens;
     const onPool = async () => {
       const host = src.cache ?? copyCache(src.gpu ? await src.gpu.toHost() : await downloadDeviceCache(src.device!), true);
       return this.#pool.encode(this.#wire(host), this.#format);
@@ -722,29 +726,58 @@ export class KvStore {
     return entry;
   }
 
-  /** device -> host (or straight to disk). The session stays hot if anything fails. */
+  /**
+   * device -> host (or straight to disk). The session stays hot if anything fails. A clean hot
+   * session (restored and not changed since: its encoded copy is still in the host tier or on
+   * disk) encodes nothing: the raw copy is dropped, and a disk copy is read back into the arena
+   * when the host tier is asked for.
+   */
   async #demote(id: string, to: 'host' | 'disk'): Promise<void> {
     const e = this.#device.peek(id);
     if (!e) return;
     const t0 = performance.now();
+    // A host entry beside a hot one is always the same version: a put forgets every lower copy.
+    const shadow = this.#host.peek(id);
     if (to === 'host') {
-      const entry = await this.#encodeToHost(e.meta, e, e.onDisk);
+      let entry = shadow;
+      if (!entry && e.onDisk) entry = await this.#loadFromDisk(e.meta);
+      entry ??= await this.#encodeToHost(e.meta, e, e.onDisk);
       await this.#dropHot(id);
       this.#emit('demote', { id, from: 'device', to: 'host', bytes: entry.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
       return;
     }
     let bytes = this.#disk.meta(id)?.storedBytes ?? 0;
     if (!e.onDisk) {
-      const r = await this.#encodeBlob(e);
-      try {
-        await this.#persist(e.meta, r.handle);
-      } finally {
-        native.arenaFree(r.handle);
+      if (shadow) {
+        await this.#persist(shadow.meta, shadow.handle);
+        bytes = shadow.blobBytes;
+      } else {
+        const r = await this.#encodeBlob(e);
+        try {
+          await this.#persist(e.meta, r.handle);
+        } finally {
+          native.arenaFree(r.handle);
+        }
+        bytes = r.bytes;
       }
-      bytes = r.bytes;
+    }
+    if (shadow) {
+      this.#host.delete(id);
+      native.arenaFree(shadow.handle);
     }
     await this.#dropHot(id);
     this.#emit('demote', { id, from: 'device', to: 'disk', bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
+  }
+
+  /**
+   * The host entry of a clean session read back from its disk record (no encoding), or undefined
+   * when the record no longer checks out (the caller encodes instead).
+   */
+  async #loadFromDisk(meta: SessionMeta): Promise<HostEntry | undefined> {
+    const r = this.#disk.get(meta.id, this.profile.fingerprint);
+    if (!r.ok || r.meta.tokens !== meta.tokens || r.meta.format !== this.#format) return undefined;
+    const handle = native.arenaPut(r.blob);
+    return this.#installHost(meta, { handle, bytes: r.blob.byteLength }, true);
   }
 
   /** host -> disk. The blob stays in the host tier if the write fails. */
@@ -755,6 +788,8 @@ export class KvStore {
     if (!e.onDisk) await this.#persist(e.meta, e.handle);
     this.#host.delete(id);
     native.arenaFree(e.handle);
+    const hot = this.#device.peek(id); // the same version (see #demote): its copy is on disk now
+    if (hot) hot.onDisk = true;
     this.#emit('spill', { id, from: 'host', to: 'disk', bytes: e.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
   }
 
@@ -849,6 +884,7 @@ export class KvStore {
     into: DeviceKvTarget | undefined,
     promote: boolean,
   ): Promise<Decoded> {
+    this.#codecTokens.decodedTokens += meta.tokens;
     // The caller's buffers are checked before anything is decoded into them.
     if (into && meta.tokens > into.capacityTokens) {
       throw new KvtcError('E_CAPACITY', `session holds ${meta.tokens} tokens; the target has room for ${into.capacityTokens}`);
@@ -912,9 +948,11 @@ export class KvStore {
     return r.blob;
   }
 
+  /**
+   * Makes a restored session hot. Its encoded copy stays where it was (host entry, disk record):
+   * the session is clean, and demoting it again encodes nothing (#demote).
+   */
   #promote(id: string, meta: SessionMeta, hot: HotCache, onDisk: boolean, from: Tier, bytes: number, t0: number): void {
-    const h = this.#host.delete(id);
-    if (h) native.arenaFree(h.handle);
     const overhead = overheadOf(meta, true);
     this.#device.set(id, { meta, ...hot, bytes: meta.rawBytes + overhead, overhead, onDisk });
     this.#emit('promote', { id, from, to: 'device', bytes, rawBytes: meta.rawBytes, ms: performance.now() - t0 });

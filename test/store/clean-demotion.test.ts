@@ -1,0 +1,61 @@
+/**
+ * A restored session that has not changed keeps its encoded copy: demoting it again encodes
+ * nothing (stats().codec counts every token through the codec), wherever that copy is.
+ */
+import { describe, expect, it } from 'vitest';
+import { session, storeKit } from '../helpers/store.js';
+
+const { openStore } = storeKit();
+
+describe('clean demotion', () => {
+  it('host hit, then demotion: the blob is reused, no token is encoded again', async () => {
+    const store = await openStore();
+    await store.put('a', session(1, 200));
+    await store.evict('a');
+    expect(store.stats().codec).toEqual({ encodedTokens: 200, decodedTokens: 0 });
+    const first = await store.get('a');
+    expect(store.has('a')).toBe('device');
+    expect(store.stats().host.entries).toBe(1); // the encoded copy stays below the hot one
+    expect(await store.evict('a')).toBe('host');
+    expect(store.stats().codec).toEqual({ encodedTokens: 200, decodedTokens: 200 });
+    // Still the same session afterwards.
+    const again = await store.get('a');
+    expect(again!.keys[1]).toEqual(first!.keys[1]);
+    expect(await store.evict('a', { to: 'disk' })).toBe('disk');
+    expect(store.stats().host.entries).toBe(0);
+    expect(store.stats().codec.encodedTokens).toBe(200);
+  });
+
+  it('disk hit, then demotion to host: the record is read back, not re-encoded', async () => {
+    const store = await openStore();
+    await store.put('d', session(2, 120));
+    await store.evict('d', { to: 'disk' });
+    await store.get('d');
+    expect(await store.evict('d')).toBe('host');
+    expect(store.stats().codec).toEqual({ encodedTokens: 120, decodedTokens: 120 });
+    await store.get('d');
+    expect(await store.evict('d', { to: 'disk' })).toBe('disk');
+    expect(store.stats().codec.encodedTokens).toBe(120);
+  });
+
+  it('a put makes the session dirty again: its next demotion encodes it', async () => {
+    const store = await openStore();
+    await store.put('p', session(3, 64));
+    await store.evict('p');
+    await store.get('p');
+    await store.put('p', session(4, 80));
+    await store.evict('p');
+    expect(store.stats().codec.encodedTokens).toBe(64 + 80);
+    expect((await store.get('p'))!.tokens).toBe(80);
+  });
+
+  it('a shadow spilled by host capacity leaves the hot session clean on disk', async () => {
+    const store = await openStore({ tiers: { host: { capacityBytes: 1 } } });
+    await store.put('s', session(5, 64));
+    await store.evict('s'); // spilled at once by host capacity
+    expect(store.has('s')).toBe('disk');
+    await store.get('s');
+    expect(await store.evict('s', { to: 'disk' })).toBe('disk');
+    expect(store.stats().codec.encodedTokens).toBe(64);
+  });
+});
