@@ -375,7 +375,7 @@ export class KvStore {
       shared.then(clear, clear);
     }
     const r = await shared;
-    await this.#rebalance();
+    this.#rebalanceLater(); // a promotion may push others down: not this caller's wait
     if (typeof r === 'string') {
       if (status) Object.assign(status, { result: 'miss', reason: r });
       this.#emit('miss', { id, reason: r });
@@ -405,7 +405,7 @@ export class KvStore {
     checkProfileFits(target.layout, this.profile);
     const promote = checkPromote(options);
     const r = await this.#serial(id, () => this.#restore(id, promote, target));
-    await this.#rebalance();
+    this.#rebalanceLater();
     if (typeof r === 'string') {
       this.#emit('miss', { id, reason: r });
       return undefined;
@@ -971,6 +971,20 @@ export class KvStore {
     }
     this.#emit('corrupt', { id, from, reason: error.message, error });
     return 'corrupt';
+  }
+
+  /**
+   * Resolves once every operation queued so far, and the policy work it caused (demotions, spills,
+   * evictions after a promotion), is done: capacities hold again. Gets do not wait for that work.
+   */
+  async settled(): Promise<void> {
+    this.#checkOpen();
+    await this.#drain();
+  }
+
+  /** Starts rebalancing without waiting for it (its failures are 'error' events). */
+  #rebalanceLater(): void {
+    this.#rebalance().catch((err: unknown) => this.#emit('error', { id: '', reason: 'rebalance failed', error: toError(err) }));
   }
 
   /** Restores the capacity invariants; one loop at a time, rerun if asked meanwhile. */

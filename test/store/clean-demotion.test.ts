@@ -1,6 +1,7 @@
 /**
  * A restored session that has not changed keeps its encoded copy: demoting it again encodes
- * nothing (stats().codec counts every token through the codec), wherever that copy is.
+ * nothing (stats().codec counts every token through the codec), wherever that copy is; and a get
+ * does not wait for the demotions its promotion causes.
  */
 import { describe, expect, it } from 'vitest';
 import { session, storeKit } from '../helpers/store.js';
@@ -57,5 +58,24 @@ describe('clean demotion', () => {
     await store.get('s');
     expect(await store.evict('s', { to: 'disk' })).toBe('disk');
     expect(store.stats().codec.encodedTokens).toBe(64);
+  });
+});
+
+describe('caller-visible restore cost', () => {
+  it('a get resolves before the demotions its promotion causes', async () => {
+    const store = await openStore({ tiers: { device: { capacityBytes: 1_050_000 } } }); // big fits alone, not with a
+    await store.put('a', session(6, 64));
+    await store.evict('a');
+    await store.put('big', session(7, 2000)); // dirty: demoting it means encoding 2000 tokens
+    const order: string[] = [];
+    store.on('demote', (e) => order.push(`demote:${e.id}`));
+    const got = store.get('a').then((c) => {
+      order.push('get:a');
+      return c;
+    });
+    expect((await got)?.tokens).toBe(64);
+    await store.settled();
+    expect(order).toEqual(['get:a', 'demote:big']);
+    expect(store.has('big')).toBe('host');
   });
 });
