@@ -13,6 +13,7 @@ export type KvtcErrorCode =
   | 'E_BACKEND' // the requested backend is not usable
   | 'E_CALIBRATION' // calibration could not produce a profile (e.g. no usable samples)
   | 'E_IO' // a file could not be read or written
+  | 'E_LOCKED' // another live process holds the store directory
   | 'E_INTERNAL'; // a bug: please report it
 
 export class KvtcError extends Error {
@@ -27,7 +28,7 @@ export class KvtcError extends Error {
 
 const KNOWN_CODES = new Set<string>([
   'E_LAYOUT', 'E_OPTIONS', 'E_PROFILE', 'E_PROFILE_MISMATCH', 'E_CORRUPT', 'E_CAPACITY',
-  'E_CLOSED', 'E_BACKEND', 'E_CALIBRATION', 'E_IO', 'E_INTERNAL',
+  'E_CLOSED', 'E_BACKEND', 'E_CALIBRATION', 'E_IO', 'E_LOCKED', 'E_INTERNAL',
 ]);
 
 /** Converts anything thrown by the addon (an Error with a `code` property) into a KvtcError. */

@@ -35,6 +35,7 @@ import { type ResolvedStoreOptions, type StoreOptions, resolveStoreOptions } fro
 import { CodecPool } from '../workers/pool.js';
 import type { BlobFormat, WireCache } from '../workers/tasks.js';
 import type { ArenaBlob } from '../binding.js';
+import { lockDirectory } from './dir-lock.js';
 import { DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
 import { type MissReason, type StoreEvent, type StoreEventName, StoreEvents } from './events.js';
 import { GpuBlock } from './gpu-block.js';
@@ -181,6 +182,7 @@ export class KvStore {
   #closed = false;
   #closing: Promise<void> | undefined;
   #pathKey = '';
+  #unlock: () => void = () => undefined;
   /** Thread ids the pool reported for decodes (tests check the main thread never decodes). */
   readonly decodeThreads = new Set<number>();
 
@@ -216,16 +218,25 @@ export class KvStore {
     // One writer per directory: the disk tier's accounting assumes it is the only one.
     const key = realpathSync(resolved.path);
     if (OPEN_PATHS.has(key)) throw new KvtcError('E_OPTIONS', `a KvStore is already open on ${resolved.path} in this process`);
-    const disk = DiskTier.open({
+    // ... and across processes (E_LOCKED while another live process holds it).
+    const unlock = lockDirectory(resolved.path);
+    let disk: DiskTier;
+    try {
+      disk = DiskTier.open({
       path: resolved.path,
       capacityBytes: resolved.disk.capacityBytes,
       mapSizeBytes: resolved.disk.mapSizeBytes,
       quarantineBytes: resolved.disk.quarantineBytes,
-    });
+      });
+    } catch (err) {
+      unlock();
+      throw err;
+    }
     // A wrong profile must not touch the sessions another one wrote (they would all be misses).
     const foreign = disk.foreignFingerprints(profile.fingerprint);
     if (foreign.size > 0 && resolved.foreignRecords === 'refuse') {
       await disk.close();
+      unlock();
       const found = [...foreign].map(([fp, n]) => `${n} with profile ${fp}`).join(', ');
       throw new KvtcError(
         'E_PROFILE_MISMATCH',
@@ -237,11 +248,13 @@ export class KvStore {
       pool = new CodecPool(profile, resolved.workers);
     } catch (err) {
       await disk.close();
+      unlock();
       throw err;
     }
     OPEN_PATHS.add(key);
     const store = new KvStore(resolved, profile, disk, pool, backend);
     store.#pathKey = key;
+    store.#unlock = unlock;
     return store;
   }
 
@@ -556,6 +569,7 @@ export class KvStore {
     for (const [id] of [...this.#device.lru()]) await release(() => this.#dropHot(id));
     await release(() => this.#pool.destroy());
     await release(() => this.#disk.close());
+    this.#unlock();
     OPEN_PATHS.delete(this.#pathKey);
     if (failure) throw toError(failure);
   }
