@@ -1,7 +1,7 @@
 /**
  * kvtc: an embeddable, tiered KV-cache store with KV cache transform coding.
  */
-export { KvtcError, type KvtcErrorCode } from './errors.js';
+export { KVTC_ERROR_CODES, KvtcError, type KvtcErrorCode } from './errors.js';
 export {
   type DType,
   type KvCache,

@@ -4,7 +4,7 @@
  * are read here and nowhere else.
  */
 import { availableParallelism } from 'node:os';
-import { KvtcError } from './errors.js';
+import { checkKeys, invalidParameter } from './errors.js';
 import type { KvLayout } from './layout.js';
 
 /** Progress of a calibration run. */
@@ -70,6 +70,8 @@ export interface ResolvedCalibrateOptions {
   onProgress: ((progress: CalibrationProgress) => void) | undefined;
 }
 
+const CALIBRATE_KEYS = ['ratio', 'sinkTokens', 'windowTokens', 'pcaGroupLayers', 'maxTokens', 'sampleTokens', 'seed', 'widths', 'groupSizes', 'maxFeatures', 'threads', 'onProgress'] as const satisfies readonly (keyof CalibrateOptions)[];
+
 export const CALIBRATE_DEFAULTS = {
   ratio: 16,
   sinkTokens: 4,
@@ -83,9 +85,8 @@ export const CALIBRATE_DEFAULTS = {
   maxFeatures: 2048,
 } as const;
 
-function bad(field: string, want: string, got: unknown): KvtcError {
-  const shown = typeof got === 'string' ? `'${got}'` : Array.isArray(got) ? `[${got.join(', ')}]` : String(got);
-  return new KvtcError('E_OPTIONS', `options.${field} must be ${want}, got ${shown}`);
+function bad(field: string, want: string, got: unknown) {
+  return invalidParameter(field ? `options.${field}` : 'options', want, got);
 }
 
 function int(v: unknown, field: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -104,6 +105,7 @@ function intList(v: unknown, field: string, allowed: (x: number) => boolean, wan
 
 export function resolveCalibrateOptions(options: CalibrateOptions = {}): ResolvedCalibrateOptions {
   if (typeof options !== 'object' || options === null) throw bad('', 'an object', options);
+  checkKeys(options, CALIBRATE_KEYS, 'calibrate options');
   const o = { ...CALIBRATE_DEFAULTS, ...stripUndefined(options) };
   if (typeof o.ratio !== 'number' || !Number.isFinite(o.ratio) || o.ratio <= 1) throw bad('ratio', 'a finite number > 1', o.ratio);
   const g = o.pcaGroupLayers;
@@ -257,20 +259,24 @@ function sizeOpt(v: unknown, field: string, fallback: number, min = 1): number {
   return v;
 }
 
-function objOpt(v: unknown, field: string): Record<string, unknown> {
+function objOpt(v: unknown, field: string, keys: readonly string[]): Record<string, unknown> {
   if (v === undefined) return {};
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(field, 'an object', v);
+  checkKeys(v, keys, `options.${field}`);
   return v as Record<string, unknown>;
 }
+
+const STORE_KEYS = ['profile', 'path', 'backend', 'tiers', 'writePolicy', 'compression', 'flushOnClose', 'workers', 'sweepIntervalMs', 'nonFinite', 'foreignRecords'] as const satisfies readonly (keyof StoreOptions)[];
 
 /** Validates store options (all but the profile, which the store loads) and fills defaults. */
 export function resolveStoreOptions(options: StoreOptions, env = readEnv()): ResolvedStoreOptions {
   if (typeof options !== 'object' || options === null) throw bad('', 'an object', options);
-  const tiers = objOpt(options.tiers, 'tiers');
-  const dev = objOpt(tiers.device, 'tiers.device');
-  const host = objOpt(tiers.host, 'tiers.host');
-  const disk = objOpt(tiers.disk, 'tiers.disk');
-  const workers = objOpt(options.workers, 'workers');
+  checkKeys(options, STORE_KEYS, 'store options');
+  const tiers = objOpt(options.tiers, 'tiers', ['device', 'host', 'disk']);
+  const dev = objOpt(tiers.device, 'tiers.device', ['capacityBytes', 'idleMs']);
+  const host = objOpt(tiers.host, 'tiers.host', ['capacityBytes', 'idleMs']);
+  const disk = objOpt(tiers.disk, 'tiers.disk', ['capacityBytes', 'ttlMs', 'mapSizeBytes', 'quarantineBytes']);
+  const workers = objOpt(options.workers, 'workers', ['minThreads', 'maxThreads']);
   const path = options.path ?? env.storePath ?? STORE_DEFAULTS.path;
   if (typeof path !== 'string' || path.length === 0) throw bad('path', 'a non-empty string', path);
   const diskCap = sizeOpt(disk.capacityBytes, 'tiers.disk.capacityBytes', STORE_DEFAULTS.disk.capacityBytes);

@@ -46,7 +46,7 @@ import { mkdirSync } from 'node:fs';
 import { open as openLmdb } from 'lmdb';
 import type { Database, RootDatabase } from 'lmdb';
 import { native } from '../binding.js';
-import { KvtcError } from '../errors.js';
+import { KvtcError, describeValue as describe } from '../errors.js';
 import type { KvtcErrorCode } from '../errors.js';
 import { DTYPES, validateLayout } from '../layout.js';
 import type { DType, KvLayout, RopeSpec } from '../layout.js';
@@ -1187,11 +1187,6 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function describe(v: unknown): string {
-  if (typeof v === 'string') return `'${v.length > 64 ? `${v.slice(0, 64)}…` : v}'`;
-  if (typeof v === 'object' && v !== null) return v.constructor?.name ?? 'object';
-  return String(v);
-}
 
 function hex32(n: number): string {
   return n.toString(16).padStart(8, '0');

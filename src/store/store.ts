@@ -29,7 +29,7 @@ import {
   validateDeviceCache,
   validateDeviceTarget,
 } from '../cuda/device.js';
-import { KvtcError, toKvtcError as toError } from '../errors.js';
+import { KvtcError, checkKeys, invalidParameter, toKvtcError as toError } from '../errors.js';
 import { type KvCache, rowValues, validateCache } from '../layout.js';
 import { type ResolvedStoreOptions, type StoreOptions, resolveStoreOptions } from '../options.js';
 import { CodecPool } from '../workers/pool.js';
@@ -433,8 +433,10 @@ export class KvStore {
   async evict(id: string, options: { to?: 'host' | 'disk' } = {}): Promise<Tier | undefined> {
     this.#checkOpen();
     validateId(id);
+    if (typeof options !== 'object' || options === null) throw invalidParameter('evict options', 'an object', options);
+    checkKeys(options, ['to'], 'evict options');
     const to = options.to ?? 'host';
-    if (to !== 'host' && to !== 'disk') throw new KvtcError('E_OPTIONS', `options.to must be 'host' or 'disk', got ${String(to)}`);
+    if (to !== 'host' && to !== 'disk') throw invalidParameter('options.to', "'host' or 'disk'", to);
     this.#bump(id);
     const where = await this.#serial(id, async () => {
       const from = this.has(id);
@@ -1142,31 +1144,33 @@ function resolvePutOptions(
   o: PutOptions,
   defaultTtl: number,
 ): { pin: boolean; ttlMs: number; priority: number; attachment: Uint8Array | undefined } {
-  if (typeof o !== 'object' || o === null) throw new KvtcError('E_OPTIONS', `put options must be an object, got ${String(o)}`);
-  if (o.pin !== undefined && typeof o.pin !== 'boolean') throw new KvtcError('E_OPTIONS', `options.pin must be a boolean, got ${String(o.pin)}`);
+  if (typeof o !== 'object' || o === null) throw invalidParameter('put options', 'an object', o);
+  checkKeys(o, ['pin', 'ttlMs', 'priority', 'attachment'], 'put options');
+  if (o.pin !== undefined && typeof o.pin !== 'boolean') throw invalidParameter('options.pin', 'a boolean', o.pin);
   if (o.ttlMs !== undefined && (typeof o.ttlMs !== 'number' || !Number.isSafeInteger(o.ttlMs) || o.ttlMs < 0)) {
-    throw new KvtcError('E_OPTIONS', `options.ttlMs must be a non-negative integer, got ${String(o.ttlMs)}`);
+    throw invalidParameter('options.ttlMs', 'a non-negative integer', o.ttlMs);
   }
   if (o.priority !== undefined && (typeof o.priority !== 'number' || !Number.isFinite(o.priority))) {
-    throw new KvtcError('E_OPTIONS', `options.priority must be a finite number, got ${String(o.priority)}`);
+    throw invalidParameter('options.priority', 'a finite number', o.priority);
   }
   if (o.attachment !== undefined && (!(o.attachment instanceof Uint8Array) || o.attachment.byteLength > 16 << 20)) {
-    throw new KvtcError('E_OPTIONS', `options.attachment must be a Uint8Array of at most 16 MiB`);
+    throw invalidParameter('options.attachment', 'a Uint8Array of at most 16 MiB', o.attachment);
   }
   return { pin: o.pin ?? false, ttlMs: o.ttlMs ?? defaultTtl, priority: o.priority ?? 0, attachment: o.attachment };
 }
 
+function checkGetOptions(o: GetOptions): void {
+  if (typeof o !== 'object' || o === null) throw invalidParameter('get options', 'an object', o);
+  checkKeys(o, ['promote', 'status'], 'get options');
+}
+
 function checkStatus(o: GetOptions): GetStatus | undefined {
-  if (o.status !== undefined && (typeof o.status !== 'object' || o.status === null)) {
-    throw new KvtcError('E_OPTIONS', `options.status must be an object, got ${String(o.status)}`);
-  }
+  if (o.status !== undefined && (typeof o.status !== 'object' || o.status === null)) throw invalidParameter('options.status', 'an object', o.status);
   return o.status;
 }
 
 function checkPromote(o: GetOptions): boolean {
-  if (typeof o !== 'object' || o === null) throw new KvtcError('E_OPTIONS', `get options must be an object, got ${String(o)}`);
-  if (o.promote !== undefined && typeof o.promote !== 'boolean') {
-    throw new KvtcError('E_OPTIONS', `options.promote must be a boolean, got ${String(o.promote)}`);
-  }
+  checkGetOptions(o);
+  if (o.promote !== undefined && typeof o.promote !== 'boolean') throw invalidParameter('options.promote', 'a boolean', o.promote);
   return o.promote ?? true;
 }
