@@ -639,6 +639,7 @@ void register_codec(Napi::Env env, Napi::Object exports) {
   exports.Set("arenaRead", Napi::Function::New(env, ArenaRead));
   exports.Set("arenaFree", Napi::Function::New(env, ArenaFree));
   exports.Set("arenaStats", Napi::Function::New(env, ArenaStatsJs));
+  exports.Set("crc32c", Napi::Function::New(env, Crc32c));  // record checksums (disk tier, raw format)
   Napi::Object internals = Napi::Object::New(env);
   internals.Set("symEig", Napi::Function::New(env, SymEig));
   internals.Set("crc32c", Napi::Function::New(env, Crc32c));

@@ -45,7 +45,7 @@
 import { mkdirSync } from 'node:fs';
 import { open as openLmdb } from 'lmdb';
 import type { Database, RootDatabase } from 'lmdb';
-import { native } from '../binding.js';
+import { crc32c } from '../binding.js';
 import { KvtcError, describeValue as describe } from '../errors.js';
 import type { KvtcErrorCode } from '../errors.js';
 import { DTYPES, validateLayout } from '../layout.js';
@@ -375,7 +375,7 @@ export class DiskTier {
     if (!(blob instanceof Uint8Array)) {
       throw new KvtcError('E_OPTIONS', `blob must be a Uint8Array, got ${describe(blob)}`);
     }
-    const meta = normalizeMeta(input, blob.byteLength, native.internals.crc32c(blob) >>> 0);
+    const meta = normalizeMeta(input, blob.byteLength, crc32c(blob) >>> 0);
     if (blob.byteLength > this.mapSizeBytes) {
       throw new KvtcError('E_CAPACITY', `record '${meta.id}' holds ${blob.byteLength} bytes, more than the disk tier's mapSizeBytes ${this.mapSizeBytes}`);
     }
@@ -446,7 +446,7 @@ export class DiskTier {
       if (blob.byteLength !== meta.storedBytes) {
         return { ok: false, reason: 'corrupt', meta, detail: `record '${id}' blob holds ${blob.byteLength} bytes, metadata says ${meta.storedBytes}` };
       }
-      const crc = native.internals.crc32c(blob) >>> 0;
+      const crc = crc32c(blob) >>> 0;
       if (crc !== meta.checksum) {
         return { ok: false, reason: 'corrupt', meta, detail: `record '${id}' blob CRC-32C ${hex32(crc)} != recorded ${hex32(meta.checksum)}` };
       }
@@ -1003,7 +1003,7 @@ function encodeFramed(value: unknown): Buffer {
   const json = Buffer.from(JSON.stringify(value), 'utf8');
   const out = Buffer.allocUnsafe(5 + json.length);
   out[0] = RECORD_VERSION;
-  out.writeUInt32LE(native.internals.crc32c(json) >>> 0, 1);
+  out.writeUInt32LE(crc32c(json) >>> 0, 1);
   json.copy(out, 5);
   return out;
 }
@@ -1015,7 +1015,7 @@ function decodeFramed(bytes: Uint8Array): Decoded<unknown> {
   if (bytes[0] !== RECORD_VERSION) return { ok: false, detail: `metadata version ${String(bytes[0])} is not ${RECORD_VERSION}` };
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const json = buf.subarray(5);
-  const crc = native.internals.crc32c(json) >>> 0;
+  const crc = crc32c(json) >>> 0;
   if (crc !== buf.readUInt32LE(1)) return { ok: false, detail: `metadata CRC-32C ${hex32(crc)} != recorded ${hex32(buf.readUInt32LE(1))}` };
   try {
     return { ok: true, value: JSON.parse(utf8.decode(json)) as unknown };

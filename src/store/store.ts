@@ -39,6 +39,7 @@ import { lockDirectory } from './dir-lock.js';
 import { DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
 import { type MissReason, type StoreEvent, type StoreEventName, StoreEvents } from './events.js';
 import { GpuBlock } from './gpu-block.js';
+import { HostBlock, arenaStats } from './host-block.js';
 import { type SessionMeta, type Tier, copyCache, rawBytesOf, validateId } from './session.js';
 
 export type { MissReason, StoreEvent, StoreEventName } from './events.js';
@@ -135,7 +136,7 @@ type DeviceEntry = HotCache & {
 
 interface HostEntry {
   meta: SessionMeta;
-  handle: number; // native arena handle
+  block: HostBlock; // the blob in the native arena, freed by whoever takes the entry out
   /** Everything the entry holds: the blob plus its overhead. */
   bytes: number;
   /** Bytes of the encoded blob (the arena block). */
@@ -155,6 +156,9 @@ function overheadOf(meta: SessionMeta, hot: boolean): number {
   return (meta.attachment?.byteLength ?? 0) + Buffer.byteLength(meta.id, 'utf8') + META_BYTES + (hot ? 4 * meta.tokens : 0);
 }
 
+
+/** @internal What src/internal/testing.ts reaches into (fault injection, decode threads). */
+export const storeTestHooks = new WeakMap<KvStore, { pool: CodecPool; decodeThreads: Set<number> }>();
 
 /** Store directories open in this process (real paths). */
 const OPEN_PATHS = new Set<string>();
@@ -184,7 +188,7 @@ export class KvStore {
   #pathKey = '';
   #unlock: () => void = () => undefined;
   /** Thread ids the pool reported for decodes (tests check the main thread never decodes). */
-  readonly decodeThreads = new Set<number>();
+  readonly #decodeThreads = new Set<number>();
 
   private constructor(options: ResolvedStoreOptions, profile: CodecProfile, disk: DiskTier, pool: CodecPool, backend: Backend) {
     this.options = options;
@@ -195,6 +199,7 @@ export class KvStore {
     this.#pool = pool;
     this.#timer = setInterval(() => this.#sweep(), options.sweepIntervalMs);
     this.#timer.unref();
+    storeTestHooks.set(this, { pool, decodeThreads: this.#decodeThreads });
   }
 
   /** Opens (or creates) a store. Reopening a path finds every session that reached its disk tier. */
@@ -353,7 +358,7 @@ export class KvStore {
       } else {
         // Larger than the whole hot tier, or no device memory left: straight to the host tier.
         const blob = await this.#encodeBlob(owned ? { cache: owned } : { device: cache as DeviceKvCache });
-        await this.#forgetOr(id, () => void native.arenaFree(blob.handle));
+        await this.#forgetOr(id, () => blob.free());
         const entry = await this.#installHost(meta, blob);
         this.#emit('put', { id, to: 'host', bytes: entry.blobBytes, rawBytes, ms: performance.now() - t0 });
       }
@@ -501,7 +506,7 @@ export class KvStore {
     const disk = this.#disk.totals();
     const raw = host.rawBytes + disk.rawBytes;
     const stored = host.storedBytes - host.overheadBytes + disk.storedBytes - disk.overheadBytes;
-    const a = native.arenaStats();
+    const a = arenaStats();
     return {
       device: { ...dev, hits: this.#counters.hits.device, ...this.#counters.latency('device') },
       host: { ...host, hits: this.#counters.hits.host, ...this.#counters.latency('host') },
@@ -557,7 +562,7 @@ export class KvStore {
       );
     }
     for (const [id, e] of [...this.#host.lru()]) {
-      native.arenaFree(e.handle);
+      e.block.free();
       this.#host.delete(id);
     }
     // Every release runs even if one fails, so the path can be reopened.
@@ -574,11 +579,6 @@ export class KvStore {
     this.#unlock();
     OPEN_PATHS.delete(this.#pathKey);
     if (failure) throw toError(failure);
-  }
-
-  /** @internal Fault injection for tests: the next `n` codec tasks kill their worker thread. */
-  _injectWorkerCrashes(n: number): void {
-    this.#pool.injectCrashes(n);
   }
 
   // ------------------------------------------------------------------------------ internals
@@ -661,8 +661,7 @@ export class KvStore {
   /** Removes a session from every tier (no event). */
   async #forget(id: string): Promise<void> {
     await this.#dropHot(id);
-    const h = this.#host.delete(id);
-    if (h) native.arenaFree(h.handle);
+    this.#host.delete(id)?.block.free();
     if (this.#disk.has(id)) await this.#disk.delete(id);
   }
 
@@ -672,8 +671,8 @@ export class KvStore {
     return w;
   }
 
-  async #persist(meta: SessionMeta, handle: number): Promise<void> {
-    const blob = native.arenaRead(handle);
+  async #persist(meta: SessionMeta, block: HostBlock): Promise<void> {
+    const blob = block.read();
     const record: Omit<DiskRecordMeta, 'checksum' | 'storedBytes'> = {
       id: meta.id,
       fingerprint: this.profile.fingerprint,
@@ -695,7 +694,11 @@ export class KvStore {
    * Encodes a session into the host arena: on the worker pool (CPU backend, and the raw format),
    * or on the GPU straight from device memory or from host arrays (CUDA backend).
    */
-  async #encodeBlob(src: EncodeSource): Promise<ArenaBlob> {
+  async #encodeBlob(src: EncodeSource): Promise<HostBlock> {
+    return HostBlock.adopt(await this.#encodeToArena(src));
+  }
+
+  async #encodeToArena(src: EncodeSource): Promise<ArenaBlob> {
     this.#codecTokens.encodedTokens += (src.cache ?? src.gpu ?? src.device)!.tokens;
     const onPool = async () => {
       const host = src.cache ?? copyCache(src.gpu ? await src.gpu.toHost() : await downloadDeviceCache(src.device!), true);
@@ -726,16 +729,16 @@ export class KvStore {
   }
 
   /** Makes an encoded blob the session's host entry (persisted first under write-through). */
-  async #installHost(meta: SessionMeta, r: ArenaBlob, onDisk = false): Promise<HostEntry> {
+  async #installHost(meta: SessionMeta, block: HostBlock, onDisk = false): Promise<HostEntry> {
     const overhead = overheadOf(meta, false);
-    const entry: HostEntry = { meta, handle: r.handle, bytes: r.bytes + overhead, blobBytes: r.bytes, overhead, onDisk };
+    const entry: HostEntry = { meta, block, bytes: block.bytes + overhead, blobBytes: block.bytes, overhead, onDisk };
     try {
       if (this.options.writePolicy === 'write-through' && !onDisk) {
-        await this.#persist(meta, r.handle);
+        await this.#persist(meta, block);
         entry.onDisk = true;
       }
     } catch (err) {
-      native.arenaFree(r.handle);
+      block.free();
       throw err;
     }
     this.#host.set(meta.id, entry);
@@ -765,21 +768,21 @@ export class KvStore {
     let bytes = this.#disk.meta(id)?.storedBytes ?? 0;
     if (!e.onDisk) {
       if (shadow) {
-        await this.#persist(shadow.meta, shadow.handle);
+        await this.#persist(shadow.meta, shadow.block);
         bytes = shadow.blobBytes;
       } else {
         const r = await this.#encodeBlob(e);
         try {
-          await this.#persist(e.meta, r.handle);
+          await this.#persist(e.meta, r);
         } finally {
-          native.arenaFree(r.handle);
+          r.free();
         }
         bytes = r.bytes;
       }
     }
     if (shadow) {
       this.#host.delete(id);
-      native.arenaFree(shadow.handle);
+      shadow.block.free();
     }
     await this.#dropHot(id);
     this.#emit('demote', { id, from: 'device', to: 'disk', bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
@@ -792,8 +795,7 @@ export class KvStore {
   async #loadFromDisk(meta: SessionMeta): Promise<HostEntry | undefined> {
     const r = this.#disk.get(meta.id, this.profile.fingerprint);
     if (!r.ok || r.meta.tokens !== meta.tokens || r.meta.format !== this.#format) return undefined;
-    const handle = native.arenaPut(r.blob);
-    return this.#installHost(meta, { handle, bytes: r.blob.byteLength }, true);
+    return this.#installHost(meta, HostBlock.copyOf(r.blob), true);
   }
 
   /** host -> disk. The blob stays in the host tier if the write fails. */
@@ -801,9 +803,9 @@ export class KvStore {
     const e = this.#host.peek(id);
     if (!e) return;
     const t0 = performance.now();
-    if (!e.onDisk) await this.#persist(e.meta, e.handle);
+    if (!e.onDisk) await this.#persist(e.meta, e.block);
     this.#host.delete(id);
-    native.arenaFree(e.handle);
+    e.block.free();
     const hot = this.#device.peek(id); // the same version (see #demote): its copy is on disk now
     if (hot) hot.onDisk = true;
     this.#emit('spill', { id, from: 'host', to: 'disk', bytes: e.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
@@ -834,7 +836,7 @@ export class KvStore {
     if (h) {
       let got: Decoded;
       try {
-        got = await this.#decodeRecord(h.handle, this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
+        got = await this.#decodeRecord(h.block.handle, this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
       } catch (err) {
         return this.#badRecord(id, 'host', err);
       }
@@ -910,7 +912,7 @@ export class KvStore {
     }
     const viaPool = async (): Promise<Decoded> => {
       const dec = typeof src === 'number' ? await this.#pool.decodeHandle(src, format) : await this.#pool.decodeBlob(src, format);
-      this.decodeThreads.add(dec.threadId);
+      this.#decodeThreads.add(dec.threadId);
       const cache = dec.cache as KvCache;
       if (cache.tokens !== meta.tokens) throw new KvtcError('E_CORRUPT', `record holds ${cache.tokens} tokens, its metadata says ${meta.tokens}`);
       if (into) await uploadToTarget(cache, into);
@@ -980,8 +982,7 @@ export class KvStore {
     if (error.code !== 'E_CORRUPT' && error.code !== 'E_PROFILE_MISMATCH') throw error;
     this.#counters.misses++;
     if (from === 'host') {
-      const h = this.#host.delete(id);
-      if (h) native.arenaFree(h.handle);
+      this.#host.delete(id)?.block.free();
     } else {
       await this.#disk.quarantine(id, error.message);
     }

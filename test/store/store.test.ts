@@ -2,6 +2,7 @@ import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { threadId } from 'node:worker_threads';
 import { KvStore, encode, type CodecProfile, type KvCache, type StoreEvent, type StoreEventName, type StoreOptions } from '../../src/index.js';
 import { native } from '../../src/binding.js';
+import { decodeThreads } from '../../src/internal/testing.js';
 import { relMse, tokenBitsEqual } from '../helpers/metrics.js';
 import { LAYOUT, session, sessionBytes, tempDir, testProfile } from '../helpers/store.js';
 import { syntheticCache } from '../helpers/synthetic.js';
@@ -351,8 +352,8 @@ describe('concurrency', () => {
     expect(events.filter((e) => e[0] === 'promote')).toHaveLength(1);
     expect(spy).not.toHaveBeenCalled();
     spy.mockRestore();
-    expect(store.decodeThreads.size).toBeGreaterThan(0);
-    expect(store.decodeThreads.has(threadId)).toBe(false);
+    expect(decodeThreads(store).size).toBeGreaterThan(0);
+    expect(decodeThreads(store).has(threadId)).toBe(false);
   });
 
   it('different ids proceed in parallel and all land', async () => {
