@@ -38,8 +38,13 @@ export {
   type SessionEntry,
   type StoreEvent,
   type StoreEventName,
+  type MissReason,
+  type GetStatus,
+  type StoreQuarantine,
 } from './store/store.js';
+export type { QuarantinedRecord } from './store/disk-tier.js';
 export type { StoreStats, TierStats } from './store/stats.js';
+export { LruPriorityPolicy, type Policy, type PolicyEntry, type TierState } from './store/policy.js';
 export { registerStoreMetrics, type StoreMetricsOptions } from './store/metrics.js';
 export type { Tier } from './store/session.js';
 export { STORE_DEFAULTS, type StoreOptions, type TierOptions } from './options.js';

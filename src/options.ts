@@ -6,6 +6,7 @@
 import { availableParallelism } from 'node:os';
 import { checkKeys, invalidParameter } from './errors.js';
 import type { KvLayout } from './layout.js';
+import { LruPriorityPolicy, type Policy, isPolicy } from './store/policy.js';
 
 /** Progress of a calibration run. */
 export interface CalibrationProgress {
@@ -207,6 +208,11 @@ export interface StoreOptions {
    * reason 'profile-mismatch' (put and delete replace or remove them; capacity evicts them).
    */
   foreignRecords?: 'refuse' | 'miss';
+  /**
+   * Victim choice, idleness and admission of the tiers (see src/store/policy.ts).
+   * Default: `new LruPriorityPolicy()` (least recently used, lower priority first).
+   */
+  policy?: import('./store/policy.js').Policy;
 }
 
 export interface ResolvedStoreOptions {
@@ -222,6 +228,7 @@ export interface ResolvedStoreOptions {
   sweepIntervalMs: number;
   nonFinite: 'reject' | 'store';
   foreignRecords: 'refuse' | 'miss';
+  policy: import('./store/policy.js').Policy;
 }
 
 const GiB = 1024 ** 3;
@@ -266,7 +273,7 @@ function objOpt(v: unknown, field: string, keys: readonly string[]): Record<stri
   return v as Record<string, unknown>;
 }
 
-const STORE_KEYS = ['profile', 'path', 'backend', 'tiers', 'writePolicy', 'compression', 'flushOnClose', 'workers', 'sweepIntervalMs', 'nonFinite', 'foreignRecords'] as const satisfies readonly (keyof StoreOptions)[];
+const STORE_KEYS = ['profile', 'path', 'backend', 'tiers', 'writePolicy', 'compression', 'flushOnClose', 'workers', 'sweepIntervalMs', 'nonFinite', 'foreignRecords', 'policy'] as const satisfies readonly (keyof StoreOptions)[];
 
 /** Validates store options (all but the profile, which the store loads) and fills defaults. */
 export function resolveStoreOptions(options: StoreOptions, env = readEnv()): ResolvedStoreOptions {
@@ -314,7 +321,14 @@ export function resolveStoreOptions(options: StoreOptions, env = readEnv()): Res
     sweepIntervalMs: sizeOpt(options.sweepIntervalMs, 'sweepIntervalMs', sweepDefault, 1),
     nonFinite: oneOf(options.nonFinite, 'nonFinite', ['reject', 'store'] as const, 'reject'),
     foreignRecords: oneOf(options.foreignRecords, 'foreignRecords', ['refuse', 'miss'] as const, 'refuse'),
+    policy: policyOpt(options.policy),
   };
+}
+
+function policyOpt(v: unknown): Policy {
+  if (v === undefined) return new LruPriorityPolicy();
+  if (!isPolicy(v)) throw bad('policy', 'an object with deviceVictim, hostVictim, isIdle and admit methods', v);
+  return v;
 }
 
 function boolOpt(v: unknown, field: string): boolean {

@@ -38,6 +38,8 @@ import type { ArenaBlob } from '../binding.js';
 import { lockDirectory } from './dir-lock.js';
 import { DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
 import { type MissReason, type StoreEvent, type StoreEventName, StoreEvents } from './events.js';
+import { Lanes } from './lanes.js';
+import { type PolicyEntry, policyEntry } from './policy.js';
 import { GpuBlock } from './gpu-block.js';
 import { HostBlock, arenaStats } from './host-block.js';
 import { type SessionMeta, type Tier, copyCache, rawBytesOf, validateId } from './session.js';
@@ -177,9 +179,7 @@ export class KvStore {
   readonly #counters = new StoreCounters();
   /** Tokens run through the codec, cumulative (what proves that clean demotions encode nothing). */
   readonly #codecTokens = { encodedTokens: 0, decodedTokens: 0 };
-  readonly #chains = new Map<string, Promise<unknown>>();
-  readonly #versions = new Map<string, number>();
-  readonly #inflightGets = new Map<string, { version: number; promise: Promise<Restored | MissReason> }>();
+  readonly #lanes = new Lanes();
   #rebalancing: Promise<void> | undefined;
   #rebalanceAgain = false;
   #timer: NodeJS.Timeout | undefined;
@@ -350,7 +350,10 @@ export class KvStore {
       }
       const t0 = performance.now();
       // The new copy exists before the old version goes: a put that fails leaves the session as it was.
-      const hot = hotBytes > this.options.device.capacityBytes ? undefined : await this.#hotCopy(owned ?? (cache as DeviceKvCache));
+      // A session larger than the whole hot tier never enters it, whatever the policy says.
+      const admitted = hotBytes <= this.options.device.capacityBytes &&
+        this.options.policy.admit(policyEntry(meta, hotBytes), { capacityBytes: this.options.device.capacityBytes, bytes: this.#device.bytes });
+      const hot = admitted ? await this.#hotCopy(owned ?? (cache as DeviceKvCache)) : undefined;
       if (hot) {
         await this.#forgetOr(id, () => hot.gpu?.free());
         this.#device.set(id, { meta, ...hot, bytes: hotBytes, overhead: hotBytes - rawBytes, onDisk: false });
@@ -377,22 +380,9 @@ export class KvStore {
     validateId(id);
     const promote = checkPromote(options);
     const status = checkStatus(options);
-    const version = this.#versions.get(id) ?? 0;
-    const inflight = this.#inflightGets.get(id);
-    let shared: Promise<Restored | MissReason>;
-    const joined = inflight !== undefined && inflight.version === version;
-    if (joined) {
-      shared = inflight.promise; // concurrent gets of one id share one restore
-    } else {
-      shared = this.#serial(id, () => this.#restore(id, promote));
-      const rec = { version, promise: shared };
-      this.#inflightGets.set(id, rec);
-      const clear = () => {
-        if (this.#inflightGets.get(id) === rec) this.#inflightGets.delete(id);
-      };
-      shared.then(clear, clear);
-    }
-    const r = await shared;
+    // Concurrent gets of one id share one restore.
+    const { promise, joined } = this.#lanes.shared(id, () => this.#restore(id, promote));
+    const r = await promise;
     this.#rebalanceLater(); // a promotion may push others down: not this caller's wait
     if (typeof r === 'string') {
       if (status) Object.assign(status, { result: 'miss', reason: r });
@@ -589,27 +579,13 @@ export class KvStore {
 
   /** Runs fn after every earlier operation on the same id. */
   #serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#chains.get(id) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#chains.set(id, tail);
-    void tail.then(() => {
-      if (this.#chains.get(id) === tail) {
-        this.#chains.delete(id);
-        // Nothing queued and no get in flight for the id: its version need not be remembered.
-        this.#versions.delete(id);
-      }
-    });
-    return run;
+    return this.#lanes.run(id, fn);
   }
 
-  /** Waits until no id chain and no rebalancing is running. */
+  /** Waits until no id lane and no rebalancing is running. */
   async #drain(): Promise<void> {
     for (;;) {
-      const pending = [...this.#chains.values()];
+      const pending = this.#lanes.pending();
       if (this.#rebalancing) pending.push(this.#rebalancing);
       if (pending.length === 0) return;
       await Promise.allSettled(pending);
@@ -618,7 +594,7 @@ export class KvStore {
 
   /** A new version of a session is coming: in-flight gets of the old one are not shared with it. */
   #bump(id: string): void {
-    this.#versions.set(id, (this.#versions.get(id) ?? 0) + 1);
+    this.#lanes.bump(id);
   }
 
   #pinnedBytes(except: string): number {
@@ -1033,8 +1009,8 @@ export class KvStore {
     const failed = new Set<string>();
     // Hot tier: least-recently-used unpinned sessions, lowest priority first.
     while (this.#device.bytes > o.device.capacityBytes) {
-      const victim = this.#pickVictim(failed);
-      if (!victim) break;
+      const victim = this.options.policy.deviceVictim(candidates(this.#device, (e) => !e.meta.pinned && !failed.has(e.meta.id)));
+      if (!victim || !this.#device.has(victim) || failed.has(victim)) break;
       const chosen = this.#device.peek(victim);
       const demote = async () => {
         const e = this.#device.peek(victim);
@@ -1043,14 +1019,8 @@ export class KvStore {
       if (!(await this.#try(victim, 'device', demote))) failed.add(victim);
     }
     while (this.#host.bytes > o.host.capacityBytes) {
-      let victim: string | undefined;
-      for (const [id] of this.#host.lru()) {
-        if (!failed.has(id)) {
-          victim = id;
-          break;
-        }
-      }
-      if (!victim) break;
+      const victim = this.options.policy.hostVictim(candidates(this.#host, (e) => !failed.has(e.meta.id)));
+      if (!victim || !this.#host.has(victim) || failed.has(victim)) break;
       const chosen = this.#host.peek(victim);
       const spill = async () => {
         if (this.#host.peek(victim!) === chosen) await this.#spill(victim!);
@@ -1073,19 +1043,6 @@ export class KvStore {
     }
   }
 
-  #pickVictim(skip: ReadonlySet<string>): string | undefined {
-    let best: string | undefined;
-    let bestPriority = Infinity;
-    for (const [id, e] of this.#device.lru()) {
-      if (e.meta.pinned || skip.has(id)) continue;
-      if (e.meta.priority < bestPriority) {
-        best = id;
-        bestPriority = e.meta.priority;
-      }
-    }
-    return best;
-  }
-
   /** Runs a policy move on the session's chain; failures become 'error' events. */
   async #try(id: string, from: Tier, fn: () => Promise<void>): Promise<boolean> {
     try {
@@ -1105,12 +1062,12 @@ export class KvStore {
     const jobs: Promise<unknown>[] = [];
     if (o.device.idleMs > 0) {
       for (const [id, e] of this.#device.lru()) {
-        if (!e.meta.pinned && now - e.meta.lastAccess >= o.device.idleMs) jobs.push(this.#try(id, 'device', () => this.#idle(id, 'device')));
+        if (this.#isIdle('device', e, now)) jobs.push(this.#try(id, 'device', () => this.#idle(id, 'device')));
       }
     }
     if (o.host.idleMs > 0) {
       for (const [id, e] of this.#host.lru()) {
-        if (now - e.meta.lastAccess >= o.host.idleMs) jobs.push(this.#try(id, 'host', () => this.#idle(id, 'host')));
+        if (this.#isIdle('host', e, now)) jobs.push(this.#try(id, 'host', () => this.#idle(id, 'host')));
       }
     }
     for (const id of this.#disk.expired(now)) {
@@ -1133,12 +1090,23 @@ export class KvStore {
     const now = Date.now();
     if (tier === 'device') {
       const e = this.#device.peek(id);
-      if (e && !e.meta.pinned && now - e.meta.lastAccess >= this.options.device.idleMs) await this.#demote(id, 'host');
+      if (e && this.#isIdle('device', e, now)) await this.#demote(id, 'host');
     } else {
       const e = this.#host.peek(id);
-      if (e && now - e.meta.lastAccess >= this.options.host.idleMs) await this.#spill(id);
+      if (e && this.#isIdle('host', e, now)) await this.#spill(id);
     }
   }
+
+  /** The policy's idleness verdict; pinned sessions are never idle in the hot tier. */
+  #isIdle(tier: 'device' | 'host', e: { meta: SessionMeta; bytes: number }, now: number): boolean {
+    if (tier === 'device' && e.meta.pinned) return false;
+    return this.options.policy.isIdle(tier, policyEntry(e.meta, e.bytes), now, tier === 'device' ? this.options.device.idleMs : this.options.host.idleMs);
+  }
+}
+
+/** A tier's sessions as the policy sees them, least recently used first, filtered by `keep`. */
+function* candidates<T extends { meta: SessionMeta; bytes: number }>(tier: TierIndex<T>, keep: (e: T) => boolean): Generator<PolicyEntry> {
+  for (const [, e] of tier.lru()) if (keep(e)) yield policyEntry(e.meta, e.bytes);
 }
 
 function resolvePutOptions(
