@@ -12,6 +12,7 @@
  * the GPU through the addon's thread pool (CUDA backend, where the hot tier is device memory).
  */
 import { mkdirSync, realpathSync } from 'node:fs';
+import { LRUCache } from 'lru-cache';
 import { type Backend, resolveBackend } from '../backend.js';
 import { callNative, native } from '../binding.js';
 import { nativeCache } from '../codec/marshal.js';
@@ -180,6 +181,8 @@ export class KvStore {
   /** Tokens run through the codec, cumulative (what proves that clean demotions encode nothing). */
   readonly #codecTokens = { encodedTokens: 0, decodedTokens: 0 };
   readonly #lanes = new Lanes();
+  /** Ids the store itself removed (capacity, TTL), most recent 10k: a later get says why it missed. */
+  readonly #gone = new LRUCache<string, MissReason>({ max: 10_000 });
   #rebalancing: Promise<void> | undefined;
   #rebalanceAgain = false;
   #timer: NodeJS.Timeout | undefined;
@@ -577,6 +580,11 @@ export class KvStore {
     if (this.#closed) throw new KvtcError('E_CLOSED', 'the store is closed');
   }
 
+  /** Records why the store removed a session, for the miss a later get reports. */
+  #left(id: string, reason: MissReason): void {
+    this.#gone.set(id, reason);
+  }
+
   /** Runs fn after every earlier operation on the same id. */
   #serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
     return this.#lanes.run(id, fn);
@@ -595,6 +603,7 @@ export class KvStore {
   /** A new version of a session is coming: in-flight gets of the old one are not shared with it. */
   #bump(id: string): void {
     this.#lanes.bump(id);
+    this.#gone.delete(id); // a put, delete or evict by the caller: an older removal no longer explains a miss
   }
 
   #pinnedBytes(except: string): number {
@@ -826,9 +835,10 @@ export class KvStore {
     if (!r.ok) {
       if (r.reason === 'corrupt') return this.#badRecord(id, 'disk', new KvtcError('E_CORRUPT', r.detail));
       this.#counters.misses++;
-      if (r.reason === 'missing') return 'absent';
+      if (r.reason === 'missing') return this.#gone.get(id) ?? 'absent';
       if (r.reason === 'expired') {
         await this.#disk.delete(id);
+        this.#left(id, 'expired');
         this.#emit('expire', { id, from: 'disk' });
         return 'expired';
       }
@@ -1037,7 +1047,10 @@ export class KvStore {
         await this.#disk.delete(victim);
         // A copy of a hot or warm session is just dropped; a disk-only session leaves the store.
         for (const t of [this.#device.peek(victim), this.#host.peek(victim)]) if (t) t.onDisk = false;
-        if (last) this.#emit('evict', { id: victim, from: 'disk' });
+        if (last) {
+          this.#left(victim, 'evicted');
+          this.#emit('evict', { id: victim, from: 'disk' });
+        }
       };
       if (!(await this.#try(victim, 'disk', evict))) failed.add(victim);
     }
@@ -1078,6 +1091,7 @@ export class KvStore {
           // Decided for this record: a newer version put meanwhile (its own TTL, or none) stays.
           if (this.#tierOf(id) !== 'disk' || this.#disk.generation(id) !== generation || !this.#disk.isExpired(id, Date.now())) return;
           await this.#disk.delete(id);
+          this.#left(id, 'expired');
           this.#emit('expire', { id, from: 'disk' });
         }).catch((err: unknown) => this.#emit('error', { id, from: 'disk', reason: 'expiry failed', error: toError(err) })),
       );

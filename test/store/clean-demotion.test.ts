@@ -79,3 +79,30 @@ describe('caller-visible restore cost', () => {
     expect(store.has('big')).toBe('host');
   });
 });
+
+describe('explainable misses', () => {
+  it("a miss says why: 'absent', 'evicted' (by disk capacity), 'expired' (TTL)", async () => {
+    const { encode } = await import('../../src/index.js');
+    const { testProfile } = await import('../helpers/store.js');
+    const blob = (await encode(session(8, 100), await testProfile())).length;
+    const store = await openStore({ tiers: { device: { capacityBytes: 0 }, host: { capacityBytes: 1 }, disk: { capacityBytes: Math.floor(blob * 1.5) } } });
+    const reasons: (string | undefined)[] = [];
+    store.on('miss', (e) => reasons.push(e.reason));
+    await store.put('a', session(8, 100));
+    await store.put('b', session(9, 100)); // pushes 'a' out of the disk tier
+    await store.settled();
+    const status = {};
+    expect(await store.get('a', { status })).toBeUndefined();
+    expect(status).toMatchObject({ result: 'miss', reason: 'evicted' });
+    await store.put('t', session(10, 8), { ttlMs: 1 });
+    await store.settled();
+    await new Promise((r) => setTimeout(r, 5));
+    expect(await store.get('t')).toBeUndefined();
+    expect(await store.get('never')).toBeUndefined();
+    expect(reasons).toEqual(['evicted', 'expired', 'absent']);
+    await store.put('a', session(8, 100)); // a put forgets the old removal
+    await store.delete('a');
+    expect(await store.get('a')).toBeUndefined();
+    expect(reasons.at(-1)).toBe('absent');
+  });
+});
