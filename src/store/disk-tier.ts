@@ -50,6 +50,7 @@ import { KvtcError, describeValue as describe } from '../errors.js';
 import type { KvtcErrorCode } from '../errors.js';
 import { DTYPES, validateLayout } from '../layout.js';
 import type { DType, KvLayout, RopeSpec } from '../layout.js';
+import { DeadlineHeap } from './deadline-heap.js';
 import { MAX_ID_BYTES, validateId } from './session.js';
 
 export { MAX_ID_BYTES };
@@ -217,6 +218,9 @@ export class DiskTier {
   #order = new Map<string, number>();
   #orderSorted = true;
   #orderTail = -Infinity;
+
+  /** TTL deadlines, earliest first (what `expired` reads). */
+  readonly #deadlines = new DeadlineHeap();
 
   /** Ids whose lastAccess changed since it was last written. */
   readonly #dirtyAccess = new Set<string>();
@@ -656,9 +660,17 @@ export class DiskTier {
   expired(now: number): string[] {
     this.#assertOpen();
     if (typeof now !== 'number' || Number.isNaN(now)) throw new KvtcError('E_OPTIONS', `now must be a number of ms, got ${String(now)}`);
-    const out: string[] = [];
-    for (const m of this.#records.values()) if (isExpired(m, now)) out.push(m.id);
+    const deadline = (id: string) => {
+      const m = this.#records.get(id);
+      return m && m.ttlMs > 0 ? m.lastAccess + m.ttlMs : undefined;
+    };
+    const out = this.#deadlines.due(now, deadline);
+    this.#deadlines.compact(this.#liveDeadlines(), this.#records.size);
     return out;
+  }
+
+  *#liveDeadlines(): Generator<[string, number]> {
+    for (const m of this.#records.values()) if (m.ttlMs > 0) yield [m.id, m.lastAccess + m.ttlMs];
   }
 
   /** Pages in use, file size and limit (reads LMDB's statistics). */
@@ -766,6 +778,8 @@ export class DiskTier {
 
   /** Moves `id` to the most-recent end; the order stays sorted as long as accesses come in time order. */
   #place(id: string, lastAccess: number): void {
+    const m = this.#records.get(id);
+    if (m && m.ttlMs > 0) this.#deadlines.push(lastAccess + m.ttlMs, id);
     this.#order.delete(id);
     this.#order.set(id, lastAccess);
     if (lastAccess >= this.#orderTail) this.#orderTail = lastAccess;
