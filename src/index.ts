@@ -41,6 +41,7 @@ export {
   type MissReason,
   type GetStatus,
   type StoreQuarantine,
+  type PrefixOptions,
 } from './store/store.js';
 export type { QuarantinedRecord } from './store/disk-tier.js';
 export type { StoreStats, TierStats } from './store/stats.js';

@@ -213,6 +213,11 @@ export interface StoreOptions {
    * Default: `new LruPriorityPolicy()` (least recently used, lower priority first).
    */
   policy?: import('./store/policy.js').Policy;
+  /**
+   * Tokens per chunk of the prefix index's hash chain: matchPrefix/getPrefix find shared prefixes
+   * of at least this many tokens. Default 256.
+   */
+  chunkTokens?: number;
 }
 
 export interface ResolvedStoreOptions {
@@ -229,6 +234,7 @@ export interface ResolvedStoreOptions {
   nonFinite: 'reject' | 'store';
   foreignRecords: 'refuse' | 'miss';
   policy: import('./store/policy.js').Policy;
+  chunkTokens: number;
 }
 
 const GiB = 1024 ** 3;
@@ -273,7 +279,7 @@ function objOpt(v: unknown, field: string, keys: readonly string[]): Record<stri
   return v as Record<string, unknown>;
 }
 
-const STORE_KEYS = ['profile', 'path', 'backend', 'tiers', 'writePolicy', 'compression', 'flushOnClose', 'workers', 'sweepIntervalMs', 'nonFinite', 'foreignRecords', 'policy'] as const satisfies readonly (keyof StoreOptions)[];
+const STORE_KEYS = ['profile', 'path', 'backend', 'tiers', 'writePolicy', 'compression', 'flushOnClose', 'workers', 'sweepIntervalMs', 'nonFinite', 'foreignRecords', 'policy', 'chunkTokens'] as const satisfies readonly (keyof StoreOptions)[];
 
 /** Validates store options (all but the profile, which the store loads) and fills defaults. */
 export function resolveStoreOptions(options: StoreOptions, env = readEnv()): ResolvedStoreOptions {
@@ -322,6 +328,7 @@ export function resolveStoreOptions(options: StoreOptions, env = readEnv()): Res
     nonFinite: oneOf(options.nonFinite, 'nonFinite', ['reject', 'store'] as const, 'reject'),
     foreignRecords: oneOf(options.foreignRecords, 'foreignRecords', ['refuse', 'miss'] as const, 'refuse'),
     policy: policyOpt(options.policy),
+    chunkTokens: sizeOpt(options.chunkTokens, 'chunkTokens', 256, 1),
   };
 }
 

@@ -82,6 +82,10 @@ export interface DiskRecordMeta {
   format: 'kvtc' | 'raw';
   /** Caller's opaque bytes kept with the session (e.g. an engine's token ids). */
   attachment?: Uint8Array;
+  /** Token ids, one per cached position (put's `tokens`): what prefix lookups match. */
+  tokenIds?: Int32Array;
+  /** The namespace the session's prefixes are shared within (put's `namespace`). */
+  namespace?: string;
 }
 
 /** What `put` takes: the tier computes `checksum` and `storedBytes` from the blob. */
@@ -908,7 +912,7 @@ interface StoredLayout {
   rope?: StoredRope;
 }
 
-type StoredMeta = Omit<DiskRecordMeta, 'layout' | 'attachment'> & { layout: StoredLayout; attachment?: string };
+type StoredMeta = Omit<DiskRecordMeta, 'layout' | 'attachment' | 'tokenIds'> & { layout: StoredLayout; attachment?: string; tokenIds?: string };
 
 interface StoredQuarantine {
   id: string;
@@ -946,6 +950,10 @@ function normalizeMeta(m: DiskPutMeta, storedBytes: number, checksum: number): D
   if (typeof m.pinned !== 'boolean') throw optionError('pinned', 'a boolean', m.pinned);
   if (m.format !== 'kvtc' && m.format !== 'raw') throw optionError('format', "'kvtc' or 'raw'", m.format);
   if (m.attachment !== undefined && !(m.attachment instanceof Uint8Array)) throw optionError('attachment', 'a Uint8Array', m.attachment);
+  if (m.tokenIds !== undefined && (!(m.tokenIds instanceof Int32Array) || m.tokenIds.length !== m.tokens)) {
+    throw optionError('tokenIds', `an Int32Array of ${m.tokens} token ids`, m.tokenIds);
+  }
+  if (m.namespace !== undefined && typeof m.namespace !== 'string') throw optionError('namespace', 'a string', m.namespace);
   // `+ 0` turns -0 into 0: JSON has no -0, and the record must read back equal to what put returned.
   const out: DiskRecordMeta = {
     id: m.id,
@@ -963,6 +971,8 @@ function normalizeMeta(m: DiskPutMeta, storedBytes: number, checksum: number): D
     format: m.format,
   };
   if (m.attachment !== undefined) out.attachment = new Uint8Array(m.attachment);
+  if (m.tokenIds !== undefined) out.tokenIds = new Int32Array(m.tokenIds);
+  if (m.namespace !== undefined) out.namespace = m.namespace;
   return out;
 }
 
@@ -994,6 +1004,7 @@ function base64ToFloat32(s: string): Float32Array | undefined {
 function cloneMeta(m: DiskRecordMeta): DiskRecordMeta {
   const out: DiskRecordMeta = { ...m, layout: copyLayout(m.layout) };
   if (m.attachment) out.attachment = new Uint8Array(m.attachment);
+  if (m.tokenIds) out.tokenIds = new Int32Array(m.tokenIds);
   return out;
 }
 
@@ -1006,9 +1017,10 @@ function storedMeta(m: DiskRecordMeta): StoredMeta {
     if (l.rope.freqs !== undefined) rope.freqs = float32ToBase64(l.rope.freqs);
     layout.rope = rope;
   }
-  const { attachment, ...rest } = m;
+  const { attachment, tokenIds, ...rest } = m;
   const out: StoredMeta = { ...rest, layout };
   if (attachment) out.attachment = Buffer.from(attachment.buffer, attachment.byteOffset, attachment.byteLength).toString('base64');
+  if (tokenIds) out.tokenIds = Buffer.from(tokenIds.buffer, tokenIds.byteOffset, tokenIds.byteLength).toString('base64');
   return out;
 }
 
@@ -1087,6 +1099,19 @@ function parseStoredMeta(v: unknown): DiskRecordMeta | string {
   if (att !== undefined) {
     if (typeof att !== 'string') return 'has a bad attachment';
     out.attachment = new Uint8Array(Buffer.from(att, 'base64'));
+  }
+  const ids = v['tokenIds'];
+  if (ids !== undefined) {
+    const b = typeof ids === 'string' ? Buffer.from(ids, 'base64') : undefined;
+    if (!b || b.length !== 4 * tokens) return 'has bad tokenIds';
+    const t = new Int32Array(tokens);
+    new Uint8Array(t.buffer).set(b);
+    out.tokenIds = t;
+  }
+  const ns = v['namespace'];
+  if (ns !== undefined) {
+    if (typeof ns !== 'string') return 'has a bad namespace';
+    out.namespace = ns;
   }
   return out;
 }

@@ -23,6 +23,10 @@ export interface SessionMeta {
   lastAccess: number;
   /** Caller's opaque bytes kept with the session (e.g. an engine's token ids). */
   attachment?: Uint8Array;
+  /** Token ids, one per cached position (put's `tokens`): indexed for prefix lookups. */
+  tokenIds?: Int32Array;
+  /** Prefixes are shared within one namespace only. */
+  namespace?: string;
 }
 
 /** Longest id accepted, in UTF-8 bytes: LMDB keys are limited to 1978 bytes in lmdb-js; room is left for a key prefix. */

@@ -40,6 +40,7 @@ import { lockDirectory } from './dir-lock.js';
 import { DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
 import { type MissReason, type StoreEvent, type StoreEventName, StoreEvents } from './events.js';
 import { Lanes } from './lanes.js';
+import { PrefixIndex } from './prefix-index.js';
 import { type PolicyEntry, policyEntry } from './policy.js';
 import { GpuBlock } from './gpu-block.js';
 import { HostBlock, arenaStats } from './host-block.js';
@@ -61,6 +62,21 @@ export interface PutOptions {
    * ids an engine needs to resume (the llama.cpp adapter stores them here). At most 16 MiB.
    */
   attachment?: Uint8Array;
+  /**
+   * Token ids, one per cached position (Int32Array, Uint32Array or numbers): the session's
+   * prefixes become findable by matchPrefix/getPrefix (they are kept, and persisted, with it).
+   */
+  tokens?: ArrayLike<number>;
+  /** Prefix lookups share sessions within one namespace only (e.g. a tenant). Default ''. */
+  namespace?: string;
+}
+
+/** Options of matchPrefix and getPrefix. */
+export interface PrefixOptions {
+  /** Only sessions put with this namespace are considered. Default ''. */
+  namespace?: string;
+  /** getPrefix: move the session the prefix is restored from into the hot tier. Default true. */
+  promote?: boolean;
 }
 
 /** A restored session: its cache, its attachment and the tier it was found in. */
@@ -156,7 +172,7 @@ const META_BYTES = 160;
  * the hot tier, the positions array (blobs below carry their positions).
  */
 function overheadOf(meta: SessionMeta, hot: boolean): number {
-  return (meta.attachment?.byteLength ?? 0) + Buffer.byteLength(meta.id, 'utf8') + META_BYTES + (hot ? 4 * meta.tokens : 0);
+  return (meta.attachment?.byteLength ?? 0) + (meta.tokenIds?.byteLength ?? 0) + Buffer.byteLength(meta.id, 'utf8') + META_BYTES + (hot ? 4 * meta.tokens : 0);
 }
 
 
@@ -183,6 +199,7 @@ export class KvStore {
   readonly #lanes = new Lanes();
   /** Ids the store itself removed (capacity, TTL), most recent 10k: a later get says why it missed. */
   readonly #gone = new LRUCache<string, MissReason>({ max: 10_000 });
+  readonly #prefixes: PrefixIndex;
   #rebalancing: Promise<void> | undefined;
   #rebalanceAgain = false;
   #timer: NodeJS.Timeout | undefined;
@@ -202,6 +219,11 @@ export class KvStore {
     this.#pool = pool;
     this.#timer = setInterval(() => this.#sweep(), options.sweepIntervalMs);
     this.#timer.unref();
+    this.#prefixes = new PrefixIndex(profile.fingerprint, options.chunkTokens);
+    // Sessions that reached disk before are found by prefix again after a restart.
+    for (const m of disk.list()) {
+      if (m.tokenIds && m.fingerprint === profile.fingerprint) this.#prefixes.add({ id: m.id, namespace: m.namespace ?? '', tokenIds: m.tokenIds });
+    }
     storeTestHooks.set(this, { pool, decodeThreads: this.#decodeThreads });
   }
 
@@ -333,6 +355,13 @@ export class KvStore {
       lastAccess: now,
     };
     if (opts.attachment) meta.attachment = new Uint8Array(opts.attachment);
+    if (opts.tokens) {
+      if (opts.tokens.length !== cache.tokens) {
+        throw new KvtcError('E_LAYOUT', `options.tokens must hold one token id per cached position (${cache.tokens}), got ${opts.tokens.length}`);
+      }
+      meta.tokenIds = opts.tokens;
+      meta.namespace = opts.namespace;
+    }
     // The caller may reuse its arrays once put resolves. Device caches are copied on the chain.
     const owned = onDevice ? undefined : copyCache(cache, true);
     this.#bump(id);
@@ -360,12 +389,14 @@ export class KvStore {
       if (hot) {
         await this.#forgetOr(id, () => hot.gpu?.free());
         this.#device.set(id, { meta, ...hot, bytes: hotBytes, overhead: hotBytes - rawBytes, onDisk: false });
+        this.#index(meta);
         this.#emit('put', { id, to: 'device', rawBytes, ms: performance.now() - t0 });
       } else {
         // Larger than the whole hot tier, or no device memory left: straight to the host tier.
         const blob = await this.#encodeBlob(owned ? { cache: owned } : { device: cache as DeviceKvCache });
         await this.#forgetOr(id, () => blob.free());
         const entry = await this.#installHost(meta, blob);
+        this.#index(meta);
         this.#emit('put', { id, to: 'host', bytes: entry.blobBytes, rawBytes, ms: performance.now() - t0 });
       }
     });
@@ -456,6 +487,7 @@ export class KvStore {
     return this.#serial(id, async () => {
       const from = this.has(id);
       await this.#forget(id);
+      this.#prefixes.remove(id);
       if (from) this.#emit('delete', { id, from });
       return from !== undefined;
     });
@@ -583,6 +615,56 @@ export class KvStore {
   /** Records why the store removed a session, for the miss a later get reports. */
   #left(id: string, reason: MissReason): void {
     this.#gone.set(id, reason);
+    this.#unindexIfGone(id);
+  }
+
+  /** Adds a session put with token ids to the prefix index. */
+  #index(meta: SessionMeta): void {
+    if (meta.tokenIds) this.#prefixes.add({ id: meta.id, namespace: meta.namespace ?? '', tokenIds: meta.tokenIds });
+    else this.#prefixes.remove(meta.id);
+  }
+
+  #unindexIfGone(id: string): void {
+    if (this.#tierOf(id) === undefined) this.#prefixes.remove(id);
+  }
+
+  // ------------------------------------------------------------------------------ prefixes
+
+  /**
+   * The longest prefix of `tokens`, in tokens, that the store can restore from any session of the
+   * namespace (put with token ids): 0 when none holds at least one chunk (`chunkTokens`) of it.
+   */
+  async matchPrefix(tokens: ArrayLike<number>, options: PrefixOptions = {}): Promise<number> {
+    this.#checkOpen();
+    const { ids, namespace } = checkPrefixArgs(tokens, options);
+    return this.#prefixes.longest(namespace, ids, (id) => this.#tierOf(id) !== undefined)[0]?.tokens ?? 0;
+  }
+
+  /**
+   * The cache of the longest stored prefix of `tokens` (its `cache.tokens` is the matched length,
+   * positions 0..n-1), restored from the session that holds it (promoted like a get, unless
+   * `promote: false`), or undefined when no session holds at least one chunk of it.
+   */
+  async getPrefix(tokens: ArrayLike<number>, options: PrefixOptions = {}): Promise<SessionEntry | undefined> {
+    this.#checkOpen();
+    const { ids, namespace } = checkPrefixArgs(tokens, options);
+    if (options.promote !== undefined && typeof options.promote !== 'boolean') throw invalidParameter('options.promote', 'a boolean', options.promote);
+    for (const m of this.#prefixes.longest(namespace, ids, (id) => this.#tierOf(id) !== undefined)) {
+      const got = await this.getEntry(m.id, { promote: options.promote ?? true });
+      // The session may have changed or gone since the lookup: take it only if it still matches.
+      const meta = got && this.#metaOf(m.id);
+      if (!got || !meta?.tokenIds || (meta.namespace ?? '') !== namespace || got.cache.tokens < m.tokens) continue;
+      let same = true;
+      for (let i = 0; i < m.tokens && same; i++) same = meta.tokenIds[i] === ids[i];
+      if (!same) continue;
+      return { cache: sliceCache(got.cache, m.tokens), tier: got.tier };
+    }
+    return undefined;
+  }
+
+  /** The metadata of a session, from whichever tier holds it. */
+  #metaOf(id: string): SessionMeta | DiskRecordMeta | undefined {
+    return this.#device.peek(id)?.meta ?? this.#host.peek(id)?.meta ?? this.#disk.meta(id);
   }
 
   /** Runs fn after every earlier operation on the same id. */
@@ -672,6 +754,8 @@ export class KvStore {
       format: this.#format,
     };
     if (meta.attachment) record.attachment = meta.attachment;
+    if (meta.tokenIds) record.tokenIds = meta.tokenIds;
+    if (meta.namespace !== undefined) record.namespace = meta.namespace;
     await this.#disk.put(record, blob);
   }
 
@@ -857,6 +941,8 @@ export class KvStore {
       lastAccess: now,
     };
     if (r.meta.attachment) meta.attachment = r.meta.attachment;
+    if (r.meta.tokenIds) meta.tokenIds = r.meta.tokenIds;
+    if (r.meta.namespace !== undefined) meta.namespace = r.meta.namespace;
     let got: Decoded;
     try {
       let first: Uint8Array | undefined = r.blob;
@@ -972,6 +1058,7 @@ export class KvStore {
     } else {
       await this.#disk.quarantine(id, error.message);
     }
+    this.#unindexIfGone(id);
     this.#emit('corrupt', { id, from, reason: error.message, error });
     return 'corrupt';
   }
@@ -1123,12 +1210,45 @@ function* candidates<T extends { meta: SessionMeta; bytes: number }>(tier: TierI
   for (const [, e] of tier.lru()) if (keep(e)) yield policyEntry(e.meta, e.bytes);
 }
 
+/** Token ids as the index keeps them: an Int32Array copy; E_OPTIONS naming `field` for anything else. */
+function tokenIdsOf(v: unknown, field: string): Int32Array {
+  if (!(v instanceof Int32Array || v instanceof Uint32Array || Array.isArray(v))) {
+    throw invalidParameter(field, 'an Int32Array, a Uint32Array or an array of token ids', v);
+  }
+  const out = new Int32Array(v.length);
+  for (let i = 0; i < v.length; i++) {
+    const t = (v as ArrayLike<unknown>)[i];
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t > 0x7fffffff) throw invalidParameter(`${field}[${i}]`, 'a token id (an integer in 0..2^31-1)', t);
+    out[i] = t;
+  }
+  return out;
+}
+
+function namespaceOf(v: unknown): string {
+  if (v === undefined) return '';
+  if (typeof v !== 'string' || Buffer.byteLength(v, 'utf8') > 256) throw invalidParameter('options.namespace', 'a string of at most 256 UTF-8 bytes', v);
+  return v;
+}
+
+function checkPrefixArgs(tokens: unknown, o: PrefixOptions): { ids: Int32Array; namespace: string } {
+  if (typeof o !== 'object' || o === null) throw invalidParameter('prefix options', 'an object', o);
+  checkKeys(o, ['namespace', 'promote'], 'prefix options');
+  return { ids: tokenIdsOf(tokens, 'tokens'), namespace: namespaceOf(o.namespace) };
+}
+
+/** The first `n` tokens of a cache, as a cache of its own (a copy). */
+function sliceCache(c: KvCache, n: number): KvCache {
+  const row = rowValues(c.layout);
+  const cut = (a: ArrayBufferView) => (a as Float32Array | Uint16Array).slice(0, n * row);
+  return { layout: { ...c.layout }, tokens: n, positions: (c.positions ?? Int32Array.from({ length: c.tokens }, (_, i) => i)).slice(0, n), keys: c.keys.map(cut), values: c.values.map(cut) };
+}
+
 function resolvePutOptions(
   o: PutOptions,
   defaultTtl: number,
-): { pin: boolean; ttlMs: number; priority: number; attachment: Uint8Array | undefined } {
+): { pin: boolean; ttlMs: number; priority: number; attachment: Uint8Array | undefined; tokens: Int32Array | undefined; namespace: string } {
   if (typeof o !== 'object' || o === null) throw invalidParameter('put options', 'an object', o);
-  checkKeys(o, ['pin', 'ttlMs', 'priority', 'attachment'], 'put options');
+  checkKeys(o, ['pin', 'ttlMs', 'priority', 'attachment', 'tokens', 'namespace'], 'put options');
   if (o.pin !== undefined && typeof o.pin !== 'boolean') throw invalidParameter('options.pin', 'a boolean', o.pin);
   if (o.ttlMs !== undefined && (typeof o.ttlMs !== 'number' || !Number.isSafeInteger(o.ttlMs) || o.ttlMs < 0)) {
     throw invalidParameter('options.ttlMs', 'a non-negative integer', o.ttlMs);
@@ -1139,7 +1259,8 @@ function resolvePutOptions(
   if (o.attachment !== undefined && (!(o.attachment instanceof Uint8Array) || o.attachment.byteLength > 16 << 20)) {
     throw invalidParameter('options.attachment', 'a Uint8Array of at most 16 MiB', o.attachment);
   }
-  return { pin: o.pin ?? false, ttlMs: o.ttlMs ?? defaultTtl, priority: o.priority ?? 0, attachment: o.attachment };
+  const tokens = o.tokens === undefined ? undefined : tokenIdsOf(o.tokens, 'options.tokens');
+  return { pin: o.pin ?? false, ttlMs: o.ttlMs ?? defaultTtl, priority: o.priority ?? 0, attachment: o.attachment, tokens, namespace: namespaceOf(o.namespace) };
 }
 
 function checkGetOptions(o: GetOptions): void {
