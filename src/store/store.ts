@@ -82,8 +82,11 @@ export interface PrefixOptions {
 /** A restored session: its cache, its attachment and the tier it was found in. */
 export interface SessionEntry {
   cache: KvCache;
+  /** The session's attachment (getPrefix: that of the session the prefix was restored from). */
   attachment?: Uint8Array;
   tier: Tier;
+  /** getPrefix: the id of the session the prefix was restored from. */
+  from?: string;
 }
 
 export interface GetOptions {
@@ -643,7 +646,8 @@ export class KvStore {
   /**
    * The cache of the longest stored prefix of `tokens` (its `cache.tokens` is the matched length,
    * positions 0..n-1), restored from the session that holds it (promoted like a get, unless
-   * `promote: false`), or undefined when no session holds at least one chunk of it.
+   * `promote: false`; `from` names it, `attachment` is its attachment), or undefined when no
+   * session of the namespace holds at least one chunk of it.
    */
   async getPrefix(tokens: ArrayLike<number>, options: PrefixOptions = {}): Promise<SessionEntry | undefined> {
     this.#checkOpen();
@@ -657,7 +661,9 @@ export class KvStore {
       let same = true;
       for (let i = 0; i < m.tokens && same; i++) same = meta.tokenIds[i] === ids[i];
       if (!same) continue;
-      return { cache: sliceCache(got.cache, m.tokens), tier: got.tier };
+      const entry: SessionEntry = { cache: sliceCache(got.cache, m.tokens), tier: got.tier, from: m.id };
+      if (got.attachment) entry.attachment = got.attachment;
+      return entry;
     }
     return undefined;
   }

@@ -38,6 +38,7 @@ describe('matchPrefix / getPrefix', () => {
     const got = await store.getPrefix(diverged);
     expect(got?.cache.tokens).toBe(19);
     expect(got?.tier).toBe('device');
+    expect(got?.from).toBe('a');
     expect(Array.from(got!.cache.positions!)).toEqual(Array.from({ length: 19 }, (_, i) => i));
     expect(samePrefix(got!.cache, a, 19)).toBe(true);
     expect(await store.getPrefix(early)).toBeUndefined();
