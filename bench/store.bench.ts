@@ -12,7 +12,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { KvStore, calibrate, type KvCache, type KvLayout } from '../src/index.js';
+import { KvStore, calibrate, type GetStatus, type KvCache, type KvLayout } from '../src/index.js';
 import { mulberry32 } from '../test/helpers/synthetic.js';
 import { syntheticCache, withDtype } from '../test/helpers/synthetic.js';
 
@@ -67,7 +67,7 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
     while (done < OPS) {
       done++;
       const i = pick();
-      const status: { tier?: string } = {};
+      const status: GetStatus = {};
       const g0 = performance.now();
       const c = await store.get(`s${i}`, { status });
       if (status.tier) seen[status.tier]!.push(performance.now() - g0);
