@@ -375,7 +375,48 @@ export class DiskTier {
    * any, untouched.
    */
   async put(input: DiskPutMeta, blob: Uint8Array): Promise<DiskRecordMeta> {
+    return (await this.putMany([{ meta: input, blob }]))[0]!;
+  }
+
+  /**
+   * Stores several records in one transaction (all or none): what `put` does for one, for many
+   * at the cost of one synced commit. Ids must be distinct. Same errors as `put`.
+   */
+  async putMany(items: readonly { meta: DiskPutMeta; blob: Uint8Array }[]): Promise<DiskRecordMeta[]> {
     this.#assertOpen();
+    if (!Array.isArray(items)) throw new KvtcError('E_OPTIONS', `items must be an array, got ${describe(items)}`);
+    const prepared = items.map((it) => this.#prepare(it.meta, it.blob));
+    if (new Set(prepared.map((p) => p.meta.id)).size !== prepared.length) throw new KvtcError('E_OPTIONS', 'putMany ids must be distinct');
+    const need = prepared.reduce((n, p) => n + p.need, 0);
+    const freed = prepared.reduce((n, p) => n + p.freed, 0);
+    const inUse = this.#pagesInUse();
+    if (inUse + this.#reserved + need - freed > this.mapSizeBytes) {
+      const what = prepared.length === 1 ? `record '${prepared[0]!.meta.id}' (${prepared[0]!.meta.storedBytes} bytes, ~${need} bytes of pages)` : `${prepared.length} records (~${need} bytes of pages)`;
+      throw new KvtcError(
+        'E_CAPACITY',
+        `disk tier is full: ${what} does not fit: ${inUse} bytes of pages in use and ${this.#reserved} reserved by puts in flight, mapSizeBytes ${this.mapSizeBytes}`,
+      );
+    }
+    this.#reserved += need;
+    try {
+      const what = prepared.length === 1 ? `disk put of '${prepared[0]!.meta.id}'` : `disk put of ${prepared.length} records`;
+      await this.#write(what, 'E_CAPACITY', () => this.#blobs.batch(() => {
+        // One block, one transaction; lmdb's write thread copies the blobs (see the file comment).
+        for (const p of prepared) {
+          void this.#blobs.put(p.key, p.blob);
+          void this.#meta.put(p.key, p.record);
+        }
+      }), () => {
+        for (const p of prepared) this.#applyPut(p.meta, p.record.length);
+      });
+    } finally {
+      this.#reserved -= need;
+    }
+    return prepared.map((p) => cloneMeta(p.meta));
+  }
+
+  /** Validates one record of a put and sizes its pages (the check of mapSizeBytes happens per put). */
+  #prepare(input: DiskPutMeta, blob: Uint8Array) {
     if (typeof input !== 'object' || input === null) {
       throw new KvtcError('E_OPTIONS', `meta must be an object, got ${String(input)}`);
     }
@@ -388,8 +429,8 @@ export class DiskTier {
       throw new KvtcError('E_CAPACITY', `record '${meta.id}' holds ${blob.byteLength} bytes, more than the disk tier's mapSizeBytes ${this.mapSizeBytes}`);
     }
     const record = encodeFramed(storedMeta(meta));
-    // Checked and reserved at call time, so puts waiting in the write queue count too. The
-    // metadata record counts like the blob: an attachment can make it the larger of the two.
+    // Reserved at call time, so puts waiting in the write queue count too. The metadata record
+    // counts like the blob: an attachment can make it the larger of the two.
     const pagesOf = (blobBytes: number, metaBytes: number) =>
       (blobPages(blobBytes, key.length, this.#pageSize) + blobPages(metaBytes, key.length, this.#pageSize)) * this.#pageSize;
     const need = pagesOf(meta.storedBytes, record.length) + 2 * this.#pageSize;
@@ -398,24 +439,7 @@ export class DiskTier {
     if (need > this.mapSizeBytes) {
       throw new KvtcError('E_CAPACITY', `record '${meta.id}' needs ~${need} bytes of pages (blob ${meta.storedBytes}, metadata ${record.length}), more than the disk tier's mapSizeBytes ${this.mapSizeBytes}`);
     }
-    const inUse = this.#pagesInUse();
-    if (inUse + this.#reserved + need - freed > this.mapSizeBytes) {
-      throw new KvtcError(
-        'E_CAPACITY',
-        `disk tier is full: record '${meta.id}' (${meta.storedBytes} bytes, ~${need} bytes of pages) does not fit: ${inUse} bytes of pages in use and ${this.#reserved} reserved by puts in flight, mapSizeBytes ${this.mapSizeBytes}`,
-      );
-    }
-    this.#reserved += need;
-    try {
-      await this.#write(`disk put of '${meta.id}'`, 'E_CAPACITY', () => this.#blobs.batch(() => {
-        // One block, one transaction; lmdb's write thread copies the blob (see the file comment).
-        void this.#blobs.put(key, blob);
-        void this.#meta.put(key, record);
-      }), () => this.#applyPut(meta, record.length));
-    } finally {
-      this.#reserved -= need;
-    }
-    return cloneMeta(meta);
+    return { key, meta, blob, record, need, freed };
   }
 
   /**
