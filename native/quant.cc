@@ -230,15 +230,15 @@ KVTC_AVX2 bool dequantize_group_avx2(const uint8_t* in, uint32_t size, uint32_t 
   const __m256i mask = _mm256_set1_epi32(int((1u << bits) - 1));
   const __m256 sh = _mm256_set1_ps(shift), sc = _mm256_set1_ps(scale);
   for (uint32_t i = 0; i < size; i += 8) {
-    const uint32_t o = i * bits / 8;
-    __m128i src;
-    if (nbytes - o >= 16) {
-      src = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + o));
+    // 8 codes take `bits` <= 8 bytes; near the group's end only the bytes it has are read.
+    const uint32_t o = i * bits / 8, left = nbytes - o;
+    uint64_t w = 0;
+    if (left >= 8) {
+      std::memcpy(&w, in + o, 8);
     } else {
-      alignas(16) uint8_t t[16] = {};
-      std::memcpy(t, in + o, nbytes - o);
-      src = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+      for (uint32_t j = 0; j < left; j++) w |= uint64_t(in[o + j]) << (8 * j);
     }
+    const __m128i src = _mm_cvtsi64_si128(int64_t(w));
     __m256i c = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(src), sel);
     c = _mm256_and_si256(_mm256_srlv_epi32(c, shifts), mask);
     __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(c), sc);

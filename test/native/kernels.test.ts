@@ -136,7 +136,10 @@ describe('rANS span coders', () => {
     for (let k = 0; k < 200; k++) {
       const b = good.slice();
       const flips = 1 + Math.floor(rr() * 3);
-      for (let f = 0; f < flips; f++) b[Math.floor(rr() * b.length)] ^= 1 << Math.floor(rr() * 8);
+      for (let f = 0; f < flips; f++) {
+        const at = Math.floor(rr() * b.length);
+        b[at] = b[at]! ^ (1 << Math.floor(rr() * 8));
+      }
       cases.push([`flipped #${k}`, b, n]);
     }
     for (let k = 0; k < 100; k++) {
