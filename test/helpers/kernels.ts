@@ -7,7 +7,7 @@ import { native } from '../../src/binding.js';
 import type { NativeProfileHandle } from '../../src/binding.js';
 
 export type SimdPath = 'scalar' | 'avx2' | 'avx512';
-/** fast: the CPU codec's coder; span: the host/device span coder the GPU kernels run; reference: the original. */
+/** fast: the CPU codec's coder; span: the host/device span coder the GPU kernels run (for encoding the CPU runs it too); reference: the original. */
 export type RansImpl = 'fast' | 'span' | 'reference';
 /** dtype codes as the addon takes them. */
 export const DTYPE = { f32: 0, f16: 1, bf16: 2 } as const;

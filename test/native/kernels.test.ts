@@ -59,6 +59,14 @@ function sample(freqs: Uint16Array, context: Uint16Array, n: number, seed: numbe
   return d;
 }
 
+/** Encodes with all three coders, which must give the same stream; returns it. */
+function encodeChecked(freqs: Uint16Array, context: Uint16Array, data: Uint8Array, what = ''): Uint8Array {
+  const fast = kernels.ransEncode(freqs, context, data, 'fast').bytes;
+  expect(Buffer.compare(fast, kernels.ransEncode(freqs, context, data, 'reference').bytes), `fast ${what}`).toBe(0);
+  expect(Buffer.compare(kernels.ransEncode(freqs, context, data, 'span').bytes, fast), `span ${what}`).toBe(0);
+  return fast;
+}
+
 /** Decodes with the reference coder and with both fast ones, which must agree with each other. */
 function decodeBoth(freqs: Uint16Array, context: Uint16Array, coded: Uint8Array, n: number) {
   const a = new Uint8Array(n).fill(0xa5);
@@ -82,9 +90,7 @@ describe('rANS span coders', () => {
     for (const n of [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 100, 1001, 4096, 4099, 65537]) {
       for (const uniform of [false, true]) {
         const data = sample(freqs, context, n, 100 + n, uniform);
-        const fast = kernels.ransEncode(freqs, context, data, 'fast').bytes;
-        const ref = kernels.ransEncode(freqs, context, data, 'reference').bytes;
-        expect(Buffer.compare(fast, ref), `n=${n} uniform=${uniform}`).toBe(0);
+        const fast = encodeChecked(freqs, context, data, `n=${n} uniform=${uniform}`);
         const { fast: sf, ref: sr, a, b } = decodeBoth(freqs, context, fast, n);
         expect([sf, sr]).toEqual([0, 0]);
         expect(Buffer.compare(a, data)).toBe(0);
@@ -98,8 +104,7 @@ describe('rANS span coders', () => {
       const ctx = Uint16Array.from({ length: period }, (_, j) => (j * 5) % contexts);
       for (const n of [period * 3 + 1, 9999]) {
         const data = sample(freqs, ctx, n, period + n);
-        const fast = kernels.ransEncode(freqs, ctx, data, 'fast').bytes;
-        expect(Buffer.compare(fast, kernels.ransEncode(freqs, ctx, data, 'reference').bytes), `period ${period}`).toBe(0);
+        const fast = encodeChecked(freqs, ctx, data, `period ${period}`);
         const { fast: sf, ref: sr, a } = decodeBoth(freqs, ctx, fast, n);
         expect([sf, sr]).toEqual([0, 0]);
         expect(Buffer.compare(a, data), `period ${period}`).toBe(0);
@@ -112,8 +117,7 @@ describe('rANS span coders', () => {
     const ctx = new Uint16Array([0]);
     for (const uniform of [false, true]) {
       const data = sample(skew, ctx, 30001, 5, uniform);
-      const fast = kernels.ransEncode(skew, ctx, data, 'fast').bytes;
-      expect(Buffer.compare(fast, kernels.ransEncode(skew, ctx, data, 'reference').bytes)).toBe(0);
+      const fast = encodeChecked(skew, ctx, data);
       const { fast: sf, a } = decodeBoth(skew, ctx, fast, data.length);
       expect(sf).toBe(0);
       expect(Buffer.compare(a, data)).toBe(0);
@@ -123,7 +127,7 @@ describe('rANS span coders', () => {
   it('report the reference decoder\'s status and bytes on corrupt streams', () => {
     const n = 5003;
     const data = sample(freqs, context, n, 42);
-    const good = kernels.ransEncode(freqs, context, data, 'fast').bytes;
+    const good = encodeChecked(freqs, context, data);
     const rr = mulberry32(99);
     const seen = new Set<number>();
     const cases: [string, Uint8Array, number][] = [];
