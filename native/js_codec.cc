@@ -1,6 +1,7 @@
 // N-API bindings of the codec: profiles, encode, decode, inspect and calibration. Everything
 // longer than a header parse runs in an AsyncWorker and settles a promise.
 #include "js_codec.h"
+#include "js_kernels.h"
 
 #include <cmath>
 #include <cstring>
@@ -646,6 +647,7 @@ void register_codec(Napi::Env env, Napi::Object exports) {
   internals.Set("rope", Napi::Function::New(env, Rope));
   internals.Set("ransEncode", Napi::Function::New(env, RansEncode));
   internals.Set("ransDecode", Napi::Function::New(env, RansDecode));
+  register_kernel_internals(env, internals);
   exports.Set("internals", internals);
 }
 
