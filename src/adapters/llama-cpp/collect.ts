@@ -58,31 +58,48 @@ export function createContext(model: LlamaModel, contextSize: number, s: Context
 /**
  * Runs one prompt in a fresh single-sequence context until the sequence holds `opts.tokens`
  * tokens, then hands the sequence to `fn`; the context is disposed afterwards.
+ *
+ * Models end their text (an end-of-generation token) whenever they like, long before
+ * `opts.tokens` in a chat model's case. The sequence then goes on as a conversation would: the
+ * end token stays in the cache, the next of `followUps` (default: the prompt again) is
+ * evaluated after it, and generation resumes, until the cache holds what was asked.
  */
 export async function withPromptSequence<T>(
   model: LlamaModel,
   prompt: string,
-  opts: Omit<CollectOptions, 'prompts' | 'onProgress'>,
+  opts: Omit<CollectOptions, 'prompts' | 'onProgress'> & { followUps?: readonly string[] },
   fn: (sequence: LlamaContextSequence) => Promise<T>,
 ): Promise<T> {
   const context = await createContext(model, opts.tokens + 64, opts);
   try {
     const seq = context.getSequence();
+    const target = opts.tokens;
     const bos = model.tokens.bos;
+    const followUps = opts.followUps && opts.followUps.length > 0 ? opts.followUps : [prompt];
     let input: Token[] = [...(bos !== null ? [bos] : []), ...model.tokenize(prompt)];
-    if (input.length >= opts.tokens) {
-      input = input.slice(0, opts.tokens);
-      await seq.evaluateWithoutGeneratingNewTokens(input);
-    } else {
-      const sampling = opts.seed === undefined ? { temperature: 0 } : { temperature: 0.8, seed: opts.seed };
+    const sampling = opts.seed === undefined ? { temperature: 0 } : { temperature: 0.8, seed: opts.seed };
+    for (let round = 0; seq.nextTokenIndex < target; round++) {
+      input = input.slice(0, target - seq.nextTokenIndex);
+      if (input.length === 0) throw new KvtcError('E_INTERNAL', `no input to continue the sequence at ${seq.nextTokenIndex} of ${target} tokens`);
+      const before = seq.nextTokenIndex;
+      let ended: Token | undefined;
       // A sampled token enters the cache only when the loop asks for the next one: stop as
-      // soon as the cache holds `tokens` cells.
-      for await (const _token of seq.evaluate(input, sampling)) {
-        if (seq.nextTokenIndex >= opts.tokens) break;
+      // soon as the cache holds `target` cells, or when the model ends its text.
+      for await (const token of seq.evaluate(input, { ...sampling, yieldEogToken: true })) {
+        if (seq.nextTokenIndex >= target) break;
+        if (model.isEogToken(token)) {
+          ended = token;
+          break;
+        }
       }
+      if (seq.nextTokenIndex >= target) break;
+      if (ended === undefined || seq.nextTokenIndex <= before) {
+        throw new KvtcError('E_INTERNAL', `generation stopped at ${seq.nextTokenIndex} of ${target} tokens without an end-of-generation token`);
+      }
+      input = [ended, ...model.tokenize(followUps[round % followUps.length]!)];
     }
-    if (seq.nextTokenIndex !== opts.tokens) {
-      throw new KvtcError('E_INTERNAL', `sequence holds ${seq.nextTokenIndex} tokens, expected ${opts.tokens}`);
+    if (seq.nextTokenIndex !== target) {
+      throw new KvtcError('E_INTERNAL', `sequence holds ${seq.nextTokenIndex} tokens, expected ${target}`);
     }
     return await fn(seq);
   } finally {
@@ -94,8 +111,11 @@ export async function withPromptSequence<T>(
 export async function collectStates(model: LlamaModel, opts: CollectOptions, layout = modelKvLayout(model)): Promise<LlamaSequenceState[]> {
   checkCollect(model, opts);
   const out: LlamaSequenceState[] = [];
-  for (const [i, prompt] of opts.prompts.entries()) {
-    out.push(await withPromptSequence(model, prompt, opts, (seq) => readSequenceState(seq, { ...layout, dtype: opts.cacheType ?? 'f16' })));
+  const prompts = opts.prompts;
+  for (const [i, prompt] of prompts.entries()) {
+    // After an end of text, the sequence continues with the next prompts (as a chat would).
+    const followUps = [...prompts.slice(i + 1), ...prompts.slice(0, i + 1)];
+    out.push(await withPromptSequence(model, prompt, { ...opts, followUps }, (seq) => readSequenceState(seq, { ...layout, dtype: opts.cacheType ?? 'f16' })));
     opts.onProgress?.(i + 1, opts.prompts.length);
   }
   return out;
