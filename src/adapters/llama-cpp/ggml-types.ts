@@ -11,7 +11,9 @@
  *
  * Re-quantizing values decoded from such a block reproduces the block exactly (its scale is the
  * extreme value over 127, resp. -8, so the same scale and codes come back); values changed by
- * lossy coding gain at most half a quantization step (d / 2) of extra error per value.
+ * lossy coding gain extra error when re-quantized: Q8_0 at most half a step (amax / 254 of the
+ * block, plus the f16 rounding of the scale), Q4_0 half a step (amax / 16), except values of the
+ * other sign than the block's extreme, which clamp at code 15: up to a full step (amax / 8).
  */
 import { KvtcError } from '../../errors.js';
 import { f16BitsToF32, f32ToF16Bits } from '../../half.js';
