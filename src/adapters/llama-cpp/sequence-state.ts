@@ -13,25 +13,27 @@ import { KvtcError } from '../../errors.js';
 import type { KvCache, KvLayout } from '../../layout.js';
 import { type LlamaSequenceState, parseSequenceState, writeSequenceState } from './state.js';
 
-let tempBase: string | undefined;
+let memoryBase: string | undefined;
 
 /**
- * Where state files go: a memory-backed folder (/dev/shm on Linux) when there is a writable
- * one, so a transfer costs no disk I/O, else the OS temp folder.
+ * Where state files go: $KVTC_STATE_DIR when set, else a memory-backed folder (/dev/shm on
+ * Linux) when there is a writable one, so a transfer costs no disk I/O, else the OS temp folder.
  */
 export function stateTempBase(): string {
-  if (tempBase === undefined) {
-    tempBase = tmpdir();
+  const env = process.env.KVTC_STATE_DIR;
+  if (env) return env;
+  if (memoryBase === undefined) {
+    memoryBase = tmpdir();
     try {
       if (statSync('/dev/shm').isDirectory()) {
         accessSync('/dev/shm', constants.W_OK);
-        tempBase = '/dev/shm';
+        memoryBase = '/dev/shm';
       }
     } catch {
       // no /dev/shm (macOS, Windows, some containers): the OS temp folder it is
     }
   }
-  return tempBase;
+  return memoryBase;
 }
 
 /** Runs fn with a path in a private folder that is removed afterwards, on success and on error. */
