@@ -183,6 +183,8 @@ export interface TinyModelOptions {
   extra?: Record<string, GgufValue>;
   /** Scales every weight of the model (a "fine-tune" of the same shape). Default 1. */
   perturb?: number;
+  /** llama-3 style per-pair rope frequency factors (`rope_freqs.weight`, ropeDims / 2 values). */
+  ropeFactors?: number[];
 }
 
 /** A tiny model's metadata and tensors (embedding = heads x headDim). */
@@ -236,11 +238,17 @@ export function tinyModel(o: TinyModelOptions): Buffer {
     for (let t = 0; t < nVocab; t++) embed[t * embd] = 4;
     output[TINY_EOS * embd] = o.eosBias;
   }
+  // stablelm normalizes with LayerNorm (weight and bias) instead of RMSNorm.
+  const layerNorm = a === 'stablelm';
+  if (layerNorm) meta[`${a}.attention.layer_norm_epsilon`] = f32(1e-5);
+  const zeros = (n: number): Float32Array => new Float32Array(n);
   const tensors: GgufTensor[] = [
     { name: 'token_embd.weight', dims: [embd, nVocab], data: embed },
     { name: 'output_norm.weight', dims: [embd], data: ones(embd) },
+    ...(layerNorm ? [{ name: 'output_norm.bias', dims: [embd], data: zeros(embd) }] : []),
     { name: 'output.weight', dims: [embd, nVocab], data: output },
   ];
+  if (o.ropeFactors) tensors.push({ name: 'rope_freqs.weight', dims: [o.ropeFactors.length], data: Float32Array.from(o.ropeFactors) });
   const s = 1 / Math.sqrt(embd);
   for (let l = 0; l < layers; l++) {
     const b = `blk.${l}`;
@@ -255,6 +263,9 @@ export function tinyModel(o: TinyModelOptions): Buffer {
       { name: `${b}.ffn_down.weight`, dims: [ff, embd], data: random(ff * embd, 0.5 / Math.sqrt(ff)) },
       { name: `${b}.ffn_up.weight`, dims: [embd, ff], data: random(embd * ff, s) },
     );
+    if (layerNorm) {
+      tensors.push({ name: `${b}.attn_norm.bias`, dims: [embd], data: zeros(embd) }, { name: `${b}.ffn_norm.bias`, dims: [embd], data: zeros(embd) });
+    }
     if (a === 'qwen2') {
       tensors.push(
         { name: `${b}.attn_q.bias`, dims: [embd], data: random(embd, 0.5) },
