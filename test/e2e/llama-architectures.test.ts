@@ -49,6 +49,7 @@ beforeAll(async () => {
     stablelm: tinyModel({ arch: 'stablelm', heads: 4, kvHeads: 2, headDim: 32, ropeDims: 8, seed: 5 }),
     llama3Factors: tinyModel({ arch: 'llama', heads: 2, kvHeads: 1, headDim: 32, seed: 6, ropeFactors: Array.from({ length: 16 }, (_, i) => 1 + i / 2) }),
     linear: tinyModel({ arch: 'llama', heads: 2, kvHeads: 1, headDim: 32, seed: 7, extra: { 'llama.rope.scaling.type': str('linear'), 'llama.rope.scaling.factor': f32(4) } }),
+    head16: tinyModel({ arch: 'llama', heads: 2, kvHeads: 1, headDim: 16, seed: 8 }),
     swa: tinyModel({ arch: 'llama', heads: 2, kvHeads: 1, headDim: 32, seed: 4, extra: { 'llama.attention.sliding_window': u32(64) } }),
   };
   for (const [name, bytes] of Object.entries(specs)) {
@@ -298,8 +299,16 @@ describe('models that stop and models that cannot be stored', () => {
     const s = await store(await calibrateFromModel({ model: model('llama'), prompts: PROMPTS.slice(0, 2), tokens: 64, calibration: { ratio: 4 } }), 'kvtc');
     await withPromptSequence(model('swa'), PROMPTS[0]!, { tokens: 30 }, async (seq) => {
       await expect(saveSequence(s, 'swa', seq)).rejects.toMatchObject({ code: 'E_LAYOUT', message: expect.stringMatching(/sliding-window/) });
+      // A layout given by the caller does not bypass the check.
+      const layout: KvLayout = { layers: 2, kvHeads: 1, headDim: 32, dtype: 'f16', rope: { theta: 10000, style: 'interleaved' } };
+      await expect(saveSequence(s, 'swa', seq, layout)).rejects.toMatchObject({ code: 'E_LAYOUT', message: expect.stringMatching(/sliding_window 64/) });
     });
     expect(s.has('swa')).toBeUndefined();
+  });
+
+  it('a quantized cache on heads llama.cpp cannot quantize is an options error naming the head size', async () => {
+    await expect(createContext(model('head16'), 64, { cacheType: 'q8_0' })).rejects.toMatchObject({ code: 'E_OPTIONS', message: expect.stringMatching(/multiple of 32 values; this model's heads have 16/) });
+    await expect(createContext(model('llama'), 64, { cacheType: 'q4_0', flashAttention: false })).rejects.toMatchObject({ code: 'E_OPTIONS', message: expect.stringMatching(/needs flash attention/) });
   });
 });
 

@@ -180,6 +180,26 @@ function ropeSpec(arch: string, a: ArchMeta, headDim: number, info: GgufInfoLike
 }
 
 /**
+ * Refuses (E_LAYOUT, naming the reason) models whose cache is not one full-attention K and V per
+ * layer: recurrent or hybrid architectures, sliding-window layers, MLA. Holds even when the
+ * caller supplies its own layout. Returns the architecture name.
+ */
+export function assertRepresentable(info: GgufInfoLike): string {
+  const arch = ggufArchitecture(info);
+  const a = (info.metadata as Record<string, unknown>)[arch] as ArchMeta | undefined;
+  if (RECURRENT.has(arch) || a?.wkv !== undefined) refuse(arch, 'its state is recurrent (no per-token KV cache)');
+  if (HYBRID.has(arch) || a?.ssm !== undefined) refuse(arch, 'it mixes attention with recurrent layers (hybrid cache)');
+  if (MLA.has(arch) || (a?.attention?.kv_lora_rank ?? 0) > 0) refuse(arch, 'it uses multi-head latent attention (MLA: kv_lora_rank), whose cache is a latent, not per-head K and V');
+  const window = a?.attention?.sliding_window ?? 0;
+  if (SLIDING.has(arch) || window > 0 || a?.attention?.sliding_window_pattern !== undefined) {
+    refuse(arch, `it has sliding-window attention layers${window > 0 ? ` (sliding_window ${window})` : ''}, whose cache keeps only a window of tokens`);
+  }
+  const kv = a?.attention?.head_count_kv;
+  if (Array.isArray(kv) && new Set(kv).size > 1) refuse(arch, `its layers have different KV head counts (head_count_kv ${JSON.stringify(kv)})`);
+  return arch;
+}
+
+/**
  * The KvLayout of a GGUF model's KV cache, from its metadata (and, for llama-3 rope factors,
  * one small tensor of the file at `path`).
  *
@@ -190,21 +210,11 @@ function ropeSpec(arch: string, a: ArchMeta, headDim: number, info: GgufInfoLike
  *   YaRN / LongRoPE scaling, unknown architectures.
  */
 export function kvLayoutFromGguf(info: GgufInfoLike, dtype: DType = 'f16', path?: string): KvLayout {
-  const arch = ggufArchitecture(info);
+  const arch = assertRepresentable(info);
   const a = (info.metadata as Record<string, unknown>)[arch] as ArchMeta | undefined;
-  if (RECURRENT.has(arch) || a?.wkv !== undefined) refuse(arch, 'its state is recurrent (no per-token KV cache)');
-  if (HYBRID.has(arch) || a?.ssm !== undefined) refuse(arch, 'it mixes attention with recurrent layers (hybrid cache)');
-  if (MLA.has(arch) || (a?.attention?.kv_lora_rank ?? 0) > 0) refuse(arch, 'it uses multi-head latent attention (MLA: kv_lora_rank), whose cache is a latent, not per-head K and V');
-  const window = a?.attention?.sliding_window ?? 0;
-  if (SLIDING.has(arch) || window > 0 || a?.attention?.sliding_window_pattern !== undefined) {
-    refuse(arch, `it has sliding-window attention layers${window > 0 ? ` (sliding_window ${window})` : ''}, whose cache keeps only a window of tokens`);
-  }
   const layers = a?.block_count;
   const headsRaw = a?.attention?.head_count;
   const kvRaw = a?.attention?.head_count_kv ?? headsRaw;
-  if (Array.isArray(kvRaw) && new Set(kvRaw).size > 1) {
-    refuse(arch, `its layers have different KV head counts (head_count_kv ${JSON.stringify(kvRaw)})`);
-  }
   if (Array.isArray(headsRaw) && new Set(headsRaw).size > 1) refuse(arch, 'its layers have different head counts');
   const heads = Array.isArray(headsRaw) ? headsRaw[0] : headsRaw;
   const kvHeads = Array.isArray(kvRaw) ? kvRaw[0] : kvRaw;

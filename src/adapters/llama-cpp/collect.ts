@@ -64,10 +64,20 @@ function ggmlName(t: KvCacheType | undefined, field: string): 'F32' | 'F16' | 'B
 }
 
 /** A single-sequence context; states saved from one load into another with the same settings. */
-export function createContext(model: LlamaModel, contextSize: number, s: ContextSettings): Promise<LlamaContext> {
+export async function createContext(model: LlamaModel, contextSize: number, s: ContextSettings): Promise<LlamaContext> {
   const k = ggmlName(s.cacheType, 'cacheType');
   const v = ggmlName(s.valueCacheType ?? s.cacheType, 'valueCacheType');
   const quantizedV = v === 'Q8_0' || v === 'Q4_0';
+  if (k === 'Q8_0' || k === 'Q4_0' || quantizedV) {
+    // llama.cpp quantizes each head in blocks of 32 values; say so instead of "failed to create context".
+    const a = (model.fileInfo.metadata as unknown as Record<string, { embedding_length?: number; attention?: { head_count?: number; key_length?: number } }>)[
+      model.fileInfo.metadata.general.architecture as string
+    ];
+    const headDim = a?.attention?.key_length ?? (a?.embedding_length && a.attention?.head_count ? a.embedding_length / a.attention.head_count : undefined);
+    if (headDim !== undefined && headDim % 32 !== 0) {
+      throw new KvtcError('E_OPTIONS', `${quantizedV ? v : k} caches need heads of a multiple of 32 values; this model's heads have ${headDim}`);
+    }
+  }
   if (quantizedV && s.flashAttention === false) {
     throw new KvtcError('E_OPTIONS', `a ${v} V cache needs flash attention (llama.cpp refuses quantized V without it)`);
   }

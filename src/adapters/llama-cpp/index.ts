@@ -4,7 +4,7 @@
  */
 export { loadLlamaModel, modelKvLayout, type LoadedModel } from './model.js';
 export { saveSequence, restoreSequence, type RestoreOptions } from './session.js';
-export { kvLayoutFromGguf, ggufArchitecture, type GgufInfoLike } from './architecture.js';
+export { assertRepresentable, kvLayoutFromGguf, ggufArchitecture, type GgufInfoLike } from './architecture.js';
 export { modelFingerprint, fingerprintOf } from './fingerprint.js';
 export { bindProfileToModel, profileModel } from './profile-binding.js';
 export {

@@ -8,6 +8,7 @@ import { KvtcError } from '../../errors.js';
 import type { KvLayout } from '../../layout.js';
 import type { KvStore, PutOptions } from '../../store/store.js';
 import type { Tier } from '../../store/session.js';
+import { assertRepresentable } from './architecture.js';
 import { fingerprintOf } from './fingerprint.js';
 import { modelKvLayout } from './model.js';
 import { profileModel } from './profile-binding.js';
@@ -29,6 +30,9 @@ export async function saveSequence(
   layout: KvLayout = modelKvLayout(sequence.model),
   options: Omit<PutOptions, 'attachment'> = {},
 ): Promise<{ tokens: number }> {
+  // Even with a caller-supplied layout, a cache that is not one full-attention K and V per layer
+  // (sliding window, recurrent, MLA) is refused before anything is read or stored.
+  assertRepresentable(sequence.model.fileInfo);
   const model = await fingerprintOf(sequence.model);
   const bound = profileModel(store.profile);
   if (bound !== undefined && bound !== model) {
