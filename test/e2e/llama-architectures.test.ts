@@ -18,7 +18,7 @@ import { calibrateFromModel, collectStates, createContext, withPromptSequence, t
 import { compareDistributions, makeProbe, nextTokenDistributions, type FidelityProbe } from '../../src/adapters/llama-cpp/fidelity.js';
 import { type LoadedModel, loadLlamaModel, modelKvLayout } from '../../src/adapters/llama-cpp/model.js';
 import { restoreSequence, saveSequence } from '../../src/adapters/llama-cpp/session.js';
-import { readSequenceFile, stateTempBase, writeSequenceStateTo } from '../../src/adapters/llama-cpp/sequence-state.js';
+import { decodeExtras, readSequenceFile, stateTempBase, writeSequenceStateTo } from '../../src/adapters/llama-cpp/sequence-state.js';
 import { parseSequenceState, writeSequenceState } from '../../src/adapters/llama-cpp/state.js';
 import { profileModel } from '../../src/adapters/llama-cpp/profile-binding.js';
 import { TINY_EOS, f32, modelDir, str, tinyModel, u32 } from '../helpers/gguf-writer.js';
@@ -278,6 +278,24 @@ describe('model identity', () => {
     // The same model restores.
     await inContext(a, settings, async (seq) => {
       expect((await restoreSequence(s, 'a', seq))?.tokens.length).toBe(40);
+      expect(seq.nextTokenIndex).toBe(40);
+    });
+    // A session saved before sessions carried a fingerprint (attachment version 1: magic, version,
+    // v_trans, token ids) is refused unless the caller accepts it unchecked.
+    const entry = (await s.getEntry('a'))!;
+    const ids = decodeExtras(entry.attachment).tokens;
+    expect(ids.length).toBe(40);
+    const v1 = new Uint8Array(12 + 4 * ids.length);
+    const dv = new DataView(v1.buffer);
+    dv.setUint32(0, 0x5153564b, true);
+    dv.setUint16(4, 1, true);
+    dv.setUint16(6, 0, true);
+    dv.setUint32(8, ids.length, true);
+    v1.set(new Uint8Array(ids.buffer), 12);
+    await s.put('old', entry.cache, { attachment: v1 });
+    await inContext(a, settings, async (seq) => {
+      await expect(restoreSequence(s, 'old', seq)).rejects.toMatchObject({ code: 'E_PROFILE_MISMATCH', message: expect.stringMatching(/no model fingerprint/) });
+      expect((await restoreSequence(s, 'old', seq, { allowUnfingerprinted: true }))?.tokens).toEqual(ids);
       expect(seq.nextTokenIndex).toBe(40);
     });
   });
