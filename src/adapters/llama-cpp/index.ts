@@ -3,7 +3,7 @@
  * (only the functions that need a model import it); `import 'kvtc'` never does.
  */
 export { loadLlamaModel, modelKvLayout, type LoadedModel } from './model.js';
-export { saveSequence, restoreSequence, type RestoreOptions } from './session.js';
+export { saveSequence, restoreSequence, restorePrefix, type RestoreOptions } from './session.js';
 export { assertRepresentable, kvLayoutFromGguf, ggufArchitecture, type GgufInfoLike } from './architecture.js';
 export { modelFingerprint, fingerprintOf } from './fingerprint.js';
 export { bindProfileToModel, profileModel } from './profile-binding.js';

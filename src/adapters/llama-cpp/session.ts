@@ -28,7 +28,7 @@ export async function saveSequence(
   id: string,
   sequence: LlamaContextSequence,
   layout: KvLayout = modelKvLayout(sequence.model),
-  options: Omit<PutOptions, 'attachment'> = {},
+  options: Omit<PutOptions, 'attachment' | 'tokens'> = {},
 ): Promise<{ tokens: number }> {
   // Even with a caller-supplied layout, a cache that is not one full-attention K and V per layer
   // (sliding window, recurrent, MLA) is refused before anything is read or stored.
@@ -40,7 +40,11 @@ export async function saveSequence(
   }
   const state = await readSequenceState(sequence, layout);
   const attachment = encodeExtras({ tokens: state.tokens, vTrans: state.vTrans, kType: state.kType!, vType: state.vType!, model });
-  await store.put(id, state.cache, { ...options, attachment });
+  // The token ids make the session's prefixes findable (restorePrefix): cell i holds token i
+  // when the cache is one contiguous sequence from position 0.
+  const positions = state.cache.positions;
+  const contiguous = state.tokens.length === state.cache.tokens && (!positions || positions.every((p, i) => p === i));
+  await store.put(id, state.cache, { ...options, attachment, ...(contiguous ? { tokens: state.tokens } : {}) });
   return { tokens: state.cache.tokens };
 }
 
@@ -82,4 +86,34 @@ export async function restoreSequence(
   }
   await writeSequenceStateTo(sequence, stateFor(entry.cache, extras));
   return { tier: entry.tier, tokens: extras.tokens };
+}
+
+/**
+ * Starts `sequence` from the longest stored prefix of `tokens` — e.g. a system prompt shared with
+ * earlier conversations — so only the rest needs evaluating. Looks in every session of the
+ * namespace that was saved with saveSequence (`store.getPrefix`), checks that the session was
+ * computed by the sequence's model, and loads the matched prefix into the sequence (replacing its
+ * contents). Returns how many tokens it restored (evaluate `tokens.slice(restored)` next), the
+ * tier and the session it came from; undefined when no session holds a prefix of at least one
+ * chunk (`chunkTokens` of the store).
+ *
+ * @throws KvtcError E_PROFILE_MISMATCH when the session holding the prefix was computed by
+ *   another model (checked before the sequence is touched).
+ */
+export async function restorePrefix(
+  store: KvStore,
+  tokens: ArrayLike<number>,
+  sequence: LlamaContextSequence,
+  options: { namespace?: string } = {},
+): Promise<{ restored: number; tier: Tier; from: string } | undefined> {
+  const entry = await store.getPrefix(tokens, options.namespace !== undefined ? { namespace: options.namespace } : {});
+  if (!entry) return undefined;
+  const extras = decodeExtras(entry.attachment);
+  const model = await fingerprintOf(sequence.model);
+  if (extras.model !== model) {
+    throw new KvtcError('E_PROFILE_MISMATCH', `the session holding this prefix (${entry.from}) was computed by model ${extras.model ?? '(unknown)'}, the sequence runs model ${model}`);
+  }
+  const n = entry.cache.tokens;
+  await writeSequenceStateTo(sequence, stateFor(entry.cache, { ...extras, tokens: extras.tokens.slice(0, n) }));
+  return { restored: n, tier: entry.tier, from: entry.from! };
 }
