@@ -2,15 +2,17 @@
  * Store benchmark: a few hundred synthetic sessions under a Zipf access pattern with tight
  * device and host budgets, the same workload run twice side by side — the lower tiers holding
  * kvtc blobs, and holding raw (uncompressed) blobs — so the payoff of compression at a fixed
- * memory budget shows. Prints hit rate and get latency per tier, ops/s and the event-loop delay
- * p99 while restores run; writes bench/results/store.json. `--quick` runs a smaller workload.
+ * memory budget shows. Prints hit rate and get latency per tier (as the store reports it, and as
+ * the caller sees it around each get), tokens through the codec per operation, ops/s and the
+ * event-loop delay p99 while restores run; writes bench/results/store.json. `--quick` runs a
+ * smaller workload.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { KvStore, calibrate, type KvCache, type KvLayout } from '../src/index.js';
+import { KvStore, calibrate, type GetStatus, type KvCache, type KvLayout } from '../src/index.js';
 import { mulberry32 } from '../test/helpers/synthetic.js';
 import { syntheticCache, withDtype } from '../test/helpers/synthetic.js';
 
@@ -59,11 +61,16 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
   const t0 = performance.now();
   let done = 0;
   let misses = 0;
+  const seen: Record<string, number[]> = { device: [], host: [], disk: [] };
+  const codec0 = store.stats().codec;
   const client = async () => {
     while (done < OPS) {
       done++;
       const i = pick();
-      const c = await store.get(`s${i}`);
+      const status: GetStatus = {};
+      const g0 = performance.now();
+      const c = await store.get(`s${i}`, { status });
+      if (status.tier) seen[status.tier]!.push(performance.now() - g0);
       if (!c) {
         misses++;
         await store.put(`s${i}`, sessions[i]!);
@@ -76,6 +83,7 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
   const seconds = (performance.now() - t0) / 1000;
   histogram.disable();
   const s = store.stats();
+  const pct = (v: number[], p: number) => (v.length ? [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor((p / 100) * v.length))]! : NaN);
   await store.close();
   await rm(dir, { recursive: true, force: true });
   const hits = s.device.hits + s.host.hits + s.disk.hits;
@@ -91,6 +99,12 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
     'disk p50 ms': s.disk.getP50Ms ?? NaN,
     'disk p99 ms': s.disk.getP99Ms ?? NaN,
     'device p99 ms': s.device.getP99Ms ?? NaN,
+    'caller host p50 ms': pct(seen.host!, 50),
+    'caller host p99 ms': pct(seen.host!, 99),
+    'caller disk p50 ms': pct(seen.disk!, 50),
+    'caller device p50 ms': pct(seen.device!, 50),
+    'encoded tokens / op': (s.codec.encodedTokens - codec0.encodedTokens) / OPS,
+    'decoded tokens / op': (s.codec.decodedTokens - codec0.decodedTokens) / OPS,
     'ops/s': OPS / seconds,
     'event-loop p99 ms': histogram.percentile(99) / 1e6,
     'host MB held': s.host.storedBytes / 1e6,
@@ -109,7 +123,7 @@ for (const compression of ['kvtc', 'none'] as const) {
   rows.push(await run(compression, sessions, profile));
 }
 const cols = Object.keys(rows[0]!);
-console.log(`\nZipf(1.1) over ${SESSIONS} sessions, ${OPS} ops, ${CLIENTS} concurrent clients; device and host budgets 10% of the raw working set each`);
+console.log(`\nZipf(1.1) over ${SESSIONS} sessions, ${OPS} ops, ${CLIENTS} concurrent clients; device and host budgets 10% of the raw working set each; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
 console.log('| metric | kvtc | raw |');
 console.log('|---|---|---|');
 for (const c of cols.slice(1)) {
@@ -117,5 +131,5 @@ for (const c of cols.slice(1)) {
   console.log(`| ${c} | ${f((rows[0] as Record<string, unknown>)[c])} | ${f((rows[1] as Record<string, unknown>)[c])} |`);
 }
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-writeFileSync(new URL('./results/store.json', import.meta.url), JSON.stringify({ date: new Date().toISOString(), quick, rows }, null, 2));
+writeFileSync(new URL('./results/store.json', import.meta.url), JSON.stringify({ date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, quick, rows }, null, 2));
 console.log('\nwrote bench/results/store.json');

@@ -7,8 +7,16 @@
 
 namespace kvtc {
 
+// The codes a KvtcError can carry: the mirror of KVTC_ERROR_CODES in src/errors.ts, which says
+// what each means and which code a mistake gets (test/unit/error-codes.test.ts checks that the two
+// lists agree and that every code native/ and cuda/ raise is in them).
+constexpr const char* kErrorCodes[] = {
+    "E_OPTIONS", "E_LAYOUT", "E_PROFILE", "E_PROFILE_MISMATCH", "E_CORRUPT", "E_CAPACITY",
+    "E_CLOSED",  "E_BACKEND", "E_CALIBRATION", "E_IO", "E_LOCKED", "E_INTERNAL",
+};
+
 struct KvtcException : std::runtime_error {
-  std::string code;  // "E_LAYOUT", "E_CORRUPT", ... (same strings as src/errors.ts)
+  std::string code;  // one of kErrorCodes
   KvtcException(std::string c, const std::string& msg) : std::runtime_error(msg), code(std::move(c)) {}
 };
 

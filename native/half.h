@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu_dispatch.h"
 #include "hd.h"
 
 namespace kvtc {
@@ -93,30 +94,17 @@ KVTC_HD void store_elem(float v, DType t, void* dst, size_t i) {
   }
 }
 
-// Reads n elements of dtype t starting at src into floats.
-inline void load_row(const void* src, DType t, int n, float* out) {
-  if (t == DType::F32) {
-    std::memcpy(out, src, size_t(n) * 4);
-  } else if (t == DType::F16) {
-    const uint16_t* s = static_cast<const uint16_t*>(src);
-    for (int i = 0; i < n; i++) out[i] = f16_to_f32(s[i]);
-  } else {
-    const uint16_t* s = static_cast<const uint16_t*>(src);
-    for (int i = 0; i < n; i++) out[i] = bf16_to_f32(s[i]);
-  }
-}
+// Row conversions, vectorized (F16C for f16, integer shifts for bf16) on the widest path the
+// CPU has, bit-for-bit the scalar conversions above on every input: NaN payloads included
+// (the hardware f16 conversions quiet signalling NaNs and keep payload bits the scalar code
+// does not, so NaN lanes are patched), denormals, and ties to even.
 
-// Writes n floats as dtype t at dst.
-inline void store_row(const float* in, DType t, int n, void* dst) {
-  if (t == DType::F32) {
-    std::memcpy(dst, in, size_t(n) * 4);
-  } else if (t == DType::F16) {
-    uint16_t* d = static_cast<uint16_t*>(dst);
-    for (int i = 0; i < n; i++) d[i] = f32_to_f16(in[i]);
-  } else {
-    uint16_t* d = static_cast<uint16_t*>(dst);
-    for (int i = 0; i < n; i++) d[i] = f32_to_bf16(in[i]);
-  }
-}
+// Reads n elements of dtype t starting at src into out[0..n) (floats).
+void load_row(const void* src, DType t, int n, float* out);
+void load_row_path(SimdPath p, const void* src, DType t, int n, float* out);
+
+// Writes in[0..n) as n elements of dtype t at dst.
+void store_row(const float* in, DType t, int n, void* dst);
+void store_row_path(SimdPath p, const float* in, DType t, int n, void* dst);
 
 }  // namespace kvtc

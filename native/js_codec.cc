@@ -1,6 +1,7 @@
 // N-API bindings of the codec: profiles, encode, decode, inspect and calibration. Everything
 // longer than a header parse runs in an AsyncWorker and settles a promise.
 #include "js_codec.h"
+#include "js_kernels.h"
 
 #include <cmath>
 #include <cstring>
@@ -653,6 +654,7 @@ void register_codec(Napi::Env env, Napi::Object exports) {
   exports.Set("arenaRead", Napi::Function::New(env, ArenaRead));
   exports.Set("arenaFree", Napi::Function::New(env, ArenaFree));
   exports.Set("arenaStats", Napi::Function::New(env, ArenaStatsJs));
+  exports.Set("crc32c", Napi::Function::New(env, Crc32c));  // record checksums (disk tier, raw format)
   Napi::Object internals = Napi::Object::New(env);
   register_gemm_internals(env, internals);
   internals.Set("symEig", Napi::Function::New(env, SymEig));
@@ -660,6 +662,7 @@ void register_codec(Napi::Env env, Napi::Object exports) {
   internals.Set("rope", Napi::Function::New(env, Rope));
   internals.Set("ransEncode", Napi::Function::New(env, RansEncode));
   internals.Set("ransDecode", Napi::Function::New(env, RansDecode));
+  register_kernel_internals(env, internals);
   exports.Set("internals", internals);
 }
 

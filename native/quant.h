@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu_dispatch.h"
 #include "half.h"
 #include "hd.h"
 
@@ -43,12 +44,8 @@ struct GroupParams {
   float shift, inv_scale, scale;
 };
 
-KVTC_HD GroupParams group_params(const float* d, uint32_t size, uint32_t bits) {
-  float mn = d[0], mx = d[0];
-  for (uint32_t i = 1; i < size; i++) {
-    mn = d[i] < mn ? d[i] : mn;
-    mx = d[i] > mx ? d[i] : mx;
-  }
+// The parameters of a group whose smallest value is mn and largest mx (as group_params finds them).
+KVTC_HD GroupParams group_params_minmax(float mn, float mx, uint32_t bits) {
   GroupParams g;
   g.shift_h = f32_to_f16(mn);
   g.shift = f16_to_f32(g.shift_h);
@@ -57,6 +54,15 @@ KVTC_HD GroupParams group_params(const float* d, uint32_t size, uint32_t bits) {
   g.scale = f16_to_f32(g.scale_h);
   g.inv_scale = g.scale > 0 ? 1.0f / g.scale : 0.0f;
   return g;
+}
+
+KVTC_HD GroupParams group_params(const float* d, uint32_t size, uint32_t bits) {
+  float mn = d[0], mx = d[0];
+  for (uint32_t i = 1; i < size; i++) {
+    mn = d[i] < mn ? d[i] : mn;
+    mx = d[i] > mx ? d[i] : mx;
+  }
+  return group_params_minmax(mn, mx, bits);
 }
 
 KVTC_HD uint32_t code_of(float x, const GroupParams& g, uint32_t maxq) {
@@ -116,13 +122,34 @@ KVTC_HD void dequantize_group(const uint8_t* in, uint32_t size, uint32_t bits, f
 
 RowLayout make_row_layout(const std::vector<PlanGroup>& groups);
 
+// The CPU entry points below run the widest SIMD path the CPU has (simd_best()); the _path
+// variants run a given one (tests and benchmarks; p must satisfy simd_has(p)). Every path gives
+// the same bytes and floats as the scalar quantize_group / dequantize_group above: the vector
+// kernels perform the same float operations in the same order (no FMA contraction), and a group
+// whose min/max is a signed zero or that holds a NaN goes to the scalar code, whose order-
+// dependent results a vector reduction could not reproduce.
+
 // Quantizes the coefficients d[0..k) of one token into row[0..rowBytes).
 void quantize_row(const RowLayout& layout, const float* d, uint8_t* row);
+void quantize_row_path(SimdPath p, const RowLayout& layout, const float* d, uint8_t* row);
+
+// Quantizes n tokens: coefficients of token i at D + i * ld (floats, ld >= layout.k), its row at
+// rows + i * rowBytes. The batch form of quantize_row, one dispatch per call.
+void quantize_rows(const RowLayout& layout, const float* D, size_t n, size_t ld, uint8_t* rows);
+void quantize_rows_path(SimdPath p, const RowLayout& layout, const float* D, size_t n, size_t ld, uint8_t* rows);
 
 // Reconstructs d[0..k) from one quantized row.
 void dequantize_row(const RowLayout& layout, const uint8_t* row, float* d);
+void dequantize_row_path(SimdPath p, const RowLayout& layout, const uint8_t* row, float* d);
 
-// Squared error of quantizing one group of `size` values with `bits` (as quantize_row would).
+// Reconstructs n tokens: row i at rows + i * rowBytes into D + i * ld (floats, ld >= layout.k;
+// coefficients outside the plan's groups are left as they are).
+void dequantize_rows(const RowLayout& layout, const uint8_t* rows, size_t n, float* D, size_t ld);
+void dequantize_rows_path(SimdPath p, const RowLayout& layout, const uint8_t* rows, size_t n, float* D, size_t ld);
+
+// Squared error of quantizing one group of `size` values with `bits` (as quantize_row would),
+// summed in index order in double, so every path returns the same double.
 double group_sq_error(const float* d, uint32_t size, uint32_t bits);
+double group_sq_error_path(SimdPath p, const float* d, uint32_t size, uint32_t bits);
 
 }  // namespace kvtc

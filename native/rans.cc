@@ -34,14 +34,89 @@ void rans_normalize(const uint64_t counts[256], uint16_t freq_out[256]) {
 void rans_build_table(const uint16_t freq[256], RansTable& t) {
   uint32_t cum = 0;
   for (int s = 0; s < 256; s++) {
-    if (freq[s] == 0) fail("E_PROFILE", "entropy table has a zero frequency");
-    t.freq[s] = freq[s];
-    t.cum[s] = uint16_t(cum);
-    cum += freq[s];
-    if (cum > kRansProbScale) fail("E_PROFILE", "entropy table frequencies exceed the probability scale");
+    const uint32_t f = freq[s];
+    if (f == 0) fail("E_PROFILE", "entropy table has a zero frequency");
+    if (cum + f > kRansProbScale) fail("E_PROFILE", "entropy table frequencies exceed the probability scale");
+    uint32_t l = 0;
+    while ((1u << l) < f) l++;
+    RansEncSymbol& e = t.enc[s];
+    e.shift = 31 + l;
+    e.rcp = uint32_t(((uint64_t(1) << e.shift) + f - 1) / f);
+    e.x_max = ((kRansL >> kRansProbBits) << 8) * f;
+    e.cum = uint16_t(cum);
+    e.cmpl = uint16_t(kRansProbScale - f);
+    t.dec[s] = f << kRansDecFreqShift | cum;
+    std::memset(t.slot_symbol + cum, s, f);
+    cum += f;
   }
   if (cum != kRansProbScale) fail("E_PROFILE", "entropy table frequencies do not sum to the probability scale");
-  for (int s = 0; s < 256; s++) std::memset(t.slot_symbol + t.cum[s], s, t.freq[s]);
+}
+
+namespace {
+
+// The CPU decoder: rans_decode_span's steps, with the table of every byte of a period looked up
+// once into `tabs` (period + 3 entries, so a group of four bytes reads them without wrapping).
+inline int decode_span_cpu(const uint8_t* in, size_t in_len, uint8_t* out, size_t n, const RansTable* const* tabs,
+                           size_t period) {
+  if (in_len < kRansStateBytes) return kRansShort;
+  uint32_t x[kRansLanes];
+  for (int l = 0; l < kRansLanes; l++)
+    x[l] = uint32_t(in[4 * l]) | uint32_t(in[4 * l + 1]) << 8 | uint32_t(in[4 * l + 2]) << 16 |
+           uint32_t(in[4 * l + 3]) << 24;
+  uint32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+  size_t p = kRansStateBytes, ci = 0, i = 0;
+  const size_t full = n - n % kRansLanes;
+  if (rans_states_normal(x))
+    for (; i < full && in_len - p >= 2 * kRansLanes; i += kRansLanes) {
+      const RansTable* const* t = tabs + ci;
+      out[i] = rans_get_fast(x0, *t[0], in, p);
+      out[i + 1] = rans_get_fast(x1, *t[1], in, p);
+      out[i + 2] = rans_get_fast(x2, *t[2], in, p);
+      out[i + 3] = rans_get_fast(x3, *t[3], in, p);
+      ci += kRansLanes;
+      while (ci >= period) ci -= period;
+    }
+  x[0] = x0, x[1] = x1, x[2] = x2, x[3] = x3;
+  auto get = [&](uint32_t& xl, size_t j) {
+    const RansTable& t = *tabs[ci];
+    if (++ci == period) ci = 0;
+    return rans_get_exact(xl, t, in, in_len, p, out[j]);
+  };
+  for (; i < full; i += kRansLanes)
+    if (!get(x[0], i) || !get(x[1], i + 1) || !get(x[2], i + 2) || !get(x[3], i + 3)) return kRansEndsEarly;
+  if (n - full > 0 && !get(x[0], full)) return kRansEndsEarly;
+  if (n - full > 1 && !get(x[1], full + 1)) return kRansEndsEarly;
+  if (n - full > 2 && !get(x[2], full + 2)) return kRansEndsEarly;
+  if (p != in_len) return kRansTrailing;
+  for (int l = 0; l < kRansLanes; l++)
+    if (x[l] != kRansL) return kRansBadFinal;
+  return kRansOk;
+}
+
+#if defined(__x86_64__)
+// BMI2's flag-free variable shifts shorten the renormalization step.
+__attribute__((target("bmi2"))) int decode_span_bmi2(const uint8_t* in, size_t in_len, uint8_t* out, size_t n,
+                                                     const RansTable* const* tabs, size_t period) {
+  return decode_span_cpu(in, in_len, out, n, tabs, period);
+}
+#endif
+
+// The table of each byte of one period of contexts.
+std::vector<const RansTable*> period_tables(const uint16_t* context, size_t period, const RansTable* tables) {
+  std::vector<const RansTable*> tabs(period + kRansLanes - 1);
+  for (size_t j = 0; j < tabs.size(); j++) tabs[j] = &tables[context[j % period]];
+  return tabs;
+}
+
+}  // namespace
+
+int rans_decode_span_cpu(const uint8_t* in, size_t in_len, uint8_t* out, size_t n, const RansTable* const* tabs,
+                         size_t period) {
+#if defined(__x86_64__)
+  static const bool bmi2 = __builtin_cpu_supports("bmi2");
+  if (bmi2) return decode_span_bmi2(in, in_len, out, n, tabs, period);
+#endif
+  return decode_span_cpu(in, in_len, out, n, tabs, period);
 }
 
 std::vector<uint8_t> rans_encode(const uint8_t* data, size_t n, const uint16_t* context, size_t period,
@@ -65,7 +140,8 @@ void rans_check_status(int status) {
 
 void rans_decode(const uint8_t* in, size_t in_len, uint8_t* out, size_t n, const uint16_t* context, size_t period,
                  const RansTable* tables) {
-  rans_check_status(rans_decode_span(in, in_len, out, n, context, period, tables));
+  const std::vector<const RansTable*> tabs = period_tables(context, period, tables);
+  rans_check_status(rans_decode_span_cpu(in, in_len, out, n, tabs.data(), period));
 }
 
 std::vector<uint8_t> rans_encode_rows(const uint8_t* rows, uint32_t nrows, uint32_t row_bytes, uint32_t chunk_rows,
@@ -113,10 +189,11 @@ RansChunks rans_parse_chunks(const uint8_t* in, size_t in_len, uint32_t nrows) {
 void rans_decode_rows(const uint8_t* in, size_t in_len, uint8_t* out, uint32_t nrows, uint32_t row_bytes,
                       const uint16_t* context, const RansTable* tables) {
   const RansChunks ch = rans_parse_chunks(in, in_len, nrows);
+  const std::vector<const RansTable*> tabs = period_tables(context, row_bytes, tables);
   for (size_t c = 0; c + 1 < ch.offset.size(); c++) {
     const uint32_t r0 = uint32_t(c) * ch.chunk_rows, nr = std::min(ch.chunk_rows, nrows - r0);
-    rans_check_status(rans_decode_span(in + ch.offset[c], ch.offset[c + 1] - ch.offset[c], out + size_t(r0) * row_bytes,
-                                       size_t(nr) * row_bytes, context, row_bytes, tables));
+    rans_check_status(rans_decode_span_cpu(in + ch.offset[c], ch.offset[c + 1] - ch.offset[c],
+                                           out + size_t(r0) * row_bytes, size_t(nr) * row_bytes, tabs.data(), row_bytes));
   }
 }
 

@@ -10,6 +10,7 @@ const env = {
   ...process.env,
   KVTC_CRASH_TRIALS: process.env.KVTC_CRASH_TRIALS ?? '200',
   KVTC_STRESS_OPS: process.env.KVTC_STRESS_OPS ?? '40000',
+  KVTC_ADVERSARIAL_RUNS: process.env.KVTC_ADVERSARIAL_RUNS ?? '2000',
 };
 let round = 0;
 do {

@@ -2,7 +2,10 @@
  * The only place that loads the native addon. Everything else imports `native` from here, so
  * there is one answer to "which binary is running and what was compiled into it".
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { KvtcError, toKvtcError } from './errors.js';
 
 /** Opaque handles owned by native code. */
@@ -199,6 +202,8 @@ interface NativeAddon {
   arenaRead(handle: number): Uint8Array;
   arenaFree(handle: number): boolean;
   arenaStats(): { blocks: number; bytes: number; pinnedBytes: number; pinned: boolean };
+  /** CRC-32C (Castagnoli) of a byte range. */
+  crc32c(data: Uint8Array): number;
   calibratorCreate(layout: NativeLayout, settings: NativeCalibrateSettings): NativeCalibratorHandle;
   calibratorAdd(cal: NativeCalibratorHandle, cache: NativeCache, layers: number, rowValues: number): Promise<number>;
   calibratorFinish(
@@ -257,21 +262,46 @@ interface NativeAddon {
  */
 function load(): NativeAddon {
   const require = createRequire(import.meta.url);
-  const file = process.env.KVTC_ADDON === 'emulated' ? 'kvtc_emu.node' : 'kvtc.node';
-  try {
-    // src/ and dist/ both sit one level below the package root, beside build/.
-    return require(`../build/Release/${file}`) as NativeAddon;
-  } catch (err) {
-    throw new KvtcError(
-      'E_BACKEND',
-      `kvtc native addon could not be loaded (run \`npm ci\` or \`npm run build\` in the package): ${(err as Error).message}`,
-      { cause: err },
-    );
+  const tried: string[] = [];
+  for (const file of addonCandidates()) {
+    try {
+      const addon = require(file) as NativeAddon;
+      loadedFrom = file;
+      return addon;
+    } catch (err) {
+      tried.push(`${file}: ${(err as Error).message.split('\n')[0]}`);
+    }
   }
+  throw new KvtcError(
+    'E_BACKEND',
+    `kvtc native addon could not be loaded (reinstall the package, or run \`npm ci\` / \`npm run build\` in a checkout): ${tried.join('; ') || 'no addon found'}`,
+  );
 }
+
+/**
+ * Where the addon may be, in order: a source build (build/Release, what `npm ci` makes in a
+ * checkout and what the install step makes when no prebuild fits), then the package's prebuilds
+ * — the CUDA variant first on a machine with an NVIDIA driver, the CPU-only one first elsewhere.
+ */
+function addonCandidates(): string[] {
+  // src/ and dist/ both sit one level below the package root, beside build/ and prebuilds/.
+  const root = fileURLToPath(new URL('../', import.meta.url));
+  if (process.env.KVTC_ADDON === 'emulated') return [join(root, 'build', 'Release', 'kvtc_emu.node')];
+  const prebuilt = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  const variants = existsSync('/proc/driver/nvidia/version') ? ['kvtc.cuda.node', 'kvtc.node'] : ['kvtc.node', 'kvtc.cuda.node'];
+  return [join(root, 'build', 'Release', 'kvtc.node'), ...variants.map((v) => join(prebuilt, v))].filter((f) => existsSync(f));
+}
+
+/** The file the addon was loaded from (buildInfo().addon). */
+let loadedFrom = '';
 
 /** The loaded addon. Calls that can throw go through `callNative` to get KvtcErrors. */
 export const native: NativeAddon = load();
+
+/** CRC-32C (Castagnoli) of `bytes`, as an unsigned 32-bit integer: the checksum of every record. */
+export function crc32c(bytes: Uint8Array): number {
+  return native.crc32c(bytes) >>> 0;
+}
 
 /** Runs a synchronous or promise-returning native call, converting its errors to KvtcError. */
 export async function callNative<T>(fn: () => Promise<T> | T): Promise<T> {
@@ -321,8 +351,10 @@ export interface BuildInfo {
   codecDecode: string;
   /** SIMD extensions the CPU offers. */
   simd: string[];
+  /** The addon file in use: a source build (build/Release) or a prebuild (prebuilds/). */
+  addon: string;
 }
 
 export function buildInfo(): BuildInfo {
-  return native.buildInfo();
+  return { ...native.buildInfo(), addon: loadedFrom };
 }

@@ -1,7 +1,7 @@
 /**
  * kvtc: an embeddable, tiered KV-cache store with KV cache transform coding.
  */
-export { KvtcError, type KvtcErrorCode } from './errors.js';
+export { KVTC_ERROR_CODES, KvtcError, type KvtcErrorCode } from './errors.js';
 export {
   type DType,
   type KvCache,
@@ -38,8 +38,14 @@ export {
   type SessionEntry,
   type StoreEvent,
   type StoreEventName,
+  type MissReason,
+  type GetStatus,
+  type StoreQuarantine,
+  type PrefixOptions,
 } from './store/store.js';
+export type { QuarantinedRecord } from './store/disk-tier.js';
 export type { StoreStats, TierStats } from './store/stats.js';
+export { LruPriorityPolicy, type Policy, type PolicyEntry, type TierState } from './store/policy.js';
 export { registerStoreMetrics, type StoreMetricsOptions } from './store/metrics.js';
 export type { Tier } from './store/session.js';
 export { STORE_DEFAULTS, type StoreOptions, type TierOptions } from './options.js';

@@ -92,7 +92,7 @@ function validateRope(rope: RopeSpec, headDim: number, field: string): void {
     throw new KvtcError('E_LAYOUT', `${field}.dims must be an even integer in 2..${headDim}, got ${String(rope.dims)}`);
   }
   if (rope.freqs !== undefined) {
-    if (!(rope.freqs instanceof Float32Array) || rope.freqs.length !== dims / 2) {
+    if (!(rope.freqs instanceof Float32Array) || rope.freqs.byteLength !== 2 * dims) {
       throw new KvtcError('E_LAYOUT', `${field}.freqs must be a Float32Array of ${dims / 2} values`);
     }
     if (!rope.freqs.every(Number.isFinite)) throw new KvtcError('E_LAYOUT', `${field}.freqs must be finite`);
@@ -147,14 +147,16 @@ export function validateCache(cache: unknown, field = 'cache'): KvCache {
       if (!(a instanceof ctor)) {
         throw new KvtcError('E_LAYOUT', `${field}.${stream}[${i}] must be a ${ctor.name} for dtype ${layout.dtype}, got ${a?.constructor?.name ?? String(a)}`);
       }
-      if (a.length !== want) {
-        throw new KvtcError('E_LAYOUT', `${field}.${stream}[${i}] must hold tokens*kvHeads*headDim = ${want} values, got ${a.length}`);
+      // By bytes, as the native side reads it: a typed array's `length` can be redefined.
+      const count = a.byteLength / ctor.BYTES_PER_ELEMENT;
+      if (count !== want) {
+        throw new KvtcError('E_LAYOUT', `${field}.${stream}[${i}] must hold tokens*kvHeads*headDim = ${want} values, got ${count}`);
       }
     });
   }
   if (c.positions !== undefined) {
-    if (!(c.positions instanceof Int32Array) || c.positions.length !== n) {
-      throw new KvtcError('E_LAYOUT', `${field}.positions must be an Int32Array of ${n} values (one per token), got ${c.positions instanceof Int32Array ? c.positions.length : String(c.positions)}`);
+    if (!(c.positions instanceof Int32Array) || c.positions.byteLength !== 4 * n) {
+      throw new KvtcError('E_LAYOUT', `${field}.positions must be an Int32Array of ${n} values (one per token), got ${c.positions instanceof Int32Array ? c.positions.byteLength / 4 : String(c.positions)}`);
     }
   }
   return c as KvCache;

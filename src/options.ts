@@ -4,8 +4,9 @@
  * are read here and nowhere else.
  */
 import { availableParallelism } from 'node:os';
-import { KvtcError } from './errors.js';
+import { checkKeys, invalidParameter } from './errors.js';
 import type { KvLayout } from './layout.js';
+import { LruPriorityPolicy, type Policy, isPolicy } from './store/policy.js';
 
 /** Progress of a calibration run. */
 export interface CalibrationProgress {
@@ -70,6 +71,8 @@ export interface ResolvedCalibrateOptions {
   onProgress: ((progress: CalibrationProgress) => void) | undefined;
 }
 
+const CALIBRATE_KEYS = ['ratio', 'sinkTokens', 'windowTokens', 'pcaGroupLayers', 'maxTokens', 'sampleTokens', 'seed', 'widths', 'groupSizes', 'maxFeatures', 'threads', 'onProgress'] as const satisfies readonly (keyof CalibrateOptions)[];
+
 export const CALIBRATE_DEFAULTS = {
   ratio: 16,
   sinkTokens: 4,
@@ -83,9 +86,8 @@ export const CALIBRATE_DEFAULTS = {
   maxFeatures: 2048,
 } as const;
 
-function bad(field: string, want: string, got: unknown): KvtcError {
-  const shown = typeof got === 'string' ? `'${got}'` : Array.isArray(got) ? `[${got.join(', ')}]` : String(got);
-  return new KvtcError('E_OPTIONS', `options.${field} must be ${want}, got ${shown}`);
+function bad(field: string, want: string, got: unknown) {
+  return invalidParameter(field ? `options.${field}` : 'options', want, got);
 }
 
 function int(v: unknown, field: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -104,6 +106,7 @@ function intList(v: unknown, field: string, allowed: (x: number) => boolean, wan
 
 export function resolveCalibrateOptions(options: CalibrateOptions = {}): ResolvedCalibrateOptions {
   if (typeof options !== 'object' || options === null) throw bad('', 'an object', options);
+  checkKeys(options, CALIBRATE_KEYS, 'calibrate options');
   const o = { ...CALIBRATE_DEFAULTS, ...stripUndefined(options) };
   if (typeof o.ratio !== 'number' || !Number.isFinite(o.ratio) || o.ratio <= 1) throw bad('ratio', 'a finite number > 1', o.ratio);
   const g = o.pcaGroupLayers;
@@ -166,6 +169,11 @@ export interface TierOptions {
     ttlMs?: number;
     /** LMDB map size. Default capacityBytes * 1.25 + 64 MiB. */
     mapSizeBytes?: number;
+    /**
+     * Bytes the quarantine (records that failed a check, kept for inspection) may hold; the
+     * oldest quarantined records are dropped beyond it. Default min(16 MiB, mapSizeBytes / 8).
+     */
+    quarantineBytes?: number;
   };
 }
 
@@ -193,6 +201,23 @@ export interface StoreOptions {
    * the GPU); 'store' keeps it (the codec stores such tokens raw, so they round-trip bit-exactly).
    */
   nonFinite?: 'reject' | 'store';
+  /**
+   * Disk records written with another profile (fingerprint) than this store's: 'refuse'
+   * (default) fails open() with E_PROFILE_MISMATCH, so a wrong profile never touches them;
+   * 'miss' opens the store and leaves them on disk untouched, each get() of one a miss with
+   * reason 'profile-mismatch' (put and delete replace or remove them; capacity evicts them).
+   */
+  foreignRecords?: 'refuse' | 'miss';
+  /**
+   * Victim choice, idleness and admission of the tiers (see src/store/policy.ts).
+   * Default: `new LruPriorityPolicy()` (least recently used, lower priority first).
+   */
+  policy?: import('./store/policy.js').Policy;
+  /**
+   * Tokens per chunk of the prefix index's hash chain: matchPrefix/getPrefix find shared prefixes
+   * of at least this many tokens. Default 256.
+   */
+  chunkTokens?: number;
 }
 
 export interface ResolvedStoreOptions {
@@ -200,13 +225,16 @@ export interface ResolvedStoreOptions {
   backend: 'auto' | 'cuda' | 'cpu';
   device: { capacityBytes: number; idleMs: number };
   host: { capacityBytes: number; idleMs: number };
-  disk: { capacityBytes: number; ttlMs: number; mapSizeBytes: number };
+  disk: { capacityBytes: number; ttlMs: number; mapSizeBytes: number; quarantineBytes: number };
   writePolicy: 'write-back' | 'write-through';
   compression: 'kvtc' | 'none';
   flushOnClose: boolean;
   workers: { minThreads: number; maxThreads: number };
   sweepIntervalMs: number;
   nonFinite: 'reject' | 'store';
+  foreignRecords: 'refuse' | 'miss';
+  policy: import('./store/policy.js').Policy;
+  chunkTokens: number;
 }
 
 const GiB = 1024 ** 3;
@@ -244,20 +272,24 @@ function sizeOpt(v: unknown, field: string, fallback: number, min = 1): number {
   return v;
 }
 
-function objOpt(v: unknown, field: string): Record<string, unknown> {
+function objOpt(v: unknown, field: string, keys: readonly string[]): Record<string, unknown> {
   if (v === undefined) return {};
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(field, 'an object', v);
+  checkKeys(v, keys, `options.${field}`);
   return v as Record<string, unknown>;
 }
+
+const STORE_KEYS = ['profile', 'path', 'backend', 'tiers', 'writePolicy', 'compression', 'flushOnClose', 'workers', 'sweepIntervalMs', 'nonFinite', 'foreignRecords', 'policy', 'chunkTokens'] as const satisfies readonly (keyof StoreOptions)[];
 
 /** Validates store options (all but the profile, which the store loads) and fills defaults. */
 export function resolveStoreOptions(options: StoreOptions, env = readEnv()): ResolvedStoreOptions {
   if (typeof options !== 'object' || options === null) throw bad('', 'an object', options);
-  const tiers = objOpt(options.tiers, 'tiers');
-  const dev = objOpt(tiers.device, 'tiers.device');
-  const host = objOpt(tiers.host, 'tiers.host');
-  const disk = objOpt(tiers.disk, 'tiers.disk');
-  const workers = objOpt(options.workers, 'workers');
+  checkKeys(options, STORE_KEYS, 'store options');
+  const tiers = objOpt(options.tiers, 'tiers', ['device', 'host', 'disk']);
+  const dev = objOpt(tiers.device, 'tiers.device', ['capacityBytes', 'idleMs']);
+  const host = objOpt(tiers.host, 'tiers.host', ['capacityBytes', 'idleMs']);
+  const disk = objOpt(tiers.disk, 'tiers.disk', ['capacityBytes', 'ttlMs', 'mapSizeBytes', 'quarantineBytes']);
+  const workers = objOpt(options.workers, 'workers', ['minThreads', 'maxThreads']);
   const path = options.path ?? env.storePath ?? STORE_DEFAULTS.path;
   if (typeof path !== 'string' || path.length === 0) throw bad('path', 'a non-empty string', path);
   const diskCap = sizeOpt(disk.capacityBytes, 'tiers.disk.capacityBytes', STORE_DEFAULTS.disk.capacityBytes);
@@ -273,7 +305,9 @@ export function resolveStoreOptions(options: StoreOptions, env = readEnv()): Res
     capacityBytes: diskCap,
     ttlMs: sizeOpt(disk.ttlMs, 'tiers.disk.ttlMs', STORE_DEFAULTS.disk.ttlMs, 0),
     mapSizeBytes: sizeOpt(disk.mapSizeBytes, 'tiers.disk.mapSizeBytes', Math.ceil(diskCap * 1.25) + 64 * 1024 * 1024),
+    quarantineBytes: 0,
   };
+  diskT.quarantineBytes = sizeOpt(disk.quarantineBytes, 'tiers.disk.quarantineBytes', Math.min(16 << 20, Math.floor(diskT.mapSizeBytes / 8)), 0);
   const def = defaultWorkerThreads();
   const minThreads = sizeOpt(workers.minThreads, 'workers.minThreads', def.minThreads, 0);
   const maxThreads = sizeOpt(workers.maxThreads, 'workers.maxThreads', Math.max(def.maxThreads, minThreads));
@@ -292,7 +326,16 @@ export function resolveStoreOptions(options: StoreOptions, env = readEnv()): Res
     workers: { minThreads, maxThreads },
     sweepIntervalMs: sizeOpt(options.sweepIntervalMs, 'sweepIntervalMs', sweepDefault, 1),
     nonFinite: oneOf(options.nonFinite, 'nonFinite', ['reject', 'store'] as const, 'reject'),
+    foreignRecords: oneOf(options.foreignRecords, 'foreignRecords', ['refuse', 'miss'] as const, 'refuse'),
+    policy: policyOpt(options.policy),
+    chunkTokens: sizeOpt(options.chunkTokens, 'chunkTokens', 256, 1),
   };
+}
+
+function policyOpt(v: unknown): Policy {
+  if (v === undefined) return new LruPriorityPolicy();
+  if (!isPolicy(v)) throw bad('policy', 'an object with deviceVictim, hostVictim, isIdle and admit methods', v);
+  return v;
 }
 
 function boolOpt(v: unknown, field: string): boolean {

@@ -156,19 +156,20 @@ program
     const named = [...all, 'gpu', 'report'];
     if (o.only && !named.includes(o.only)) throw new InvalidArgumentError(`--only must be one of ${named.join(', ')}`);
     const benches = o.only ? [...all, 'gpu'].filter((b) => b === o.only) : all;
-    if (benches.length && !existsSync(join(ROOT, 'bench', 'codec.bench.ts'))) {
-      throw new KvtcError('E_IO', 'kvtc bench runs from a kvtc source checkout (bench/ and its dev dependencies are not part of the package)');
+    // The benchmarks, the report and its plotting libraries are development tooling of the source checkout.
+    if (!existsSync(join(ROOT, 'bench', 'report', 'write.ts'))) {
+      throw new KvtcError('E_IO', 'kvtc bench runs from a kvtc source checkout with its dev dependencies installed (bench/ is not part of the package)');
     }
+    const tsx = (script: string, args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', script, ...args], { cwd: ROOT, stdio: 'inherit' });
     for (const b of benches) {
       console.log(`\n=== ${b} benchmark${o.quick ? ' (quick)' : ''} ===`);
-      const r = spawnSync(process.execPath, ['--import', 'tsx', join('bench', `${b}.bench.ts`), ...(o.quick ? ['--quick'] : [])], { cwd: ROOT, stdio: 'inherit' });
+      const r = tsx(join('bench', `${b}.bench.ts`), o.quick ? ['--quick'] : []);
       if (r.status !== 0) throw new KvtcError('E_INTERNAL', `${b} benchmark failed (exit ${r.status})`);
     }
-    const { writeReport } = await import('../report/report.js');
     const dir = o.results ? resolve(o.results) : join(ROOT, 'bench', 'results');
     mkdirSync(dir, { recursive: true });
-    const files = await writeReport(dir);
-    console.log(`\nreport: ${files.join(', ')}`);
+    const r = tsx(join('bench', 'report', 'write.ts'), [dir]);
+    if (r.status !== 0) throw new KvtcError('E_INTERNAL', `the report could not be written (exit ${r.status})`);
   });
 
 program

@@ -45,14 +45,15 @@
 import { mkdirSync } from 'node:fs';
 import { open as openLmdb } from 'lmdb';
 import type { Database, RootDatabase } from 'lmdb';
-import { native } from '../binding.js';
-import { KvtcError } from '../errors.js';
+import { crc32c } from '../binding.js';
+import { KvtcError, describeValue as describe } from '../errors.js';
 import type { KvtcErrorCode } from '../errors.js';
 import { DTYPES, validateLayout } from '../layout.js';
 import type { DType, KvLayout, RopeSpec } from '../layout.js';
+import { DeadlineHeap } from './deadline-heap.js';
+import { MAX_ID_BYTES, validateId } from './session.js';
 
-/** Longest id (in UTF-8 bytes) the tier accepts: LMDB's key limit in lmdb-js (ids are stored without a prefix). */
-export const MAX_ID_BYTES = 1978;
+export { MAX_ID_BYTES };
 
 /** Metadata of one disk record. */
 export interface DiskRecordMeta {
@@ -81,6 +82,10 @@ export interface DiskRecordMeta {
   format: 'kvtc' | 'raw';
   /** Caller's opaque bytes kept with the session (e.g. an engine's token ids). */
   attachment?: Uint8Array;
+  /** Token ids, one per cached position (put's `tokens`): what prefix lookups match. */
+  tokenIds?: Int32Array;
+  /** The namespace the session's prefixes are shared within (put's `namespace`). */
+  namespace?: string;
 }
 
 /** What `put` takes: the tier computes `checksum` and `storedBytes` from the blob. */
@@ -111,6 +116,23 @@ export interface DiskTierOptions {
    * LMDB keeps until no reader needs them (roughly the records replaced or deleted last).
    */
   mapSizeBytes: number;
+  /**
+   * Bytes the quarantine may hold (its blobs plus entries); `quarantine` drops the oldest
+   * quarantined records beyond it, and keeps only the entry of a record larger than it.
+   * Non-negative integer. Default min(16 MiB, mapSizeBytes / 8).
+   */
+  quarantineBytes?: number;
+}
+
+/** Totals of the live records, kept up to date on every change (O(1) to read). */
+export interface DiskTotals {
+  entries: number;
+  /** Sum of rawBytes. */
+  rawBytes: number;
+  /** Blobs plus metadata records: what the records occupy (what capacity limits). */
+  storedBytes: number;
+  /** The metadata records' part of storedBytes (attachments included). */
+  overheadBytes: number;
 }
 
 /** A record moved out of the live set by `quarantine`. */
@@ -123,6 +145,8 @@ export interface QuarantinedRecord {
   meta?: DiskRecordMeta;
   /** Size of the quarantined blob, bytes (undefined when there was no blob). */
   blobBytes?: number;
+  /** False when the blob was not kept (it alone exceeded quarantineBytes). */
+  blobKept?: boolean;
 }
 
 /** Space the environment uses, bytes. */
@@ -183,11 +207,24 @@ export class DiskTier {
   /** Live ids whose metadata could not be decoded (or blobs without metadata), with their blob sizes. */
   readonly #broken = new Map<string, number>();
   #bytes = 0;
+  #rawBytes = 0;
+  /** Bytes of each live record's framed metadata (the record's overhead beside its blob). */
+  readonly #metaBytes = new Map<string, number>();
+  #overhead = 0;
+  /** Live records per profile fingerprint. */
+  readonly #fingerprints = new Map<string, number>();
+  /** Quarantined ids, oldest first, with the bytes each holds (entry plus kept blob). */
+  readonly #quarantine = new Map<string, number>();
+  #quarantineBytes = 0;
+  readonly quarantineLimit: number;
 
   /** Ids by lastAccess, least recent first (a Map keeps insertion order; re-inserting is O(1)). */
   #order = new Map<string, number>();
   #orderSorted = true;
   #orderTail = -Infinity;
+
+  /** TTL deadlines, earliest first (what `expired` reads). */
+  readonly #deadlines = new DeadlineHeap();
 
   /** Ids whose lastAccess changed since it was last written. */
   readonly #dirtyAccess = new Set<string>();
@@ -211,6 +248,7 @@ export class DiskTier {
     this.path = opts.path;
     this.capacityBytes = opts.capacityBytes;
     this.mapSizeBytes = opts.mapSizeBytes;
+    this.quarantineLimit = opts.quarantineBytes ?? Math.min(16 << 20, Math.floor(opts.mapSizeBytes / 8));
     this.#env = env;
     this.#meta = dbs.meta;
     this.#blobs = dbs.blobs;
@@ -237,6 +275,9 @@ export class DiskTier {
     }
     if (!Number.isSafeInteger(opts.mapSizeBytes) || opts.mapSizeBytes < MIN_MAP_SIZE) {
       throw new KvtcError('E_OPTIONS', `options.mapSizeBytes must be an integer of at least ${MIN_MAP_SIZE}, got ${String(opts.mapSizeBytes)}`);
+    }
+    if (opts.quarantineBytes !== undefined && (!Number.isSafeInteger(opts.quarantineBytes) || opts.quarantineBytes < 0)) {
+      throw new KvtcError('E_OPTIONS', `options.quarantineBytes must be a non-negative integer, got ${String(opts.quarantineBytes)}`);
     }
     let env: RootDatabase<Uint8Array, Uint8Array> | undefined;
     try {
@@ -272,6 +313,52 @@ export class DiskTier {
     return this.#bytes;
   }
 
+  /**
+   * Bytes the live records occupy: `bytes` plus their metadata records (attachments included).
+   * What the store's capacity policy limits.
+   */
+  get footprintBytes(): number {
+    return this.#bytes + this.#overhead;
+  }
+
+  /** Totals of the live records (unreadable ones count with their blob's size). */
+  totals(): DiskTotals {
+    return { entries: this.count, rawBytes: this.#rawBytes, storedBytes: this.#bytes + this.#overhead, overheadBytes: this.#overhead };
+  }
+
+  /** Quarantined records and the bytes they hold (bounded by quarantineLimit). */
+  quarantineTotals(): { entries: number; bytes: number } {
+    return { entries: this.#quarantine.size, bytes: this.#quarantineBytes };
+  }
+
+  /** Live records written with a fingerprint other than `fingerprint`, by fingerprint. */
+  foreignFingerprints(fingerprint: string): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [fp, n] of this.#fingerprints) if (fp !== fingerprint) out.set(fp, n);
+    return out;
+  }
+
+  /** The fingerprint of a live, readable record; undefined for none (or an unreadable one). */
+  fingerprintOf(id: string): string | undefined {
+    return this.#records.get(id)?.fingerprint;
+  }
+
+  /**
+   * A token naming this version of a record (undefined when there is none): a policy decision
+   * made for one version compares it before acting, so it never applies to a replacement.
+   */
+  generation(id: string): string | undefined {
+    const m = this.#records.get(id);
+    if (m) return `${m.checksum}:${m.createdAt}:${m.storedBytes}`;
+    return this.#broken.has(id) ? 'unreadable' : undefined;
+  }
+
+  /** True when the live record `id` has a TTL that has run out at `now`. */
+  isExpired(id: string, now: number): boolean {
+    const m = this.#records.get(id);
+    return m !== undefined && isExpired(m, now);
+  }
+
   /** Number of live records, unreadable ones included (see `unreadable`). */
   get count(): number {
     return this.#records.size + this.#broken.size;
@@ -288,7 +375,48 @@ export class DiskTier {
    * any, untouched.
    */
   async put(input: DiskPutMeta, blob: Uint8Array): Promise<DiskRecordMeta> {
+    return (await this.putMany([{ meta: input, blob }]))[0]!;
+  }
+
+  /**
+   * Stores several records in one transaction (all or none): what `put` does for one, for many
+   * at the cost of one synced commit. Ids must be distinct. Same errors as `put`.
+   */
+  async putMany(items: readonly { meta: DiskPutMeta; blob: Uint8Array }[]): Promise<DiskRecordMeta[]> {
     this.#assertOpen();
+    if (!Array.isArray(items)) throw new KvtcError('E_OPTIONS', `items must be an array, got ${describe(items)}`);
+    const prepared = items.map((it) => this.#prepare(it.meta, it.blob));
+    if (new Set(prepared.map((p) => p.meta.id)).size !== prepared.length) throw new KvtcError('E_OPTIONS', 'putMany ids must be distinct');
+    const need = prepared.reduce((n, p) => n + p.need, 0);
+    const freed = prepared.reduce((n, p) => n + p.freed, 0);
+    const inUse = this.#pagesInUse();
+    if (inUse + this.#reserved + need - freed > this.mapSizeBytes) {
+      const what = prepared.length === 1 ? `record '${prepared[0]!.meta.id}' (${prepared[0]!.meta.storedBytes} bytes, ~${need} bytes of pages)` : `${prepared.length} records (~${need} bytes of pages)`;
+      throw new KvtcError(
+        'E_CAPACITY',
+        `disk tier is full: ${what} does not fit: ${inUse} bytes of pages in use and ${this.#reserved} reserved by puts in flight, mapSizeBytes ${this.mapSizeBytes}`,
+      );
+    }
+    this.#reserved += need;
+    try {
+      const what = prepared.length === 1 ? `disk put of '${prepared[0]!.meta.id}'` : `disk put of ${prepared.length} records`;
+      await this.#write(what, 'E_CAPACITY', () => this.#blobs.batch(() => {
+        // One block, one transaction; lmdb's write thread copies the blobs (see the file comment).
+        for (const p of prepared) {
+          void this.#blobs.put(p.key, p.blob);
+          void this.#meta.put(p.key, p.record);
+        }
+      }), () => {
+        for (const p of prepared) this.#applyPut(p.meta, p.record.length);
+      });
+    } finally {
+      this.#reserved -= need;
+    }
+    return prepared.map((p) => cloneMeta(p.meta));
+  }
+
+  /** Validates one record of a put and sizes its pages (the check of mapSizeBytes happens per put). */
+  #prepare(input: DiskPutMeta, blob: Uint8Array) {
     if (typeof input !== 'object' || input === null) {
       throw new KvtcError('E_OPTIONS', `meta must be an object, got ${String(input)}`);
     }
@@ -296,33 +424,22 @@ export class DiskTier {
     if (!(blob instanceof Uint8Array)) {
       throw new KvtcError('E_OPTIONS', `blob must be a Uint8Array, got ${describe(blob)}`);
     }
-    const meta = normalizeMeta(input, blob.byteLength, native.internals.crc32c(blob) >>> 0);
+    const meta = normalizeMeta(input, blob.byteLength, crc32c(blob) >>> 0);
     if (blob.byteLength > this.mapSizeBytes) {
       throw new KvtcError('E_CAPACITY', `record '${meta.id}' holds ${blob.byteLength} bytes, more than the disk tier's mapSizeBytes ${this.mapSizeBytes}`);
     }
     const record = encodeFramed(storedMeta(meta));
-    // Checked and reserved at call time, so puts waiting in the write queue count too.
-    const need = (blobPages(meta.storedBytes, key.length, this.#pageSize) + 2) * this.#pageSize;
+    // Reserved at call time, so puts waiting in the write queue count too. The metadata record
+    // counts like the blob: an attachment can make it the larger of the two.
+    const pagesOf = (blobBytes: number, metaBytes: number) =>
+      (blobPages(blobBytes, key.length, this.#pageSize) + blobPages(metaBytes, key.length, this.#pageSize)) * this.#pageSize;
+    const need = pagesOf(meta.storedBytes, record.length) + 2 * this.#pageSize;
     const prev = this.#records.get(meta.id);
-    const freed = prev ? blobPages(prev.storedBytes, key.length, this.#pageSize) * this.#pageSize : 0;
-    const inUse = this.#pagesInUse();
-    if (inUse + this.#reserved + need - freed > this.mapSizeBytes) {
-      throw new KvtcError(
-        'E_CAPACITY',
-        `disk tier is full: record '${meta.id}' (${meta.storedBytes} bytes, ~${need} bytes of pages) does not fit: ${inUse} bytes of pages in use and ${this.#reserved} reserved by puts in flight, mapSizeBytes ${this.mapSizeBytes}`,
-      );
+    const freed = prev ? pagesOf(prev.storedBytes, this.#metaBytes.get(meta.id) ?? 0) : 0;
+    if (need > this.mapSizeBytes) {
+      throw new KvtcError('E_CAPACITY', `record '${meta.id}' needs ~${need} bytes of pages (blob ${meta.storedBytes}, metadata ${record.length}), more than the disk tier's mapSizeBytes ${this.mapSizeBytes}`);
     }
-    this.#reserved += need;
-    try {
-      await this.#write(`disk put of '${meta.id}'`, 'E_CAPACITY', () => this.#blobs.batch(() => {
-        // One block, one transaction; lmdb's write thread copies the blob (see the file comment).
-        void this.#blobs.put(key, blob);
-        void this.#meta.put(key, record);
-      }), () => this.#applyPut(meta));
-    } finally {
-      this.#reserved -= need;
-    }
-    return cloneMeta(meta);
+    return { key, meta, blob, record, need, freed };
   }
 
   /**
@@ -361,7 +478,7 @@ export class DiskTier {
       if (blob.byteLength !== meta.storedBytes) {
         return { ok: false, reason: 'corrupt', meta, detail: `record '${id}' blob holds ${blob.byteLength} bytes, metadata says ${meta.storedBytes}` };
       }
-      const crc = native.internals.crc32c(blob) >>> 0;
+      const crc = crc32c(blob) >>> 0;
       if (crc !== meta.checksum) {
         return { ok: false, reason: 'corrupt', meta, detail: `record '${id}' blob CRC-32C ${hex32(crc)} != recorded ${hex32(meta.checksum)}` };
       }
@@ -439,6 +556,8 @@ export class DiskTier {
     if (typeof reason !== 'string') throw new KvtcError('E_OPTIONS', `reason must be a string, got ${describe(reason)}`);
     const key = tryIdKey(id);
     if (!key) return;
+    let held = 0;
+    const dropped: string[] = [];
     await this.#txn(`disk quarantine of '${id}'`, () => {
       const rawMeta = this.#meta.getBinary(key);
       const blob = this.#blobs.getBinary(key);
@@ -451,14 +570,37 @@ export class DiskTier {
         meta: decoded?.ok ? storedMeta(decoded.meta) : null,
         rawMeta: rawMeta && !decoded?.ok ? Buffer.from(rawMeta).toString('base64') : null,
         blobBytes: blob ? blob.byteLength : null,
+        blobKept: true,
       };
-      this.#qmeta.putSync(key, encodeFramed(entry));
-      if (blob) this.#qblobs.putSync(key, blob);
+      // Bounded: the blob is kept only when it fits the limit, and the oldest entries make room.
+      const entryBytes = (e: StoredQuarantine) => encodeFramed(e).length;
+      if (blob && entryBytes(entry) + blob.byteLength > this.quarantineLimit) entry.blobKept = false;
+      const framed = encodeFramed(entry);
+      held = framed.length + (entry.blobKept && blob ? blob.byteLength : 0);
+      let total = this.#quarantineBytes - (this.#quarantine.get(id) ?? 0);
+      for (const [old, bytes] of this.#quarantine) {
+        if (total + held <= this.quarantineLimit) break;
+        if (old === id) continue;
+        const k = idKey(old);
+        this.#qmeta.removeSync(k);
+        this.#qblobs.removeSync(k);
+        total -= bytes;
+        dropped.push(old);
+      }
+      this.#qmeta.putSync(key, framed);
+      if (blob && entry.blobKept) this.#qblobs.putSync(key, blob);
       else this.#qblobs.removeSync(key);
       this.#meta.removeSync(key);
       this.#blobs.removeSync(key);
       return true;
-    }, () => this.#forget(id));
+    }, (moved) => {
+      this.#forget(id);
+      if (!moved) return;
+      for (const old of dropped) this.#unquarantine(old);
+      this.#unquarantine(id);
+      this.#quarantine.set(id, held);
+      this.#quarantineBytes += held;
+    });
   }
 
   /** The quarantined records (for inspection). */
@@ -483,7 +625,10 @@ export class DiskTier {
       for (const k of keys) this.#qmeta.removeSync(k);
       for (const k of blobKeys) this.#qblobs.removeSync(k);
       return keys.length;
-    }, () => undefined);
+    }, () => {
+      this.#quarantine.clear();
+      this.#quarantineBytes = 0;
+    });
   }
 
   /** Every live record with readable metadata (copies). `count - list().length` = `unreadable().length`. */
@@ -507,14 +652,32 @@ export class DiskTier {
    */
   lruOrder(): string[] {
     this.#assertOpen();
-    if (!this.#orderSorted) {
-      this.#order = new Map([...this.#order].sort((a, b) => a[1] - b[1]));
-      this.#orderTail = Math.max(-Infinity, ...this.#order.values());
-      this.#orderSorted = true;
-    }
+    this.#sortOrder();
     const out = [...this.#broken.keys()];
     for (const id of this.#order.keys()) if (!this.#records.get(id)?.pinned) out.push(id);
     return out;
+  }
+
+  /**
+   * The first id of `lruOrder()` not in `skip`, without building the list: O(1) per call while
+   * accesses come in time order (the store asks once per eviction).
+   */
+  lruVictim(skip?: ReadonlySet<string>): string | undefined {
+    this.#assertOpen();
+    for (const id of this.#broken.keys()) if (!skip?.has(id)) return id;
+    this.#sortOrder();
+    for (const id of this.#order.keys()) if (!this.#records.get(id)?.pinned && !skip?.has(id)) return id;
+    return undefined;
+  }
+
+  #sortOrder(): void {
+    if (this.#orderSorted) return;
+    this.#order = new Map([...this.#order].sort((a, b) => a[1] - b[1]));
+    // A loop, not Math.max(...values): spreading ~125k arguments overflows the stack.
+    let tail = -Infinity;
+    for (const v of this.#order.values()) if (v > tail) tail = v;
+    this.#orderTail = tail;
+    this.#orderSorted = true;
   }
 
   /**
@@ -525,9 +688,17 @@ export class DiskTier {
   expired(now: number): string[] {
     this.#assertOpen();
     if (typeof now !== 'number' || Number.isNaN(now)) throw new KvtcError('E_OPTIONS', `now must be a number of ms, got ${String(now)}`);
-    const out: string[] = [];
-    for (const m of this.#records.values()) if (isExpired(m, now)) out.push(m.id);
+    const deadline = (id: string) => {
+      const m = this.#records.get(id);
+      return m && m.ttlMs > 0 ? m.lastAccess + m.ttlMs : undefined;
+    };
+    const out = this.#deadlines.due(now, deadline);
+    this.#deadlines.compact(this.#liveDeadlines(), this.#records.size);
     return out;
+  }
+
+  *#liveDeadlines(): Generator<[string, number]> {
+    for (const m of this.#records.values()) if (m.ttlMs > 0) yield [m.id, m.lastAccess + m.ttlMs];
   }
 
   /** Pages in use, file size and limit (reads LMDB's statistics). */
@@ -588,17 +759,40 @@ export class DiskTier {
     return this.#write(what, 'E_IO', () => this.#env.childTransaction(body), apply);
   }
 
-  #applyPut(meta: DiskRecordMeta): void {
+  #applyPut(meta: DiskRecordMeta, metaBytes: number): void {
     this.#forget(meta.id);
+    this.#add(meta, metaBytes);
+  }
+
+  /** Adds a readable live record to the in-memory mirror and the totals. */
+  #add(meta: DiskRecordMeta, metaBytes: number): void {
     this.#records.set(meta.id, meta);
+    this.#metaBytes.set(meta.id, metaBytes);
     this.#bytes += meta.storedBytes;
+    this.#overhead += metaBytes;
+    this.#rawBytes += meta.rawBytes;
+    this.#fingerprints.set(meta.fingerprint, (this.#fingerprints.get(meta.fingerprint) ?? 0) + 1);
     this.#place(meta.id, meta.lastAccess);
+  }
+
+  #unquarantine(id: string): void {
+    const bytes = this.#quarantine.get(id);
+    if (bytes === undefined) return;
+    this.#quarantine.delete(id);
+    this.#quarantineBytes -= bytes;
   }
 
   #forget(id: string): void {
     const prev = this.#records.get(id);
     if (prev) {
+      const metaBytes = this.#metaBytes.get(id) ?? 0;
       this.#bytes -= prev.storedBytes;
+      this.#overhead -= metaBytes;
+      this.#rawBytes -= prev.rawBytes;
+      const n = (this.#fingerprints.get(prev.fingerprint) ?? 1) - 1;
+      if (n > 0) this.#fingerprints.set(prev.fingerprint, n);
+      else this.#fingerprints.delete(prev.fingerprint);
+      this.#metaBytes.delete(id);
       this.#records.delete(id);
     }
     const broken = this.#broken.get(id);
@@ -612,6 +806,8 @@ export class DiskTier {
 
   /** Moves `id` to the most-recent end; the order stays sorted as long as accesses come in time order. */
   #place(id: string, lastAccess: number): void {
+    const m = this.#records.get(id);
+    if (m && m.ttlMs > 0) this.#deadlines.push(lastAccess + m.ttlMs, id);
     this.#order.delete(id);
     this.#order.set(id, lastAccess);
     if (lastAccess >= this.#orderTail) this.#orderTail = lastAccess;
@@ -660,19 +856,29 @@ export class DiskTier {
 
   /** Loads the accounting and LRU order from the meta db (and finds blobs without metadata). */
   #rebuild(): void {
-    const loaded: DiskRecordMeta[] = [];
+    const loaded: { meta: DiskRecordMeta; bytes: number }[] = [];
     for (const { key, value } of this.#meta.getRange({})) {
       const id = keyId(key);
       if (id === undefined) continue;
       const decoded = decodeMeta(value, id);
-      if (decoded.ok) loaded.push(decoded.meta);
+      if (decoded.ok) loaded.push({ meta: decoded.meta, bytes: value.length });
       else this.#broken.set(id, 0);
     }
-    loaded.sort((a, b) => a.lastAccess - b.lastAccess);
-    for (const m of loaded) {
-      this.#records.set(m.id, m);
-      this.#bytes += m.storedBytes;
-      this.#place(m.id, m.lastAccess);
+    loaded.sort((a, b) => a.meta.lastAccess - b.meta.lastAccess);
+    for (const { meta, bytes } of loaded) this.#add(meta, bytes);
+    // The quarantine's size, oldest first (the order `quarantine` drops them in).
+    const q: { id: string; at: number; bytes: number }[] = [];
+    for (const { key, value } of this.#qmeta.getRange({})) {
+      const id = keyId(key);
+      if (id === undefined) continue;
+      const entry = decodeQuarantine(value, id);
+      const kept = entry?.blobKept !== false ? (entry?.blobBytes ?? 0) : 0;
+      q.push({ id, at: entry?.quarantinedAt ?? 0, bytes: value.length + kept });
+    }
+    q.sort((a, b) => a.at - b.at);
+    for (const e of q) {
+      this.#quarantine.set(e.id, e.bytes);
+      this.#quarantineBytes += e.bytes;
     }
     // Keys are copied out first: reads reuse lmdb's key buffer.
     for (const k of [...this.#blobs.getKeys({})].map((x) => Buffer.from(x))) {
@@ -688,18 +894,9 @@ export class DiskTier {
 // ------------------------------------------------------------------------------------------------
 // ids and keys
 
-/** The UTF-8 key of a valid id; throws E_OPTIONS naming what is wrong. */
+/** The UTF-8 key of a valid id (the store's one id check); throws E_OPTIONS naming what is wrong. */
 function idKey(id: unknown): Buffer {
-  if (typeof id !== 'string' || id.length === 0) {
-    throw new KvtcError('E_OPTIONS', `id must be a non-empty string, got ${describe(id)}`);
-  }
-  const key = Buffer.from(id, 'utf8');
-  // A lone surrogate would be stored as U+FFFD and come back as another id.
-  if (key.toString('utf8') !== id) throw new KvtcError('E_OPTIONS', `id must be well-formed Unicode (it contains a lone surrogate)`);
-  if (key.length > MAX_ID_BYTES) {
-    throw new KvtcError('E_OPTIONS', `id is ${key.length} bytes of UTF-8, more than the ${MAX_ID_BYTES} the disk tier accepts`);
-  }
-  return key;
+  return Buffer.from(validateId(id), 'utf8');
 }
 
 /** The key of an id, or undefined for an id that could never have been stored. */
@@ -739,7 +936,7 @@ interface StoredLayout {
   rope?: StoredRope;
 }
 
-type StoredMeta = Omit<DiskRecordMeta, 'layout' | 'attachment'> & { layout: StoredLayout; attachment?: string };
+type StoredMeta = Omit<DiskRecordMeta, 'layout' | 'attachment' | 'tokenIds'> & { layout: StoredLayout; attachment?: string; tokenIds?: string };
 
 interface StoredQuarantine {
   id: string;
@@ -749,6 +946,8 @@ interface StoredQuarantine {
   /** Undecodable metadata bytes, base64. */
   rawMeta: string | null;
   blobBytes: number | null;
+  /** Absent in entries written before quarantines were bounded (their blob was always kept). */
+  blobKept?: boolean;
 }
 
 function optionError(field: string, want: string, got: unknown): KvtcError {
@@ -775,6 +974,10 @@ function normalizeMeta(m: DiskPutMeta, storedBytes: number, checksum: number): D
   if (typeof m.pinned !== 'boolean') throw optionError('pinned', 'a boolean', m.pinned);
   if (m.format !== 'kvtc' && m.format !== 'raw') throw optionError('format', "'kvtc' or 'raw'", m.format);
   if (m.attachment !== undefined && !(m.attachment instanceof Uint8Array)) throw optionError('attachment', 'a Uint8Array', m.attachment);
+  if (m.tokenIds !== undefined && (!(m.tokenIds instanceof Int32Array) || m.tokenIds.length !== m.tokens)) {
+    throw optionError('tokenIds', `an Int32Array of ${m.tokens} token ids`, m.tokenIds);
+  }
+  if (m.namespace !== undefined && typeof m.namespace !== 'string') throw optionError('namespace', 'a string', m.namespace);
   // `+ 0` turns -0 into 0: JSON has no -0, and the record must read back equal to what put returned.
   const out: DiskRecordMeta = {
     id: m.id,
@@ -792,6 +995,8 @@ function normalizeMeta(m: DiskPutMeta, storedBytes: number, checksum: number): D
     format: m.format,
   };
   if (m.attachment !== undefined) out.attachment = new Uint8Array(m.attachment);
+  if (m.tokenIds !== undefined) out.tokenIds = new Int32Array(m.tokenIds);
+  if (m.namespace !== undefined) out.namespace = m.namespace;
   return out;
 }
 
@@ -823,6 +1028,7 @@ function base64ToFloat32(s: string): Float32Array | undefined {
 function cloneMeta(m: DiskRecordMeta): DiskRecordMeta {
   const out: DiskRecordMeta = { ...m, layout: copyLayout(m.layout) };
   if (m.attachment) out.attachment = new Uint8Array(m.attachment);
+  if (m.tokenIds) out.tokenIds = new Int32Array(m.tokenIds);
   return out;
 }
 
@@ -835,9 +1041,10 @@ function storedMeta(m: DiskRecordMeta): StoredMeta {
     if (l.rope.freqs !== undefined) rope.freqs = float32ToBase64(l.rope.freqs);
     layout.rope = rope;
   }
-  const { attachment, ...rest } = m;
+  const { attachment, tokenIds, ...rest } = m;
   const out: StoredMeta = { ...rest, layout };
   if (attachment) out.attachment = Buffer.from(attachment.buffer, attachment.byteOffset, attachment.byteLength).toString('base64');
+  if (tokenIds) out.tokenIds = Buffer.from(tokenIds.buffer, tokenIds.byteOffset, tokenIds.byteLength).toString('base64');
   return out;
 }
 
@@ -846,7 +1053,7 @@ function encodeFramed(value: unknown): Buffer {
   const json = Buffer.from(JSON.stringify(value), 'utf8');
   const out = Buffer.allocUnsafe(5 + json.length);
   out[0] = RECORD_VERSION;
-  out.writeUInt32LE(native.internals.crc32c(json) >>> 0, 1);
+  out.writeUInt32LE(crc32c(json) >>> 0, 1);
   json.copy(out, 5);
   return out;
 }
@@ -858,7 +1065,7 @@ function decodeFramed(bytes: Uint8Array): Decoded<unknown> {
   if (bytes[0] !== RECORD_VERSION) return { ok: false, detail: `metadata version ${String(bytes[0])} is not ${RECORD_VERSION}` };
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const json = buf.subarray(5);
-  const crc = native.internals.crc32c(json) >>> 0;
+  const crc = crc32c(json) >>> 0;
   if (crc !== buf.readUInt32LE(1)) return { ok: false, detail: `metadata CRC-32C ${hex32(crc)} != recorded ${hex32(buf.readUInt32LE(1))}` };
   try {
     return { ok: true, value: JSON.parse(utf8.decode(json)) as unknown };
@@ -917,6 +1124,19 @@ function parseStoredMeta(v: unknown): DiskRecordMeta | string {
     if (typeof att !== 'string') return 'has a bad attachment';
     out.attachment = new Uint8Array(Buffer.from(att, 'base64'));
   }
+  const ids = v['tokenIds'];
+  if (ids !== undefined) {
+    const b = typeof ids === 'string' ? Buffer.from(ids, 'base64') : undefined;
+    if (!b || b.length !== 4 * tokens) return 'has bad tokenIds';
+    const t = new Int32Array(tokens);
+    new Uint8Array(t.buffer).set(b);
+    out.tokenIds = t;
+  }
+  const ns = v['namespace'];
+  if (ns !== undefined) {
+    if (typeof ns !== 'string') return 'has a bad namespace';
+    out.namespace = ns;
+  }
   return out;
 }
 
@@ -958,6 +1178,7 @@ function decodeQuarantine(bytes: Uint8Array, id: string): QuarantinedRecord | un
   const meta = v['meta'] === null ? undefined : parseStoredMeta(v['meta']);
   if (meta !== undefined && typeof meta !== 'string') q.meta = meta;
   if (typeof v['blobBytes'] === 'number') q.blobBytes = v['blobBytes'];
+  if (v['blobKept'] === false) q.blobKept = false;
   return q;
 }
 
@@ -1029,11 +1250,6 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function describe(v: unknown): string {
-  if (typeof v === 'string') return `'${v.length > 64 ? `${v.slice(0, 64)}…` : v}'`;
-  if (typeof v === 'object' && v !== null) return v.constructor?.name ?? 'object';
-  return String(v);
-}
 
 function hex32(n: number): string {
   return n.toString(16).padStart(8, '0');

@@ -5,7 +5,7 @@
  *
  *   u32 magic "KVRW" | u32 version | u32 headerLength | header JSON | keys | values | positions | u32 crc
  */
-import { native } from '../binding.js';
+import { crc32c } from '../binding.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
 
@@ -44,7 +44,7 @@ export function encodeRaw(cache: KvCache): Uint8Array {
   const positions = cache.positions ?? Int32Array.from({ length: tokens }, (_, i) => i);
   out.set(new Uint8Array(positions.buffer, positions.byteOffset, positions.byteLength), off);
   off += 4 * tokens;
-  dv.setUint32(off, native.internals.crc32c(out.subarray(0, off)), true);
+  dv.setUint32(off, crc32c(out.subarray(0, off)), true);
   return out;
 }
 
@@ -55,7 +55,7 @@ export function decodeRaw(blob: Uint8Array, modelLayout: KvLayout, shared = fals
   const dv = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
   if (dv.getUint32(0, true) !== MAGIC) throw corrupt('bad magic');
   if (dv.getUint32(4, true) !== VERSION) throw corrupt('unsupported version');
-  if (native.internals.crc32c(blob.subarray(0, blob.length - 4)) !== dv.getUint32(blob.length - 4, true)) {
+  if (crc32c(blob.subarray(0, blob.length - 4)) !== dv.getUint32(blob.length - 4, true)) {
     throw corrupt('checksum mismatch');
   }
   const hlen = dv.getUint32(8, true);

@@ -23,14 +23,28 @@ export interface SessionMeta {
   lastAccess: number;
   /** Caller's opaque bytes kept with the session (e.g. an engine's token ids). */
   attachment?: Uint8Array;
+  /** Token ids, one per cached position (put's `tokens`): indexed for prefix lookups. */
+  tokenIds?: Int32Array;
+  /** Prefixes are shared within one namespace only. */
+  namespace?: string;
 }
 
-/** Longest id accepted: LMDB keys are limited to 1978 bytes, minus the disk tier's prefix. */
+/** Longest id accepted, in UTF-8 bytes: LMDB keys are limited to 1978 bytes in lmdb-js; room is left for a key prefix. */
 export const MAX_ID_BYTES = 1900;
 
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * The one check of a session id, applied by every public call and by the disk tier: a non-empty,
+ * well-formed string (a lone surrogate would be stored as U+FFFD and come back as another id) of
+ * at most MAX_ID_BYTES UTF-8 bytes. Throws E_OPTIONS naming what is wrong.
+ */
 export function validateId(id: unknown): string {
   if (typeof id !== 'string' || id.length === 0) {
     throw new KvtcError('E_OPTIONS', `session id must be a non-empty string, got ${typeof id === 'string' ? "''" : String(id)}`);
+  }
+  if (LONE_SURROGATE.test(id)) {
+    throw new KvtcError('E_OPTIONS', 'session id must be well-formed Unicode (it contains a lone surrogate)');
   }
   const bytes = Buffer.byteLength(id, 'utf8');
   if (bytes > MAX_ID_BYTES) {

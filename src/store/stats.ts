@@ -25,8 +25,13 @@ export interface TierStats {
   entries: number;
   /** Bytes of the sessions' raw caches. */
   rawBytes: number;
-  /** Bytes the tier actually holds (raw in the device tier, encoded below). */
+  /**
+   * Every byte the tier holds for its sessions (what its capacity limits): the raw cache in the
+   * device tier, the encoded blob below, plus each session's overhead.
+   */
   storedBytes: number;
+  /** The part of storedBytes that is not cache data: attachments, positions, metadata. */
+  overheadBytes: number;
   hits: number;
   /** get() latency in ms, over the most recent hits of this tier. */
   getP50Ms: number | undefined;
@@ -36,9 +41,14 @@ export interface TierStats {
 export interface StoreStats {
   device: TierStats;
   host: TierStats;
-  disk: TierStats;
+  disk: TierStats & {
+    /** Records that failed a check, kept for inspection (bounded by tiers.disk.quarantineBytes). */
+    quarantine: { entries: number; bytes: number };
+  };
   misses: number;
-  /** Raw bytes / stored bytes over every encoded session (host and disk tiers). */
+  /** Tokens encoded and decoded by the store's codec calls, cumulative. */
+  codec: { encodedTokens: number; decodedTokens: number };
+  /** Raw bytes / encoded blob bytes over every encoded session (host and disk tiers). */
   meanRatio: number | undefined;
   /** Bytes of native host-arena memory in use, and whether it is page-locked. */
   arena: { bytes: number; blocks: number; pinned: boolean };

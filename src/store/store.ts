@@ -12,7 +12,7 @@
  * the GPU through the addon's thread pool (CUDA backend, where the hot tier is device memory).
  */
 import { mkdirSync, realpathSync } from 'node:fs';
-import { EventEmitter } from 'eventemitter3';
+import { LRUCache } from 'lru-cache';
 import { type Backend, resolveBackend } from '../backend.js';
 import { callNative, native } from '../binding.js';
 import { nativeCache } from '../codec/marshal.js';
@@ -30,37 +30,25 @@ import {
   validateDeviceCache,
   validateDeviceTarget,
 } from '../cuda/device.js';
-import { KvtcError, toKvtcError as toError } from '../errors.js';
+import { KvtcError, checkKeys, invalidParameter, toKvtcError as toError } from '../errors.js';
 import { type KvCache, rowValues, validateCache } from '../layout.js';
 import { type ResolvedStoreOptions, type StoreOptions, resolveStoreOptions } from '../options.js';
 import { CodecPool } from '../workers/pool.js';
 import type { BlobFormat, WireCache } from '../workers/tasks.js';
 import type { ArenaBlob } from '../binding.js';
-import { DiskTier, type DiskRecordMeta } from './disk-tier.js';
+import { lockDirectory } from './dir-lock.js';
+import { DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
+import { type MissReason, type StoreEvent, type StoreEventName, StoreEvents } from './events.js';
+import { Lanes } from './lanes.js';
+import { PrefixIndex } from './prefix-index.js';
+import { type PolicyEntry, policyEntry } from './policy.js';
 import { GpuBlock } from './gpu-block.js';
+import { HostBlock, arenaStats } from './host-block.js';
 import { type SessionMeta, type Tier, copyCache, rawBytesOf, validateId } from './session.js';
+
+export type { MissReason, StoreEvent, StoreEventName } from './events.js';
 import { StoreCounters, type StoreStats } from './stats.js';
 import { TierIndex } from './tier-index.js';
-
-/** Payload of every store event (fields that do not apply are absent). */
-export interface StoreEvent {
-  id: string;
-  from?: Tier;
-  /** Where the session went; absent when it left the store. */
-  to?: Tier;
-  /** Stored (encoded) bytes moved. */
-  bytes?: number;
-  /** Raw bytes of the session. */
-  rawBytes?: number;
-  /** Duration of the operation. */
-  ms?: number;
-  /** Why (corrupt records, errors). */
-  reason?: string;
-  error?: KvtcError;
-}
-
-/** 'hit' ({ id, from: tier, ms }) and 'miss' ({ id }) report every get(). */
-export type StoreEventName = 'put' | 'demote' | 'spill' | 'promote' | 'evict' | 'delete' | 'expire' | 'corrupt' | 'error' | 'hit' | 'miss';
 
 export interface PutOptions {
   /** Never demoted by capacity or idleness while pinned. Default false. */
@@ -74,18 +62,57 @@ export interface PutOptions {
    * ids an engine needs to resume (the llama.cpp adapter stores them here). At most 16 MiB.
    */
   attachment?: Uint8Array;
+  /**
+   * Token ids, one per cached position (Int32Array, Uint32Array or numbers): the session's
+   * prefixes become findable by matchPrefix/getPrefix (they are kept, and persisted, with it).
+   */
+  tokens?: ArrayLike<number>;
+  /** Prefix lookups share sessions within one namespace only (e.g. a tenant). Default ''. */
+  namespace?: string;
+}
+
+/** Options of matchPrefix and getPrefix. */
+export interface PrefixOptions {
+  /** Only sessions put with this namespace are considered. Default ''. */
+  namespace?: string;
+  /** getPrefix: move the session the prefix is restored from into the hot tier. Default true. */
+  promote?: boolean;
 }
 
 /** A restored session: its cache, its attachment and the tier it was found in. */
 export interface SessionEntry {
   cache: KvCache;
+  /** The session's attachment (getPrefix: that of the session the prefix was restored from). */
   attachment?: Uint8Array;
   tier: Tier;
+  /** getPrefix: the id of the session the prefix was restored from. */
+  from?: string;
 }
 
 export interface GetOptions {
   /** Move a session found in a lower tier to the device tier. Default true. */
   promote?: boolean;
+  /**
+   * An object the call fills in to explain its outcome (like lru-cache's status): `result`,
+   * and the `tier` of a hit or the `reason` of a miss, and the restore's `ms`.
+   */
+  status?: GetStatus;
+}
+
+/** What a get() did (GetOptions.status). */
+export interface GetStatus {
+  result?: 'hit' | 'miss';
+  tier?: Tier;
+  reason?: MissReason;
+  ms?: number;
+}
+
+/** The store's quarantine: records that failed a check, kept apart for inspection (KvStore.quarantine). */
+export interface StoreQuarantine {
+  /** The quarantined records, oldest first is not guaranteed. */
+  list(): QuarantinedRecord[];
+  /** Deletes every quarantined record, freeing its disk space; resolves with how many there were. */
+  clear(): Promise<number>;
 }
 
 /** What getInto() restored into the caller's device buffers. */
@@ -123,16 +150,37 @@ type EncodeSource = HotCache | { device: DeviceKvCache; cache?: undefined; gpu?:
 
 type DeviceEntry = HotCache & {
   meta: SessionMeta;
+  /** Everything the entry holds: the raw cache plus its overhead. */
   bytes: number;
+  overhead: number;
   onDisk: boolean; // an identical copy is persisted
 };
 
 interface HostEntry {
   meta: SessionMeta;
-  handle: number; // native arena handle
+  block: HostBlock; // the blob in the native arena, freed by whoever takes the entry out
+  /** Everything the entry holds: the blob plus its overhead. */
   bytes: number;
+  /** Bytes of the encoded blob (the arena block). */
+  blobBytes: number;
+  overhead: number;
   onDisk: boolean;
 }
+
+/** What a session's bookkeeping costs besides its cache: its id, its metadata fields. */
+const META_BYTES = 160;
+
+/**
+ * Bytes a session holds in a tier besides its cache data: the attachment, the metadata and, in
+ * the hot tier, the positions array (blobs below carry their positions).
+ */
+function overheadOf(meta: SessionMeta, hot: boolean): number {
+  return (meta.attachment?.byteLength ?? 0) + (meta.tokenIds?.byteLength ?? 0) + Buffer.byteLength(meta.id, 'utf8') + META_BYTES + (hot ? 4 * meta.tokens : 0);
+}
+
+
+/** @internal What src/internal/testing.ts reaches into (fault injection, decode threads). */
+export const storeTestHooks = new WeakMap<KvStore, { pool: CodecPool; decodeThreads: Set<number> }>();
 
 /** Store directories open in this process (real paths). */
 const OPEN_PATHS = new Set<string>();
@@ -145,21 +193,25 @@ export class KvStore {
   readonly #format: BlobFormat;
   readonly #disk: DiskTier;
   readonly #pool: CodecPool;
-  readonly #events = new EventEmitter();
+  readonly #events = new StoreEvents();
   readonly #device = new TierIndex<DeviceEntry>();
   readonly #host = new TierIndex<HostEntry>();
   readonly #counters = new StoreCounters();
-  readonly #chains = new Map<string, Promise<unknown>>();
-  readonly #versions = new Map<string, number>();
-  readonly #inflightGets = new Map<string, { version: number; promise: Promise<Restored | undefined> }>();
+  /** Tokens run through the codec, cumulative (what proves that clean demotions encode nothing). */
+  readonly #codecTokens = { encodedTokens: 0, decodedTokens: 0 };
+  readonly #lanes = new Lanes();
+  /** Ids the store itself removed (capacity, TTL), most recent 10k: a later get says why it missed. */
+  readonly #gone = new LRUCache<string, MissReason>({ max: 10_000 });
+  readonly #prefixes: PrefixIndex;
   #rebalancing: Promise<void> | undefined;
   #rebalanceAgain = false;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
   #pathKey = '';
+  #unlock: () => void = () => undefined;
   /** Thread ids the pool reported for decodes (tests check the main thread never decodes). */
-  readonly decodeThreads = new Set<number>();
+  readonly #decodeThreads = new Set<number>();
 
   private constructor(options: ResolvedStoreOptions, profile: CodecProfile, disk: DiskTier, pool: CodecPool, backend: Backend) {
     this.options = options;
@@ -170,6 +222,12 @@ export class KvStore {
     this.#pool = pool;
     this.#timer = setInterval(() => this.#sweep(), options.sweepIntervalMs);
     this.#timer.unref();
+    this.#prefixes = new PrefixIndex(profile.fingerprint, options.chunkTokens);
+    // Sessions that reached disk before are found by prefix again after a restart.
+    for (const m of disk.list()) {
+      if (m.tokenIds && m.fingerprint === profile.fingerprint) this.#prefixes.add({ id: m.id, namespace: m.namespace ?? '', tokenIds: m.tokenIds });
+    }
+    storeTestHooks.set(this, { pool, decodeThreads: this.#decodeThreads });
   }
 
   /** Opens (or creates) a store. Reopening a path finds every session that reached its disk tier. */
@@ -193,22 +251,49 @@ export class KvStore {
     // One writer per directory: the disk tier's accounting assumes it is the only one.
     const key = realpathSync(resolved.path);
     if (OPEN_PATHS.has(key)) throw new KvtcError('E_OPTIONS', `a KvStore is already open on ${resolved.path} in this process`);
-    const disk = DiskTier.open({ path: resolved.path, capacityBytes: resolved.disk.capacityBytes, mapSizeBytes: resolved.disk.mapSizeBytes });
+    // ... and across processes (E_LOCKED while another live process holds it).
+    const unlock = lockDirectory(resolved.path);
+    let disk: DiskTier;
+    try {
+      disk = DiskTier.open({
+      path: resolved.path,
+      capacityBytes: resolved.disk.capacityBytes,
+      mapSizeBytes: resolved.disk.mapSizeBytes,
+      quarantineBytes: resolved.disk.quarantineBytes,
+      });
+    } catch (err) {
+      unlock();
+      throw err;
+    }
+    // A wrong profile must not touch the sessions another one wrote (they would all be misses).
+    const foreign = disk.foreignFingerprints(profile.fingerprint);
+    if (foreign.size > 0 && resolved.foreignRecords === 'refuse') {
+      await disk.close();
+      unlock();
+      const found = [...foreign].map(([fp, n]) => `${n} with profile ${fp}`).join(', ');
+      throw new KvtcError(
+        'E_PROFILE_MISMATCH',
+        `store directory ${resolved.path} holds sessions encoded with another profile (${found}); this store's profile is ${profile.fingerprint}. Open it with the profile that wrote them, or pass foreignRecords: 'miss' to leave them on disk as misses`,
+      );
+    }
     let pool: CodecPool;
     try {
       pool = new CodecPool(profile, resolved.workers);
     } catch (err) {
       await disk.close();
+      unlock();
       throw err;
     }
     OPEN_PATHS.add(key);
     const store = new KvStore(resolved, profile, disk, pool, backend);
     store.#pathKey = key;
+    store.#unlock = unlock;
     return store;
   }
 
   // ------------------------------------------------------------------------------ events
 
+  /** Listens to an event. A listener that throws is reported as a process warning; it never affects a call. */
   on(event: StoreEventName, fn: (e: StoreEvent) => void): this {
     this.#events.on(event, fn);
     return this;
@@ -225,13 +310,20 @@ export class KvStore {
   }
 
   #emit(event: StoreEventName, e: StoreEvent): void {
-    try {
-      this.#events.emit(event, e);
-    } catch (err) {
-      // A throwing listener must not break the store's bookkeeping.
-      if (event !== 'error') this.#events.emit('error', { id: e.id, reason: 'listener threw', error: toError(err) });
-    }
+    this.#events.emit(event, e); // never throws: listeners run isolated (events.ts)
   }
+
+  /** Records that failed a check, moved out of the live set; bounded by tiers.disk.quarantineBytes. */
+  readonly quarantine: StoreQuarantine = {
+    list: () => {
+      this.#checkOpen();
+      return this.#disk.quarantined();
+    },
+    clear: async () => {
+      this.#checkOpen();
+      return this.#disk.clearQuarantine();
+    },
+  };
 
   // ------------------------------------------------------------------------------ public API
 
@@ -266,6 +358,13 @@ export class KvStore {
       lastAccess: now,
     };
     if (opts.attachment) meta.attachment = new Uint8Array(opts.attachment);
+    if (opts.tokens) {
+      if (opts.tokens.length !== cache.tokens) {
+        throw new KvtcError('E_LAYOUT', `options.tokens must hold one token id per cached position (${cache.tokens}), got ${opts.tokens.length}`);
+      }
+      meta.tokenIds = opts.tokens;
+      meta.namespace = opts.namespace;
+    }
     // The caller may reuse its arrays once put resolves. Device caches are copied on the chain.
     const owned = onDevice ? undefined : copyCache(cache, true);
     this.#bump(id);
@@ -280,22 +379,28 @@ export class KvStore {
           throw new KvtcError('E_LAYOUT', `cache.${bad.stream}[${bad.layer}] holds NaN or Inf at token ${bad.token} (options.nonFinite is 'reject')`);
         }
       }
-      if (opts.pin && rawBytes + this.#pinnedBytes(id) > this.options.device.capacityBytes) {
+      const hotBytes = rawBytes + overheadOf(meta, true);
+      if (opts.pin && hotBytes + this.#pinnedBytes(id) > this.options.device.capacityBytes) {
         throw new KvtcError('E_CAPACITY', `pinned sessions would exceed tiers.device.capacityBytes (${this.options.device.capacityBytes})`);
       }
       const t0 = performance.now();
       // The new copy exists before the old version goes: a put that fails leaves the session as it was.
-      const hot = rawBytes > this.options.device.capacityBytes ? undefined : await this.#hotCopy(owned ?? (cache as DeviceKvCache));
+      // A session larger than the whole hot tier never enters it, whatever the policy says.
+      const admitted = hotBytes <= this.options.device.capacityBytes &&
+        this.options.policy.admit(policyEntry(meta, hotBytes), { capacityBytes: this.options.device.capacityBytes, bytes: this.#device.bytes });
+      const hot = admitted ? await this.#hotCopy(owned ?? (cache as DeviceKvCache)) : undefined;
       if (hot) {
         await this.#forgetOr(id, () => hot.gpu?.free());
-        this.#device.set(id, { meta, ...hot, bytes: rawBytes, onDisk: false });
+        this.#device.set(id, { meta, ...hot, bytes: hotBytes, overhead: hotBytes - rawBytes, onDisk: false });
+        this.#index(meta);
         this.#emit('put', { id, to: 'device', rawBytes, ms: performance.now() - t0 });
       } else {
         // Larger than the whole hot tier, or no device memory left: straight to the host tier.
         const blob = await this.#encodeBlob(owned ? { cache: owned } : { device: cache as DeviceKvCache });
-        await this.#forgetOr(id, () => void native.arenaFree(blob.handle));
+        await this.#forgetOr(id, () => blob.free());
         const entry = await this.#installHost(meta, blob);
-        this.#emit('put', { id, to: 'host', bytes: entry.bytes, rawBytes, ms: performance.now() - t0 });
+        this.#index(meta);
+        this.#emit('put', { id, to: 'host', bytes: entry.blobBytes, rawBytes, ms: performance.now() - t0 });
       }
     });
     await this.#rebalance();
@@ -311,27 +416,17 @@ export class KvStore {
     this.#checkOpen();
     validateId(id);
     const promote = checkPromote(options);
-    const version = this.#versions.get(id) ?? 0;
-    const inflight = this.#inflightGets.get(id);
-    let shared: Promise<Restored | undefined>;
-    const joined = inflight !== undefined && inflight.version === version;
-    if (joined) {
-      shared = inflight.promise; // concurrent gets of one id share one restore
-    } else {
-      shared = this.#serial(id, () => this.#restore(id, promote));
-      const rec = { version, promise: shared };
-      this.#inflightGets.set(id, rec);
-      const clear = () => {
-        if (this.#inflightGets.get(id) === rec) this.#inflightGets.delete(id);
-      };
-      shared.then(clear, clear);
-    }
-    const r = await shared;
-    await this.#rebalance();
-    if (!r) {
-      this.#emit('miss', { id });
+    const status = checkStatus(options);
+    // Concurrent gets of one id share one restore.
+    const { promise, joined } = this.#lanes.shared(id, () => this.#restore(id, promote));
+    const r = await promise;
+    this.#rebalanceLater(); // a promotion may push others down: not this caller's wait
+    if (typeof r === 'string') {
+      if (status) Object.assign(status, { result: 'miss', reason: r });
+      this.#emit('miss', { id, reason: r });
       return undefined;
     }
+    if (status) Object.assign(status, { result: 'hit', tier: r.tier, ms: r.ms });
     this.#emit('hit', { id, from: r.tier, ms: r.ms });
     // Every caller gets its own copy of a stored session: nobody can alter it through the result.
     // A restore the store keeps no reference to goes to its first caller as it is.
@@ -355,9 +450,9 @@ export class KvStore {
     checkProfileFits(target.layout, this.profile);
     const promote = checkPromote(options);
     const r = await this.#serial(id, () => this.#restore(id, promote, target));
-    await this.#rebalance();
-    if (!r) {
-      this.#emit('miss', { id });
+    this.#rebalanceLater();
+    if (typeof r === 'string') {
+      this.#emit('miss', { id, reason: r });
       return undefined;
     }
     this.#emit('hit', { id, from: r.tier, ms: r.ms });
@@ -370,8 +465,10 @@ export class KvStore {
   async evict(id: string, options: { to?: 'host' | 'disk' } = {}): Promise<Tier | undefined> {
     this.#checkOpen();
     validateId(id);
+    if (typeof options !== 'object' || options === null) throw invalidParameter('evict options', 'an object', options);
+    checkKeys(options, ['to'], 'evict options');
     const to = options.to ?? 'host';
-    if (to !== 'host' && to !== 'disk') throw new KvtcError('E_OPTIONS', `options.to must be 'host' or 'disk', got ${String(to)}`);
+    if (to !== 'host' && to !== 'disk') throw invalidParameter('options.to', "'host' or 'disk'", to);
     this.#bump(id);
     const where = await this.#serial(id, async () => {
       const from = this.has(id);
@@ -393,6 +490,7 @@ export class KvStore {
     return this.#serial(id, async () => {
       const from = this.has(id);
       await this.#forget(id);
+      this.#prefixes.remove(id);
       if (from) this.#emit('delete', { id, from });
       return from !== undefined;
     });
@@ -400,39 +498,49 @@ export class KvStore {
 
   /** The highest tier holding a session, or undefined. */
   has(id: string): Tier | undefined {
+    validateId(id);
+    return this.#tierOf(id);
+  }
+
+  #tierOf(id: string): Tier | undefined {
     if (this.#device.has(id)) return 'device';
     if (this.#host.has(id)) return 'host';
-    if (this.#disk.has(id)) return 'disk';
+    if (this.#disk.has(id) && this.#ownRecord(id)) return 'disk';
     return undefined;
   }
 
+  /** A disk record this store can restore: its profile's, or unreadable (a get reports it corrupt). */
+  #ownRecord(id: string): boolean {
+    const fp = this.#disk.fingerprintOf(id);
+    return fp === undefined || fp === this.profile.fingerprint;
+  }
+
   stats(): StoreStats {
-    const dev = { entries: 0, rawBytes: 0, storedBytes: 0 };
+    const dev = { entries: 0, rawBytes: 0, storedBytes: 0, overheadBytes: 0 };
     for (const [, e] of this.#device.lru()) {
       dev.entries++;
       dev.rawBytes += e.meta.rawBytes;
       dev.storedBytes += e.bytes;
+      dev.overheadBytes += e.overhead;
     }
-    const host = { entries: 0, rawBytes: 0, storedBytes: 0 };
+    const host = { entries: 0, rawBytes: 0, storedBytes: 0, overheadBytes: 0 };
     for (const [, e] of this.#host.lru()) {
       host.entries++;
       host.rawBytes += e.meta.rawBytes;
       host.storedBytes += e.bytes;
+      host.overheadBytes += e.overhead;
     }
-    const disk = { entries: 0, rawBytes: 0, storedBytes: 0 };
-    for (const m of this.#disk.list()) {
-      disk.entries++;
-      disk.rawBytes += m.rawBytes;
-      disk.storedBytes += m.storedBytes;
-    }
+    this.#checkOpen();
+    const disk = this.#disk.totals();
     const raw = host.rawBytes + disk.rawBytes;
-    const stored = host.storedBytes + disk.storedBytes;
-    const a = native.arenaStats();
+    const stored = host.storedBytes - host.overheadBytes + disk.storedBytes - disk.overheadBytes;
+    const a = arenaStats();
     return {
       device: { ...dev, hits: this.#counters.hits.device, ...this.#counters.latency('device') },
       host: { ...host, hits: this.#counters.hits.host, ...this.#counters.latency('host') },
-      disk: { ...disk, hits: this.#counters.hits.disk, ...this.#counters.latency('disk') },
+      disk: { ...disk, hits: this.#counters.hits.disk, ...this.#counters.latency('disk'), quarantine: this.#disk.quarantineTotals() },
       misses: this.#counters.misses,
+      codec: { ...this.#codecTokens },
       meanRatio: stored > 0 ? raw / stored : undefined,
       arena: { bytes: a.bytes, blocks: a.blocks, pinned: a.pinned },
       workers: this.#pool.threads,
@@ -454,22 +562,35 @@ export class KvStore {
     if (this.#timer) clearInterval(this.#timer);
     await this.#drain();
     let failure: unknown;
+    // Every session is tried; the ones that could not be persisted are named in the error.
+    const unpersisted: { id: string; error: KvtcError }[] = [];
     if (this.options.flushOnClose) {
-      for (const [id] of [...this.#device.lru()]) {
-        await this.#serial(id, () => this.#demote(id, 'disk')).catch((err: unknown) => {
-          failure ??= err;
-          this.#emit('error', { id, from: 'device', reason: 'flush on close failed', error: toError(err) });
+      const flush = async (id: string, from: Tier, fn: () => Promise<void>) => {
+        await this.#serial(id, fn).catch((err: unknown) => {
+          const error = toError(err);
+          unpersisted.push({ id, error });
+          this.#emit('error', { id, from, reason: 'flush on close failed', error });
         });
-      }
-      for (const [id] of [...this.#host.lru()]) {
-        await this.#serial(id, () => this.#spill(id)).catch((err: unknown) => {
-          failure ??= err;
-          this.#emit('error', { id, from: 'host', reason: 'flush on close failed', error: toError(err) });
-        });
-      }
+      };
+      for (const [id] of [...this.#device.lru()]) await flush(id, 'device', () => this.#demote(id, 'disk'));
+      for (const [id] of [...this.#host.lru()]) await flush(id, 'host', () => this.#spill(id));
+    }
+    // The flush may have filled the disk tier past its capacity: evict (with events) as any put would.
+    await this.#rebalanceOnce().catch((err: unknown) => {
+      failure ??= err;
+    });
+    if (unpersisted.length > 0) {
+      const first = unpersisted[0]!.error;
+      const named = unpersisted.slice(0, 100).map((u) => `'${u.id}'`).join(', ');
+      const more = unpersisted.length > 100 ? ` and ${unpersisted.length - 100} more` : '';
+      failure = new KvtcError(
+        first.code,
+        `close() could not persist ${unpersisted.length} session(s), lost with the process: ${named}${more}; every other session was persisted (first error: ${first.message})`,
+        { cause: first },
+      );
     }
     for (const [id, e] of [...this.#host.lru()]) {
-      native.arenaFree(e.handle);
+      e.block.free();
       this.#host.delete(id);
     }
     // Every release runs even if one fails, so the path can be reopened.
@@ -483,13 +604,9 @@ export class KvStore {
     for (const [id] of [...this.#device.lru()]) await release(() => this.#dropHot(id));
     await release(() => this.#pool.destroy());
     await release(() => this.#disk.close());
+    this.#unlock();
     OPEN_PATHS.delete(this.#pathKey);
     if (failure) throw toError(failure);
-  }
-
-  /** @internal Fault injection for tests: the next `n` codec tasks kill their worker thread. */
-  _injectWorkerCrashes(n: number): void {
-    this.#pool.injectCrashes(n);
   }
 
   // ------------------------------------------------------------------------------ internals
@@ -498,29 +615,73 @@ export class KvStore {
     if (this.#closed) throw new KvtcError('E_CLOSED', 'the store is closed');
   }
 
-  /** Runs fn after every earlier operation on the same id. */
-  #serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#chains.get(id) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#chains.set(id, tail);
-    void tail.then(() => {
-      if (this.#chains.get(id) === tail) {
-        this.#chains.delete(id);
-        // Nothing queued and no get in flight for the id: its version need not be remembered.
-        this.#versions.delete(id);
-      }
-    });
-    return run;
+  /** Records why the store removed a session, for the miss a later get reports. */
+  #left(id: string, reason: MissReason): void {
+    this.#gone.set(id, reason);
+    this.#unindexIfGone(id);
   }
 
-  /** Waits until no id chain and no rebalancing is running. */
+  /** Adds a session put with token ids to the prefix index. */
+  #index(meta: SessionMeta): void {
+    if (meta.tokenIds) this.#prefixes.add({ id: meta.id, namespace: meta.namespace ?? '', tokenIds: meta.tokenIds });
+    else this.#prefixes.remove(meta.id);
+  }
+
+  #unindexIfGone(id: string): void {
+    if (this.#tierOf(id) === undefined) this.#prefixes.remove(id);
+  }
+
+  // ------------------------------------------------------------------------------ prefixes
+
+  /**
+   * The longest prefix of `tokens`, in tokens, that the store can restore from any session of the
+   * namespace (put with token ids): 0 when none holds at least one chunk (`chunkTokens`) of it.
+   */
+  async matchPrefix(tokens: ArrayLike<number>, options: PrefixOptions = {}): Promise<number> {
+    this.#checkOpen();
+    const { ids, namespace } = checkPrefixArgs(tokens, options);
+    return this.#prefixes.longest(namespace, ids, (id) => this.#tierOf(id) !== undefined)[0]?.tokens ?? 0;
+  }
+
+  /**
+   * The cache of the longest stored prefix of `tokens` (its `cache.tokens` is the matched length,
+   * positions 0..n-1), restored from the session that holds it (promoted like a get, unless
+   * `promote: false`; `from` names it, `attachment` is its attachment), or undefined when no
+   * session of the namespace holds at least one chunk of it.
+   */
+  async getPrefix(tokens: ArrayLike<number>, options: PrefixOptions = {}): Promise<SessionEntry | undefined> {
+    this.#checkOpen();
+    const { ids, namespace } = checkPrefixArgs(tokens, options);
+    if (options.promote !== undefined && typeof options.promote !== 'boolean') throw invalidParameter('options.promote', 'a boolean', options.promote);
+    for (const m of this.#prefixes.longest(namespace, ids, (id) => this.#tierOf(id) !== undefined)) {
+      const got = await this.getEntry(m.id, { promote: options.promote ?? true });
+      // The session may have changed or gone since the lookup: take it only if it still matches.
+      const meta = got && this.#metaOf(m.id);
+      if (!got || !meta?.tokenIds || (meta.namespace ?? '') !== namespace || got.cache.tokens < m.tokens) continue;
+      let same = true;
+      for (let i = 0; i < m.tokens && same; i++) same = meta.tokenIds[i] === ids[i];
+      if (!same) continue;
+      const entry: SessionEntry = { cache: sliceCache(got.cache, m.tokens), tier: got.tier, from: m.id };
+      if (got.attachment) entry.attachment = got.attachment;
+      return entry;
+    }
+    return undefined;
+  }
+
+  /** The metadata of a session, from whichever tier holds it. */
+  #metaOf(id: string): SessionMeta | DiskRecordMeta | undefined {
+    return this.#device.peek(id)?.meta ?? this.#host.peek(id)?.meta ?? this.#disk.meta(id);
+  }
+
+  /** Runs fn after every earlier operation on the same id. */
+  #serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return this.#lanes.run(id, fn);
+  }
+
+  /** Waits until no id lane and no rebalancing is running. */
   async #drain(): Promise<void> {
     for (;;) {
-      const pending = [...this.#chains.values()];
+      const pending = this.#lanes.pending();
       if (this.#rebalancing) pending.push(this.#rebalancing);
       if (pending.length === 0) return;
       await Promise.allSettled(pending);
@@ -529,7 +690,8 @@ export class KvStore {
 
   /** A new version of a session is coming: in-flight gets of the old one are not shared with it. */
   #bump(id: string): void {
-    this.#versions.set(id, (this.#versions.get(id) ?? 0) + 1);
+    this.#lanes.bump(id);
+    this.#gone.delete(id); // a put, delete or evict by the caller: an older removal no longer explains a miss
   }
 
   #pinnedBytes(except: string): number {
@@ -572,8 +734,7 @@ export class KvStore {
   /** Removes a session from every tier (no event). */
   async #forget(id: string): Promise<void> {
     await this.#dropHot(id);
-    const h = this.#host.delete(id);
-    if (h) native.arenaFree(h.handle);
+    this.#host.delete(id)?.block.free();
     if (this.#disk.has(id)) await this.#disk.delete(id);
   }
 
@@ -583,8 +744,8 @@ export class KvStore {
     return w;
   }
 
-  async #persist(meta: SessionMeta, handle: number): Promise<void> {
-    const blob = native.arenaRead(handle);
+  async #persist(meta: SessionMeta, block: HostBlock): Promise<void> {
+    const blob = block.read();
     const record: Omit<DiskRecordMeta, 'checksum' | 'storedBytes'> = {
       id: meta.id,
       fingerprint: this.profile.fingerprint,
@@ -599,6 +760,8 @@ export class KvStore {
       format: this.#format,
     };
     if (meta.attachment) record.attachment = meta.attachment;
+    if (meta.tokenIds) record.tokenIds = meta.tokenIds;
+    if (meta.namespace !== undefined) record.namespace = meta.namespace;
     await this.#disk.put(record, blob);
   }
 
@@ -606,7 +769,12 @@ export class KvStore {
    * Encodes a session into the host arena: on the worker pool (CPU backend, and the raw format),
    * or on the GPU straight from device memory or from host arrays (CUDA backend).
    */
-  async #encodeBlob(src: EncodeSource): Promise<ArenaBlob> {
+  async #encodeBlob(src: EncodeSource): Promise<HostBlock> {
+    return HostBlock.adopt(await this.#encodeToArena(src));
+  }
+
+  async #encodeToArena(src: EncodeSource): Promise<ArenaBlob> {
+    this.#codecTokens.encodedTokens += (src.cache ?? src.gpu ?? src.device)!.tokens;
     const onPool = async () => {
       const host = src.cache ?? copyCache(src.gpu ? await src.gpu.toHost() : await downloadDeviceCache(src.device!), true);
       return this.#pool.encode(this.#wire(host), this.#format);
@@ -636,44 +804,73 @@ export class KvStore {
   }
 
   /** Makes an encoded blob the session's host entry (persisted first under write-through). */
-  async #installHost(meta: SessionMeta, r: ArenaBlob, onDisk = false): Promise<HostEntry> {
-    const entry: HostEntry = { meta, handle: r.handle, bytes: r.bytes, onDisk };
+  async #installHost(meta: SessionMeta, block: HostBlock, onDisk = false): Promise<HostEntry> {
+    const overhead = overheadOf(meta, false);
+    const entry: HostEntry = { meta, block, bytes: block.bytes + overhead, blobBytes: block.bytes, overhead, onDisk };
     try {
       if (this.options.writePolicy === 'write-through' && !onDisk) {
-        await this.#persist(meta, r.handle);
+        await this.#persist(meta, block);
         entry.onDisk = true;
       }
     } catch (err) {
-      native.arenaFree(r.handle);
+      block.free();
       throw err;
     }
     this.#host.set(meta.id, entry);
     return entry;
   }
 
-  /** device -> host (or straight to disk). The session stays hot if anything fails. */
+  /**
+   * device -> host (or straight to disk). The session stays hot if anything fails. A clean hot
+   * session (restored and not changed since: its encoded copy is still in the host tier or on
+   * disk) encodes nothing: the raw copy is dropped, and a disk copy is read back into the arena
+   * when the host tier is asked for.
+   */
   async #demote(id: string, to: 'host' | 'disk'): Promise<void> {
     const e = this.#device.peek(id);
     if (!e) return;
     const t0 = performance.now();
+    // A host entry beside a hot one is always the same version: a put forgets every lower copy.
+    const shadow = this.#host.peek(id);
     if (to === 'host') {
-      const entry = await this.#encodeToHost(e.meta, e, e.onDisk);
+      let entry = shadow;
+      if (!entry && e.onDisk) entry = await this.#loadFromDisk(e.meta);
+      entry ??= await this.#encodeToHost(e.meta, e, e.onDisk);
       await this.#dropHot(id);
-      this.#emit('demote', { id, from: 'device', to: 'host', bytes: entry.bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
+      this.#emit('demote', { id, from: 'device', to: 'host', bytes: entry.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
       return;
     }
     let bytes = this.#disk.meta(id)?.storedBytes ?? 0;
     if (!e.onDisk) {
-      const r = await this.#encodeBlob(e);
-      try {
-        await this.#persist(e.meta, r.handle);
-      } finally {
-        native.arenaFree(r.handle);
+      if (shadow) {
+        await this.#persist(shadow.meta, shadow.block);
+        bytes = shadow.blobBytes;
+      } else {
+        const r = await this.#encodeBlob(e);
+        try {
+          await this.#persist(e.meta, r);
+        } finally {
+          r.free();
+        }
+        bytes = r.bytes;
       }
-      bytes = r.bytes;
+    }
+    if (shadow) {
+      this.#host.delete(id);
+      shadow.block.free();
     }
     await this.#dropHot(id);
     this.#emit('demote', { id, from: 'device', to: 'disk', bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
+  }
+
+  /**
+   * The host entry of a clean session read back from its disk record (no encoding), or undefined
+   * when the record no longer checks out (the caller encodes instead).
+   */
+  async #loadFromDisk(meta: SessionMeta): Promise<HostEntry | undefined> {
+    const r = this.#disk.get(meta.id, this.profile.fingerprint);
+    if (!r.ok || r.meta.tokens !== meta.tokens || r.meta.format !== this.#format) return undefined;
+    return this.#installHost(meta, HostBlock.copyOf(r.blob), true);
   }
 
   /** host -> disk. The blob stays in the host tier if the write fails. */
@@ -681,14 +878,16 @@ export class KvStore {
     const e = this.#host.peek(id);
     if (!e) return;
     const t0 = performance.now();
-    if (!e.onDisk) await this.#persist(e.meta, e.handle);
+    if (!e.onDisk) await this.#persist(e.meta, e.block);
     this.#host.delete(id);
-    native.arenaFree(e.handle);
-    this.#emit('spill', { id, from: 'host', to: 'disk', bytes: e.bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
+    e.block.free();
+    const hot = this.#device.peek(id); // the same version (see #demote): its copy is on disk now
+    if (hot) hot.onDisk = true;
+    this.#emit('spill', { id, from: 'host', to: 'disk', bytes: e.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
   }
 
   /** Finds a session and restores it: as a host cache, or into a caller's device buffers. */
-  async #restore(id: string, promote: boolean, into?: DeviceKvTarget): Promise<Restored | undefined> {
+  async #restore(id: string, promote: boolean, into?: DeviceKvTarget): Promise<Restored | MissReason> {
     const t0 = performance.now();
     const now = Date.now();
     const d = this.#device.touch(id);
@@ -712,29 +911,29 @@ export class KvStore {
     if (h) {
       let got: Decoded;
       try {
-        got = await this.#decodeRecord(h.handle, this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
+        got = await this.#decodeRecord(h.block.handle, this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
       } catch (err) {
         return this.#badRecord(id, 'host', err);
       }
       h.meta.lastAccess = now;
-      if (got.hot) this.#promote(id, h.meta, got.hot, h.onDisk, 'host', h.bytes, t0);
+      if (got.hot) this.#promote(id, h.meta, got.hot, h.onDisk, 'host', h.blobBytes, t0);
       const ms = performance.now() - t0;
       this.#counters.hit('host', ms);
       return { ...got, fresh: got.hot?.cache !== got.cache, meta: h.meta, tier: 'host', ms };
     }
     const r = this.#disk.get(id, this.profile.fingerprint, now);
     if (!r.ok) {
-      if (r.reason === 'missing') {
-        this.#counters.misses++;
-        return undefined;
-      }
+      if (r.reason === 'corrupt') return this.#badRecord(id, 'disk', new KvtcError('E_CORRUPT', r.detail));
+      this.#counters.misses++;
+      if (r.reason === 'missing') return this.#gone.get(id) ?? 'absent';
       if (r.reason === 'expired') {
         await this.#disk.delete(id);
+        this.#left(id, 'expired');
         this.#emit('expire', { id, from: 'disk' });
-        this.#counters.misses++;
-        return undefined;
+        return 'expired';
       }
-      return this.#badRecord(id, 'disk', new KvtcError(r.reason === 'profile-mismatch' ? 'E_PROFILE_MISMATCH' : 'E_CORRUPT', r.detail));
+      // Another profile's record (a store opened with foreignRecords: 'miss') is left as it is.
+      return 'profile-mismatch';
     }
     const meta: SessionMeta = {
       id,
@@ -748,6 +947,8 @@ export class KvStore {
       lastAccess: now,
     };
     if (r.meta.attachment) meta.attachment = r.meta.attachment;
+    if (r.meta.tokenIds) meta.tokenIds = r.meta.tokenIds;
+    if (r.meta.namespace !== undefined) meta.namespace = r.meta.namespace;
     let got: Decoded;
     try {
       let first: Uint8Array | undefined = r.blob;
@@ -779,6 +980,7 @@ export class KvStore {
     into: DeviceKvTarget | undefined,
     promote: boolean,
   ): Promise<Decoded> {
+    this.#codecTokens.decodedTokens += meta.tokens;
     // The caller's buffers are checked before anything is decoded into them.
     if (into && meta.tokens > into.capacityTokens) {
       throw new KvtcError('E_CAPACITY', `session holds ${meta.tokens} tokens; the target has room for ${into.capacityTokens}`);
@@ -788,7 +990,7 @@ export class KvStore {
     }
     const viaPool = async (): Promise<Decoded> => {
       const dec = typeof src === 'number' ? await this.#pool.decodeHandle(src, format) : await this.#pool.decodeBlob(src, format);
-      this.decodeThreads.add(dec.threadId);
+      this.#decodeThreads.add(dec.threadId);
       const cache = dec.cache as KvCache;
       if (cache.tokens !== meta.tokens) throw new KvtcError('E_CORRUPT', `record holds ${cache.tokens} tokens, its metadata says ${meta.tokens}`);
       if (into) await uploadToTarget(cache, into);
@@ -830,8 +1032,9 @@ export class KvStore {
    */
   #fitsHot(id: string, meta: SessionMeta): boolean {
     const cap = this.options.device.capacityBytes;
-    if (meta.rawBytes > cap) return false;
-    return !meta.pinned || meta.rawBytes + this.#pinnedBytes(id) <= cap;
+    const bytes = meta.rawBytes + overheadOf(meta, true);
+    if (bytes > cap) return false;
+    return !meta.pinned || bytes + this.#pinnedBytes(id) <= cap;
   }
 
   /** The blob of a disk record, read again (a retry after its first copy was transferred away). */
@@ -841,26 +1044,43 @@ export class KvStore {
     return r.blob;
   }
 
+  /**
+   * Makes a restored session hot. Its encoded copy stays where it was (host entry, disk record):
+   * the session is clean, and demoting it again encodes nothing (#demote).
+   */
   #promote(id: string, meta: SessionMeta, hot: HotCache, onDisk: boolean, from: Tier, bytes: number, t0: number): void {
-    const h = this.#host.delete(id);
-    if (h) native.arenaFree(h.handle);
-    this.#device.set(id, { meta, ...hot, bytes: meta.rawBytes, onDisk });
+    const overhead = overheadOf(meta, true);
+    this.#device.set(id, { meta, ...hot, bytes: meta.rawBytes + overhead, overhead, onDisk });
     this.#emit('promote', { id, from, to: 'device', bytes, rawBytes: meta.rawBytes, ms: performance.now() - t0 });
   }
 
   /** A record that fails a check is a miss: report it, take it out, never return its data. */
-  async #badRecord(id: string, from: Tier, err: unknown): Promise<undefined> {
+  async #badRecord(id: string, from: Tier, err: unknown): Promise<MissReason> {
     const error = toError(err);
     if (error.code !== 'E_CORRUPT' && error.code !== 'E_PROFILE_MISMATCH') throw error;
     this.#counters.misses++;
     if (from === 'host') {
-      const h = this.#host.delete(id);
-      if (h) native.arenaFree(h.handle);
+      this.#host.delete(id)?.block.free();
     } else {
       await this.#disk.quarantine(id, error.message);
     }
+    this.#unindexIfGone(id);
     this.#emit('corrupt', { id, from, reason: error.message, error });
-    return undefined;
+    return 'corrupt';
+  }
+
+  /**
+   * Resolves once every operation queued so far, and the policy work it caused (demotions, spills,
+   * evictions after a promotion), is done: capacities hold again. Gets do not wait for that work.
+   */
+  async settled(): Promise<void> {
+    this.#checkOpen();
+    await this.#drain();
+  }
+
+  /** Starts rebalancing without waiting for it (its failures are 'error' events). */
+  #rebalanceLater(): void {
+    this.#rebalance().catch((err: unknown) => this.#emit('error', { id: '', reason: 'rebalance failed', error: toError(err) }));
   }
 
   /** Restores the capacity invariants; one loop at a time, rerun if asked meanwhile. */
@@ -882,49 +1102,51 @@ export class KvStore {
     return this.#rebalancing;
   }
 
+  /**
+   * One pass over the tiers, each brought back under its capacity. A move is made for the
+   * version of the session it was chosen for (a replacement queued meanwhile is left alone), and
+   * a move that fails skips that session for the rest of the pass instead of stalling the tier.
+   */
   async #rebalanceOnce(): Promise<void> {
     const o = this.options;
+    const failed = new Set<string>();
     // Hot tier: least-recently-used unpinned sessions, lowest priority first.
     while (this.#device.bytes > o.device.capacityBytes) {
-      const victim = this.#pickVictim();
-      if (!victim) break;
-      // Re-checked on the chain: a put queued there may have pinned or replaced the session.
+      const victim = this.options.policy.deviceVictim(candidates(this.#device, (e) => !e.meta.pinned && !failed.has(e.meta.id)));
+      if (!victim || !this.#device.has(victim) || failed.has(victim)) break;
+      const chosen = this.#device.peek(victim);
       const demote = async () => {
         const e = this.#device.peek(victim);
-        if (e && !e.meta.pinned) await this.#demote(victim, 'host');
+        if (e === chosen && e && !e.meta.pinned) await this.#demote(victim, 'host');
       };
-      if (!(await this.#try(victim, 'device', demote))) break;
+      if (!(await this.#try(victim, 'device', demote))) failed.add(victim);
     }
     while (this.#host.bytes > o.host.capacityBytes) {
-      const victim = this.#host.lru().next().value?.[0];
-      if (!victim) break;
-      if (!(await this.#try(victim, 'host', () => this.#spill(victim)))) break;
+      const victim = this.options.policy.hostVictim(candidates(this.#host, (e) => !failed.has(e.meta.id)));
+      if (!victim || !this.#host.has(victim) || failed.has(victim)) break;
+      const chosen = this.#host.peek(victim);
+      const spill = async () => {
+        if (this.#host.peek(victim!) === chosen) await this.#spill(victim!);
+      };
+      if (!(await this.#try(victim, 'host', spill))) failed.add(victim);
     }
-    while (this.#disk.bytes > o.disk.capacityBytes) {
-      const victim = this.#disk.lruOrder()[0] ?? this.#disk.list()[0]?.id;
+    while (this.#disk.footprintBytes > o.disk.capacityBytes) {
+      const victim = this.#disk.lruVictim(failed);
       if (!victim) break;
-      const evicted = await this.#try(victim, 'disk', async () => {
-        const last = this.has(victim) === 'disk';
+      const generation = this.#disk.generation(victim);
+      const evict = async () => {
+        if (this.#disk.generation(victim) !== generation) return; // replaced meanwhile: a newer decision applies
+        const last = this.#tierOf(victim) === 'disk';
         await this.#disk.delete(victim);
         // A copy of a hot or warm session is just dropped; a disk-only session leaves the store.
         for (const t of [this.#device.peek(victim), this.#host.peek(victim)]) if (t) t.onDisk = false;
-        if (last) this.#emit('evict', { id: victim, from: 'disk' });
-      });
-      if (!evicted) break;
+        if (last) {
+          this.#left(victim, 'evicted');
+          this.#emit('evict', { id: victim, from: 'disk' });
+        }
+      };
+      if (!(await this.#try(victim, 'disk', evict))) failed.add(victim);
     }
-  }
-
-  #pickVictim(): string | undefined {
-    let best: string | undefined;
-    let bestPriority = Infinity;
-    for (const [id, e] of this.#device.lru()) {
-      if (e.meta.pinned) continue;
-      if (e.meta.priority < bestPriority) {
-        best = id;
-        bestPriority = e.meta.priority;
-      }
-    }
-    return best;
   }
 
   /** Runs a policy move on the session's chain; failures become 'error' events. */
@@ -946,20 +1168,23 @@ export class KvStore {
     const jobs: Promise<unknown>[] = [];
     if (o.device.idleMs > 0) {
       for (const [id, e] of this.#device.lru()) {
-        if (!e.meta.pinned && now - e.meta.lastAccess >= o.device.idleMs) jobs.push(this.#try(id, 'device', () => this.#idle(id, 'device')));
+        if (this.#isIdle('device', e, now)) jobs.push(this.#try(id, 'device', () => this.#idle(id, 'device')));
       }
     }
     if (o.host.idleMs > 0) {
       for (const [id, e] of this.#host.lru()) {
-        if (now - e.meta.lastAccess >= o.host.idleMs) jobs.push(this.#try(id, 'host', () => this.#idle(id, 'host')));
+        if (this.#isIdle('host', e, now)) jobs.push(this.#try(id, 'host', () => this.#idle(id, 'host')));
       }
     }
     for (const id of this.#disk.expired(now)) {
       if (this.#device.has(id) || this.#host.has(id)) continue; // in use above: not idle
+      const generation = this.#disk.generation(id);
       jobs.push(
         this.#serial(id, async () => {
-          if (this.has(id) !== 'disk') return;
+          // Decided for this record: a newer version put meanwhile (its own TTL, or none) stays.
+          if (this.#tierOf(id) !== 'disk' || this.#disk.generation(id) !== generation || !this.#disk.isExpired(id, Date.now())) return;
           await this.#disk.delete(id);
+          this.#left(id, 'expired');
           this.#emit('expire', { id, from: 'disk' });
         }).catch((err: unknown) => this.#emit('error', { id, from: 'disk', reason: 'expiry failed', error: toError(err) })),
       );
@@ -972,36 +1197,90 @@ export class KvStore {
     const now = Date.now();
     if (tier === 'device') {
       const e = this.#device.peek(id);
-      if (e && !e.meta.pinned && now - e.meta.lastAccess >= this.options.device.idleMs) await this.#demote(id, 'host');
+      if (e && this.#isIdle('device', e, now)) await this.#demote(id, 'host');
     } else {
       const e = this.#host.peek(id);
-      if (e && now - e.meta.lastAccess >= this.options.host.idleMs) await this.#spill(id);
+      if (e && this.#isIdle('host', e, now)) await this.#spill(id);
     }
   }
+
+  /** The policy's idleness verdict; pinned sessions are never idle in the hot tier. */
+  #isIdle(tier: 'device' | 'host', e: { meta: SessionMeta; bytes: number }, now: number): boolean {
+    if (tier === 'device' && e.meta.pinned) return false;
+    return this.options.policy.isIdle(tier, policyEntry(e.meta, e.bytes), now, tier === 'device' ? this.options.device.idleMs : this.options.host.idleMs);
+  }
+}
+
+/** A tier's sessions as the policy sees them, least recently used first, filtered by `keep`. */
+function* candidates<T extends { meta: SessionMeta; bytes: number }>(tier: TierIndex<T>, keep: (e: T) => boolean): Generator<PolicyEntry> {
+  for (const [, e] of tier.lru()) if (keep(e)) yield policyEntry(e.meta, e.bytes);
+}
+
+/** Token ids as the index keeps them: an Int32Array copy; E_OPTIONS naming `field` for anything else. */
+function tokenIdsOf(v: unknown, field: string): Int32Array {
+  if (!(v instanceof Int32Array || v instanceof Uint32Array || Array.isArray(v))) {
+    throw invalidParameter(field, 'an Int32Array, a Uint32Array or an array of token ids', v);
+  }
+  const out = new Int32Array(v.length);
+  for (let i = 0; i < v.length; i++) {
+    const t = (v as ArrayLike<unknown>)[i];
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t > 0x7fffffff) throw invalidParameter(`${field}[${i}]`, 'a token id (an integer in 0..2^31-1)', t);
+    out[i] = t;
+  }
+  return out;
+}
+
+function namespaceOf(v: unknown): string {
+  if (v === undefined) return '';
+  if (typeof v !== 'string' || Buffer.byteLength(v, 'utf8') > 256) throw invalidParameter('options.namespace', 'a string of at most 256 UTF-8 bytes', v);
+  return v;
+}
+
+function checkPrefixArgs(tokens: unknown, o: PrefixOptions): { ids: Int32Array; namespace: string } {
+  if (typeof o !== 'object' || o === null) throw invalidParameter('prefix options', 'an object', o);
+  checkKeys(o, ['namespace', 'promote'], 'prefix options');
+  return { ids: tokenIdsOf(tokens, 'tokens'), namespace: namespaceOf(o.namespace) };
+}
+
+/** The first `n` tokens of a cache, as a cache of its own (a copy). */
+function sliceCache(c: KvCache, n: number): KvCache {
+  const row = rowValues(c.layout);
+  const cut = (a: ArrayBufferView) => (a as Float32Array | Uint16Array).slice(0, n * row);
+  return { layout: { ...c.layout }, tokens: n, positions: (c.positions ?? Int32Array.from({ length: c.tokens }, (_, i) => i)).slice(0, n), keys: c.keys.map(cut), values: c.values.map(cut) };
 }
 
 function resolvePutOptions(
   o: PutOptions,
   defaultTtl: number,
-): { pin: boolean; ttlMs: number; priority: number; attachment: Uint8Array | undefined } {
-  if (typeof o !== 'object' || o === null) throw new KvtcError('E_OPTIONS', `put options must be an object, got ${String(o)}`);
-  if (o.pin !== undefined && typeof o.pin !== 'boolean') throw new KvtcError('E_OPTIONS', `options.pin must be a boolean, got ${String(o.pin)}`);
+): { pin: boolean; ttlMs: number; priority: number; attachment: Uint8Array | undefined; tokens: Int32Array | undefined; namespace: string } {
+  if (typeof o !== 'object' || o === null) throw invalidParameter('put options', 'an object', o);
+  checkKeys(o, ['pin', 'ttlMs', 'priority', 'attachment', 'tokens', 'namespace'], 'put options');
+  if (o.pin !== undefined && typeof o.pin !== 'boolean') throw invalidParameter('options.pin', 'a boolean', o.pin);
   if (o.ttlMs !== undefined && (typeof o.ttlMs !== 'number' || !Number.isSafeInteger(o.ttlMs) || o.ttlMs < 0)) {
-    throw new KvtcError('E_OPTIONS', `options.ttlMs must be a non-negative integer, got ${String(o.ttlMs)}`);
+    throw invalidParameter('options.ttlMs', 'a non-negative integer', o.ttlMs);
   }
   if (o.priority !== undefined && (typeof o.priority !== 'number' || !Number.isFinite(o.priority))) {
-    throw new KvtcError('E_OPTIONS', `options.priority must be a finite number, got ${String(o.priority)}`);
+    throw invalidParameter('options.priority', 'a finite number', o.priority);
   }
   if (o.attachment !== undefined && (!(o.attachment instanceof Uint8Array) || o.attachment.byteLength > 16 << 20)) {
-    throw new KvtcError('E_OPTIONS', `options.attachment must be a Uint8Array of at most 16 MiB`);
+    throw invalidParameter('options.attachment', 'a Uint8Array of at most 16 MiB', o.attachment);
   }
-  return { pin: o.pin ?? false, ttlMs: o.ttlMs ?? defaultTtl, priority: o.priority ?? 0, attachment: o.attachment };
+  const tokens = o.tokens === undefined ? undefined : tokenIdsOf(o.tokens, 'options.tokens');
+  return { pin: o.pin ?? false, ttlMs: o.ttlMs ?? defaultTtl, priority: o.priority ?? 0, attachment: o.attachment, tokens, namespace: namespaceOf(o.namespace) };
+}
+
+function checkGetOptions(o: GetOptions): void {
+  if (typeof o !== 'object' || o === null) throw invalidParameter('get options', 'an object', o);
+  checkKeys(o, ['promote', 'status'], 'get options');
+}
+
+function checkStatus(o: GetOptions): GetStatus | undefined {
+  if (o.status !== undefined && (typeof o.status !== 'object' || o.status === null)) throw invalidParameter('options.status', 'an object', o.status);
+  return o.status;
 }
 
 function checkPromote(o: GetOptions): boolean {
-  if (typeof o !== 'object' || o === null) throw new KvtcError('E_OPTIONS', `get options must be an object, got ${String(o)}`);
-  if (o.promote !== undefined && typeof o.promote !== 'boolean') {
-    throw new KvtcError('E_OPTIONS', `options.promote must be a boolean, got ${String(o.promote)}`);
-  }
+  checkGetOptions(o);
+  if (o.promote !== undefined && typeof o.promote !== 'boolean') throw invalidParameter('options.promote', 'a boolean', o.promote);
   return o.promote ?? true;
 }

@@ -48,10 +48,12 @@ export class CodecPool {
   }
 
   #crashes = 0;
+  #crashWorker = '';
 
-  /** Test hook: the next `n` tasks kill the worker thread that picks them up. */
-  injectCrashes(n: number): void {
+  /** Test hook (src/internal/testing.ts): the next `n` tasks run on `crashWorker`, whose thread dies. */
+  injectCrashes(n: number, crashWorker: string): void {
     this.#crashes = n;
+    this.#crashWorker = crashWorker;
   }
 
   /** `task` may be a function building the task per attempt (for inputs that are transferred). */
@@ -65,7 +67,8 @@ export class CodecPool {
       if (crash) this.#crashes--;
       const { task: t, transfer } = typeof task === 'function' ? task() : { task, transfer: [] };
       try {
-        reply = (await this.#pool.run({ ...t, crash }, transfer.length ? { transferList: transfer } : {})) as WorkerReply;
+        const options = { ...(transfer.length ? { transferList: transfer } : {}), ...(crash ? { filename: this.#crashWorker } : {}) };
+        reply = (await this.#pool.run(t, options)) as WorkerReply;
       } catch (err) {
         if (attempt >= 1) throw new KvtcError('E_INTERNAL', `codec worker failed twice: ${(err as Error).message}`, { cause: err });
       }

@@ -53,10 +53,7 @@ async function decodeTask(task: Extract<CodecTask, { op: 'decode' }>): Promise<D
  * `code` crossing the thread boundary, and the pool needs it to rebuild the KvtcError.
  * Decoded caches live in SharedArrayBuffers, which postMessage shares without copying.
  */
-export default async function handle(task: CodecTask & { crash?: boolean }): Promise<WorkerReply> {
-  // Fault injection (tests): die like a crashed worker would. In a worker thread this ends only
-  // the thread.
-  if (task.crash) process.exit(70);
+export default async function handle(task: CodecTask): Promise<WorkerReply> {
   try {
     return { ok: true, value: task.op === 'encode' ? await encodeTask(task) : await decodeTask(task) };
   } catch (err) {

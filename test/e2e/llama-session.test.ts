@@ -4,15 +4,15 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvStore, calibrate, type CodecProfile, type KvLayout } from '../../src/index.js';
-import { calibrateFromModel, collectStates } from '../../src/adapters/llama-cpp/collect.js';
-import { greedyContinue, makeProbe, probeFidelity, resumeWith, type FidelityProbe } from '../../src/adapters/llama-cpp/fidelity.js';
+import { calibrateFromModel, collectStates, createContext } from '../../src/adapters/llama-cpp/collect.js';
+import { compareDistributions, greedyContinue, makeProbe, nextTokenDistributions, probeFidelity, resumeWith, type FidelityProbe } from '../../src/adapters/llama-cpp/fidelity.js';
 import { modelKvLayout } from '../../src/adapters/llama-cpp/model.js';
-import { restoreSequence, saveSequence } from '../../src/adapters/llama-cpp/session.js';
+import { restorePrefix, restoreSequence, saveSequence } from '../../src/adapters/llama-cpp/session.js';
 import { readSequenceFile } from '../../src/adapters/llama-cpp/sequence-state.js';
 import { parseSequenceState } from '../../src/adapters/llama-cpp/state.js';
 import { MODEL_PATH, disposeModel, loadPrompts, sharedModel } from '../helpers/real-kv.js';
 import { tempDir } from '../helpers/store.js';
-import type { LlamaModel } from 'node-llama-cpp';
+import type { LlamaContextSequence, LlamaModel } from 'node-llama-cpp';
 
 let model: LlamaModel;
 let layout: KvLayout;
@@ -77,6 +77,50 @@ describe('sessions through every tier', () => {
     expect(store.has('story')).toBe('disk');
     await continueFrom('disk');
     expect(await restoreSequence(store, 'unknown', undefined as never)).toBeUndefined();
+    await store.close();
+  });
+});
+
+describe('shared prompts', () => {
+  it('a conversation that begins with a stored prefix starts from its cache and evaluates only the rest', async () => {
+    const profile = await calibrate(
+      train.map((s) => s.cache),
+      { ratio: 4, windowTokens: 16 },
+    );
+    const t = await tempDir();
+    cleanups.push(t.cleanup);
+    const store = await KvStore.open({ profile, path: t.path, chunkTokens: 16 });
+    const system = model.tokenize(prompts.slice(40, 44).join(' '));
+    expect(system.length).toBeGreaterThanOrEqual(32);
+    const a = [...system, ...model.tokenize(' Once upon a time there was a cat.')];
+    const b = [...system, ...model.tokenize(' The dog ran to the park and played.')];
+    let lcp = 0;
+    while (a[lcp] === b[lcp]) lcp++;
+    const withContext = async <T>(fn: (seq: LlamaContextSequence) => Promise<T>) => {
+      const ctx = await createContext(model, 512, {});
+      try {
+        return await fn(ctx.getSequence());
+      } finally {
+        await ctx.dispose();
+      }
+    };
+    await withContext(async (seq) => {
+      await nextTokenDistributions(seq, a);
+      await saveSequence(store, 'conversation-a', seq, layout, { namespace: 'tenant' });
+    });
+    await store.evict('conversation-a', { to: 'disk' });
+    const reference = await withContext((seq) => nextTokenDistributions(seq, b));
+    const { restored, probs } = await withContext(async (seq) => {
+      expect(await restorePrefix(store, b, seq)).toBeUndefined(); // another namespace sees nothing
+      const r = (await restorePrefix(store, b, seq, { namespace: 'tenant' }))!;
+      expect(r).toMatchObject({ restored: lcp, tier: 'disk', from: 'conversation-a' });
+      expect(seq.contextTokens.length).toBe(lcp);
+      return { restored: r.restored, probs: await nextTokenDistributions(seq, b.slice(r.restored)) };
+    });
+    const cmp = compareDistributions(reference.slice(restored), probs);
+    console.log(`[shared prompt] ${restored} of ${b.length} tokens restored from the stored prefix; next-token KL ${cmp.meanKl.toExponential(2)} (max ${cmp.maxKl.toExponential(2)}), top-1 ${cmp.top1Agreement.toFixed(2)}`);
+    expect(cmp.meanKl).toBeLessThan(5e-3);
+    expect(cmp.top1Agreement).toBeGreaterThanOrEqual(0.9);
     await store.close();
   });
 });

@@ -176,7 +176,7 @@ describe(`KvStore on the cuda backend (${TARGET})`, () => {
   });
 
   it('capacity moves sessions between device memory and the host tier; a full device loses nothing', async () => {
-    const store = await openStore({ backend: 'cuda', tiers: { device: { capacityBytes: 2 * sessionBytes(64) } } });
+    const store = await openStore({ backend: 'cuda', tiers: { device: { capacityBytes: 2 * sessionBytes(64) + 2048 } } }); // two sessions and their overheads
     const caches = [5, 6, 7, 8].map((s) => session(s));
     for (const [i, c] of caches.entries()) await store.put(`c${i}`, c);
     expect(store.stats().device.entries).toBe(2);

@@ -53,6 +53,7 @@ export async function runStress(store: KvStore, o: StressOptions): Promise<{ don
       }),
     );
     done += results.length;
+    await store.settled(); // gets do not wait for the policy work they cause
     // Apply puts first: an eviction event raised by this batch may concern a session it put.
     const gone = vanished.splice(0);
     for (const r of results) {

@@ -72,6 +72,8 @@ const badPutOptions = fc.oneof(
   fc.record({ ttlMs: fc.constantFrom(-1, 1.5, Number.NaN, '10') }),
   fc.record({ priority: fc.constantFrom(Number.NaN, Number.POSITIVE_INFINITY, 'high') }),
   fc.record({ attachment: fc.constantFrom('bytes', [1, 2, 3], new Uint8Array(17 << 20)) }),
+  fc.record({ pinned: fc.constant(true) }),
+  fc.record({ ttl: fc.constant(10) }),
 );
 
 function snapshot(): string {
@@ -135,6 +137,11 @@ describe('hostile input', () => {
       fc.record({ workers: fc.record({ minThreads: fc.constant(4), maxThreads: fc.constant(2) }) }),
       fc.record({ path: fc.constantFrom('', 5) }),
       fc.record({ nonFinite: fc.constantFrom('allow', true) }),
+      // Misspelt keys are refused, not ignored.
+      fc.record({ tier: fc.constant({ device: { capacityBytes: 1 } }) }),
+      fc.record({ tiers: fc.record({ hot: fc.constant({ capacityBytes: 1 }) }) }),
+      fc.record({ tiers: fc.record({ disk: fc.record({ ttl: fc.constant(5) }) }) }),
+      fc.record({ worker: fc.constant({ maxThreads: 2 }) }),
     );
     await fc.assert(
       fc.asyncProperty(optionArb, async (o) => {

@@ -1,5 +1,6 @@
 /** A codec worker that dies mid-restore: the get is retried or fails clearly, the session stays intact. */
 import { describe, expect, it } from 'vitest';
+import { injectWorkerCrashes } from '../../src/internal/testing.js';
 import { relMse } from '../helpers/metrics.js';
 import { session, storeKit } from '../helpers/store.js';
 
@@ -12,7 +13,7 @@ describe('worker failure', () => {
     const c = session(1, 150);
     await store.put('a', c);
     await store.evict('a');
-    store._injectWorkerCrashes(1);
+    injectWorkerCrashes(store, 1);
     const got = await store.get('a');
     expect(relMse(c, got!, 'keys')).toBeLessThan(0.02);
     expect(store.has('a')).toBe('device');
@@ -23,13 +24,13 @@ describe('worker failure', () => {
     const c = session(2, 150);
     await store.put('b', c);
     await store.evict('b', { to: 'disk' });
-    store._injectWorkerCrashes(2);
+    injectWorkerCrashes(store, 2);
     await expect(store.get('b')).rejects.toMatchObject({ code: 'E_INTERNAL', message: expect.stringContaining('codec worker failed') });
     expect(store.has('b')).toBe('disk');
     const got = await store.get('b');
     expect(relMse(c, got!, 'values')).toBeLessThan(0.02);
     // Demotions go through the same path: a crash during an encode is retried too.
-    store._injectWorkerCrashes(1);
+    injectWorkerCrashes(store, 1);
     await store.put('c', session(3));
     expect(await store.evict('c')).toBe('host');
   });

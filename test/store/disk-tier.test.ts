@@ -328,7 +328,7 @@ describe('DiskTier basics', () => {
     expect((await rejection(t.put(putMeta('bad\ud800'), randomBlob(1)))).code).toBe('E_OPTIONS');
     expect(t.count).toBe(0);
 
-    const ids = ['x'.repeat(MAX_ID_BYTES), 'é'.repeat(989), '会話-🙂-ñ', 'tab\tnew\nline', ' '];
+    const ids = ['x'.repeat(MAX_ID_BYTES), 'é'.repeat(950), '会話-🙂-ñ', 'tab\tnew\nline', ' '];
     for (const id of ids) await t.put(putMeta(id), randomBlob(33));
     for (const id of ids) expect(expectOk(t.get(id, FP)).meta.id).toBe(id);
     expect(t.get('x'.repeat(MAX_ID_BYTES + 1), FP)).toEqual({ ok: false, reason: 'missing' });
@@ -650,5 +650,22 @@ describe('DiskTier property', () => {
       }),
       { numRuns: 30 },
     );
+  });
+});
+
+describe('DiskTier putMany', () => {
+  it('writes many records in one transaction, all or none', async () => {
+    const t = openTier({ path: join(dir, 'many'), mapSizeBytes: 256 * 1024 });
+    const items = ['m1', 'm2', 'm3'].map((id, i) => ({ meta: putMeta(id), blob: randomBlob(1000 + i) }));
+    const stored = await t.putMany(items);
+    expect(stored.map((m) => m.storedBytes)).toEqual([1000, 1001, 1002]);
+    for (const id of ['m1', 'm2', 'm3']) expect(t.get(id, FP).ok).toBe(true);
+    await expect(t.putMany([{ meta: putMeta('d'), blob: randomBlob(1) }, { meta: putMeta('d'), blob: randomBlob(2) }])).rejects.toMatchObject({ code: 'E_OPTIONS' });
+    // Too much together: refused before writing, nothing of it lands.
+    const big = Array.from({ length: 8 }, (_, i) => ({ meta: putMeta(`b${i}`), blob: randomBlob(40_000) }));
+    await expect(t.putMany(big)).rejects.toMatchObject({ code: 'E_CAPACITY' });
+    expect(t.has('b0')).toBe(false);
+    expect(t.count).toBe(3);
+    await t.close();
   });
 });

@@ -78,7 +78,7 @@ describe('corrupted disk records', () => {
     expect((await store.get('b'))?.tokens).toBe(120);
   });
 
-  it('a blob whose record passes its own checksum but was written for another profile is refused', async () => {
+  it('a directory written with another profile is refused at open; opted in, its records are misses left untouched', async () => {
     const other = await (await import('../../src/index.js')).calibrate(
       [session(50, 300), session(51, 300)],
       { ratio: 4, windowTokens: 8, sinkTokens: 2 },
@@ -88,12 +88,22 @@ describe('corrupted disk records', () => {
     const a = await KvStore.open({ profile: other, path: t.path });
     await a.put('x', session(3));
     await a.close();
-    const store = await KvStore.open({ profile, path: t.path });
+    await expect(KvStore.open({ profile, path: t.path })).rejects.toMatchObject({ code: 'E_PROFILE_MISMATCH' });
+    const store = await KvStore.open({ profile, path: t.path, foreignRecords: 'miss' });
     defer(() => store.close().catch(() => undefined));
     const events: StoreEvent[] = [];
     store.on('corrupt', (e) => events.push(e));
-    expect(await store.get('x')).toBeUndefined();
-    expect(events[0]).toMatchObject({ id: 'x', from: 'disk' });
+    store.on('miss', (e) => events.push(e));
+    expect(store.has('x')).toBeUndefined();
+    const status = {};
+    expect(await store.getEntry('x', { status })).toBeUndefined();
+    expect(status).toEqual({ result: 'miss', reason: 'profile-mismatch' });
+    expect(events).toEqual([{ id: 'x', reason: 'profile-mismatch' }]);
+    await store.close();
+    // The record is still there for the profile that wrote it.
+    const again = await KvStore.open({ profile: other, path: t.path });
+    defer(() => again.close().catch(() => undefined));
+    expect((await again.get('x'))?.tokens).toBe(64);
   });
 });
 

@@ -77,6 +77,7 @@ describe('store invariants', () => {
               expect((err as { code?: string }).code).toBe('E_CAPACITY');
               expect(o.op === 'put' && o.pin).toBe(true);
             }
+            await store.settled(); // gets do not wait for the policy work they cause
             for (const id of gone.splice(0)) alive.delete(id);
             const s = store.stats();
             expect(s.device.rawBytes).toBeLessThanOrEqual(caps.device);

@@ -279,9 +279,12 @@ describe('llama.cpp sequence state: malformed files', () => {
   it('refuses unknown ggml types in K and V', () => {
     for (const b of [f32(), f32nt()]) {
       const o = offsets(b);
-      expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setInt32(o.kHeader(0), 2, true))), /unsupported ggml type 2/);
-      expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setInt32(o.kHeader(0), 99, true))), /unsupported ggml type 99/);
-      expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setInt32(o.vHeader(3), 8, true))), /layer 3 V type #8 \(unsupported/);
+      // Types it does not handle are named; handled types whose rows do not fit are refused too.
+      expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setInt32(o.kHeader(0), 3, true))), /unsupported ggml type Q4_1/);
+      expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setInt32(o.kHeader(0), 99, true))), /unsupported ggml type #99/);
+      expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setInt32(o.vHeader(0), 6, true))), /layer 0 V has unsupported ggml type Q5_0/);
+      expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setInt32(o.kHeader(0), 2, true))), /row_bytes 128 is not a positive multiple of the Q4_0 block size 18/);
+      expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setInt32(o.vHeader(3), 8, true))), /layer 3 V type Q8_0 differs from layer 0 V type F32/);
     }
   });
 
@@ -289,13 +292,15 @@ describe('llama.cpp sequence state: malformed files', () => {
     for (const b of [f32(), f32nt()]) {
       const o = offsets(b);
       expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setInt32(o.kHeader(2), 1, true))), /layer 2 K type F16 differs from layer 0 K type F32/);
-      expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setInt32(o.vHeader(1), 1, true))), /layer 1 V type F16 differs from K type F32/);
+      expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setInt32(o.vHeader(1), 1, true))), /layer 1 V type F16 differs from layer 0 V type F32/);
       expectLayoutError(() => parseSequenceState(patched(b, (dv) => dv.setBigUint64(o.kHeader(1) + 4, 64n, true))), /row_bytes 64 differs/);
     }
     const t = f32();
     const ot = offsets(t);
     expectLayoutError(() => parseSequenceState(patched(t, (dv) => dv.setUint32(ot.vHeader(0) + 8, 16, true))), /V kv_dim 16 differs from K kv_dim 32/);
     expectLayoutError(() => parseSequenceState(patched(t, (dv) => dv.setUint32(ot.vHeader(0) + 4, 2, true))), /el_bytes 2/);
+    // A V of another plain type is read (K q8_0 with V f16 is common), but its rows must fit.
+    expectLayoutError(() => parseSequenceState(patched(t, (dv) => dv.setInt32(ot.vHeader(0), 1, true))), /layer 0 V el_bytes 4 does not match the F16 element size 2/);
     const n = f32nt();
     const on = offsets(n);
     expectLayoutError(() => parseSequenceState(patched(n, (dv) => dv.setBigUint64(on.vHeader(4) + 4, 256n, true))), /V row_bytes 256 differs/);

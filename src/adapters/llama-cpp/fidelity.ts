@@ -96,7 +96,7 @@ export async function makeProbe(
   steps: number,
   settings: ContextSettings = {},
 ): Promise<FidelityProbe> {
-  const layout = { ...modelKvLayout(model), dtype: settings.cacheType ?? 'f16' } as const;
+  const layout = modelKvLayout(model);
   const { state, lastToken } = await withPromptSequence(model, prompt, { tokens: prefixTokens, ...settings }, async (seq) => {
     const last = seq.contextTokens.at(-1)!;
     await seq.eraseContextTokenRanges([{ start: prefixTokens - 1, end: prefixTokens }]);

@@ -3,7 +3,10 @@
  * (only the functions that need a model import it); `import 'kvtc'` never does.
  */
 export { loadLlamaModel, modelKvLayout, type LoadedModel } from './model.js';
-export { saveSequence, restoreSequence } from './session.js';
+export { saveSequence, restoreSequence, restorePrefix, type RestoreOptions } from './session.js';
+export { assertRepresentable, kvLayoutFromGguf, ggufArchitecture, type GgufInfoLike } from './architecture.js';
+export { modelFingerprint, fingerprintOf } from './fingerprint.js';
+export { bindProfileToModel, profileModel } from './profile-binding.js';
 export {
   calibrateFromModel,
   collectStates,
@@ -12,6 +15,7 @@ export {
   type CalibrateFromModelOptions,
   type CollectOptions,
   type ContextSettings,
+  type KvCacheType,
 } from './collect.js';
 export {
   compareDistributions,
@@ -24,5 +28,5 @@ export {
   type FidelityProbe,
   type NextTokenComparison,
 } from './fidelity.js';
-export { readSequenceFile, readSequenceState, writeSequenceStateTo } from './sequence-state.js';
+export { readSequenceFile, readSequenceState, stateTempBase, writeSequenceStateTo } from './sequence-state.js';
 export { parseSequenceState, writeSequenceState, type LlamaSequenceState } from './state.js';

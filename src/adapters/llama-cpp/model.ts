@@ -3,9 +3,12 @@
  * and the KvLayout of its KV cache read from the GGUF metadata. node-llama-cpp is an optional
  * peer dependency, imported only when these functions run.
  */
+import { resolve } from 'node:path';
 import { KvtcError } from '../../errors.js';
 import type { DType, KvLayout } from '../../layout.js';
 import type { Llama, LlamaModel } from 'node-llama-cpp';
+import { type GgufInfoLike, kvLayoutFromGguf } from './architecture.js';
+import { modelPathOf, rememberModelPath } from './fingerprint.js';
 
 export interface LoadedModel {
   llama: Llama;
@@ -35,6 +38,7 @@ export async function loadLlamaModel(modelPath: string): Promise<LoadedModel> {
   });
   try {
     const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
+    rememberModelPath(model, resolve(modelPath));
     return {
       llama,
       model,
@@ -50,36 +54,11 @@ export async function loadLlamaModel(modelPath: string): Promise<LoadedModel> {
 }
 
 /**
- * The KV layout of a llama-architecture model from its GGUF metadata: layers, KV heads, head
- * size, and RoPE (llama.cpp's normal mode rotates adjacent pairs: 'interleaved').
+ * The KV layout of a model (or of a GGUF file's info, from node-llama-cpp's readGgufFileInfo):
+ * layers, KV heads, head size and RoPE as llama.cpp applies it for the architecture (see
+ * architecture.ts). Throws E_LAYOUT, naming the reason, for caches kvtc cannot represent.
  */
-export function modelKvLayout(model: LlamaModel, dtype: DType = 'f16'): KvLayout {
-  const meta = model.fileInfo.metadata as unknown as Record<string, unknown> & { general?: { architecture?: string } };
-  const arch = meta.general?.architecture ?? 'llama';
-  const a = meta[arch] as
-    | {
-        block_count?: number;
-        embedding_length?: number;
-        attention?: { head_count?: number; head_count_kv?: number | number[]; key_length?: number };
-        rope?: { dimension_count?: number; freq_base?: number };
-      }
-    | undefined;
-  const layers = a?.block_count;
-  const heads = a?.attention?.head_count;
-  const kv = a?.attention?.head_count_kv ?? heads;
-  const kvHeads = Array.isArray(kv) ? kv[0] : kv;
-  const headDim = a?.attention?.key_length ?? (a?.embedding_length && heads ? a.embedding_length / heads : undefined);
-  if (!layers || !kvHeads || !headDim || !Number.isInteger(headDim)) {
-    throw new KvtcError('E_LAYOUT', `cannot derive a KV layout from the metadata of this ${arch} model; pass a layout explicitly`);
-  }
-  if (Array.isArray(kv) && kv.some((x) => x !== kvHeads)) {
-    throw new KvtcError('E_LAYOUT', 'models whose layers have different KV head counts are not supported');
-  }
-  return {
-    layers,
-    kvHeads,
-    headDim,
-    dtype,
-    rope: { theta: a?.rope?.freq_base ?? 10000, style: 'interleaved', dims: a?.rope?.dimension_count ?? headDim },
-  };
+export function modelKvLayout(model: LlamaModel | GgufInfoLike, dtype: DType = 'f16'): KvLayout {
+  if ('fileInfo' in model) return kvLayoutFromGguf(model.fileInfo, dtype, modelPathOf(model));
+  return kvLayoutFromGguf(model, dtype);
 }

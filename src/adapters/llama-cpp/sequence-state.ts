@@ -1,8 +1,10 @@
 /**
  * Moving a node-llama-cpp context sequence's KV cache in and out of memory. node-llama-cpp has
  * no in-memory state API, only saveStateToFile / loadStateFromFile, so each transfer goes
- * through a private temporary file that is always removed.
+ * through a private temporary file (in memory-backed /dev/shm where there is one) that is always
+ * removed.
  */
+import { accessSync, constants, statSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,8 +13,32 @@ import { KvtcError } from '../../errors.js';
 import type { KvCache, KvLayout } from '../../layout.js';
 import { type LlamaSequenceState, parseSequenceState, writeSequenceState } from './state.js';
 
+let memoryBase: string | undefined;
+
+/**
+ * Where state files go: $KVTC_STATE_DIR when set, else a memory-backed folder (/dev/shm on
+ * Linux) when there is a writable one, so a transfer costs no disk I/O, else the OS temp folder.
+ */
+export function stateTempBase(): string {
+  const env = process.env.KVTC_STATE_DIR;
+  if (env) return env;
+  if (memoryBase === undefined) {
+    memoryBase = tmpdir();
+    try {
+      if (statSync('/dev/shm').isDirectory()) {
+        accessSync('/dev/shm', constants.W_OK);
+        memoryBase = '/dev/shm';
+      }
+    } catch {
+      // no /dev/shm (macOS, Windows, some containers): the OS temp folder it is
+    }
+  }
+  return memoryBase;
+}
+
+/** Runs fn with a path in a private folder that is removed afterwards, on success and on error. */
 async function withTempFile<T>(fn: (file: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'kvtc-seq-'));
+  const dir = await mkdtemp(join(stateTempBase(), 'kvtc-seq-'));
   try {
     return await fn(join(dir, 'state.bin'));
   } finally {
@@ -43,7 +69,15 @@ export async function writeSequenceStateTo(sequence: LlamaContextSequence, state
   const bytes = writeSequenceState(state);
   await withTempFile(async (file) => {
     await writeFile(file, bytes);
-    await sequence.loadStateFromFile(file, { acceptRisk: true });
+    try {
+      await sequence.loadStateFromFile(file, { acceptRisk: true });
+    } catch (err) {
+      throw new KvtcError(
+        'E_LAYOUT',
+        `llama.cpp refused the sequence state (${(err as Error).message}); the context must use the KV cache types and flash-attention setting the state was saved with`,
+        { cause: err },
+      );
+    }
   });
 }
 
@@ -51,40 +85,69 @@ export async function writeSequenceStateTo(sequence: LlamaContextSequence, state
 export interface SequenceExtras {
   tokens: Int32Array;
   vTrans: 0 | 1;
+  /** ggml types of the K and V cache the state came from (absent in version-1 attachments). */
+  kType?: number;
+  vType?: number;
+  /** Fingerprint (32 hex digits) of the model that computed the cache; absent in version 1. */
+  model?: string;
 }
 
 const EXTRAS_MAGIC = 0x5153564b; // "KVSQ"
+const V2_HEADER = 36;
 
-/** Serializes the extras into a store attachment: magic, version, v_trans, token ids. */
+/**
+ * Serializes the extras into a store attachment, version 2: u32 magic, u16 version, u16 v_trans,
+ * u32 K ggml type, u32 V ggml type, 16 bytes model fingerprint, u32 n_tokens, i32 tokens.
+ */
 export function encodeExtras(e: SequenceExtras): Uint8Array {
-  const out = new Uint8Array(12 + 4 * e.tokens.length);
+  if (!e.model || !/^[0-9a-f]{32}$/.test(e.model) || e.kType === undefined || e.vType === undefined) {
+    throw new KvtcError('E_INTERNAL', 'sequence extras need the cache types and a model fingerprint');
+  }
+  const out = new Uint8Array(V2_HEADER + 4 * e.tokens.length);
   const dv = new DataView(out.buffer);
   dv.setUint32(0, EXTRAS_MAGIC, true);
-  dv.setUint16(4, 1, true);
+  dv.setUint16(4, 2, true);
   dv.setUint16(6, e.vTrans, true);
-  dv.setUint32(8, e.tokens.length, true);
-  for (let i = 0; i < e.tokens.length; i++) dv.setInt32(12 + 4 * i, e.tokens[i]!, true);
+  dv.setUint32(8, e.kType, true);
+  dv.setUint32(12, e.vType, true);
+  out.set(Buffer.from(e.model, 'hex'), 16);
+  dv.setUint32(32, e.tokens.length, true);
+  for (let i = 0; i < e.tokens.length; i++) dv.setInt32(V2_HEADER + 4 * i, e.tokens[i]!, true);
   return out;
 }
 
+/** Reads a version-2 attachment, or a version-1 one (magic, version, v_trans, tokens; no types, no model). */
 export function decodeExtras(bytes: Uint8Array | undefined): SequenceExtras {
   if (!bytes || bytes.length < 12) throw new KvtcError('E_CORRUPT', 'session has no llama.cpp sequence attachment');
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n = dv.getUint32(8, true);
+  const version = dv.getUint16(4, true);
   const vTrans = dv.getUint16(6, true);
-  if (dv.getUint32(0, true) !== EXTRAS_MAGIC || dv.getUint16(4, true) !== 1 || (vTrans !== 0 && vTrans !== 1) || bytes.length !== 12 + 4 * n) {
-    throw new KvtcError('E_CORRUPT', 'session attachment is not a llama.cpp sequence attachment');
+  const bad = (): KvtcError => new KvtcError('E_CORRUPT', 'session attachment is not a llama.cpp sequence attachment');
+  if (dv.getUint32(0, true) !== EXTRAS_MAGIC || (vTrans !== 0 && vTrans !== 1)) throw bad();
+  let start: number;
+  const extras: Omit<SequenceExtras, 'tokens'> = { vTrans: vTrans as 0 | 1 };
+  if (version === 1) {
+    start = 12;
+  } else if (version === 2 && bytes.length >= V2_HEADER) {
+    start = V2_HEADER;
+    extras.kType = dv.getUint32(8, true);
+    extras.vType = dv.getUint32(12, true);
+    extras.model = Buffer.from(bytes.subarray(16, 32)).toString('hex');
+  } else {
+    throw bad();
   }
+  const n = dv.getUint32(start - 4, true);
+  if (bytes.length !== start + 4 * n) throw bad();
   const tokens = new Int32Array(n);
-  for (let i = 0; i < n; i++) tokens[i] = dv.getInt32(12 + 4 * i, true);
-  return { tokens, vTrans: vTrans as 0 | 1 };
+  for (let i = 0; i < n; i++) tokens[i] = dv.getInt32(start + 4 * i, true);
+  return { ...extras, tokens };
 }
 
 /** A single-sequence state for a cache (every cell belongs to sequence 0). */
 export function stateFor(cache: KvCache, extras: SequenceExtras): LlamaSequenceState {
   const n = cache.tokens;
   const positions = cache.positions ?? Int32Array.from({ length: n }, (_, i) => i);
-  return {
+  const state: LlamaSequenceState = {
     version: 3,
     tokens: extras.tokens,
     cells: {
@@ -96,4 +159,7 @@ export function stateFor(cache: KvCache, extras: SequenceExtras): LlamaSequenceS
     kvDim: cache.layout.kvHeads * cache.layout.headDim,
     cache,
   };
+  if (extras.kType !== undefined) state.kType = extras.kType;
+  if (extras.vType !== undefined) state.vType = extras.vType;
+  return state;
 }

@@ -16,21 +16,29 @@
  *                                cell_count elements (the transposed V cache)
  *
  * The file has no head count or head size, only the row width (kv_dim = n_kv_heads * head_dim),
- * so the caller supplies the split (and the RoPE spec) to build a `KvCache`.
+ * so the caller supplies the split (and the RoPE spec) to build a `KvCache`. K and V each have
+ * one ggml type over all layers (F32, F16, BF16, Q8_0 or Q4_0, see ggml-types.ts); K and V may
+ * differ (e.g. `--cache-type-k q8_0` with an F16 V).
  */
 import { KvtcError } from '../../errors.js';
 import type { DType, KvCache, KvLayout, RopeSpec } from '../../layout.js';
 import { rowValues, validateCache, validateLayout } from '../../layout.js';
+import { toFloat32, fromFloat32 } from '../../half.js';
+import {
+  type KvElementType,
+  SUPPORTED_KV_TYPES,
+  dequantize,
+  ggmlTypeName as typeName,
+  ggmlTypeOfDtype,
+  kvElementType,
+  quantize,
+  rowBytesOf,
+} from './ggml-types.js';
 
 /** `ggsq` read as a little-endian u32 (LLAMA_STATE_SEQ_MAGIC). */
 export const LLAMA_STATE_SEQ_MAGIC = 0x67677371;
 /** The only sequence-state version this module reads and writes (LLAMA_STATE_SEQ_VERSION). */
 export const LLAMA_STATE_SEQ_VERSION = 3;
-
-/** ggml type ids of the KV element types we handle (ggml.h `enum ggml_type`). */
-const GGML_TYPE_F32 = 0;
-const GGML_TYPE_F16 = 1;
-const GGML_TYPE_BF16 = 30;
 
 /**
  * The KV cells of the one stream in the file, in file order, in compact (CSR) form so that
@@ -61,6 +69,14 @@ export interface LlamaSequenceState {
   /** Values per cell per layer for K and for V (n_kv_heads * head_dim). */
   kvDim: number;
   /**
+   * ggml types of the K and V cache in the file (ggml.h ids: 0 F32, 1 F16, 30 BF16, 8 Q8_0,
+   * 2 Q4_0). When both are the same plain type the cache holds the file's bits in that dtype;
+   * otherwise (quantized, or K and V of different types) it holds float32 values, and
+   * writeSequenceState converts (re-quantizes) back to these types. Absent: the cache's dtype.
+   */
+  kType?: number;
+  vType?: number;
+  /**
    * The KV data, token-major `[cell][kvDim]` per layer (V un-transposed when `vTrans` is 1),
    * positions copied from the cells. May be replaced by another cache of the same layout and
    * token count before `writeSequenceState`.
@@ -75,32 +91,6 @@ export interface LlamaSequenceState {
 export interface LlamaStateShape {
   kvHeads?: number;
   headDim?: number;
-}
-
-interface TypeInfo {
-  dtype: DType;
-  bytes: number;
-}
-
-function typeInfo(type: number): TypeInfo | undefined {
-  switch (type) {
-    case GGML_TYPE_F32:
-      return { dtype: 'f32', bytes: 4 };
-    case GGML_TYPE_F16:
-      return { dtype: 'f16', bytes: 2 };
-    case GGML_TYPE_BF16:
-      return { dtype: 'bf16', bytes: 2 };
-    default:
-      return undefined;
-  }
-}
-
-function ggmlTypeOf(dtype: DType): number {
-  return dtype === 'f32' ? GGML_TYPE_F32 : dtype === 'f16' ? GGML_TYPE_F16 : GGML_TYPE_BF16;
-}
-
-function typeName(type: number): string {
-  return type === GGML_TYPE_F32 ? 'F32' : type === GGML_TYPE_F16 ? 'F16' : type === GGML_TYPE_BF16 ? 'BF16' : `#${type}`;
 }
 
 // The bulk copies below move raw bytes between the file and typed arrays, which is only a
@@ -194,6 +184,55 @@ function resolveShape(kvDim: number, shape: LlamaStateShape | undefined): { kvHe
 }
 
 /**
+ * One layer's K or V data from the file as a cache array of `dtype`: the file's bits when its
+ * type is that plain dtype, else float32 values (converted exactly, or dequantized).
+ * @param raw the layer's bytes; `count` = cells x kvDim values; `vTrans` 1: kvDim runs of cells.
+ */
+function decodeStream(raw: Uint8Array, t: KvElementType, dtype: DType, count: number, vTrans: 0 | 1, kvDim: number): Float32Array | Uint16Array {
+  if (t.quantized) {
+    const out = new Float32Array(count);
+    dequantize(t, raw, 0, out);
+    return out;
+  }
+  const el = t.blockBytes;
+  const arr = newElems(el, count);
+  if (vTrans) {
+    const scratch = bitsView(newElems(el, count), el);
+    readElems(raw, 0, scratch);
+    untranspose(scratch, bitsView(arr, el), count / kvDim, kvDim);
+  } else {
+    readElems(raw, 0, bitsView(arr, el));
+  }
+  return t.dtype === dtype ? arr : toFloat32(arr, t.dtype);
+}
+
+/** Writes a cache array of `dtype` as `n` cells of ggml type `t` at `out[off..]` (transposed when vTrans). */
+function encodeStream(arr: ArrayBufferView, dtype: DType, t: KvElementType, vTrans: 0 | 1, n: number, kvDim: number, out: Uint8Array, off: number): void {
+  if (t.quantized) {
+    quantize(t, dtype === 'f32' ? (arr as Float32Array) : toFloat32(arr, dtype), out, off);
+    return;
+  }
+  const el = t.blockBytes;
+  const src = t.dtype === dtype ? arr : fromFloat32(dtype === 'f32' ? (arr as Float32Array) : toFloat32(arr, dtype), t.dtype);
+  const bits = bitsView(src, el);
+  if (vTrans) {
+    const scratch = bitsView(newElems(el, n * kvDim), el);
+    transpose(bits, scratch, n, kvDim);
+    writeElems(out, off, scratch);
+  } else {
+    writeElems(out, off, bits);
+  }
+}
+
+/** The element type a state's K or V is written as: its recorded ggml type, else the cache dtype's. */
+function writeType(id: number | undefined, dtype: DType, field: string, kvDim: number): KvElementType {
+  const t = kvElementType(id ?? ggmlTypeOfDtype(dtype));
+  if (!t) throw layoutError(`state.${field} ${typeName(id!)} is not a type this adapter writes (${SUPPORTED_KV_TYPES})`);
+  if (kvDim % t.blockValues !== 0) throw layoutError(`kv_dim ${kvDim} is not a whole number of ${t.name} blocks (${t.blockValues} values)`);
+  return t;
+}
+
+/**
  * Parses a llama.cpp sequence-state file (version 3, one stream) into its header tokens, cell
  * metadata and a token-major `KvCache`.
  *
@@ -203,8 +242,9 @@ function resolveShape(kvDim: number, shape: LlamaStateShape | undefined): { kvHe
  * @param shape how kv_dim splits into heads (default one head of kv_dim values).
  *   stories260K: `{ kvHeads: 4, headDim: 8 }`.
  * @throws KvtcError E_LAYOUT on a bad magic or version, n_stream != 1, an empty state, a ggml
- *   type other than F32/F16/BF16, K/V types or row sizes that differ between layers or between
- *   K and V, a truncated buffer, trailing bytes, or a shape that does not match kv_dim.
+ *   type other than F32/F16/BF16/Q8_0/Q4_0 (named), types or row sizes that differ between
+ *   layers, K and V rows of different widths, transposed quantized V, a truncated buffer,
+ *   trailing bytes, or a shape that does not match kv_dim.
  */
 export function parseSequenceState(bytes: Uint8Array, rope?: RopeSpec, shape?: LlamaStateShape): LlamaSequenceState {
   if (!(bytes instanceof Uint8Array)) {
@@ -287,86 +327,85 @@ export function parseSequenceState(bytes: Uint8Array, rope?: RopeSpec, shape?: L
   // Each layer needs two 12-byte headers (K and V) at least; bound n_layer before looping.
   need(24 * nLayer, `${nLayer} layer headers`);
 
-  let kType = -1;
-  let info: TypeInfo | undefined;
-  let rowBytes = 0;
+  // K rows first: each layer's header and raw bytes (decoded once the V type is known too).
+  let kt: KvElementType | undefined;
+  let kRowBytes = 0;
   let kvDim = 0;
   let heads = { kvHeads: 0, headDim: 0 };
-  const keys: (Float32Array | Uint16Array)[] = [];
+  const kRaw: Uint8Array[] = [];
   for (let l = 0; l < nLayer; l++) {
     const type = i32(`layer ${l} K type`);
     need(8, `layer ${l} K row_bytes`);
     const rb = dv.getBigUint64(off, true);
     off += 8;
     if (l === 0) {
-      info = typeInfo(type);
-      if (!info) throw layoutError(`layer 0 K has unsupported ggml type ${type} (supported: 0 = F32, 1 = F16, 30 = BF16)`);
-      if (rb === 0n || rb % BigInt(info.bytes) !== 0n || rb > BigInt(len)) {
-        throw layoutError(`layer 0 K row_bytes ${rb} is not a positive multiple of the ${typeName(type)} element size ${info.bytes} that fits the file`);
+      kt = kvElementType(type);
+      if (!kt) throw layoutError(`layer 0 K has unsupported ggml type ${typeName(type)} (${type}; supported: ${SUPPORTED_KV_TYPES})`);
+      if (rb === 0n || rb % BigInt(kt.blockBytes) !== 0n || rb > BigInt(len)) {
+        throw layoutError(`layer 0 K row_bytes ${rb} is not a positive multiple of the ${kt.name} block size ${kt.blockBytes} that fits the file`);
       }
-      kType = type;
-      rowBytes = Number(rb);
-      kvDim = rowBytes / info.bytes;
+      kRowBytes = Number(rb);
+      kvDim = (kRowBytes / kt.blockBytes) * kt.blockValues;
       heads = resolveShape(kvDim, shape);
-    } else if (type !== kType) {
-      throw layoutError(`layer ${l} K type ${typeName(type)} differs from layer 0 K type ${typeName(kType)} (mixed types are not supported)`);
-    } else if (rb !== BigInt(rowBytes)) {
-      throw layoutError(`layer ${l} K row_bytes ${rb} differs from layer 0 row_bytes ${rowBytes} (mixed row sizes are not supported)`);
+    } else if (type !== kt!.id) {
+      throw layoutError(`layer ${l} K type ${typeName(type)} differs from layer 0 K type ${kt!.name} (mixed types are not supported)`);
+    } else if (rb !== BigInt(kRowBytes)) {
+      throw layoutError(`layer ${l} K row_bytes ${rb} differs from layer 0 row_bytes ${kRowBytes} (mixed row sizes are not supported)`);
     }
-    const size = cellCount * rowBytes;
-    need(size, `layer ${l} K data (${cellCount} rows of ${rowBytes} bytes)`);
-    const arr = newElems(info!.bytes, cellCount * kvDim);
-    readElems(bytes, off, bitsView(arr, info!.bytes));
+    const size = cellCount * kRowBytes;
+    need(size, `layer ${l} K data (${cellCount} rows of ${kRowBytes} bytes)`);
+    kRaw.push(bytes.subarray(off, off + size));
     off += size;
-    keys.push(arr);
   }
-  const el = info!.bytes;
 
-  const values: (Float32Array | Uint16Array)[] = [];
-  // One scratch buffer reused by every layer for the transposed runs.
-  const scratch = vTrans ? bitsView(newElems(el, cellCount * kvDim), el) : undefined;
+  let vt: KvElementType | undefined;
+  const vRaw: Uint8Array[] = [];
   for (let l = 0; l < nLayer; l++) {
     const type = i32(`layer ${l} V type`);
-    if (type !== kType) {
-      const known = typeInfo(type) ? '' : ' (unsupported ggml type)';
-      throw layoutError(`layer ${l} V type ${typeName(type)}${known} differs from K type ${typeName(kType)} (K and V must share one type)`);
+    if (l === 0) {
+      vt = kvElementType(type);
+      if (!vt) throw layoutError(`layer 0 V has unsupported ggml type ${typeName(type)} (${type}; supported: ${SUPPORTED_KV_TYPES})`);
+      if (kvDim % vt.blockValues !== 0) throw layoutError(`kv_dim ${kvDim} is not a whole number of ${vt.name} blocks`);
+    } else if (type !== vt!.id) {
+      throw layoutError(`layer ${l} V type ${typeName(type)} differs from layer 0 V type ${vt!.name} (mixed types are not supported)`);
     }
+    const vRowBytes = rowBytesOf(vt!, kvDim);
     if (!vTrans) {
       need(8, `layer ${l} V row_bytes`);
       const rb = dv.getBigUint64(off, true);
       off += 8;
-      if (rb !== BigInt(rowBytes)) {
-        throw layoutError(`layer ${l} V row_bytes ${rb} differs from K row_bytes ${rowBytes} (K and V must have the same width)`);
+      if (rb !== BigInt(vRowBytes)) {
+        throw layoutError(`layer ${l} V row_bytes ${rb} differs from the ${vt!.name} row of kv_dim ${kvDim} values (${vRowBytes} bytes; K and V must have the same width)`);
       }
     } else {
+      // llama.cpp transposes V only without flash attention, which it refuses for quantized V.
+      if (vt!.quantized) throw layoutError(`layer ${l} V is ${vt!.name} stored transposed (v_trans 1), which llama.cpp does not write`);
       const elBytes = u32(`layer ${l} V el_bytes`);
-      if (elBytes !== el) throw layoutError(`layer ${l} V el_bytes ${elBytes} does not match the ${typeName(type)} element size ${el}`);
+      if (elBytes !== vt!.blockBytes) throw layoutError(`layer ${l} V el_bytes ${elBytes} does not match the ${vt!.name} element size ${vt!.blockBytes}`);
       const vDim = u32(`layer ${l} V kv_dim`);
       if (vDim !== kvDim) throw layoutError(`layer ${l} V kv_dim ${vDim} differs from K kv_dim ${kvDim} (K and V must have the same width)`);
     }
-    const size = cellCount * rowBytes;
+    const size = cellCount * vRowBytes;
     need(size, `layer ${l} V data (${cellCount} x ${kvDim} values)`);
-    const arr = newElems(el, cellCount * kvDim);
-    if (scratch) {
-      readElems(bytes, off, scratch);
-      untranspose(scratch, bitsView(arr, el), cellCount, kvDim);
-    } else {
-      readElems(bytes, off, bitsView(arr, el));
-    }
+    vRaw.push(bytes.subarray(off, off + size));
     off += size;
-    values.push(arr);
   }
-
   if (off !== len) {
     throw layoutError(`${len - off} trailing bytes after the KV data at offset ${off} (file is ${len} bytes; multi-cache states such as iSWA are not supported)`);
   }
 
-  const layout: KvLayout = { layers: nLayer, kvHeads: heads.kvHeads, headDim: heads.headDim, dtype: info!.dtype };
+  // One plain type for K and V: the cache keeps the file's bits. Otherwise float32 values.
+  const plain = kt!.id === vt!.id && !kt!.quantized;
+  const dtype: DType = plain ? kt!.dtype : 'f32';
+  const layout: KvLayout = { layers: nLayer, kvHeads: heads.kvHeads, headDim: heads.headDim, dtype };
   if (rope !== undefined) layout.rope = rope;
   validateLayout(layout, 'llama sequence state layout');
 
+  const count = cellCount * kvDim;
+  const keys = kRaw.map((raw) => decodeStream(raw, kt!, dtype, count, 0, kvDim));
+  const values = vRaw.map((raw) => decodeStream(raw, vt!, dtype, count, vTrans, kvDim));
   const cache: KvCache = { layout, tokens: cellCount, positions: pos.slice(), keys, values };
-  return { version, tokens, cells: { pos, seqIdStart, seqIds }, vTrans, kvDim, cache };
+  return { version, tokens, cells: { pos, seqIdStart, seqIds }, vTrans, kvDim, kType: kt!.id, vType: vt!.id, cache };
 }
 
 /**
@@ -416,13 +455,15 @@ export function writeSequenceState(state: LlamaSequenceState): Uint8Array {
     }
   }
 
-  const el = layout.dtype === 'f32' ? 4 : 2;
-  const type = ggmlTypeOf(layout.dtype);
-  const rowBytes = kvDim * el;
+  const kt = writeType(state.kType, layout.dtype, 'kType', kvDim);
+  const vt = writeType(state.vType, layout.dtype, 'vType', kvDim);
+  if (state.vTrans && vt.quantized) throw layoutError(`V of type ${vt.name} cannot be written transposed (v_trans 1)`);
+  const kRowBytes = rowBytesOf(kt, kvDim);
+  const vRowBytes = rowBytesOf(vt, kvDim);
   const layers = layout.layers;
   const nTokens = state.tokens.length;
   let size = 12 + 4 * nTokens + 8; // magic, version, n_tokens, tokens, n_stream, cell_count
-  if (n > 0) size += 8 * n + 4 * seqIds.length + 8 + layers * 2 * (12 + n * rowBytes);
+  if (n > 0) size += 8 * n + 4 * seqIds.length + 8 + layers * (24 + n * (kRowBytes + vRowBytes));
 
   const out = new Uint8Array(size);
   const dv = new DataView(out.buffer);
@@ -450,28 +491,23 @@ export function writeSequenceState(state: LlamaSequenceState): Uint8Array {
     putU32(state.vTrans);
     putU32(layers);
     for (let l = 0; l < layers; l++) {
-      dv.setInt32(off, type, true);
-      dv.setBigUint64(off + 4, BigInt(rowBytes), true);
+      dv.setInt32(off, kt.id, true);
+      dv.setBigUint64(off + 4, BigInt(kRowBytes), true);
       off += 12;
-      writeElems(out, off, bitsView(cache.keys[l]!, el));
-      off += n * rowBytes;
+      encodeStream(cache.keys[l]!, layout.dtype, kt, 0, n, kvDim, out, off);
+      off += n * kRowBytes;
     }
-    const scratch = state.vTrans ? bitsView(newElems(el, n * kvDim), el) : undefined;
     for (let l = 0; l < layers; l++) {
-      const v = bitsView(cache.values[l]!, el);
-      dv.setInt32(off, type, true);
-      if (scratch) {
-        dv.setUint32(off + 4, el, true);
+      dv.setInt32(off, vt.id, true);
+      if (state.vTrans) {
+        dv.setUint32(off + 4, vt.blockBytes, true);
         dv.setUint32(off + 8, kvDim, true);
-        off += 12;
-        transpose(v, scratch, n, kvDim);
-        writeElems(out, off, scratch);
       } else {
-        dv.setBigUint64(off + 4, BigInt(rowBytes), true);
-        off += 12;
-        writeElems(out, off, v);
+        dv.setBigUint64(off + 4, BigInt(vRowBytes), true);
       }
-      off += n * rowBytes;
+      off += 12;
+      encodeStream(cache.values[l]!, layout.dtype, vt, state.vTrans, n, kvDim, out, off);
+      off += n * vRowBytes;
     }
   }
   if (off !== size) throw new KvtcError('E_INTERNAL', `llama sequence state writer: wrote ${off} bytes, expected ${size}`);
