@@ -3,7 +3,7 @@
 #include "errors.h"
 #include "gemm_int8.h"
 #include "linalg.h"
-#include "simd.h"
+#include "gemm.h"
 
 #ifdef KVTC_WITH_CUDA
 #include "../cuda/device.cuh"
@@ -45,7 +45,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   // $KVTC_GEMM); the calls that need a path fail with E_OPTIONS.
   try {
     o.Set("linalg", linalg_path());
-    o.Set("codecGemm", simd_path_name(simd_active()));
+    o.Set("codecGemm", simd_name(gemm_path()));
   } catch (const KvtcException& e) {
     o.Set("linalg", e.what());
     o.Set("codecGemm", e.what());

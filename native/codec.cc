@@ -213,7 +213,7 @@ std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const E
     fail("E_LAYOUT", "cache has " + std::to_string(c.keys.size()) + " layers, profile expects " +
                          std::to_string(pr.layers));
   check_threads(opts.threads);
-  const SimdPath path = simd_active();
+  const SimdPath path = gemm_path();
   const uint32_t n = c.tokens;
   BlobHeader h = make_header(pr, n, c.dtype, c.positions);
   // Every middle token is a candidate; the escape test runs inside the gather of each group,
@@ -341,7 +341,7 @@ size_t check_blob(const Profile& pr, const BlobHeader& h) {
 void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
                  int32_t* positions, int threads) {
   check_threads(threads);
-  const SimdPath path = simd_active();
+  const SimdPath path = gemm_path();
   const bool int8 = int8_decode_selected();
   check_blob(pr, h);
   const uint32_t n = h.tokens;

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <string>
 
 namespace kvtc {
 
@@ -40,17 +41,31 @@ bool simd_parse(const char* name, SimdPath& out) {
   return false;
 }
 
-SimdPath simd_best() {
-  static const SimdPath best = [] {
-    SimdPath p = SimdPath::Scalar;
-    if (simd_has(SimdPath::Avx512)) p = SimdPath::Avx512;
-    else if (simd_has(SimdPath::Avx2)) p = SimdPath::Avx2;
+namespace {
+// KVTC_SIMD, read once: the path it leaves, and why it was refused when it names no path.
+struct SimdChoice {
+  SimdPath best = SimdPath::Scalar;
+  std::string error;
+};
+const SimdChoice& simd_choice() {
+  static const SimdChoice c = [] {
+    SimdChoice r;
+    if (simd_has(SimdPath::Avx512)) r.best = SimdPath::Avx512;
+    else if (simd_has(SimdPath::Avx2)) r.best = SimdPath::Avx2;
     SimdPath cap;
     const char* env = std::getenv("KVTC_SIMD");
-    if (env && simd_parse(env, cap) && uint8_t(cap) < uint8_t(p)) p = cap;
-    return p;
+    if (env && *env && !simd_parse(env, cap))
+      r.error = std::string("KVTC_SIMD must be avx512, avx2 or scalar, got '") + env + "'";
+    else if (env && *env && uint8_t(cap) < uint8_t(r.best))
+      r.best = cap;
+    return r;
   }();
-  return best;
+  return c;
 }
+}  // namespace
+
+SimdPath simd_best() { return simd_choice().best; }
+
+const char* simd_env_error() { return simd_choice().error.empty() ? nullptr : simd_choice().error.c_str(); }
 
 }  // namespace kvtc

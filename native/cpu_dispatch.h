@@ -16,6 +16,10 @@ enum class SimdPath : uint8_t {
 // (read once per process; a value above what the CPU has is ignored).
 SimdPath simd_best();
 
+// Why KVTC_SIMD was refused (it names no path; then simd_best() ignores it), or nullptr. Callers
+// that must not run on a misconfigured path (the codec) fail with E_OPTIONS and this message.
+const char* simd_env_error();
+
 // Whether this CPU can run path p.
 bool simd_has(SimdPath p);
 

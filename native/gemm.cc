@@ -27,7 +27,7 @@ std::shared_ptr<float> aligned_floats(size_t count) {
   return std::shared_ptr<float>(p, std::free);
 }
 
-// ---- generic: plain C++, vectorized by the compiler for the baseline target -------------------
+// ---- scalar: plain C++, vectorized by the compiler for the baseline target -------------------
 
 // MR rows x one 16-column panel in 4-float vectors of the compiler's vector extension (SSE on
 // baseline x86-64, NEON on Arm): two rows keep 8 accumulators and the panel row in 16 registers.
@@ -40,7 +40,7 @@ inline v4f load4(const float* p) {
 }
 
 template <int MR>
-void tile_generic(int K, const float* A, size_t lda, const float* B, float* C, size_t ldc, const float* bias, int cols,
+void tile_scalar(int K, const float* A, size_t lda, const float* B, float* C, size_t ldc, const float* bias, int cols,
                   bool acc) {
   v4f c[MR][4];
 #pragma GCC unroll 4
@@ -74,14 +74,14 @@ void tile_generic(int K, const float* A, size_t lda, const float* B, float* C, s
   }
 }
 
-void gemm_generic(int m, const float* A, int lda, const PackedB& B, float* C, int ldc, const float* bias, bool acc) {
+void gemm_scalar(int m, const float* A, int lda, const PackedB& B, float* C, int ldc, const float* bias, bool acc) {
   for (int j = 0; j < B.panels(); j++) {
     const int cols = std::min(kPanel, B.n - j * kPanel);
     const float* bj = bias ? bias + j * kPanel : nullptr;
     int i = 0;
     for (; i + 2 <= m; i += 2)
-      tile_generic<2>(B.k, A + size_t(i) * lda, lda, B.panel(j), C + size_t(i) * ldc + j * kPanel, ldc, bj, cols, acc);
-    if (i < m) tile_generic<1>(B.k, A + size_t(i) * lda, lda, B.panel(j), C + size_t(i) * ldc + j * kPanel, ldc, bj, cols, acc);
+      tile_scalar<2>(B.k, A + size_t(i) * lda, lda, B.panel(j), C + size_t(i) * ldc + j * kPanel, ldc, bj, cols, acc);
+    if (i < m) tile_scalar<1>(B.k, A + size_t(i) * lda, lda, B.panel(j), C + size_t(i) * ldc + j * kPanel, ldc, bj, cols, acc);
   }
 }
 
@@ -241,7 +241,7 @@ __attribute__((target("avx2,fma"))) double peak_avx2(int64_t it) {
 }
 #endif
 
-double peak_generic(int64_t it) {
+double peak_scalar(int64_t it) {
   float c[32];
   for (int i = 0; i < 32; i++) c[i] = float(i);
   for (int64_t s = 0; s < it; s++)
@@ -304,6 +304,11 @@ __attribute__((target("avx2,fma"))) void gemm_f64_avx2(int m, int n, int k, cons
 
 }  // namespace
 
+SimdPath gemm_path() {
+  if (const char* e = simd_env_error()) fail("E_OPTIONS", e);
+  return simd_best();
+}
+
 PackedB pack_b(int k, int n, const float* B, int ldb) {
   PackedB pb;
   pb.k = std::max(k, 0);
@@ -339,7 +344,7 @@ void gemm_packed(SimdPath path, int m, const float* A, int lda, const PackedB& B
   if (path == SimdPath::Avx512) return gemm_avx512(m, A, lda, B, C, ldc, bias, accumulate);
   if (path == SimdPath::Avx2) return gemm_avx2(m, A, lda, B, C, ldc, bias, accumulate);
 #endif
-  gemm_generic(m, A, lda, B, C, ldc, bias, accumulate);
+  gemm_scalar(m, A, lda, B, C, ldc, bias, accumulate);
 }
 
 double fma_peak_loop(SimdPath path, int64_t iterations) {
@@ -347,7 +352,7 @@ double fma_peak_loop(SimdPath path, int64_t iterations) {
   if (path == SimdPath::Avx512) return peak_avx512(iterations);
   if (path == SimdPath::Avx2) return peak_avx2(iterations);
 #endif
-  return peak_generic(iterations);
+  return peak_scalar(iterations);
 }
 
 void gemm_f32(int m, int n, int k, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
@@ -362,7 +367,7 @@ void gemm_f32(int m, int n, int k, const float* A, int lda, const float* B, int 
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C,
               ldc);
 #else
-  gemm_packed(simd_active(), m, A, lda, pack_b(k, n, B, ldb), C, ldc, nullptr, accumulate);
+  gemm_packed(gemm_path(), m, A, lda, pack_b(k, n, B, ldb), C, ldc, nullptr, accumulate);
 #endif
 }
 
@@ -373,7 +378,7 @@ void gemm_f64(int m, int n, int k, const double* A, int lda, const double* B, in
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0, A, lda, B, ldb, accumulate ? 1.0 : 0.0, C, ldc);
 #else
 #if defined(__x86_64__)
-  if (simd_active() != SimdPath::Generic) return gemm_f64_avx2(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+  if (gemm_path() != SimdPath::Scalar) return gemm_f64_avx2(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
 #endif
   gemm_f64_blocked<4, 8>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
 #endif

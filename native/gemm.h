@@ -8,9 +8,13 @@
 #include <cstdint>
 #include <memory>
 
-#include "simd.h"
+#include "cpu_dispatch.h"
 
 namespace kvtc {
+
+// The SIMD path the codec's kernels run on: simd_best() (KVTC_SIMD lowers it). Throws E_OPTIONS
+// when KVTC_SIMD names no path, so a misspelled override fails instead of silently not applying.
+SimdPath gemm_path();
 
 // Columns per panel of a PackedB: one AVX-512 vector, two AVX2 vectors.
 constexpr int kPanel = 16;
@@ -33,7 +37,7 @@ PackedB pack_bt(int k, int n, const float* Bt, int ldbt);
 
 // C[m x n] = A[m x k]·B (+ bias[n] per row when bias is not null) (+ the old C when accumulate).
 // The sum over k runs in order 0..k-1 with one fused multiply-add per term on the avx2 and
-// avx512 paths (so those two give identical results); generic rounds each product.
+// avx512 paths (so those two give identical results); scalar rounds each product.
 // lda/ldc: row strides in elements. A, C, bias: borrowed; C must not alias A, B or bias.
 void gemm_packed(SimdPath path, int m, const float* A, int lda, const PackedB& B, float* C, int ldc,
                  const float* bias, bool accumulate);

@@ -5,15 +5,18 @@
 
 #include "gemm.h"
 #include "js_util.h"
-#include "simd.h"
+#include "cpu_dispatch.h"
 
 namespace kvtc {
 namespace {
 
 SimdPath path_arg(const Napi::Value& v) {
-  if (!v.IsString()) return simd_active();
+  if (!v.IsString()) return gemm_path();
   const std::string s = v.As<Napi::String>().Utf8Value();
-  return simd_parse(s.c_str(), "path");
+  SimdPath p;
+  if (!simd_parse(s.c_str(), p)) fail("E_OPTIONS", "path must be avx512, avx2 or scalar, got '" + s + "'");
+  if (!simd_has(p)) fail("E_OPTIONS", "this CPU cannot run the " + s + " path");
+  return p;
 }
 
 int int_arg(const Napi::Value& v, const char* what) {
@@ -86,8 +89,8 @@ Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
 Napi::Value SimdPaths(const Napi::CallbackInfo& info) {
   Napi::Array a = Napi::Array::New(info.Env());
   uint32_t i = 0;
-  for (SimdPath p : {SimdPath::Avx512, SimdPath::Avx2, SimdPath::Generic})
-    if (simd_supported(p)) a.Set(i++, simd_path_name(p));
+  for (SimdPath p : {SimdPath::Avx512, SimdPath::Avx2, SimdPath::Scalar})
+    if (simd_has(p)) a.Set(i++, simd_name(p));
   return a;
 }
 

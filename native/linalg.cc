@@ -6,7 +6,7 @@
 #include <numeric>
 
 #include "errors.h"
-#include "simd.h"
+#include "gemm.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -23,7 +23,7 @@ const char* linalg_path() {
 #ifdef KVTC_HAVE_OPENBLAS
   return "openblas";
 #else
-  return simd_path_name(simd_active());
+  return simd_name(gemm_path());
 #endif
 }
 

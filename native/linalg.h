@@ -1,7 +1,7 @@
 // Dense kernels the codec spends its time in: the PCA projection and its inverse (float GEMM),
 // the covariance accumulation (double GEMM) and the symmetric eigensolver. Row-major throughout.
 // Uses OpenBLAS/LAPACKE when the build found it (KVTC_HAVE_OPENBLAS), otherwise kvtc's own
-// kernels (gemm.cc: the SIMD path chosen at run time, simd.h).
+// kernels (gemm.cc: the SIMD path chosen at run time, cpu_dispatch.h).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -21,7 +21,7 @@ void gemm_f64(int m, int n, int k, const double* A, int lda, const double* B, in
 // Throws E_CALIBRATION if the iteration fails to converge.
 void sym_eig_desc(int n, std::vector<double>& a, std::vector<double>& evals, std::vector<double>& evecs);
 
-// Name of the kernel path in use ("openblas", "avx2", "generic") for buildInfo().
+// Name of the kernel path in use ("openblas", "avx512", "avx2", "scalar") for buildInfo().
 const char* linalg_path();
 
 }  // namespace kvtc

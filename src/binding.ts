@@ -219,7 +219,7 @@ interface NativeAddon {
     ransDecode(profile: NativeProfileHandle, stream: number, group: number, coded: Uint8Array, rawLength: number): Uint8Array;
     /**
      * C = A·B (+ bias per row) (+ C when accumulate) through the packed-B GEMM on a SIMD path
-     * ('avx512' | 'avx2' | 'generic'; null: the active one). transB: B is n x k, use its transpose.
+     * ('avx512' | 'avx2' | 'scalar'; null: the active one). transB: B is n x k, use its transpose.
      */
     gemm(
       path: string | null,
@@ -338,9 +338,9 @@ export interface BuildInfo {
   /** Kernel path of calibration's dense algebra: 'openblas', or as codecGemm. */
   linalg: string;
   /**
-   * Kernel path of the codec's projection GEMM: 'avx512', 'avx2' or 'generic' — the widest the
-   * CPU supports unless $KVTC_SIMD names another. For an invalid or unsupported $KVTC_SIMD: the
-   * reason, and CPU encode/decode/calibration fail with E_OPTIONS.
+   * Kernel path of the codec's projection GEMM: 'avx512', 'avx2' or 'scalar' — the widest the
+   * CPU supports, lowered by $KVTC_SIMD (a path above the CPU's is ignored). For a $KVTC_SIMD
+   * that names no path: the reason (CPU encode/decode/calibration then fail with E_OPTIONS).
    */
   codecGemm: string;
   /**

@@ -106,9 +106,9 @@ for (const [si, [m, n, k]] of shapes.entries()) {
 }
 
 describe('packed GEMM kernels', () => {
-  it('this CPU runs at least the generic path', () => {
-    expect(paths).toContain('generic');
-    expect(paths.at(-1)).toBe('generic');
+  it('this CPU runs at least the scalar path', () => {
+    expect(paths).toContain('scalar');
+    expect(paths.at(-1)).toBe('scalar');
   });
 
   for (const path of paths) {
@@ -148,7 +148,7 @@ describe('packed GEMM kernels', () => {
 
   it('operands too short for the shape are refused, not read past', () => {
     const a = new Float32Array(3);
-    expect(() => gemm('generic', 2, 2, 2, a, 2, new Float32Array(4), 2, false, new Float32Array(4), 2, null, false)).toThrow(
+    expect(() => gemm('scalar', 2, 2, 2, a, 2, new Float32Array(4), 2, false, new Float32Array(4), 2, null, false)).toThrow(
       expect.objectContaining({ code: 'E_INTERNAL' }),
     );
   });
@@ -187,7 +187,7 @@ describe('KVTC_SIMD', () => {
 
   it('a value that names no path is E_OPTIONS naming the variable (and buildInfo says why)', () => {
     const r = child('avx1024');
-    expect(r.gemm).toBe("KVTC_SIMD must be avx512, avx2 or generic, got 'avx1024'");
+    expect(r.gemm).toBe("KVTC_SIMD must be avx512, avx2 or scalar, got 'avx1024'");
     expect(r.e).toBe(`E_OPTIONS: ${r.gemm}`);
   });
 });
