@@ -256,8 +256,7 @@ std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const E
       }
       if (!features) continue;
       gemm_packed(path, int(nb), X.data(), int(g.p), g.encode_b, D.data(), int(g.k), nullptr, false);
-      for (uint32_t i = 0; i < nb; i++)
-        quantize_row(rl, D.data() + size_t(i) * g.k, rows[it].data() + (b0 + i) * rl.rowBytes);
+      quantize_rows(rl, D.data(), nb, g.k, rows[it].data() + b0 * rl.rowBytes);
     }
   });
 
@@ -403,7 +402,7 @@ void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, vo
       if (int8 && g.decode_i8.data) {
         decode_rows_int8(rl, g.decode_i8, g.mean.data(), src + b0 * rl.rowBytes, int(nb), sc.X.data(), int(g.p), sc.u8);
       } else {
-        for (uint32_t i = 0; i < nb; i++) dequantize_row(rl, src + (b0 + i) * rl.rowBytes, sc.D.data() + size_t(i) * g.k);
+        dequantize_rows(rl, src + b0 * rl.rowBytes, nb, sc.D.data(), g.k);
         // The mean is the GEMM's bias: added to each finished sum, as a separate pass would.
         gemm_packed(path, int(nb), sc.D.data(), int(g.k), g.decode_b, sc.X.data(), int(g.p), g.mean.data(), false);
       }
