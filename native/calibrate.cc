@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "errors.h"
+#include "eigen.h"
 #include "linalg.h"
 #include "bitplan.h"
 
