@@ -3,10 +3,11 @@
  * 1020 calibration tokens after the sinks, ratio 16) with PCA groups of 1 layer (64 stream groups
  * of p = 1024) and of 4 layers (16 groups of p = 4096, fitted through the reservoir's Gram
  * matrix). Side by side in one run:
- *  - wall seconds of the public calibrate() (the headline figure) and of the same calibration
- *    driven stage by stage, whose profile bytes must be identical (determinism);
- *  - CPU seconds per stage summed over the threads (add / eigen / plan / tables), which the load
- *    of other processes on a shared machine does not inflate;
+ *  - wall seconds of the public calibrate() (the headline figure), its process CPU seconds (all
+ *    threads; divided by the thread count, the wall time on an otherwise idle machine), and the
+ *    same calibration driven stage by stage, whose profile bytes must be identical (determinism);
+ *  - CPU seconds per stage summed over the threads (add; fit, which holds gram / eigen / plan /
+ *    tables and the rest of the per-group work), which other processes' load inflates far less;
  *  - the eigensolver on a 1024 x 1024 covariance-like matrix: the classic tred2/tql2 reference
  *    against the fast solver on each vector path this CPU has, with residual and orthogonality.
  * Prints tables and writes bench/results/calibration.json. `--quick` skips the 4-layer setting.
@@ -134,8 +135,13 @@ async function calibration(groupLayers: number, calib: ReturnType<typeof llamaSh
   const options = { ratio: 16, pcaGroupLayers: groupLayers, windowTokens: 128 };
   // The public API: the headline wall time.
   let t = performance.now();
+  const cpu0 = process.cpuUsage();
   const profile = await calibrate(calib, options);
   const totalS = (performance.now() - t) / 1e3;
+  const cpu1 = process.cpuUsage(cpu0);
+  // CPU seconds of the whole process (all threads) during calibrate(): on a machine shared with
+  // other work this, divided by the threads, is the wall time the same run would take alone.
+  const totalCpuS = (cpu1.user + cpu1.system) / 1e6;
   // The same calibration stage by stage (as src/codec/calibrate.ts drives it).
   const opts = resolveCalibrateOptions(options);
   const layout = calib[0]!.layout;
@@ -165,9 +171,13 @@ async function calibration(groupLayers: number, calib: ReturnType<typeof llamaSh
     'PCA layers': groupLayers,
     threads: opts.threads,
     'calibrate() s': totalS,
+    'calibrate() cpu s': totalCpuS,
+    'cpu s / threads': totalCpuS / opts.threads,
     'add s': addS,
     'finish s': finishS,
     'cpu add s': cpuS.add,
+    'cpu fit s': cpuS.fit,
+    'cpu gram s': cpuS.gram,
     'cpu eigen s': cpuS.eigen,
     'cpu plan s': cpuS.plan,
     'cpu tables s': cpuS.tables,

@@ -240,6 +240,7 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
   } else {
     // Xs = U S V^T: eigenvectors u of the Gram matrix Xs Xs^T give directions v = Xs^T u / s.
     if (ns < 2) fail("E_CALIBRATION", "too few sample tokens for a wide PCA group");
+    const double tg = thread_cpu_seconds();
     std::vector<float> XsT(size_t(p) * ns), Gf(size_t(ns) * ns);
     for (uint32_t t = 0; t < ns; t++)
       for (uint32_t j = 0; j < p; j++) XsT[size_t(j) * ns + t] = Xs[size_t(t) * p + j];
@@ -247,7 +248,8 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
     std::vector<double> G(Gf.begin(), Gf.end()), gvals, gvecs;
     const double te = thread_cpu_seconds();
     sym_eig_desc(int(ns), G, gvals, gvecs);
-    add_seconds(stage_.eigen, thread_cpu_seconds() - te);
+    const double te2 = thread_cpu_seconds();
+    add_seconds(stage_.eigen, te2 - te);
     const uint32_t rank = std::min<uint32_t>(ns, p);
     evals.assign(p, 0.0);
     evecs.assign(size_t(rank) * p, 0.0);
@@ -264,6 +266,7 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
       if (norm <= 0) continue;  // a null direction stays zero and gets no bits (zero energy)
       for (uint32_t j = 0; j < p; j++) evecs[size_t(c) * p + j] = V[size_t(c) * p + j] / norm;
     }
+    add_seconds(stage_.gram, (thread_cpu_seconds() - tg) - (te2 - te));
   }
   g.eigen.resize(p);
   g.total_energy = 0;
@@ -344,7 +347,9 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
     for (size_t i; (i = next.fetch_add(1)) < total;) {
       try {
         const int s = int(i / ng);
+        const double tf = thread_cpu_seconds();
         pr.groups[s][i % ng] = fit_group(acc_[s][i % ng], s == 0);
+        add_seconds(stage_.fit, thread_cpu_seconds() - tf);
       } catch (...) {
         std::lock_guard<std::mutex> l(err_mu);
         if (!err) err = std::current_exception();

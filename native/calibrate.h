@@ -29,6 +29,8 @@ struct CalibrateSettings {
 // Where calibration spent its time: CPU seconds summed over the worker threads, per stage.
 struct CalibrateStageSeconds {
   double add = 0;     // add(): feature gathering, moments, covariance GEMMs, reservoir
+  double fit = 0;     // finish(): all of the per-group work (the stages below and the rest)
+  double gram = 0;    // finish(), wide groups: the sample's Gram matrix and the directions from it
   double eigen = 0;   // finish(): the eigensolver
   double plan = 0;    // finish(): sample projections and the bit-plan DP
   double tables = 0;  // finish(): quantized-row histograms and rANS tables
@@ -52,7 +54,8 @@ class Calibrator {
 
   // Stage timings so far (for benchmarks; they never influence the profile).
   CalibrateStageSeconds stage_seconds() const {
-    return {stage_.add.load(), stage_.eigen.load(), stage_.plan.load(), stage_.tables.load()};
+    return {stage_.add.load(), stage_.fit.load(), stage_.gram.load(), stage_.eigen.load(), stage_.plan.load(),
+            stage_.tables.load()};
   }
 
  private:
@@ -80,7 +83,7 @@ class Calibrator {
   uint64_t rng_state_;
   std::mutex mu_;
   mutable struct {
-    std::atomic<double> add{0}, eigen{0}, plan{0}, tables{0};
+    std::atomic<double> add{0}, fit{0}, gram{0}, eigen{0}, plan{0}, tables{0};
   } stage_;
   bool finished_ = false;
 };

@@ -569,6 +569,8 @@ Napi::Value CalibratorStageSecondsJs(const Napi::CallbackInfo& info) {
     const CalibrateStageSeconds t = calibrator_of(info[0])->stage_seconds();
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("add", t.add);
+    o.Set("fit", t.fit);
+    o.Set("gram", t.gram);
     o.Set("eigen", t.eigen);
     o.Set("plan", t.plan);
     o.Set("tables", t.tables);

@@ -210,7 +210,7 @@ interface NativeAddon {
     /** The vector path symEig uses on this CPU. */
     symEigPath(): string;
     /** CPU seconds per calibration stage so far, summed over threads. */
-    calibratorStageSeconds(cal: NativeCalibratorHandle): { add: number; eigen: number; plan: number; tables: number };
+    calibratorStageSeconds(cal: NativeCalibratorHandle): { add: number; fit: number; gram: number; eigen: number; plan: number; tables: number };
     crc32c(data: Uint8Array): number;
     /** Entropy-codes packed rows of one stream group (0 keys / 1 values) synchronously. */
     ransEncode(profile: NativeProfileHandle, stream: number, group: number, rows: Uint8Array): Uint8Array;

@@ -68,7 +68,7 @@ describe('calibration determinism', () => {
       threads: opts.threads,
     });
     const before = native.internals.calibratorStageSeconds(h);
-    expect(before).toEqual({ add: 0, eigen: 0, plan: 0, tables: 0 });
+    expect(before).toEqual({ add: 0, fit: 0, gram: 0, eigen: 0, plan: 0, tables: 0 });
     for (const s of samples) await native.calibratorAdd(h, nativeCache(s), LAYOUT.layers, rowValues(LAYOUT));
     const added = native.internals.calibratorStageSeconds(h);
     expect(added.add).toBeGreaterThan(0);
@@ -77,6 +77,8 @@ describe('calibration determinism', () => {
     const t = native.internals.calibratorStageSeconds(h);
     expect(t.eigen).toBeGreaterThan(0);
     expect(t.plan).toBeGreaterThan(0);
+    expect(t.gram).toBe(0); // 1-layer groups of 256 features: the covariance path
+    expect(t.fit).toBeGreaterThanOrEqual(t.eigen + t.plan + t.tables);
     expect(t.add).toBe(added.add);
     // Driven by hand or through calibrate(), the bytes are the same.
     const viaApi = await calibrate(samples, { ratio: 8, pcaGroupLayers: 1, windowTokens: 16, threads: 2 });
