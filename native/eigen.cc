@@ -715,8 +715,15 @@ void sym_eig_desc(int n, std::vector<double>& a, std::vector<double>& evals, std
   // W = Q^T, panel by panel (see replay_all); the padding columns are zero and stay zero.
   const int panels = (n + kBlock - 1) / kBlock;
   std::vector<double> W(size_t(panels) * n * kBlock, 0.0);
-  for (int r = 0; r < n; r++)
-    for (int c = 0; c < n; c++) W[(size_t(r / kBlock) * n + c) * kBlock + r % kBlock] = q[size_t(r) * ldq + c];
+  // Written in order; the reads walk kBlock rows of q at a time, which stay in L1.
+  for (int p = 0; p < panels; p++) {
+    const int w = std::min(kBlock, n - p * kBlock);
+    const double* qp = q.data() + size_t(p) * kBlock * ldq;
+    for (int c = 0; c < n; c++) {
+      double* dst = W.data() + (size_t(p) * n + c) * kBlock;
+      for (int u = 0; u < w; u++) dst[u] = qp[size_t(u) * ldq + c];
+    }
+  }
   q.clear();
   q.shrink_to_fit();
   kr.replay(sweeps, cs.data(), W.data(), n, panels);
