@@ -706,7 +706,7 @@ void sym_eig_desc(int n, std::vector<double>& a, std::vector<double>& evals, std
     if (!std::isfinite(v)) fail("E_CALIBRATION", "eigensolver overflowed (covariance entries too large)");
   std::vector<Sweep> sweeps;
   std::vector<double> cs;
-  cs.reserve(size_t(n) * n);
+  cs.reserve(2 * size_t(n) * n);  // about 0.85 n^2 rotations of two doubles at calibration shapes
   ql_record(n, d.data(), e.data(), sweeps, cs);
   // A row stride off the power of two keeps q's column strips from colliding in the cache sets.
   const size_t ldq = size_t(n) + 8;
