@@ -15,12 +15,6 @@ void gemm_f32(int m, int n, int k, const float* A, int lda, const float* B, int 
 void gemm_f64(int m, int n, int k, const double* A, int lda, const double* B, int ldb, double* C, int ldc,
               bool accumulate);
 
-// Eigen-decomposition of a symmetric n x n matrix (row-major, full storage; destroyed).
-// evals: n eigenvalues in descending order. evecs: n x n row-major, row i = unit eigenvector i,
-// sign fixed so that its largest-magnitude entry is positive (so calibration is deterministic).
-// Throws E_CALIBRATION if the iteration fails to converge.
-void sym_eig_desc(int n, std::vector<double>& a, std::vector<double>& evals, std::vector<double>& evecs);
-
 // Name of the kernel path in use ("openblas", "avx2", "generic") for buildInfo().
 const char* linalg_path();
 
