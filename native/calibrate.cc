@@ -4,8 +4,10 @@
 #include <atomic>
 #include <cmath>
 #include <thread>
+#include <time.h>
 
 #include "errors.h"
+#include "eigen.h"
 #include "linalg.h"
 #include "bitplan.h"
 
@@ -19,8 +21,22 @@ uint64_t splitmix64(uint64_t& s) {
   return z ^ (z >> 31);
 }
 
+// CPU seconds of the calling thread: stage timings that other processes' load does not inflate.
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+void add_seconds(std::atomic<double>& total, double dt) {
+  double cur = total.load();
+  while (!total.compare_exchange_weak(cur, cur + dt)) {
+  }
+}
+
 constexpr uint32_t kAddBatch = 128;
 constexpr uint32_t kMaxGramTokens = 1024;
+constexpr uint32_t kCovBlock = 64;  // rows per GEMM of the upper-triangle covariance update
 
 }  // namespace
 
@@ -52,6 +68,79 @@ Calibrator::Calibrator(const Profile& layout, const CalibrateSettings& settings)
     for (Accumulator& a : acc_[s]) a.sample.reserve(size_t(reservoir_rows_) * a.p);
 }
 
+// Moments of one stream group over one batch stream: sum and upper-triangle covariance of
+// (x - shift), and the reservoir rows.
+void Calibrator::add_group(Accumulator& a, bool is_key, const CacheView& c, const std::vector<uint32_t>& toks,
+                           const std::vector<int64_t>& slot, AddScratch& sc) const {
+  StreamGroup g;
+  g.layer_start = a.layer_start;
+  g.layer_count = a.layer_count;
+  g.p = a.p;
+  g.mean.assign(a.p, 0.0f);  // gather_features subtracts the mean; raw features here
+  std::vector<float>& X = sc.X;
+  std::vector<float>& XC = sc.XC;
+  std::vector<float>& XCT = sc.XCT;
+  std::vector<float>& Cb = sc.Cb;
+  std::vector<int32_t>& pos = sc.pos;
+  pos.resize(kAddBatch);
+  X.resize(size_t(kAddBatch) * a.p);
+  if (!a.gram) {
+    XC.resize(size_t(kAddBatch) * a.p);
+    XCT.resize(size_t(kAddBatch) * a.p);
+    Cb.resize(size_t(a.p) * a.p);
+  }
+  const uint32_t p = a.p;
+  for (size_t b0 = 0; b0 < toks.size(); b0 += kAddBatch) {
+    const uint32_t nb = uint32_t(std::min<size_t>(kAddBatch, toks.size() - b0));
+    for (uint32_t i = 0; i < nb; i++) pos[i] = c.positions ? c.positions[toks[b0 + i]] : int32_t(toks[b0 + i]);
+    gather_features(base_, g, is_key, is_key ? c.keys : c.values, c.dtype, &toks[b0], pos.data(), nb, X.data(),
+                    sc.cs);
+    // Non-finite tokens would poison the covariance: calibration needs clean samples.
+    for (size_t i = 0; i < size_t(nb) * p; i++)
+      if (!std::isfinite(X[i]))
+        fail("E_LAYOUT", "calibration sample holds NaN or Inf (token " + std::to_string(toks[b0 + i / p]) + ")");
+    // Moments are taken around a fixed shift (the first batch's mean): products of centred
+    // values are small, so float GEMMs per batch lose nothing that matters, and the f64
+    // running sums avoid the cancellation of E[xx^T] - mu mu^T.
+    if (a.shift.empty()) {
+      a.shift.assign(p, 0.0f);
+      for (uint32_t i = 0; i < nb; i++)
+        for (uint32_t j = 0; j < p; j++) a.shift[j] += X[size_t(i) * p + j] / float(nb);
+    }
+    for (uint32_t i = 0; i < nb; i++)
+      for (uint32_t j = 0; j < p; j++) {
+        const float v = X[size_t(i) * p + j] - a.shift[j];
+        a.sum[j] += v;
+        if (a.gram) continue;
+        XC[size_t(i) * p + j] = v;
+        XCT[size_t(j) * nb + i] = v;
+      }
+    if (!a.gram) {
+      // The covariance is symmetric: only blocks on or right of the diagonal are computed (half
+      // the products), and only the upper triangle is accumulated; fit_group mirrors it.
+      for (uint32_t i0 = 0; i0 < p; i0 += kCovBlock) {
+        const uint32_t mb = std::min(kCovBlock, p - i0);
+        gemm_f32(int(mb), int(p - i0), int(nb), XCT.data() + size_t(i0) * nb, int(nb), XC.data() + i0, int(p),
+                 Cb.data() + size_t(i0) * p + i0, int(p), false);
+      }
+      for (uint32_t i = 0; i < p; i++) {
+        double* crow = a.cov.data() + size_t(i) * p;
+        const float* brow = Cb.data() + size_t(i) * p;
+        for (uint32_t j = i; j < p; j++) crow[j] += brow[j];
+      }
+    }
+    for (uint32_t i = 0; i < nb; i++) {
+      const int64_t sl = slot[b0 + i];
+      if (sl < 0) continue;
+      const float* row = X.data() + size_t(i) * p;
+      if (size_t(sl) * p == a.sample.size())
+        a.sample.insert(a.sample.end(), row, row + p);
+      else
+        std::copy(row, row + p, a.sample.begin() + size_t(sl) * p);
+    }
+  }
+}
+
 void Calibrator::add(const CacheView& c) {
   std::lock_guard<std::mutex> lock(mu_);
   if (finished_) fail("E_CLOSED", "calibrator already finished");
@@ -76,64 +165,40 @@ void Calibrator::add(const CacheView& c) {
       if (j < reservoir_rows_) slot[i] = int64_t(j);
     }
   }
-  // Non-finite tokens would poison the covariance: calibration needs clean samples.
-  std::vector<float> X;
-  std::vector<float> XC, XCT, Cb;
-  std::vector<float> cs;
-  std::vector<int32_t> pos(kAddBatch);
-  for (int s = 0; s < 2; s++) {
+  // Stream groups are independent: spread them over the threads. Each group's arithmetic is the
+  // same whichever thread runs it, so the profile does not depend on the thread count.
+  std::vector<Accumulator*> work;
+  std::vector<bool> is_key;
+  for (int s = 0; s < 2; s++)
     for (Accumulator& a : acc_[s]) {
-      StreamGroup g;
-      g.layer_start = a.layer_start;
-      g.layer_count = a.layer_count;
-      g.p = a.p;
-      g.mean.assign(a.p, 0.0f);  // gather_features subtracts the mean; raw features here
-      X.resize(size_t(kAddBatch) * a.p);
-      if (!a.gram) {
-        XC.resize(size_t(kAddBatch) * a.p);
-        XCT.resize(size_t(kAddBatch) * a.p);
-        Cb.resize(size_t(a.p) * a.p);
-      }
-      for (size_t b0 = 0; b0 < toks.size(); b0 += kAddBatch) {
-        const uint32_t nb = uint32_t(std::min<size_t>(kAddBatch, toks.size() - b0));
-        for (uint32_t i = 0; i < nb; i++) pos[i] = c.positions ? c.positions[toks[b0 + i]] : int32_t(toks[b0 + i]);
-        gather_features(base_, g, s == 0, s == 0 ? c.keys : c.values, c.dtype, &toks[b0], pos.data(), nb,
-                               X.data(), cs);
-        for (size_t i = 0; i < size_t(nb) * a.p; i++)
-          if (!std::isfinite(X[i]))
-            fail("E_LAYOUT", "calibration sample holds NaN or Inf (token " + std::to_string(toks[b0 + i / a.p]) + ")");
-        // Moments are taken around a fixed shift (the first batch's mean): products of centred
-        // values are small, so float GEMMs per batch lose nothing that matters, and the f64
-        // running sums avoid the cancellation of E[xx^T] - mu mu^T.
-        if (a.shift.empty()) {
-          a.shift.assign(a.p, 0.0f);
-          for (uint32_t i = 0; i < nb; i++)
-            for (uint32_t j = 0; j < a.p; j++) a.shift[j] += X[size_t(i) * a.p + j] / float(nb);
-        }
-        for (uint32_t i = 0; i < nb; i++)
-          for (uint32_t j = 0; j < a.p; j++) {
-            const float v = X[size_t(i) * a.p + j] - a.shift[j];
-            a.sum[j] += v;
-            if (a.gram) continue;
-            XC[size_t(i) * a.p + j] = v;
-            XCT[size_t(j) * nb + i] = v;
-          }
-        if (!a.gram) {
-          gemm_f32(int(a.p), int(a.p), int(nb), XCT.data(), int(nb), XC.data(), int(a.p), Cb.data(), int(a.p), false);
-          for (size_t i = 0; i < Cb.size(); i++) a.cov[i] += Cb[i];
-        }
-        for (uint32_t i = 0; i < nb; i++) {
-          const int64_t sl = slot[b0 + i];
-          if (sl < 0) continue;
-          const float* row = X.data() + size_t(i) * a.p;
-          if (size_t(sl) * a.p == a.sample.size())
-            a.sample.insert(a.sample.end(), row, row + a.p);
-          else
-            std::copy(row, row + a.p, a.sample.begin() + size_t(sl) * a.p);
-        }
+      work.push_back(&a);
+      is_key.push_back(s == 0);
+    }
+  std::atomic<size_t> next{0};
+  std::atomic<double> cpu{0.0};
+  std::mutex err_mu;
+  std::exception_ptr err;
+  auto run = [&]() {
+    const double start = thread_cpu_seconds();
+    AddScratch scratch;
+    for (size_t i; (i = next.fetch_add(1)) < work.size();) {
+      try {
+        add_group(*work[i], is_key[i], c, toks, slot, scratch);
+      } catch (...) {
+        std::lock_guard<std::mutex> l(err_mu);
+        if (!err) err = std::current_exception();
+        next = work.size();
       }
     }
-  }
+    add_seconds(cpu, thread_cpu_seconds() - start);
+  };
+  const int nt = std::max(1, std::min<int>(int(set_.threads), int(work.size())));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < nt; t++) pool.emplace_back(run);
+  run();
+  for (auto& t : pool) t.join();
+  add_seconds(stage_.add, cpu.load());
+  if (err) std::rethrow_exception(err);
   seen_ += toks.size();
 }
 
@@ -162,18 +227,29 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
   std::vector<double> evals, evecs;
   if (!a.gram) {
     std::vector<double> C(size_t(p) * p);
+    // a.cov holds the upper triangle (see add_group).
     for (uint32_t i = 0; i < p; i++)
-      for (uint32_t j = 0; j < p; j++) C[size_t(i) * p + j] = a.cov[size_t(i) * p + j] / n - dmean[i] * dmean[j];
+      for (uint32_t j = i; j < p; j++) {
+        const double v = a.cov[size_t(i) * p + j] / n - dmean[i] * dmean[j];
+        C[size_t(i) * p + j] = v;
+        C[size_t(j) * p + i] = v;
+      }
+    const double te = thread_cpu_seconds();
     sym_eig_desc(int(p), C, evals, evecs);
+    add_seconds(stage_.eigen, thread_cpu_seconds() - te);
   } else {
     // Xs = U S V^T: eigenvectors u of the Gram matrix Xs Xs^T give directions v = Xs^T u / s.
     if (ns < 2) fail("E_CALIBRATION", "too few sample tokens for a wide PCA group");
+    const double tg = thread_cpu_seconds();
     std::vector<float> XsT(size_t(p) * ns), Gf(size_t(ns) * ns);
     for (uint32_t t = 0; t < ns; t++)
       for (uint32_t j = 0; j < p; j++) XsT[size_t(j) * ns + t] = Xs[size_t(t) * p + j];
     gemm_f32(int(ns), int(ns), int(p), Xs.data(), int(p), XsT.data(), int(ns), Gf.data(), int(ns), false);
     std::vector<double> G(Gf.begin(), Gf.end()), gvals, gvecs;
+    const double te = thread_cpu_seconds();
     sym_eig_desc(int(ns), G, gvals, gvecs);
+    const double te2 = thread_cpu_seconds();
+    add_seconds(stage_.eigen, te2 - te);
     const uint32_t rank = std::min<uint32_t>(ns, p);
     evals.assign(p, 0.0);
     evecs.assign(size_t(rank) * p, 0.0);
@@ -190,6 +266,7 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
       if (norm <= 0) continue;  // a null direction stays zero and gets no bits (zero energy)
       for (uint32_t j = 0; j < p; j++) evecs[size_t(c) * p + j] = V[size_t(c) * p + j] / norm;
     }
+    add_seconds(stage_.gram, (thread_cpu_seconds() - tg) - (te2 - te));
   }
   g.eigen.resize(p);
   g.total_energy = 0;
@@ -202,6 +279,7 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
 
   // Projections of the reservoir sample on the components the budget could possibly use
   // (every coded component costs at least 2 bits).
+  const double tp = thread_cpu_seconds();
   const double budget = 16.0 * p / set_.ratio;
   const uint32_t kmax = std::min<uint32_t>(directions, uint32_t(budget / 2));
   std::vector<float> Et(size_t(p) * std::max<uint32_t>(kmax, 1)), Ds(size_t(ns) * std::max<uint32_t>(kmax, 1));
@@ -218,6 +296,7 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
   req.sizes = set_.sizes;
   req.widths = set_.widths;
   PlanResult plan = plan_bits(req);
+  add_seconds(stage_.plan, thread_cpu_seconds() - tp);
   g.plan = plan.groups;
   g.k = 0;
   for (const PlanGroup& pg : g.plan) g.k = std::max(g.k, pg.start + pg.size);
@@ -230,6 +309,7 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
     for (uint32_t j = 0; j < p; j++) g.basis[size_t(c) * p + j] = float(evecs[size_t(c) * p + j]);
 
   // Entropy statistics: byte histograms of the sample's quantized rows, per row context.
+  const double tt = thread_cpu_seconds();
   RowLayout rl = make_row_layout(g.plan);
   std::vector<uint64_t> counts(size_t(rl.numContexts()) * 256, 0);
   std::vector<uint8_t> row(rl.rowBytes);
@@ -239,6 +319,7 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
   }
   g.freqs.resize(counts.size());
   for (uint32_t c = 0; c < rl.numContexts(); c++) rans_normalize(&counts[size_t(c) * 256], &g.freqs[size_t(c) * 256]);
+  add_seconds(stage_.tables, thread_cpu_seconds() - tt);
   return g;
 }
 
@@ -266,7 +347,9 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
     for (size_t i; (i = next.fetch_add(1)) < total;) {
       try {
         const int s = int(i / ng);
+        const double tf = thread_cpu_seconds();
         pr.groups[s][i % ng] = fit_group(acc_[s][i % ng], s == 0);
+        add_seconds(stage_.fit, thread_cpu_seconds() - tf);
       } catch (...) {
         std::lock_guard<std::mutex> l(err_mu);
         if (!err) err = std::current_exception();

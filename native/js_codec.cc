@@ -14,10 +14,10 @@
 #include "codec.h"
 #include "container.h"
 #include "crc32c.h"
+#include "eigen.h"
 #include "host_arena.h"
 #include "js_gemm.h"
 #include "js_util.h"
-#include "linalg.h"
 #include "profile.h"
 #include "rans.h"
 #include "rope.h"
@@ -342,6 +342,7 @@ Napi::Value CalibratorCreate(const Napi::CallbackInfo& info) {
     s.max_features = o.Get("maxFeatures").As<Napi::Number>().Uint32Value();
     s.sizes = int_list(o.Get("groupSizes"));
     s.widths = int_list(o.Get("widths"));
+    if (o.Has("threads") && o.Get("threads").IsNumber()) s.threads = std::max(1u, o.Get("threads").As<Napi::Number>().Uint32Value());
     auto* c = new CalibratorPtr(std::make_shared<Calibrator>(layout, s));
     return Napi::External<CalibratorPtr>::New(info.Env(), c, [](Napi::Env, CalibratorPtr* p) { delete p; });
   });
@@ -555,7 +556,16 @@ Napi::Value SymEig(const Napi::CallbackInfo& info) {
     const int n = info[1].As<Napi::Number>().Int32Value();
     if (n <= 0 || a.ElementLength() != size_t(n) * n) fail("E_LAYOUT", "symEig: matrix must be n*n");
     std::vector<double> m(a.Data(), a.Data() + a.ElementLength()), vals, vecs;
-    sym_eig_desc(n, m, vals, vecs);
+    // Optional third argument: "reference" (the old tred2/tql2 solver) or a vector path to force.
+    const std::string path = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+    if (path.empty()) {
+      sym_eig_desc(n, m, vals, vecs);
+    } else if (path == "reference") {
+      sym_eig_desc_reference(n, m, vals, vecs);
+    } else {
+      if (!sym_eig_path_supported(path.c_str())) fail("E_OPTIONS", "symEig: path '" + path + "' is not available on this CPU");
+      sym_eig_desc(n, m, vals, vecs, path.c_str());
+    }
     Napi::Object o = Napi::Object::New(info.Env());
     Napi::Float64Array va = Napi::Float64Array::New(info.Env(), n);
     Napi::Float64Array ve = Napi::Float64Array::New(info.Env(), size_t(n) * n);
@@ -563,6 +573,22 @@ Napi::Value SymEig(const Napi::CallbackInfo& info) {
     std::memcpy(ve.Data(), vecs.data(), size_t(n) * n * 8);
     o.Set("values", va);
     o.Set("vectors", ve);
+    return o;
+  });
+}
+
+Napi::Value SymEigPath(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), sym_eig_path()); }
+
+Napi::Value CalibratorStageSecondsJs(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const CalibrateStageSeconds t = calibrator_of(info[0])->stage_seconds();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("add", t.add);
+    o.Set("fit", t.fit);
+    o.Set("gram", t.gram);
+    o.Set("eigen", t.eigen);
+    o.Set("plan", t.plan);
+    o.Set("tables", t.tables);
     return o;
   });
 }
@@ -658,6 +684,8 @@ void register_codec(Napi::Env env, Napi::Object exports) {
   Napi::Object internals = Napi::Object::New(env);
   register_gemm_internals(env, internals);
   internals.Set("symEig", Napi::Function::New(env, SymEig));
+  internals.Set("symEigPath", Napi::Function::New(env, SymEigPath));
+  internals.Set("calibratorStageSeconds", Napi::Function::New(env, CalibratorStageSecondsJs));
   internals.Set("crc32c", Napi::Function::New(env, Crc32c));
   internals.Set("rope", Napi::Function::New(env, Rope));
   internals.Set("ransEncode", Napi::Function::New(env, RansEncode));

@@ -98,6 +98,8 @@ export interface NativeCalibrateSettings {
   maxFeatures: number;
   groupSizes: number[];
   widths: number[];
+  /** Worker threads for calibratorAdd (stream groups in parallel). Default 1. */
+  threads?: number;
 }
 
 /** A cache in device memory as the addon reads it: per-layer device addresses. */
@@ -212,7 +214,12 @@ interface NativeAddon {
     threads: number,
   ): Promise<ArrayBuffer>;
   internals: {
-    symEig(a: Float64Array, n: number): { values: Float64Array; vectors: Float64Array };
+    /** path: 'reference' (the classic tred2/tql2 solver) or a vector path to force ('avx512' | 'avx2' | 'generic'). */
+    symEig(a: Float64Array, n: number, path?: string): { values: Float64Array; vectors: Float64Array };
+    /** The vector path symEig uses on this CPU. */
+    symEigPath(): string;
+    /** CPU seconds per calibration stage so far, summed over threads. */
+    calibratorStageSeconds(cal: NativeCalibratorHandle): { add: number; fit: number; gram: number; eigen: number; plan: number; tables: number };
     crc32c(data: Uint8Array): number;
     /** Entropy-codes packed rows of one stream group (0 keys / 1 values) synchronously. */
     ransEncode(profile: NativeProfileHandle, stream: number, group: number, rows: Uint8Array): Uint8Array;

@@ -50,7 +50,7 @@ export interface CalibrateOptions {
    * Default 2048.
    */
   maxFeatures?: number;
-  /** Threads for the fit stage. Default: available parallelism. */
+  /** Threads for accumulating samples and for the fit stage. Default: available parallelism. */
   threads?: number;
   /** Called as calibration advances. */
   onProgress?: (progress: CalibrationProgress) => void;

@@ -41,6 +41,7 @@ export async function calibrate(
           maxFeatures: opts.maxFeatures,
           groupSizes: opts.groupSizes,
           widths: opts.widths,
+          threads: opts.threads,
         }),
       );
     } else if (!sameShape(sample.layout, layout)) {
