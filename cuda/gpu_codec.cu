@@ -8,7 +8,8 @@
 #include <memory>
 #include <mutex>
 
-#include "../native/codec.h"
+#include "../native/codec.h"  // CacheView, EncodeOptions: the codec's API types
+#include "../native/container.h"  // the blob format: header, sections, escapes, seal
 #include "codec_kernels.cuh"
 #include "cuda_check.cuh"
 #include "gemm.cuh"
@@ -212,19 +213,15 @@ std::vector<std::vector<uint8_t>> finish_sections(const std::vector<CodedSection
       if (start[j] > jobs[j].cap) fail("E_INTERNAL", "entropy coder exceeded its worst-case bound");
       coded += jobs[j].cap - start[j];
     }
-    const size_t count = first[i + 1] - first[i];
-    const uint64_t table = 8 + 4 * uint64_t(count);
-    if (count > 0 && table + coded < info[i].raw_len) {  // never store an expansion
+    const uint32_t count = uint32_t(first[i + 1] - first[i]);
+    const uint64_t table = rans_chunk_table_bytes(count);
+    if (count > 0 && rans_keeps(table + coded, info[i].raw_len)) {
       info[i] = SectionInfo{SectionMode::RansChunks, uint32_t(table + coded), info[i].raw_len, 0};
+      std::vector<uint32_t> lengths(count);
+      for (size_t j = first[i]; j < first[i + 1]; j++) lengths[j - first[i]] = uint32_t(jobs[j].cap - start[j]);
       std::vector<uint8_t>& p = payloads[i];
       p.resize(table);
-      const uint32_t cnt = uint32_t(count);
-      std::memcpy(p.data(), &chunk_rows[i], 4);
-      std::memcpy(p.data() + 4, &cnt, 4);
-      for (size_t j = first[i]; j < first[i + 1]; j++) {
-        const uint32_t len = uint32_t(jobs[j].cap - start[j]);
-        std::memcpy(p.data() + 8 + 4 * (j - first[i]), &len, 4);
-      }
+      rans_write_chunk_table(chunk_rows[i], lengths.data(), count, p.data());
       out_len[i] = coded;
     } else {
       out_len[i] = info[i].raw_len;

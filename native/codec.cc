@@ -149,65 +149,6 @@ void gather_features(const Profile& pr, const StreamGroup& g, bool is_key, const
   }
 }
 
-std::vector<uint32_t> coded_tokens(uint32_t tokens, uint32_t sinks, uint32_t window,
-                                   const std::vector<uint32_t>& escapes) {
-  std::vector<uint32_t> out;
-  size_t e = 0;
-  for (uint32_t t = sinks; t + window < tokens; t++) {
-    if (e < escapes.size() && escapes[e] == t) {
-      e++;
-      continue;
-    }
-    out.push_back(t);
-  }
-  return out;
-}
-
-double mean_norm(const StreamGroup& g) {
-  double msq = 0;
-  for (float m : g.mean) msq += double(m) * m;
-  return std::sqrt(msq);
-}
-
-BlobHeader make_header(const Profile& pr, uint32_t n, DType dtype, const int32_t* positions) {
-  BlobHeader h;
-  h.fingerprint = pr.fingerprint;
-  h.layers = pr.layers;
-  h.kv_heads = pr.kv_heads;
-  h.head_dim = pr.head_dim;
-  h.dtype = dtype;
-  h.tokens = n;
-  h.sinks = std::min(pr.sinks, n);
-  h.window = std::min(pr.window, n - h.sinks);
-  auto position_of = [&](uint32_t t) { return positions ? positions[t] : int32_t(t); };
-  h.pos_start = n > 0 ? position_of(0) : 0;
-  for (uint32_t t = 1; t < n && h.contiguous; t++)
-    h.contiguous = int64_t(position_of(t)) == int64_t(h.pos_start) + t;
-  if (!h.contiguous) h.positions.assign(positions, positions + n);
-  return h;
-}
-
-std::vector<uint32_t> raw_tokens(const BlobHeader& h) {
-  std::vector<uint32_t> raw;
-  for (uint32_t t = 0; t < h.tokens; t++)
-    if (t < h.sinks || t + h.window >= h.tokens) raw.push_back(t);
-  raw.insert(raw.end(), h.escapes.begin(), h.escapes.end());
-  std::sort(raw.begin(), raw.end());
-  return raw;
-}
-
-std::vector<uint8_t> seal_blob(const BlobHeader& h, const std::vector<std::vector<uint8_t>>& payloads) {
-  std::vector<uint8_t> out;
-  write_blob_header(h, out);
-  for (const auto& p : payloads) out.insert(out.end(), p.begin(), p.end());
-  if (out.size() > 0xffffffffull) fail("E_CAPACITY", "encoded blob exceeds 4 GiB");
-  const uint32_t crc = crc32c(0, out.data(), out.size());
-  const size_t at = out.size();
-  out.resize(at + 4);
-  std::memcpy(out.data() + at, &crc, 4);
-  return out;
-}
-
 std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const EncodeOptions& opts) {
   if (c.keys.size() != pr.layers || c.values.size() != pr.layers)
     fail("E_LAYOUT", "cache has " + std::to_string(c.keys.size()) + " layers, profile expects " +
@@ -287,7 +228,7 @@ std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const E
     if (opts.entropy && !r.empty()) {
       std::vector<uint8_t> enc = rans_encode_rows(r.data(), uint32_t(coded), rl.rowBytes, rans_chunk_rows(rl.rowBytes),
                                                   rl.context.data(), g.tables.data());
-      if (enc.size() < r.size()) {  // never store an expansion
+      if (rans_keeps(enc.size(), r.size())) {
         si.mode = SectionMode::RansChunks;
         si.stored_len = uint32_t(enc.size());
         r = std::move(enc);
@@ -314,27 +255,6 @@ std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const E
   }
   h.sections.insert(h.sections.end(), infos.begin(), infos.end());
   return seal_blob(h, payloads);
-}
-
-size_t check_blob(const Profile& pr, const BlobHeader& h) {
-  if (h.fingerprint != pr.fingerprint)
-    fail("E_PROFILE_MISMATCH", "blob was encoded with another profile (fingerprint differs)");
-  // Same fingerprint, different shape: the header is damaged, not from another model.
-  require_corrupt(h.layers == pr.layers && h.kv_heads == pr.kv_heads && h.head_dim == pr.head_dim,
-                  "layout does not match the blob's own profile");
-  require_corrupt(h.sections.size() == 1 + 2 * pr.groups[0].size(), "section count does not match the profile");
-  const size_t rb = row_bytes(pr, h.dtype);
-  // Every claimed size must agree with the token count before anything is allocated.
-  const uint64_t raw_count = uint64_t(h.sinks) + h.window + h.escapes.size();
-  require_corrupt(h.sections[0].mode == SectionMode::Stored &&
-                      uint64_t(h.sections[0].raw_len) == raw_count * rb * 2 * pr.layers,
-                  "raw section size");
-  const uint64_t coded = uint64_t(h.tokens) - raw_count;
-  size_t si = 1;
-  for (int s = 0; s < 2; s++)
-    for (const StreamGroup& g : pr.groups[s])
-      require_corrupt(uint64_t(h.sections[si++].raw_len) == coded * g.row.rowBytes, "coded section size");
-  return size_t(h.tokens) * rb * pr.layers;
 }
 
 void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,

@@ -1,4 +1,4 @@
-// Registers the codec's JavaScript functions on the addon's exports.
+// Registers the codec (encode, decode, inspect, scan) on the addon's exports.
 #pragma once
 #include <napi.h>
 

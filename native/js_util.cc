@@ -53,7 +53,7 @@ void* view_data(const Napi::Value& v, size_t& bytes) {
   size_t offset = 0;
   // Unlike Napi::TypedArray::ArrayBuffer(), this also works for views of a SharedArrayBuffer.
   if (napi_get_typedarray_info(v.Env(), v, &type, &length, &data, &buffer, &offset) != napi_ok)
-    fail("E_LAYOUT", "expected a typed array");
+    fail("E_OPTIONS", "expected a typed array");
   size_t elem = 1;
   switch (type) {
     case napi_int16_array: case napi_uint16_array: elem = 2; break;
@@ -119,7 +119,7 @@ ProfilePtr profile_of(const Napi::Value& v) {
 
 const uint8_t* bytes_of(const Napi::Value& v, size_t& len, const char* what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    fail("E_LAYOUT", std::string(what) + " must be a Uint8Array");
+    fail("E_OPTIONS", std::string(what) + " must be a Uint8Array");
   Napi::Uint8Array a = v.As<Napi::Uint8Array>();
   len = a.ByteLength();
   return a.Data();
@@ -157,5 +157,7 @@ Napi::Value EncodedBlob::Result(Napi::Env env) const {
   std::memcpy(ab.Data(), blob_.data(), blob_.size());
   return ab;
 }
+
+const char* dtype_name(DType t) { return t == DType::F32 ? "f32" : t == DType::F16 ? "f16" : "bf16"; }
 
 }  // namespace kvtc

@@ -63,6 +63,9 @@ CacheView read_cache(const Napi::Object& obj, uint32_t layers, uint32_t row_valu
 
 DType read_dtype(const Napi::Value& v);
 
+// "f32", "f16" or "bf16".
+const char* dtype_name(DType t);
+
 // Queues a worker built on the JavaScript thread; if its constructor threw, nothing leaks.
 template <typename W>
 Napi::Promise start(std::unique_ptr<W> w) {

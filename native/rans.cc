@@ -147,20 +147,25 @@ void rans_decode(const uint8_t* in, size_t in_len, uint8_t* out, size_t n, const
 std::vector<uint8_t> rans_encode_rows(const uint8_t* rows, uint32_t nrows, uint32_t row_bytes, uint32_t chunk_rows,
                                       const uint16_t* context, const RansTable* tables) {
   const uint32_t count = (nrows + chunk_rows - 1) / chunk_rows;
-  std::vector<uint8_t> out(8 + 4 * size_t(count));
-  std::memcpy(out.data(), &chunk_rows, 4);
-  std::memcpy(out.data() + 4, &count, 4);
+  std::vector<uint8_t> out(rans_chunk_table_bytes(count));
+  std::vector<uint32_t> lengths(count);
   std::vector<uint8_t> buf(rans_span_bound(size_t(chunk_rows) * row_bytes));
   for (uint32_t c = 0; c < count; c++) {
     const uint32_t r0 = c * chunk_rows, nr = std::min(chunk_rows, nrows - r0);
     const size_t at = rans_encode_span(rows + size_t(r0) * row_bytes, size_t(nr) * row_bytes, context, row_bytes,
                                        tables, buf.data(), buf.size());
     if (at > buf.size()) fail("E_INTERNAL", "entropy coder exceeded its worst-case bound");
-    const uint32_t len = uint32_t(buf.size() - at);
-    std::memcpy(out.data() + 8 + 4 * size_t(c), &len, 4);
+    lengths[c] = uint32_t(buf.size() - at);
     out.insert(out.end(), buf.begin() + ptrdiff_t(at), buf.end());
   }
+  rans_write_chunk_table(chunk_rows, lengths.data(), count, out.data());
   return out;
+}
+
+void rans_write_chunk_table(uint32_t chunk_rows, const uint32_t* lengths, uint32_t count, uint8_t* out) {
+  std::memcpy(out, &chunk_rows, 4);
+  std::memcpy(out + 4, &count, 4);
+  if (count > 0) std::memcpy(out + 8, lengths, 4 * size_t(count));
 }
 
 RansChunks rans_parse_chunks(const uint8_t* in, size_t in_len, uint32_t nrows) {

@@ -224,6 +224,17 @@ inline uint32_t rans_chunk_rows(uint32_t row_bytes) {
   return row_bytes >= kRansChunkTargetBytes ? 1 : kRansChunkTargetBytes / row_bytes;
 }
 
+// Bytes of the chunk table for `count` chunks.
+inline size_t rans_chunk_table_bytes(uint32_t count) { return 8 + 4 * size_t(count); }
+
+// Writes the chunk table (chunk_rows, count, lengths[0..count)) at out[0..rans_chunk_table_bytes):
+// the one writer of the table, for the CPU coder and the GPU pipeline alike.
+void rans_write_chunk_table(uint32_t chunk_rows, const uint32_t* lengths, uint32_t count, uint8_t* out);
+
+// Whether a section keeps its entropy-coded form of coded_bytes (chunk table included) rather
+// than its raw_bytes of rows: only when smaller — a blob never stores an expansion.
+inline bool rans_keeps(uint64_t coded_bytes, uint64_t raw_bytes) { return coded_bytes < raw_bytes; }
+
 // Entropy-codes nrows rows of row_bytes (byte j of a row with tables[context[j]]) as a chunked
 // section of chunk_rows rows per chunk.
 std::vector<uint8_t> rans_encode_rows(const uint8_t* rows, uint32_t nrows, uint32_t row_bytes, uint32_t chunk_rows,

@@ -21,6 +21,18 @@ export interface NativeCache {
   positions?: Int32Array;
 }
 
+/** Options of the addon's encode. */
+export interface NativeEncodeOptions {
+  /** rANS-code the quantized sections (default true). */
+  entropy?: boolean;
+  /** Write the blob into the host arena and return its handle (default false: a new ArrayBuffer). */
+  toArena?: boolean;
+  /** Run on the CUDA backend (E_BACKEND in a build without it). Default false. */
+  gpu?: boolean;
+  /** Threads for this call on the CPU, 1..64 (default 1); the blob does not depend on it. */
+  threads?: number;
+}
+
 /** A blob living in the native host arena. */
 export interface ArenaBlob {
   handle: number;
@@ -172,11 +184,9 @@ interface NativeAddon {
   };
   loadProfile(bytes: Uint8Array, fingerprint: Uint8Array): Promise<NativeProfileHandle>;
   profileInfo(bytes: Uint8Array): NativeProfileInfo;
-  /** gpu: run on the CUDA backend (E_BACKEND in a build without it). */
-  /** threads: 1..64 for this call on the CPU (default 1); the blob does not depend on it. */
-  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: false, gpu: boolean, threads?: number): Promise<ArrayBuffer>;
-  /** Encodes straight into the host arena; returns the blob's handle and size. */
-  encode(profile: NativeProfileHandle, cache: NativeCache, entropy: boolean, toArena: true, gpu: boolean, threads?: number): Promise<ArenaBlob>;
+  /** Encodes into a new buffer, or with `toArena` straight into the host arena (the blob's handle and size). */
+  encode(profile: NativeProfileHandle, cache: NativeCache, options: NativeEncodeOptions & { toArena?: false }): Promise<ArrayBuffer>;
+  encode(profile: NativeProfileHandle, cache: NativeCache, options: NativeEncodeOptions & { toArena: true }): Promise<ArenaBlob>;
   /** Verifies a blob (or host-arena handle) against the profile; returns the output sizes. */
   decodePrepare(
     profile: NativeProfileHandle,
@@ -220,7 +230,6 @@ interface NativeAddon {
     symEigPath(): string;
     /** CPU seconds per calibration stage so far, summed over threads. */
     calibratorStageSeconds(cal: NativeCalibratorHandle): { add: number; fit: number; gram: number; eigen: number; plan: number; tables: number };
-    crc32c(data: Uint8Array): number;
     /** Entropy-codes packed rows of one stream group (0 keys / 1 values) synchronously. */
     ransEncode(profile: NativeProfileHandle, stream: number, group: number, rows: Uint8Array): Uint8Array;
     ransDecode(profile: NativeProfileHandle, stream: number, group: number, coded: Uint8Array, rawLength: number): Uint8Array;

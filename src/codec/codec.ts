@@ -1,6 +1,6 @@
 import { type BackendChoice, checkBackendChoice, resolveBackend } from '../backend.js';
 import { callNative, callNativeSync, native } from '../binding.js';
-import { KvtcError } from '../errors.js';
+import { KvtcError, invalidParameter } from '../errors.js';
 import { type KvCache, type KvLayout, rowValues, sameShape, validateCache } from '../layout.js';
 import { nativeCache } from './marshal.js';
 import type { CodecProfile } from './profile.js';
@@ -56,7 +56,7 @@ export async function encode(cache: KvCache, profile: CodecProfile, options: Enc
   const threads = checkThreads(options.threads);
   const gpu = resolveBackend(checkBackendChoice(options.backend ?? 'auto', 'options.backend')) === 'cuda';
   const handle = await profile.nativeHandle();
-  const ab = await callNative(() => native.encode(handle, nativeCache(cache), options.entropy ?? true, false, gpu, threads));
+  const ab = await callNative(() => native.encode(handle, nativeCache(cache), { entropy: options.entropy ?? true, gpu, threads }));
   return new Uint8Array(ab);
 }
 
@@ -67,7 +67,7 @@ export async function encode(cache: KvCache, profile: CodecProfile, options: Enc
  */
 export async function decode(blob: Uint8Array, profile: CodecProfile, options: DecodeOptions = {}): Promise<KvCache> {
   if (!(blob instanceof Uint8Array)) {
-    throw new KvtcError('E_CORRUPT', `blob must be a Uint8Array, got ${String(blob)}`);
+    throw invalidParameter('blob', 'a Uint8Array', blob);
   }
   const threads = checkThreads(options.threads);
   const gpu = resolveBackend(checkBackendChoice(options.backend ?? 'auto', 'options.backend')) === 'cuda';
@@ -156,7 +156,7 @@ export interface BlobInfo {
  * Throws E_CORRUPT for anything that is not an intact kvtc blob.
  */
 export function inspect(blob: Uint8Array, options: { verify?: boolean } = {}): BlobInfo {
-  if (!(blob instanceof Uint8Array)) throw new KvtcError('E_CORRUPT', `blob must be a Uint8Array, got ${String(blob)}`);
+  if (!(blob instanceof Uint8Array)) throw invalidParameter('blob', 'a Uint8Array', blob);
   const verify = options.verify ?? false;
   const h = callNativeSync(() => native.inspectBlob(blob, verify));
   const rawBytesF16 = 2 * h.layers * h.tokens * h.kvHeads * h.headDim * 2;

@@ -784,7 +784,7 @@ export class KvStore {
       if (src.gpu) return src.gpu.encode(this.profile);
       if (!src.cache) return encodeDeviceToArena(src.device, this.profile);
       const handle = await this.profile.nativeHandle();
-      return callNative(() => native.encode(handle, nativeCache(src.cache), true, true, true));
+      return callNative(() => native.encode(handle, nativeCache(src.cache), { toArena: true, gpu: true }));
     }, onPool);
   }
 

@@ -31,7 +31,7 @@ async function encodeTask(task: Extract<CodecTask, { op: 'encode' }>): Promise<E
   }
   const profile = profileOf(task.profile);
   const h = await profile.nativeHandle();
-  const r = await callNative(() => native.encode(h, nativeCache(task.cache as KvCache), true, true, false));
+  const r = await callNative(() => native.encode(h, nativeCache(task.cache as KvCache), { toArena: true }));
   return { handle: r.handle, bytes: r.bytes, threadId };
 }
 

@@ -37,6 +37,6 @@ export async function toVersion1(storedBlob: Uint8Array, profile: CodecProfile):
   const body = Buffer.concat([header, ...parts]);
   const out = new Uint8Array(body.length + 4);
   out.set(body);
-  new DataView(out.buffer).setUint32(body.length, native.internals.crc32c(body), true);
+  new DataView(out.buffer).setUint32(body.length, native.crc32c(body), true);
   return out;
 }

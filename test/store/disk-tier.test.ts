@@ -116,7 +116,7 @@ describe('DiskTier basics', () => {
       const blob = randomBlob(size);
       const stored = await t.put(putMeta(id, { tokens: i, priority: 10 - i, pinned: i % 2 === 0, ttlMs: i * 1000, format: i % 3 ? 'kvtc' : 'raw', lastAccess: 1_700_000_000_000 + i }), blob);
       expect(stored.storedBytes).toBe(size);
-      expect(stored.checksum).toBe(native.internals.crc32c(blob) >>> 0);
+      expect(stored.checksum).toBe(native.crc32c(blob) >>> 0);
       blobs.set(id, blob);
     }
     expect(t.count).toBe(sizes.length);
@@ -131,7 +131,7 @@ describe('DiskTier basics', () => {
       expect(meta).toEqual({
         id, fingerprint: FP, layout: LAYOUT, tokens: i, rawBytes: 123 * 4 * 2 * 2 * 16 * 2, storedBytes: size,
         createdAt: 1_700_000_000_000, lastAccess: 1_700_000_000_000 + i, ttlMs: i * 1000, priority: 10 - i,
-        pinned: i % 2 === 0, checksum: native.internals.crc32c(blobs.get(id)!) >>> 0, format: i % 3 ? 'kvtc' : 'raw',
+        pinned: i % 2 === 0, checksum: native.crc32c(blobs.get(id)!) >>> 0, format: i % 3 ? 'kvtc' : 'raw',
       });
       expect(meta.layout.rope?.freqs).toBeInstanceOf(Float32Array);
       // Bit-exact, -0 and a subnormal included.
@@ -409,7 +409,7 @@ describe('DiskTier damage', () => {
         const json = Buffer.from(JSON.stringify(m));
         const framed = Buffer.alloc(5 + json.length);
         framed[0] = 1;
-        framed.writeUInt32LE(native.internals.crc32c(json) >>> 0, 1);
+        framed.writeUInt32LE(native.crc32c(json) >>> 0, 1);
         json.copy(framed, 5);
         meta.putSync(key('victim'), framed);
       },

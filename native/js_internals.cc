@@ -1,0 +1,121 @@
+// Test and benchmark entry points (`native.internals`): the eigensolver, RoPE, the rANS coder of
+// one stream group, the GEMM kernels (js_gemm) and the leaf kernels (js_kernels). Not part of
+// the API: src/internal and the tests are their only callers.
+#include "js_internals.h"
+
+#include <cstring>
+
+#include "eigen.h"
+#include "js_gemm.h"
+#include "js_kernels.h"
+#include "js_util.h"
+#include "profile.h"
+#include "rans.h"
+#include "rope.h"
+
+namespace kvtc {
+namespace {
+
+const StreamGroup& group_of(const Profile& pr, const Napi::CallbackInfo& info) {
+  const uint32_t s = info[1].As<Napi::Number>().Uint32Value();
+  const uint32_t g = info[2].As<Napi::Number>().Uint32Value();
+  if (s > 1 || g >= pr.groups[s].size()) fail("E_LAYOUT", "no such stream group");
+  return pr.groups[s][g];
+}
+
+Napi::Value SymEig(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Float64Array a = info[0].As<Napi::Float64Array>();
+    const int n = info[1].As<Napi::Number>().Int32Value();
+    if (n <= 0 || a.ElementLength() != size_t(n) * n) fail("E_LAYOUT", "symEig: matrix must be n*n");
+    std::vector<double> m(a.Data(), a.Data() + a.ElementLength()), vals, vecs;
+    // Optional third argument: "reference" (the old tred2/tql2 solver) or a vector path to force.
+    const std::string path = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+    if (path.empty()) {
+      sym_eig_desc(n, m, vals, vecs);
+    } else if (path == "reference") {
+      sym_eig_desc_reference(n, m, vals, vecs);
+    } else {
+      if (!sym_eig_path_supported(path.c_str())) fail("E_OPTIONS", "symEig: path '" + path + "' is not available on this CPU");
+      sym_eig_desc(n, m, vals, vecs, path.c_str());
+    }
+    Napi::Object o = Napi::Object::New(info.Env());
+    Napi::Float64Array va = Napi::Float64Array::New(info.Env(), n);
+    Napi::Float64Array ve = Napi::Float64Array::New(info.Env(), size_t(n) * n);
+    std::memcpy(va.Data(), vals.data(), n * 8);
+    std::memcpy(ve.Data(), vecs.data(), size_t(n) * n * 8);
+    o.Set("values", va);
+    o.Set("vectors", ve);
+    return o;
+  });
+}
+
+Napi::Value SymEigPath(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), sym_eig_path()); }
+
+// rope(x, kvHeads, headDim, style, freqs, positions, inverse): rotates token rows of x in place.
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Float32Array x = info[0].As<Napi::Float32Array>();
+    const int heads = info[1].As<Napi::Number>().Int32Value();
+    const int dim = info[2].As<Napi::Number>().Int32Value();
+    RopeParams rp;
+    rp.style = RopeStyle(info[3].As<Napi::Number>().Uint32Value());
+    Napi::Float32Array f = info[4].As<Napi::Float32Array>();
+    rp.freqs.assign(f.Data(), f.Data() + f.ElementLength());
+    rp.dims = int(rp.freqs.size() * 2);
+    Napi::Int32Array pos = info[5].As<Napi::Int32Array>();
+    const bool inverse = info[6].ToBoolean();
+    if (heads <= 0 || dim <= 0 || rp.dims > dim || x.ElementLength() != pos.ElementLength() * size_t(heads) * dim)
+      fail("E_LAYOUT", "rope: inconsistent shapes");
+    std::vector<float> cs(std::max(2, rp.dims));
+    for (size_t t = 0; t < pos.ElementLength(); t++) {
+      rope_angles(rp, pos[t], cs.data(), cs.data() + rp.dims / 2);
+      rope_rotate_row(rp, x.Data() + t * heads * dim, heads, dim, cs.data(), cs.data() + rp.dims / 2, inverse);
+    }
+    return info.Env().Undefined();
+  });
+}
+
+// ransEncode(profile, stream, group, rows): entropy-codes packed rows of that stream group with
+// its tables, synchronously (benchmarks compare coders on the same bytes with it).
+Napi::Value RansEncode(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    ProfilePtr pr = profile_of(info[0]);
+    const StreamGroup& g = group_of(*pr, info);
+    size_t len;
+    const uint8_t* rows = bytes_of(info[3], len, "rows");
+    if (g.row.rowBytes == 0 || len % g.row.rowBytes) fail("E_LAYOUT", "rows must be whole quantized rows");
+    std::vector<uint8_t> enc = rans_encode(rows, len, g.row.context.data(), g.row.rowBytes, g.tables.data());
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), enc.size());
+    std::memcpy(out.Data(), enc.data(), enc.size());
+    return out;
+  });
+}
+
+// ransDecode(profile, stream, group, coded, rawLength): the inverse of ransEncode.
+Napi::Value RansDecode(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    ProfilePtr pr = profile_of(info[0]);
+    const StreamGroup& g = group_of(*pr, info);
+    size_t len;
+    const uint8_t* in = bytes_of(info[3], len, "coded");
+    const size_t n = size_t(info[4].As<Napi::Number>().Int64Value());
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), n);
+    rans_decode(in, len, out.Data(), n, g.row.context.data(), g.row.rowBytes, g.tables.data());
+    return out;
+  });
+}
+
+}  // namespace
+
+void register_internals(Napi::Env env, Napi::Object internals) {
+  register_gemm_internals(env, internals);
+  internals.Set("symEig", Napi::Function::New(env, SymEig));
+  internals.Set("symEigPath", Napi::Function::New(env, SymEigPath));
+  internals.Set("rope", Napi::Function::New(env, Rope));
+  internals.Set("ransEncode", Napi::Function::New(env, RansEncode));
+  internals.Set("ransDecode", Napi::Function::New(env, RansDecode));
+  register_kernel_internals(env, internals);
+}
+
+}  // namespace kvtc
