@@ -4,6 +4,13 @@
 #pragma once
 #include <cstdint>
 
+// Function attributes of the kernels of each path: the instruction sets simd_has() checks.
+#if defined(__x86_64__)
+#define KVTC_X86 1
+#define KVTC_AVX2 __attribute__((target("avx2,fma,f16c,bmi2")))
+#define KVTC_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi2")))
+#endif
+
 namespace kvtc {
 
 enum class SimdPath : uint8_t {

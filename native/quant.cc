@@ -3,14 +3,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cpu_dispatch.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 // GCC 12 reports the intrinsics' own undefined pass-through operands as maybe-uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
-#define KVTC_X86 1
-#define KVTC_AVX2 __attribute__((target("avx2,fma,f16c,bmi2")))
-#define KVTC_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi2")))
 #endif
 
 namespace kvtc {

@@ -314,6 +314,11 @@ let loadedFrom = '';
 /** The loaded addon. Calls that can throw go through `callNative` to get KvtcErrors. */
 export const native: NativeAddon = load();
 
+/** memcpy between two views of equal byte length (V8's own copy to or from shared memory goes element by element). */
+export function copyBytes(dst: ArrayBufferView, src: ArrayBufferView): void {
+  native.copyBytes(dst, src);
+}
+
 /** CRC-32C (Castagnoli) of `bytes`, as an unsigned 32-bit integer: the checksum of every record. */
 export function crc32c(bytes: Uint8Array): number {
   return native.crc32c(bytes) >>> 0;

@@ -1,5 +1,5 @@
 import { type BackendChoice, checkBackendChoice, resolveBackend } from '../backend.js';
-import { callNative, callNativeSync, native } from '../binding.js';
+import { type ArenaBlob, callNative, callNativeSync, native } from '../binding.js';
 import { KvtcError, invalidParameter } from '../errors.js';
 import { type KvCache, type KvLayout, rowValues, sameShape, validateCache } from '../layout.js';
 import { nativeCache } from './marshal.js';
@@ -58,6 +58,20 @@ export async function encode(cache: KvCache, profile: CodecProfile, options: Enc
   const handle = await profile.nativeHandle();
   const ab = await callNative(() => native.encode(handle, nativeCache(cache), { entropy: options.entropy ?? true, gpu, threads }));
   return new Uint8Array(ab);
+}
+
+/**
+ * Encodes a validated cache straight into the host arena (the store's demotions): on the worker
+ * it runs on (CPU), or on the GPU (`gpu`). The caller owns the returned block.
+ */
+export async function encodeToArena(cache: KvCache, profile: CodecProfile, options: { gpu?: boolean } = {}): Promise<ArenaBlob> {
+  const handle = await profile.nativeHandle();
+  return callNative(() => native.encode(handle, nativeCache(cache), { toArena: true, gpu: options.gpu ?? false }));
+}
+
+/** The first NaN/Inf of a cache (scanned off the main thread), or null. */
+export function findNonFinite(cache: KvCache): Promise<{ stream: 'keys' | 'values'; layer: number; token: number } | null> {
+  return callNative(() => native.scanNonFinite(nativeCache(cache), cache.layout.layers, rowValues(cache.layout)));
 }
 
 /**

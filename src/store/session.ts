@@ -2,7 +2,7 @@
  * What the store knows about one session, whatever tier holds it, and the helpers that copy
  * caches in and out of store-owned (shared) memory.
  */
-import { native } from '../binding.js';
+import { copyBytes } from '../binding.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
 
@@ -74,12 +74,12 @@ export function copyCache(cache: KvCache, shared: boolean): KvCache {
   const views: ArrayBufferView[] = [];
   let off = 0;
   for (const src of [...cache.keys, ...cache.values]) {
-    native.copyBytes(bytes.subarray(off, off + src.byteLength), src);
+    copyBytes(bytes.subarray(off, off + src.byteLength), src);
     views.push(layout.dtype === 'f32' ? new Float32Array(buf, off, n) : new Uint16Array(buf, off, n));
     off += perLayer;
   }
   const positions = new Int32Array(buf, off, tokens);
-  if (cache.positions) native.copyBytes(positions, cache.positions);
+  if (cache.positions) copyBytes(positions, cache.positions);
   else for (let i = 0; i < tokens; i++) positions[i] = i;
   return {
     layout: { ...layout },

@@ -14,10 +14,8 @@
 import { mkdirSync, realpathSync } from 'node:fs';
 import { LRUCache } from 'lru-cache';
 import { type Backend, resolveBackend } from '../backend.js';
-import { callNative, native } from '../binding.js';
-import { nativeCache } from '../codec/marshal.js';
 import { CodecProfile } from '../codec/profile.js';
-import { checkProfileFits, decodeSource } from '../codec/codec.js';
+import { checkProfileFits, decodeSource, encodeToArena, findNonFinite } from '../codec/codec.js';
 import {
   type DeviceKvCache,
   type DeviceKvTarget,
@@ -373,7 +371,7 @@ export class KvStore {
       // session's other operations.
       if (this.options.nonFinite === 'reject') {
         const bad = owned
-          ? await callNative(() => native.scanNonFinite(nativeCache(owned), owned.layout.layers, rowValues(owned.layout)))
+          ? await findNonFinite(owned)
           : await findNonFiniteDevice(cache as DeviceKvCache);
         if (bad) {
           throw new KvtcError('E_LAYOUT', `cache.${bad.stream}[${bad.layer}] holds NaN or Inf at token ${bad.token} (options.nonFinite is 'reject')`);
@@ -783,8 +781,7 @@ export class KvStore {
     return this.#gpuOr(async () => {
       if (src.gpu) return src.gpu.encode(this.profile);
       if (!src.cache) return encodeDeviceToArena(src.device, this.profile);
-      const handle = await this.profile.nativeHandle();
-      return callNative(() => native.encode(handle, nativeCache(src.cache), { toArena: true, gpu: true }));
+      return encodeToArena(src.cache, this.profile, { gpu: true });
     }, onPool);
   }
 

@@ -4,10 +4,9 @@
  * so arena handles made here are valid on every thread.
  */
 import { threadId } from 'node:worker_threads';
-import { callNative, native } from '../binding.js';
+import { native } from '../binding.js';
 import { CodecProfile } from '../codec/profile.js';
-import { decodeSource } from '../codec/codec.js';
-import { nativeCache } from '../codec/marshal.js';
+import { decodeSource, encodeToArena } from '../codec/codec.js';
 import { decodeRaw, encodeRaw } from '../store/raw-format.js';
 import type { CodecTask, DecodeResult, EncodeResult, WireProfile, WorkerReply } from './tasks.js';
 import type { KvCache } from '../layout.js';
@@ -29,9 +28,7 @@ async function encodeTask(task: Extract<CodecTask, { op: 'encode' }>): Promise<E
     const handle = native.arenaPut(blob);
     return { handle, bytes: blob.length, threadId };
   }
-  const profile = profileOf(task.profile);
-  const h = await profile.nativeHandle();
-  const r = await callNative(() => native.encode(h, nativeCache(task.cache as KvCache), { toArena: true }));
+  const r = await encodeToArena(task.cache as KvCache, profileOf(task.profile));
   return { handle: r.handle, bytes: r.bytes, threadId };
 }
 
