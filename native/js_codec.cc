@@ -35,9 +35,10 @@ Napi::Object header_info(Napi::Env env, const BlobHeader& h) {
   o.Set("headDim", h.head_dim);
   o.Set("dtype", dtype_name(h.dtype));
   o.Set("tokens", h.tokens);
-  o.Set("sinks", h.sinks);
-  o.Set("window", h.window);
-  o.Set("escapes", uint32_t(h.escapes.size()));
+  // The field names of the public BlobInfo (src/codec/codec.ts), which extends this object.
+  o.Set("sinkTokens", h.sinks);
+  o.Set("windowTokens", h.window);
+  o.Set("escapedTokens", uint32_t(h.escapes.size()));
   o.Set("contiguousPositions", h.contiguous);
   o.Set("positionStart", h.pos_start);
   o.Set("bytes", double(h.total_len));

@@ -5,7 +5,7 @@
  * is computed once. A GPU run with $KVTC_GEMM naming no GEMM mode is E_OPTIONS, at the first
  * choice of a backend rather than at the first GPU encode.
  */
-import { GPU_GEMM_MODES, native } from './binding.js';
+import { GPU_GEMM_MODES, buildInfoAddon, gpuAddon } from './binding.js';
 import { KvtcError } from './errors.js';
 
 export type BackendChoice = 'auto' | 'cuda' | 'cpu';
@@ -17,8 +17,8 @@ let warned = false;
 /** null when the CUDA backend is usable, else why not. */
 export function cudaUnavailableReason(): string | null {
   if (cudaProblem === undefined) {
-    const info = native.buildInfo();
-    if (!info.cuda || !native.gpu) cudaProblem = 'this build of kvtc has no CUDA support (no toolkit at build time, or KVTC_CUDA=OFF)';
+    const info = buildInfoAddon.buildInfo();
+    if (!info.cuda || !gpuAddon) cudaProblem = 'this build of kvtc has no CUDA support (no toolkit at build time, or KVTC_CUDA=OFF)';
     else if (info.cudaDevices === 0) cudaProblem = `no CUDA device is usable: ${info.cudaReason ?? 'unknown reason'}`;
     else cudaProblem = null;
   }
@@ -31,7 +31,7 @@ export function resolveBackend(requested: BackendChoice): Backend {
   if (requested === 'cpu') return 'cpu';
   const problem = cudaUnavailableReason();
   if (problem === null) {
-    const gemm = native.buildInfo().cudaGemm ?? '';
+    const gemm = buildInfoAddon.buildInfo().cudaGemm ?? '';
     if (!GEMM_MODES.has(gemm)) throw new KvtcError('E_OPTIONS', gemm);
     return 'cuda';
   }

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { BlobInfo } from './codec/codec.js';
 import { KvtcError, toKvtcError } from './errors.js';
 
 /** Opaque handles owned by native code. */
@@ -83,21 +84,8 @@ export interface NativeProfileInfo {
   groups: NativeProfileGroup[];
 }
 
-export interface NativeBlobInfo {
-  fingerprint: Uint8Array;
-  layers: number;
-  kvHeads: number;
-  headDim: number;
-  dtype: 'f32' | 'f16' | 'bf16';
-  tokens: number;
-  sinks: number;
-  window: number;
-  escapes: number;
-  contiguousPositions: boolean;
-  positionStart: number;
-  bytes: number;
-  sections: { mode: 'rans' | 'stored'; storedBytes: number; rawBytes: number }[];
-}
+/** A blob's header as the addon reads it: the public BlobInfo before the facts computed in TypeScript. */
+export type NativeBlobInfo = Omit<BlobInfo, 'fingerprint' | 'rawBytesF16' | 'ratio' | 'verified'> & { fingerprint: Uint8Array };
 
 export interface NativeCalibrateSettings {
   sinks: number;
@@ -170,18 +158,7 @@ export const GPU_GEMM_MODES = ['tf32x3', 'tf32', 'fp32', 'cublas-fp32', 'cublas-
 export type GpuGemmMode = (typeof GPU_GEMM_MODES)[number];
 
 interface NativeAddon {
-  buildInfo(): {
-    cudaEmulated: boolean;
-    cuda: boolean;
-    cudaDevices: number;
-    cudaReason: string | null;
-    cudaGemm: string | null;
-    openblas: boolean;
-    linalg: string;
-    codecGemm: string;
-    codecDecode: string;
-    simd: string[];
-  };
+  buildInfo(): Omit<BuildInfo, 'addon'>;
   loadProfile(bytes: Uint8Array, fingerprint: Uint8Array): Promise<NativeProfileHandle>;
   profileInfo(bytes: Uint8Array): NativeProfileInfo;
   /** Encodes into a new buffer, or with `toArena` straight into the host arena (the blob's handle and size). */
@@ -311,8 +288,23 @@ function addonCandidates(): string[] {
 /** The file the addon was loaded from (buildInfo().addon). */
 let loadedFrom = '';
 
-/** The loaded addon. Calls that can throw go through `callNative` to get KvtcErrors. */
+/**
+ * @internal The loaded addon, whole: for src/internal (test hooks) and the tests only. The rest
+ * of kvtc sees it through the facades below, each the part one concept needs (a test checks that
+ * nothing else imports this). Calls that can throw go through `callNative` to get KvtcErrors.
+ */
 export const native: NativeAddon = load();
+
+/** Profiles, encode, decode, inspect and the non-finite scan (src/codec, src/cuda, the workers). */
+export const codecAddon: Pick<NativeAddon, 'loadProfile' | 'profileInfo' | 'encode' | 'decodePrepare' | 'decodeInto' | 'inspectBlob' | 'scanNonFinite'> = native;
+/** Calibration (src/codec/calibrate). */
+export const calibratorAddon: Pick<NativeAddon, 'calibratorCreate' | 'calibratorAdd' | 'calibratorFinish'> = native;
+/** The host arena, by handle (src/store/host-block, the workers). */
+export const arenaAddon: Pick<NativeAddon, 'arenaPut' | 'arenaRead' | 'arenaFree' | 'arenaStats'> = native;
+/** The CUDA backend of a CUDA build, undefined otherwise (src/cuda, src/backend). */
+export const gpuAddon: NativeGpu | undefined = native.gpu;
+/** What was compiled in, raw (src/backend; users call buildInfo()). */
+export const buildInfoAddon: Pick<NativeAddon, 'buildInfo'> = native;
 
 /** memcpy between two views of equal byte length (V8's own copy to or from shared memory goes element by element). */
 export function copyBytes(dst: ArrayBufferView, src: ArrayBufferView): void {

@@ -13,6 +13,7 @@ import { calibrate } from '../codec/calibrate.js';
 import { inspect } from '../codec/codec.js';
 import { buildInfo } from '../binding.js';
 import { cudaUnavailableReason } from '../backend.js';
+import { ByteReader } from '../bytes.js';
 import { KvtcError } from '../errors.js';
 import type { CalibrateOptions } from '../options.js';
 import { DiskTier } from '../store/disk-tier.js';
@@ -114,8 +115,9 @@ program
     mustExist(path, 'path');
     if (statSync(path).isDirectory()) return inspectStore(path);
     const bytes = new Uint8Array(readFileSync(path));
-    const magic = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, true);
-    if (bytes.length >= 4 && magic === 0x5054564b) {
+    // A file shorter than a magic number is no profile (inspect then reports it as a bad blob).
+    const magic = bytes.length >= 4 ? new ByteReader(bytes, () => new KvtcError('E_CORRUPT', 'short file')).u32('magic') : 0;
+    if (magic === 0x5054564b) {
       console.log(profileSummary(CodecProfile.fromBytes(bytes)));
       return;
     }

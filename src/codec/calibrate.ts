@@ -1,4 +1,4 @@
-import { callNative, native } from '../binding.js';
+import { callNative, calibratorAddon } from '../binding.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, rowValues, sameShape, validateCache } from '../layout.js';
 import { type CalibrateOptions, pcaGroupLayersFor, resolveCalibrateOptions } from '../options.js';
@@ -21,7 +21,7 @@ export async function calibrate(
     throw new KvtcError('E_OPTIONS', `samples must be an iterable or async iterable of KvCache, got ${String(samples)}`);
   }
   let layout: KvLayout | undefined;
-  let handle: ReturnType<typeof native.calibratorCreate> | undefined;
+  let handle: ReturnType<typeof calibratorAddon.calibratorCreate> | undefined;
   let count = 0;
   let tokens = 0;
   for await (const sample of samples as AsyncIterable<KvCache>) {
@@ -30,7 +30,7 @@ export async function calibrate(
       layout = sample.layout;
       const l = layout;
       handle = await callNative(() =>
-        native.calibratorCreate(nativeLayout(l), {
+        calibratorAddon.calibratorCreate(nativeLayout(l), {
           sinks: opts.sinkTokens,
           window: opts.windowTokens,
           groupLayers: pcaGroupLayersFor(opts.pcaGroupLayers, l),
@@ -48,7 +48,7 @@ export async function calibrate(
       throw new KvtcError('E_LAYOUT', `samples[${count}] has another model shape than samples[0]`);
     }
     const h = handle!;
-    tokens = await callNative(() => native.calibratorAdd(h, nativeCache(sample), layout!.layers, rowValues(layout!)));
+    tokens = await callNative(() => calibratorAddon.calibratorAdd(h, nativeCache(sample), layout!.layers, rowValues(layout!)));
     count++;
     opts.onProgress?.({
       stage: 'collect',
@@ -63,6 +63,6 @@ export async function calibrate(
   const progress = opts.onProgress
     ? (fraction: number) => opts.onProgress!({ stage: 'fit', samples: count, tokens, fraction })
     : undefined;
-  const bytes = await callNative(() => native.calibratorFinish(h, progress, opts.threads));
+  const bytes = await callNative(() => calibratorAddon.calibratorFinish(h, progress, opts.threads));
   return CodecProfile.fromBytes(new Uint8Array(bytes));
 }

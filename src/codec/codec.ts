@@ -1,5 +1,5 @@
 import { type BackendChoice, checkBackendChoice, resolveBackend } from '../backend.js';
-import { type ArenaBlob, callNative, callNativeSync, native } from '../binding.js';
+import { type ArenaBlob, callNative, callNativeSync, codecAddon } from '../binding.js';
 import { KvtcError, invalidParameter } from '../errors.js';
 import { type KvCache, type KvLayout, rowValues, sameShape, validateCache } from '../layout.js';
 import { nativeCache } from './marshal.js';
@@ -56,7 +56,7 @@ export async function encode(cache: KvCache, profile: CodecProfile, options: Enc
   const threads = checkThreads(options.threads);
   const gpu = resolveBackend(checkBackendChoice(options.backend ?? 'auto', 'options.backend')) === 'cuda';
   const handle = await profile.nativeHandle();
-  const ab = await callNative(() => native.encode(handle, nativeCache(cache), { entropy: options.entropy ?? true, gpu, threads }));
+  const ab = await callNative(() => codecAddon.encode(handle, nativeCache(cache), { entropy: options.entropy ?? true, gpu, threads }));
   return new Uint8Array(ab);
 }
 
@@ -66,12 +66,12 @@ export async function encode(cache: KvCache, profile: CodecProfile, options: Enc
  */
 export async function encodeToArena(cache: KvCache, profile: CodecProfile, options: { gpu?: boolean } = {}): Promise<ArenaBlob> {
   const handle = await profile.nativeHandle();
-  return callNative(() => native.encode(handle, nativeCache(cache), { toArena: true, gpu: options.gpu ?? false }));
+  return callNative(() => codecAddon.encode(handle, nativeCache(cache), { toArena: true, gpu: options.gpu ?? false }));
 }
 
 /** The first NaN/Inf of a cache (scanned off the main thread), or null. */
 export function findNonFinite(cache: KvCache): Promise<{ stream: 'keys' | 'values'; layer: number; token: number } | null> {
-  return callNative(() => native.scanNonFinite(nativeCache(cache), cache.layout.layers, rowValues(cache.layout)));
+  return callNative(() => codecAddon.scanNonFinite(nativeCache(cache), cache.layout.layers, rowValues(cache.layout)));
 }
 
 /**
@@ -99,7 +99,7 @@ export async function decodeSource(
   options: { shared?: boolean; gpu?: boolean; threads?: number } = {},
 ): Promise<KvCache> {
   const handle = await profile.nativeHandle();
-  const prep = await callNative(() => native.decodePrepare(handle, source));
+  const prep = await callNative(() => codecAddon.decodePrepare(handle, source));
   // shared: the store keeps decoded caches in SharedArrayBuffers it can hand to workers uncopied.
   const Buf = options.shared ? SharedArrayBuffer : ArrayBuffer;
   let keysBuf: ArrayBufferLike;
@@ -113,7 +113,7 @@ export async function decodeSource(
     throw new KvtcError('E_CAPACITY', `cannot allocate 2 x ${prep.bytesPerStream} bytes for the decoded cache`, { cause: err });
   }
   await callNative(() =>
-    native.decodeInto(
+    codecAddon.decodeInto(
       handle,
       source,
       new Uint8Array(keysBuf),
@@ -172,26 +172,9 @@ export interface BlobInfo {
 export function inspect(blob: Uint8Array, options: { verify?: boolean } = {}): BlobInfo {
   if (!(blob instanceof Uint8Array)) throw invalidParameter('blob', 'a Uint8Array', blob);
   const verify = options.verify ?? false;
-  const h = callNativeSync(() => native.inspectBlob(blob, verify));
+  const h = callNativeSync(() => codecAddon.inspectBlob(blob, verify));
   const rawBytesF16 = 2 * h.layers * h.tokens * h.kvHeads * h.headDim * 2;
-  return {
-    fingerprint: Buffer.from(h.fingerprint).toString('hex'),
-    layers: h.layers,
-    kvHeads: h.kvHeads,
-    headDim: h.headDim,
-    dtype: h.dtype,
-    tokens: h.tokens,
-    sinkTokens: h.sinks,
-    windowTokens: h.window,
-    escapedTokens: h.escapes,
-    contiguousPositions: h.contiguousPositions,
-    positionStart: h.positionStart,
-    bytes: h.bytes,
-    rawBytesF16,
-    ratio: rawBytesF16 / h.bytes,
-    sections: h.sections,
-    verified: verify,
-  };
+  return { ...h, fingerprint: Buffer.from(h.fingerprint).toString('hex'), rawBytesF16, ratio: rawBytesF16 / h.bytes, verified: verify };
 }
 
 /** A cache must have the profile's model shape (dtype may differ). */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFile, rename, writeFile, unlink } from 'node:fs/promises';
-import { callNative, callNativeSync, native, type NativeProfileHandle, type NativeProfileInfo } from '../binding.js';
+import { callNative, callNativeSync, codecAddon, type NativeProfileHandle, type NativeProfileInfo } from '../binding.js';
 import { KvtcError } from '../errors.js';
 import type { KvLayout } from '../layout.js';
 import { layoutFromProfileInfo } from './marshal.js';
@@ -89,7 +89,7 @@ export class CodecProfile {
       throw new KvtcError('E_PROFILE', `profile bytes must be a Uint8Array, got ${String(bytes)}`);
     }
     const own = new Uint8Array(bytes); // private copy: later changes by the caller cannot reach it
-    const info = callNativeSync(() => native.profileInfo(own));
+    const info = callNativeSync(() => codecAddon.profileInfo(own));
     return new CodecProfile(own, info);
   }
 
@@ -133,7 +133,7 @@ export class CodecProfile {
 
   /** @internal The native profile, parsed once per thread off the event loop. */
   nativeHandle(): Promise<NativeProfileHandle> {
-    this.#handle ??= callNative(() => native.loadProfile(this.#bytes, this.#fingerprintBytes));
+    this.#handle ??= callNative(() => codecAddon.loadProfile(this.#bytes, this.#fingerprintBytes));
     return this.#handle;
   }
 }

@@ -8,7 +8,7 @@
  * All of this needs the CUDA backend (E_BACKEND otherwise) and runs off the main thread.
  */
 import { cudaUnavailableReason } from '../backend.js';
-import { type ArenaBlob, callNative, native, type NativeDeviceCache, type NativeGpu } from '../binding.js';
+import { type ArenaBlob, callNative, codecAddon, gpuAddon, type NativeDeviceCache, type NativeGpu } from '../binding.js';
 import type { CodecProfile } from '../codec/profile.js';
 import { checkProfileFits } from '../codec/codec.js';
 import { DTYPE_CODE } from '../codec/marshal.js';
@@ -40,8 +40,8 @@ export interface DeviceKvTarget {
 
 export function gpuApi(): NativeGpu {
   const problem = cudaUnavailableReason();
-  if (problem !== null || !native.gpu) throw new KvtcError('E_BACKEND', `the CUDA backend is not usable: ${problem}`);
-  return native.gpu;
+  if (problem !== null || !gpuAddon) throw new KvtcError('E_BACKEND', `the CUDA backend is not usable: ${problem}`);
+  return gpuAddon;
 }
 
 function checkAddresses(value: unknown, layers: number, field: string): bigint[] {
@@ -140,7 +140,7 @@ export async function decodeToDevice(
   checkProfileFits(t.layout, profile);
   const gpu = gpuApi();
   const handle = await profile.nativeHandle();
-  const prep = await callNative(() => native.decodePrepare(handle, blob));
+  const prep = await callNative(() => codecAddon.decodePrepare(handle, blob));
   if (prep.dtype !== t.layout.dtype) {
     throw new KvtcError('E_LAYOUT', `blob holds ${prep.dtype} values; the target is ${t.layout.dtype}`);
   }

@@ -4,7 +4,7 @@
  * once; a second free is a no-op, and using a freed block is an E_INTERNAL bug report instead of
  * a read of memory that may already belong to another blob.
  */
-import { type ArenaBlob, native } from '../binding.js';
+import { type ArenaBlob, arenaAddon } from '../binding.js';
 import { KvtcError } from '../errors.js';
 
 export class HostBlock {
@@ -24,7 +24,7 @@ export class HostBlock {
 
   /** Copies bytes (e.g. a disk record) into a new arena block. */
   static copyOf(bytes: Uint8Array): HostBlock {
-    return new HostBlock(native.arenaPut(bytes), bytes.byteLength);
+    return new HostBlock(arenaAddon.arenaPut(bytes), bytes.byteLength);
   }
 
   /** The arena handle, for the codec calls that read the blob in place. */
@@ -39,19 +39,19 @@ export class HostBlock {
 
   /** A copy of the blob's bytes. */
   read(): Uint8Array {
-    return native.arenaRead(this.handle);
+    return arenaAddon.arenaRead(this.handle);
   }
 
   /** Returns the memory to the arena; later calls do nothing. */
   free(): void {
     if (this.#handle === undefined) return;
-    native.arenaFree(this.#handle);
+    arenaAddon.arenaFree(this.#handle);
     this.#handle = undefined;
   }
 }
 
 /** The arena's totals: blocks and bytes in use, and whether its memory is page-locked. */
 export function arenaStats(): { blocks: number; bytes: number; pinned: boolean } {
-  const a = native.arenaStats();
+  const a = arenaAddon.arenaStats();
   return { blocks: a.blocks, bytes: a.bytes, pinned: a.pinned };
 }

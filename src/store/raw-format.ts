@@ -6,6 +6,7 @@
  *   u32 magic "KVRW" | u32 version | u32 headerLength | header JSON | keys | values | positions | u32 crc
  */
 import { crc32c } from '../binding.js';
+import { ByteReader } from '../bytes.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
 
@@ -52,13 +53,13 @@ export function encodeRaw(cache: KvCache): Uint8Array {
 export function decodeRaw(blob: Uint8Array, modelLayout: KvLayout, shared = false): KvCache {
   const corrupt = (why: string) => new KvtcError('E_CORRUPT', `corrupt raw blob: ${why}`);
   if (blob.length < 16) throw corrupt('too short');
-  const dv = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
-  if (dv.getUint32(0, true) !== MAGIC) throw corrupt('bad magic');
-  if (dv.getUint32(4, true) !== VERSION) throw corrupt('unsupported version');
-  if (crc32c(blob.subarray(0, blob.length - 4)) !== dv.getUint32(blob.length - 4, true)) {
+  const r = new ByteReader(blob, (what) => corrupt(`${what} past the end`));
+  if (r.u32('magic') !== MAGIC) throw corrupt('bad magic');
+  if (r.u32('version') !== VERSION) throw corrupt('unsupported version');
+  if (crc32c(blob.subarray(0, blob.length - 4)) !== r.u32At(blob.length - 4, 'checksum')) {
     throw corrupt('checksum mismatch');
   }
-  const hlen = dv.getUint32(8, true);
+  const hlen = r.u32('header length');
   if (12 + hlen > blob.length - 4) throw corrupt('header length');
   let h: RawHeader;
   try {

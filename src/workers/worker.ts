@@ -4,7 +4,7 @@
  * so arena handles made here are valid on every thread.
  */
 import { threadId } from 'node:worker_threads';
-import { native } from '../binding.js';
+import { arenaAddon } from '../binding.js';
 import { CodecProfile } from '../codec/profile.js';
 import { decodeSource, encodeToArena } from '../codec/codec.js';
 import { decodeRaw, encodeRaw } from '../store/raw-format.js';
@@ -25,7 +25,7 @@ function profileOf(p: WireProfile): CodecProfile {
 async function encodeTask(task: Extract<CodecTask, { op: 'encode' }>): Promise<EncodeResult> {
   if (task.format === 'raw') {
     const blob = encodeRaw(task.cache);
-    const handle = native.arenaPut(blob);
+    const handle = arenaAddon.arenaPut(blob);
     return { handle, bytes: blob.length, threadId };
   }
   const r = await encodeToArena(task.cache as KvCache, profileOf(task.profile));
@@ -36,7 +36,7 @@ async function decodeTask(task: Extract<CodecTask, { op: 'decode' }>): Promise<D
   const profile = profileOf(task.profile);
   let cache: KvCache;
   if (task.format === 'raw') {
-    const blob = 'handle' in task.source ? native.arenaRead(task.source.handle) : task.source.blob;
+    const blob = 'handle' in task.source ? arenaAddon.arenaRead(task.source.handle) : task.source.blob;
     cache = decodeRaw(blob, profile.layout, true);
   } else {
     const src = 'handle' in task.source ? task.source.handle : task.source.blob;

@@ -9,6 +9,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LlamaContextSequence } from 'node-llama-cpp';
+import { ByteReader } from '../../bytes.js';
 import { KvtcError } from '../../errors.js';
 import type { KvCache, KvLayout } from '../../layout.js';
 import { type LlamaSequenceState, parseSequenceState, writeSequenceState } from './state.js';
@@ -119,28 +120,23 @@ export function encodeExtras(e: SequenceExtras): Uint8Array {
 /** Reads a version-2 attachment, or a version-1 one (magic, version, v_trans, tokens; no types, no model). */
 export function decodeExtras(bytes: Uint8Array | undefined): SequenceExtras {
   if (!bytes || bytes.length < 12) throw new KvtcError('E_CORRUPT', 'session has no llama.cpp sequence attachment');
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const version = dv.getUint16(4, true);
-  const vTrans = dv.getUint16(6, true);
   const bad = (): KvtcError => new KvtcError('E_CORRUPT', 'session attachment is not a llama.cpp sequence attachment');
-  if (dv.getUint32(0, true) !== EXTRAS_MAGIC || (vTrans !== 0 && vTrans !== 1)) throw bad();
-  let start: number;
+  const r = new ByteReader(bytes, bad);
+  const magic = r.u32('magic');
+  const version = r.u16('version');
+  const vTrans = r.u16('v_trans');
+  if (magic !== EXTRAS_MAGIC || (vTrans !== 0 && vTrans !== 1)) throw bad();
   const extras: Omit<SequenceExtras, 'tokens'> = { vTrans: vTrans as 0 | 1 };
-  if (version === 1) {
-    start = 12;
-  } else if (version === 2 && bytes.length >= V2_HEADER) {
-    start = V2_HEADER;
-    extras.kType = dv.getUint32(8, true);
-    extras.vType = dv.getUint32(12, true);
-    extras.model = Buffer.from(bytes.subarray(16, 32)).toString('hex');
-  } else {
+  if (version === 2) {
+    extras.kType = r.u32('K type');
+    extras.vType = r.u32('V type');
+    extras.model = Buffer.from(r.view(16, 'model fingerprint')).toString('hex');
+  } else if (version !== 1) {
     throw bad();
   }
-  const n = dv.getUint32(start - 4, true);
-  if (bytes.length !== start + 4 * n) throw bad();
-  const tokens = new Int32Array(n);
-  for (let i = 0; i < n; i++) tokens[i] = dv.getInt32(start + 4 * i, true);
-  return { ...extras, tokens };
+  const n = r.u32('n_tokens');
+  if (r.left !== 4 * n) throw bad();
+  return { ...extras, tokens: r.int32s(n, 'tokens') };
 }
 
 /** A single-sequence state for a cache (every cell belongs to sequence 0). */

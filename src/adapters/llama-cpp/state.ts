@@ -20,6 +20,7 @@
  * one ggml type over all layers (F32, F16, BF16, Q8_0 or Q4_0, see ggml-types.ts); K and V may
  * differ (e.g. `--cache-type-k q8_0` with an F16 V).
  */
+import { ByteReader } from '../../bytes.js';
 import { KvtcError } from '../../errors.js';
 import type { DType, KvCache, KvLayout, RopeSpec } from '../../layout.js';
 import { rowValues, validateCache, validateLayout } from '../../layout.js';
@@ -251,25 +252,12 @@ export function parseSequenceState(bytes: Uint8Array, rope?: RopeSpec, shape?: L
     throw layoutError(`expected a Uint8Array, got ${(bytes as unknown as object)?.constructor?.name ?? String(bytes)}`);
   }
   const len = bytes.length;
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let off = 0;
-  const need = (n: number, what: string): void => {
-    if (n > len - off) {
-      throw layoutError(`truncated: ${what} needs ${n} bytes at offset ${off}, only ${len - off} left (file is ${len} bytes)`);
-    }
-  };
-  const u32 = (what: string): number => {
-    need(4, what);
-    const v = dv.getUint32(off, true);
-    off += 4;
-    return v;
-  };
-  const i32 = (what: string): number => {
-    need(4, what);
-    const v = dv.getInt32(off, true);
-    off += 4;
-    return v;
-  };
+  const r = new ByteReader(bytes, (what, n, at, left) =>
+    layoutError(`truncated: ${what} needs ${n} bytes at offset ${at}, only ${left} left (file is ${len} bytes)`),
+  );
+  const need = (n: number, what: string): void => r.need(n, what);
+  const u32 = (what: string): number => r.u32(what);
+  const i32 = (what: string): number => r.i32(what);
 
   const magic = u32('magic');
   if (magic !== LLAMA_STATE_SEQ_MAGIC) {
@@ -280,10 +268,7 @@ export function parseSequenceState(bytes: Uint8Array, rope?: RopeSpec, shape?: L
     throw layoutError(`unsupported version ${version}, only version ${LLAMA_STATE_SEQ_VERSION} is supported`);
   }
   const nTokens = u32('n_tokens');
-  need(4 * nTokens, `${nTokens} header tokens`);
-  const tokens = new Int32Array(nTokens);
-  readElems(bytes, off, tokens);
-  off += 4 * nTokens;
+  const tokens = r.int32s(nTokens, `${nTokens} header tokens`);
 
   const nStream = u32('n_stream');
   if (nStream !== 1) throw layoutError(`n_stream is ${nStream}, only single-stream (n_stream = 1) states are supported`);
@@ -296,26 +281,23 @@ export function parseSequenceState(bytes: Uint8Array, rope?: RopeSpec, shape?: L
   need(8 * cellCount, `${cellCount} cells`);
 
   // Cells: a first pass finds how many seq ids there are (bounds-checked), a second fills arrays.
-  const cellsStart = off;
+  const cellsStart = r.offset;
   let totalSeqIds = 0;
   for (let i = 0; i < cellCount; i++) {
-    need(8, `cell ${i}`);
-    const n = dv.getUint32(off + 4, true);
-    off += 8;
-    need(4 * n, `${n} seq ids of cell ${i}`);
-    off += 4 * n;
+    r.skip(4, `cell ${i} pos`);
+    const n = u32(`cell ${i} n_seq_id`);
+    r.skip(4 * n, `${n} seq ids of cell ${i}`);
     totalSeqIds += n;
   }
   const pos = new Int32Array(cellCount);
   const seqIdStart = new Uint32Array(cellCount + 1);
   const seqIds = new Int32Array(totalSeqIds);
-  off = cellsStart;
+  r.offset = cellsStart;
   for (let i = 0, k = 0; i < cellCount; i++) {
-    pos[i] = dv.getInt32(off, true);
-    const n = dv.getUint32(off + 4, true);
-    off += 8;
+    pos[i] = i32(`cell ${i} pos`);
+    const n = u32(`cell ${i} n_seq_id`);
     seqIdStart[i] = k;
-    for (let j = 0; j < n; j++, off += 4) seqIds[k++] = dv.getInt32(off, true);
+    for (let j = 0; j < n; j++) seqIds[k++] = i32(`cell ${i} seq id`);
     seqIdStart[i + 1] = k;
   }
 
@@ -335,9 +317,7 @@ export function parseSequenceState(bytes: Uint8Array, rope?: RopeSpec, shape?: L
   const kRaw: Uint8Array[] = [];
   for (let l = 0; l < nLayer; l++) {
     const type = i32(`layer ${l} K type`);
-    need(8, `layer ${l} K row_bytes`);
-    const rb = dv.getBigUint64(off, true);
-    off += 8;
+    const rb = r.u64(`layer ${l} K row_bytes`);
     if (l === 0) {
       kt = kvElementType(type);
       if (!kt) throw layoutError(`layer 0 K has unsupported ggml type ${typeName(type)} (${type}; supported: ${SUPPORTED_KV_TYPES})`);
@@ -353,9 +333,7 @@ export function parseSequenceState(bytes: Uint8Array, rope?: RopeSpec, shape?: L
       throw layoutError(`layer ${l} K row_bytes ${rb} differs from layer 0 row_bytes ${kRowBytes} (mixed row sizes are not supported)`);
     }
     const size = cellCount * kRowBytes;
-    need(size, `layer ${l} K data (${cellCount} rows of ${kRowBytes} bytes)`);
-    kRaw.push(bytes.subarray(off, off + size));
-    off += size;
+    kRaw.push(r.view(size, `layer ${l} K data (${cellCount} rows of ${kRowBytes} bytes)`));
   }
 
   let vt: KvElementType | undefined;
@@ -371,9 +349,7 @@ export function parseSequenceState(bytes: Uint8Array, rope?: RopeSpec, shape?: L
     }
     const vRowBytes = rowBytesOf(vt!, kvDim);
     if (!vTrans) {
-      need(8, `layer ${l} V row_bytes`);
-      const rb = dv.getBigUint64(off, true);
-      off += 8;
+      const rb = r.u64(`layer ${l} V row_bytes`);
       if (rb !== BigInt(vRowBytes)) {
         throw layoutError(`layer ${l} V row_bytes ${rb} differs from the ${vt!.name} row of kv_dim ${kvDim} values (${vRowBytes} bytes; K and V must have the same width)`);
       }
@@ -386,12 +362,10 @@ export function parseSequenceState(bytes: Uint8Array, rope?: RopeSpec, shape?: L
       if (vDim !== kvDim) throw layoutError(`layer ${l} V kv_dim ${vDim} differs from K kv_dim ${kvDim} (K and V must have the same width)`);
     }
     const size = cellCount * vRowBytes;
-    need(size, `layer ${l} V data (${cellCount} x ${kvDim} values)`);
-    vRaw.push(bytes.subarray(off, off + size));
-    off += size;
+    vRaw.push(r.view(size, `layer ${l} V data (${cellCount} x ${kvDim} values)`));
   }
-  if (off !== len) {
-    throw layoutError(`${len - off} trailing bytes after the KV data at offset ${off} (file is ${len} bytes; multi-cache states such as iSWA are not supported)`);
+  if (r.left !== 0) {
+    throw layoutError(`${r.left} trailing bytes after the KV data at offset ${r.offset} (file is ${len} bytes; multi-cache states such as iSWA are not supported)`);
   }
 
   // One plain type for K and V: the cache keeps the file's bits. Otherwise float32 values.
