@@ -21,6 +21,11 @@ export function injectWorkerCrashes(store: KvStore, n: number): void {
   hooks(store).pool.injectCrashes(n, CRASH_WORKER);
 }
 
+/** How many threads each recent restore on the pool decoded with. */
+export function restoreThreads(store: KvStore): readonly number[] {
+  return hooks(store).restoreThreads;
+}
+
 /** Thread ids the store's pool reported for decodes (the main thread never decodes). */
 export function decodeThreads(store: KvStore): ReadonlySet<number> {
   return hooks(store).decodeThreads;

@@ -178,7 +178,12 @@ function overheadOf(meta: SessionMeta, hot: boolean): number {
 
 
 /** @internal What src/internal/testing.ts reaches into (fault injection, decode threads). */
-export const storeTestHooks = new WeakMap<KvStore, { pool: CodecPool; decodeThreads: Set<number> }>();
+export const storeTestHooks = new WeakMap<KvStore, { pool: CodecPool; decodeThreads: Set<number>; restoreThreads: number[] }>();
+
+/** Restores of at least this many raw bytes decode on the pool's idle threads too (~25 ms of one core). */
+const PARALLEL_RESTORE_BYTES = 8 << 20;
+/** The most threads one restore takes. */
+const MAX_RESTORE_THREADS = 8;
 
 /** Store directories open in this process (real paths). */
 const OPEN_PATHS = new Set<string>();
@@ -210,6 +215,8 @@ export class KvStore {
   #unlock: () => void = () => undefined;
   /** Thread ids the pool reported for decodes (tests check the main thread never decodes). */
   readonly #decodeThreads = new Set<number>();
+  /** Threads each recent pool restore ran on (tests). */
+  readonly #restoreThreads: number[] = [];
 
   private constructor(options: ResolvedStoreOptions, profile: CodecProfile, disk: DiskTier, pool: CodecPool, backend: Backend) {
     this.options = options;
@@ -225,7 +232,7 @@ export class KvStore {
     for (const m of disk.list()) {
       if (m.tokenIds && m.fingerprint === profile.fingerprint) this.#prefixes.add({ id: m.id, namespace: m.namespace ?? '', tokenIds: m.tokenIds });
     }
-    storeTestHooks.set(this, { pool, decodeThreads: this.#decodeThreads });
+    storeTestHooks.set(this, { pool, decodeThreads: this.#decodeThreads, restoreThreads: this.#restoreThreads });
   }
 
   /** Opens (or creates) a store. Reopening a path finds every session that reached its disk tier. */
@@ -986,8 +993,12 @@ export class KvStore {
       throw new KvtcError('E_LAYOUT', `session holds ${meta.layout.dtype} values; the target is ${into.layout.dtype}`);
     }
     const viaPool = async (): Promise<Decoded> => {
-      const dec = typeof src === 'number' ? await this.#pool.decodeHandle(src, format) : await this.#pool.decodeBlob(src, format);
+      // A large restore borrows the pool's idle capacity: its stream groups decode in parallel.
+      const threads = format === 'kvtc' && meta.rawBytes >= PARALLEL_RESTORE_BYTES ? Math.max(1, Math.min(MAX_RESTORE_THREADS, this.#pool.idleThreads())) : 1;
+      const dec = typeof src === 'number' ? await this.#pool.decodeHandle(src, format, threads) : await this.#pool.decodeBlob(src, format, threads);
       this.#decodeThreads.add(dec.threadId);
+      this.#restoreThreads.push(dec.threads);
+      if (this.#restoreThreads.length > 1000) this.#restoreThreads.shift();
       const cache = dec.cache as KvCache;
       if (cache.tokens !== meta.tokens) throw new KvtcError('E_CORRUPT', `record holds ${cache.tokens} tokens, its metadata says ${meta.tokens}`);
       if (into) await uploadToTarget(cache, into);

@@ -28,8 +28,10 @@ export interface PoolOptions {
 export class CodecPool {
   readonly #pool: Piscina;
   readonly #profile: WireProfile;
+  readonly #maxThreads: number;
 
   constructor(profile: CodecProfile, options: PoolOptions) {
+    this.#maxThreads = options.maxThreads;
     this.#pool = new Piscina({
       filename: workerFile(),
       minThreads: options.minThreads,
@@ -47,6 +49,14 @@ export class CodecPool {
     return this.#pool.threads.length;
   }
 
+  /** Tasks running or queued now. */
+  #busy = 0;
+
+  /** Worker threads no task is using now (the capacity a large restore may borrow). */
+  idleThreads(): number {
+    return Math.max(0, this.#maxThreads - this.#busy);
+  }
+
   #crashes = 0;
   #crashWorker = '';
 
@@ -58,6 +68,15 @@ export class CodecPool {
 
   /** `task` may be a function building the task per attempt (for inputs that are transferred). */
   async #run<T>(task: object | (() => { task: object; transfer: ArrayBuffer[] })): Promise<T> {
+    this.#busy++;
+    try {
+      return await this.#attempt<T>(task);
+    } finally {
+      this.#busy--;
+    }
+  }
+
+  async #attempt<T>(task: object | (() => { task: object; transfer: ArrayBuffer[] })): Promise<T> {
     let reply: WorkerReply | undefined;
     // A worker that dies mid-task (killed, out of memory, a crash) is replaced by Piscina; the
     // task is retried once on a fresh worker. Inputs survive a failed attempt: caches are shared,
@@ -82,21 +101,21 @@ export class CodecPool {
     return this.#run({ op: 'encode', profile: this.#profile, cache, format });
   }
 
-  /** Decodes a host-arena blob in place. */
-  decodeHandle(handle: number, format: BlobFormat): Promise<DecodeResult> {
-    return this.#run({ op: 'decode', profile: this.#profile, format, source: { handle } });
+  /** Decodes a host-arena blob in place, on `threads` threads of one worker (default 1). */
+  decodeHandle(handle: number, format: BlobFormat, threads = 1): Promise<DecodeResult> {
+    return this.#run({ op: 'decode', profile: this.#profile, format, source: { handle }, threads });
   }
 
   /**
    * Decodes a blob read from disk. Its buffer is transferred to the worker (no copy), so a retry
    * after a worker death asks `load` for the blob again.
    */
-  decodeBlob(load: () => Uint8Array, format: BlobFormat): Promise<DecodeResult> {
+  decodeBlob(load: () => Uint8Array, format: BlobFormat, threads = 1): Promise<DecodeResult> {
     return this.#run(() => {
       const blob = load();
       const own = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer;
       const b = own ? blob : blob.slice();
-      return { task: { op: 'decode', profile: this.#profile, format, source: { blob: b } }, transfer: [b.buffer as ArrayBuffer] };
+      return { task: { op: 'decode', profile: this.#profile, format, source: { blob: b }, threads }, transfer: [b.buffer as ArrayBuffer] };
     });
   }
 

@@ -35,6 +35,8 @@ export interface DecodeTask {
   format: BlobFormat;
   /** A host-arena handle, or a blob (transferred). */
   source: { handle: number } | { blob: Uint8Array };
+  /** Threads for this one decode (kvtc blobs; default 1): idle pool capacity lent to a large restore. */
+  threads?: number;
 }
 
 export type CodecTask = EncodeTask | DecodeTask;
@@ -50,6 +52,8 @@ export interface DecodeResult {
   cache: WireCache;
   dtype: DType;
   threadId: number;
+  /** Threads the decode ran on. */
+  threads: number;
 }
 
 export type WorkerReply =

@@ -40,9 +40,9 @@ async function decodeTask(task: Extract<CodecTask, { op: 'decode' }>): Promise<D
     cache = decodeRaw(blob, profile.layout, true);
   } else {
     const src = 'handle' in task.source ? task.source.handle : task.source.blob;
-    cache = await decodeSource(src, profile, { shared: true });
+    cache = await decodeSource(src, profile, { shared: true, threads: task.threads ?? 1 });
   }
-  return { cache, dtype: cache.layout.dtype, threadId };
+  return { cache, dtype: cache.layout.dtype, threadId, threads: task.format === 'raw' ? 1 : task.threads ?? 1 };
 }
 
 /**

@@ -106,3 +106,26 @@ describe('explainable misses', () => {
     expect(reasons.at(-1)).toBe('absent');
   });
 });
+
+describe('large restores', () => {
+  it("borrow the pool's idle threads; small ones run on one", async () => {
+    const { restoreThreads } = await import('../../src/internal/testing.js');
+    const store = await openStore({ workers: { minThreads: 2, maxThreads: 2 } });
+    const big = session(11, 16384); // 8 MiB raw
+    await store.put('big', big);
+    await store.put('small', session(12, 64));
+    await store.evict('big');
+    await store.evict('small');
+    const got = await store.get('big');
+    expect(got?.tokens).toBe(16384);
+    expect(restoreThreads(store).at(-1)).toBe(2);
+    await store.get('small');
+    expect(restoreThreads(store).at(-1)).toBe(1);
+    // The parallel decode gives the same cache as a single-threaded one.
+    const { decode, encode } = await import('../../src/index.js');
+    const { testProfile } = await import('../helpers/store.js');
+    const one = await decode(await encode(big, await testProfile()), await testProfile());
+    expect(Buffer.from((got!.keys[1] as Float32Array).buffer, (got!.keys[1] as Float32Array).byteOffset, got!.keys[1]!.byteLength))
+      .toEqual(Buffer.from((one.keys[1] as Float32Array).buffer, (one.keys[1] as Float32Array).byteOffset, one.keys[1]!.byteLength));
+  });
+});
