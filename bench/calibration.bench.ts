@@ -17,9 +17,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { calibrate } from '../src/index.js';
 import { native } from '../src/binding.js';
-import { nativeCache, nativeLayout } from '../src/codec/marshal.js';
+import { nativeCache, nativeCalibrateSettings, nativeLayout } from '../src/codec/marshal.js';
 import { rowValues } from '../src/layout.js';
-import { pcaGroupLayersFor, resolveCalibrateOptions } from '../src/options.js';
+import { resolveCalibrateOptions } from '../src/options.js';
 import { gaussian, mulberry32 } from '../test/helpers/synthetic.js';
 import { llamaShaped } from './llama-shaped.js';
 
@@ -145,19 +145,7 @@ async function calibration(groupLayers: number, calib: ReturnType<typeof llamaSh
   // The same calibration stage by stage (as src/codec/calibrate.ts drives it).
   const opts = resolveCalibrateOptions(options);
   const layout = calib[0]!.layout;
-  const h = native.calibratorCreate(nativeLayout(layout), {
-    sinks: opts.sinkTokens,
-    window: opts.windowTokens,
-    groupLayers: pcaGroupLayersFor(opts.pcaGroupLayers, layout),
-    ratio: opts.ratio,
-    seed: opts.seed,
-    sampleTokens: opts.sampleTokens,
-    maxTokens: opts.maxTokens,
-    maxFeatures: opts.maxFeatures,
-    groupSizes: opts.groupSizes,
-    widths: opts.widths,
-    threads: opts.threads,
-  });
+  const h = native.calibratorCreate(nativeLayout(layout), nativeCalibrateSettings(opts, layout));
   t = performance.now();
   for (const c of calib) await native.calibratorAdd(h, nativeCache(c), layout.layers, rowValues(layout));
   const addS = (performance.now() - t) / 1e3;

@@ -1,8 +1,8 @@
 import { callNative, calibratorAddon } from '../binding.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, rowValues, sameShape, validateCache } from '../layout.js';
-import { type CalibrateOptions, pcaGroupLayersFor, resolveCalibrateOptions } from '../options.js';
-import { nativeCache, nativeLayout } from './marshal.js';
+import { type CalibrateOptions, resolveCalibrateOptions } from '../options.js';
+import { nativeCache, nativeCalibrateSettings, nativeLayout } from './marshal.js';
 import { CodecProfile } from './profile.js';
 
 /**
@@ -30,19 +30,7 @@ export async function calibrate(
       layout = sample.layout;
       const l = layout;
       handle = await callNative(() =>
-        calibratorAddon.calibratorCreate(nativeLayout(l), {
-          sinks: opts.sinkTokens,
-          window: opts.windowTokens,
-          groupLayers: pcaGroupLayersFor(opts.pcaGroupLayers, l),
-          ratio: opts.ratio,
-          seed: opts.seed,
-          sampleTokens: opts.sampleTokens,
-          maxTokens: opts.maxTokens,
-          maxFeatures: opts.maxFeatures,
-          groupSizes: opts.groupSizes,
-          widths: opts.widths,
-          threads: opts.threads,
-        }),
+        calibratorAddon.calibratorCreate(nativeLayout(l), nativeCalibrateSettings(opts, l)),
       );
     } else if (!sameShape(sample.layout, layout)) {
       throw new KvtcError('E_LAYOUT', `samples[${count}] has another model shape than samples[0]`);

@@ -2,9 +2,10 @@
  * Conversions between kvtc's public types (KvLayout, KvCache) and the plain objects the addon
  * reads. Typed arrays cross the boundary as they are; nothing is copied here.
  */
-import type { NativeCache, NativeLayout, NativeProfileInfo } from '../binding.js';
+import type { NativeCache, NativeCalibrateSettings, NativeLayout, NativeProfileInfo } from '../binding.js';
 import type { DType, KvCache, KvLayout, RopeSpec } from '../layout.js';
 import { ropeFreqs } from '../layout.js';
+import { type ResolvedCalibrateOptions, pcaGroupLayersFor } from '../options.js';
 
 export const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
 const ROPE_STYLE_CODE = { interleaved: 1, neox: 2 } as const;
@@ -21,6 +22,23 @@ export function nativeLayout(layout: KvLayout): NativeLayout {
     // theta 0 records "explicit frequencies" in the profile.
     ropeTheta: rope && !rope.freqs ? rope.theta : 0,
     ropeFreqs: rope ? ropeFreqs(rope, layout.headDim) : new Float32Array(0),
+  };
+}
+
+/** Calibration options as the addon's calibrator takes them, for a model layout. */
+export function nativeCalibrateSettings(opts: ResolvedCalibrateOptions, layout: KvLayout): NativeCalibrateSettings {
+  return {
+    sinks: opts.sinkTokens,
+    window: opts.windowTokens,
+    groupLayers: pcaGroupLayersFor(opts.pcaGroupLayers, layout),
+    ratio: opts.ratio,
+    seed: opts.seed,
+    sampleTokens: opts.sampleTokens,
+    maxTokens: opts.maxTokens,
+    maxFeatures: opts.maxFeatures,
+    groupSizes: opts.groupSizes,
+    widths: opts.widths,
+    threads: opts.threads,
   };
 }
 

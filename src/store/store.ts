@@ -43,10 +43,10 @@ import { type PolicyEntry, policyEntry } from './policy.js';
 import { GpuBlock } from './gpu-block.js';
 import { HostBlock, arenaStats } from './host-block.js';
 import { type SessionMeta, type Tier, copyCache, rawBytesOf, validateId } from './session.js';
-
-export type { MissReason, StoreEvent, StoreEventName } from './events.js';
 import { StoreCounters, type StoreStats } from './stats.js';
 import { TierIndex } from './tier-index.js';
+
+export type { MissReason, StoreEvent, StoreEventName } from './events.js';
 
 export interface PutOptions {
   /** Never demoted by capacity or idleness while pinned. Default false. */
@@ -176,7 +176,6 @@ function overheadOf(meta: SessionMeta, hot: boolean): number {
   return (meta.attachment?.byteLength ?? 0) + (meta.tokenIds?.byteLength ?? 0) + Buffer.byteLength(meta.id, 'utf8') + META_BYTES + (hot ? 4 * meta.tokens : 0);
 }
 
-
 /** @internal What src/internal/testing.ts reaches into (fault injection, decode threads). */
 export const storeTestHooks = new WeakMap<KvStore, { pool: CodecPool; decodeThreads: Set<number>; restoreThreads: number[] }>();
 
@@ -261,10 +260,10 @@ export class KvStore {
     let disk: DiskTier;
     try {
       disk = DiskTier.open({
-      path: resolved.path,
-      capacityBytes: resolved.disk.capacityBytes,
-      mapSizeBytes: resolved.disk.mapSizeBytes,
-      quarantineBytes: resolved.disk.quarantineBytes,
+        path: resolved.path,
+        capacityBytes: resolved.disk.capacityBytes,
+        mapSizeBytes: resolved.disk.mapSizeBytes,
+        quarantineBytes: resolved.disk.quarantineBytes,
       });
     } catch (err) {
       unlock();
@@ -521,6 +520,7 @@ export class KvStore {
   }
 
   stats(): StoreStats {
+    this.#checkOpen();
     const dev = { entries: 0, rawBytes: 0, storedBytes: 0, overheadBytes: 0 };
     for (const [, e] of this.#device.lru()) {
       dev.entries++;
@@ -535,7 +535,6 @@ export class KvStore {
       host.storedBytes += e.bytes;
       host.overheadBytes += e.overhead;
     }
-    this.#checkOpen();
     const disk = this.#disk.totals();
     const raw = host.rawBytes + disk.rawBytes;
     const stored = host.storedBytes - host.overheadBytes + disk.storedBytes - disk.overheadBytes;
@@ -1277,18 +1276,15 @@ function resolvePutOptions(
   return { pin: o.pin ?? false, ttlMs: o.ttlMs ?? defaultTtl, priority: o.priority ?? 0, attachment: o.attachment, tokens, namespace: namespaceOf(o.namespace) };
 }
 
-function checkGetOptions(o: GetOptions): void {
-  if (typeof o !== 'object' || o === null) throw invalidParameter('get options', 'an object', o);
-  checkKeys(o, ['promote', 'status'], 'get options');
-}
-
 function checkStatus(o: GetOptions): GetStatus | undefined {
   if (o.status !== undefined && (typeof o.status !== 'object' || o.status === null)) throw invalidParameter('options.status', 'an object', o.status);
   return o.status;
 }
 
+/** Validates get options (the object and its keys) and returns `promote`. */
 function checkPromote(o: GetOptions): boolean {
-  checkGetOptions(o);
+  if (typeof o !== 'object' || o === null) throw invalidParameter('get options', 'an object', o);
+  checkKeys(o, ['promote', 'status'], 'get options');
   if (o.promote !== undefined && typeof o.promote !== 'boolean') throw invalidParameter('options.promote', 'a boolean', o.promote);
   return o.promote ?? true;
 }

@@ -6,9 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import { calibrate, type KvLayout } from '../../src/index.js';
 import { native } from '../../src/binding.js';
-import { nativeCache, nativeLayout } from '../../src/codec/marshal.js';
+import { nativeCache, nativeCalibrateSettings, nativeLayout } from '../../src/codec/marshal.js';
 import { rowValues } from '../../src/layout.js';
-import { pcaGroupLayersFor, resolveCalibrateOptions } from '../../src/options.js';
+import { resolveCalibrateOptions } from '../../src/options.js';
 import { syntheticCache } from '../helpers/synthetic.js';
 
 // p = 4 x 64 = 256 features per 1-layer group (1024 per 4-layer group): the covariance path with its eigensolver on
@@ -54,19 +54,7 @@ describe('calibration determinism', () => {
 
   it('reports CPU seconds per stage after a calibration driven stage by stage', async () => {
     const opts = resolveCalibrateOptions({ ratio: 8, pcaGroupLayers: 1, windowTokens: 16, threads: 2 });
-    const h = native.calibratorCreate(nativeLayout(LAYOUT), {
-      sinks: opts.sinkTokens,
-      window: opts.windowTokens,
-      groupLayers: pcaGroupLayersFor(opts.pcaGroupLayers, LAYOUT),
-      ratio: opts.ratio,
-      seed: opts.seed,
-      sampleTokens: opts.sampleTokens,
-      maxTokens: opts.maxTokens,
-      maxFeatures: opts.maxFeatures,
-      groupSizes: opts.groupSizes,
-      widths: opts.widths,
-      threads: opts.threads,
-    });
+    const h = native.calibratorCreate(nativeLayout(LAYOUT), nativeCalibrateSettings(opts, LAYOUT));
     const before = native.internals.calibratorStageSeconds(h);
     expect(before).toEqual({ add: 0, fit: 0, gram: 0, eigen: 0, plan: 0, tables: 0 });
     for (const s of samples) await native.calibratorAdd(h, nativeCache(s), LAYOUT.layers, rowValues(LAYOUT));
