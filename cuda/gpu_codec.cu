@@ -259,7 +259,7 @@ std::vector<uint8_t> encode_core(const Profile& pr, const std::vector<const void
   const std::shared_ptr<const GpuProfile> gp = gpu_profile(pr);
   const uint32_t L = pr.layers;
   const size_t rb = size_t(pr.row_values()) * dtype_bytes(dtype);
-  BlobHeader h = make_header(pr, n, dtype, positions);
+  BlobHeader h = make_header(pr, n, dtype, positions, sinks_of(pr, opts), window_of(pr, opts));
   auto d_layers = upload_array(layer_ptrs, st);
 
   // Escapes: the same test as the CPU codec, one block per middle token.

@@ -156,7 +156,7 @@ std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const E
   check_threads(opts.threads);
   const SimdPath path = gemm_path();
   const uint32_t n = c.tokens;
-  BlobHeader h = make_header(pr, n, c.dtype, c.positions);
+  BlobHeader h = make_header(pr, n, c.dtype, c.positions, sinks_of(pr, opts), window_of(pr, opts));
   // Every middle token is a candidate; the escape test runs inside the gather of each group,
   // and the rows of tokens that any group escapes are dropped before entropy coding.
   std::vector<uint32_t> cand;
@@ -258,18 +258,21 @@ std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const E
 }
 
 void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
-                 int32_t* positions, int threads) {
+                 int32_t* positions, int threads, OutputSlice out) {
   check_threads(threads);
+  if (out.tokens == 0) out.tokens = h.tokens;
+  if (uint64_t(out.offset) + h.tokens > out.tokens) fail("E_INTERNAL", "decode output slice exceeds the output");
   const SimdPath path = gemm_path();
   const bool int8 = int8_decode_selected();
   check_blob(pr, h);
   const uint32_t n = h.tokens;
+  positions += out.offset;
   for (uint32_t t = 0; t < n; t++) positions[t] = h.contiguous ? int32_t(int64_t(h.pos_start) + t) : h.positions[t];
 
   const size_t rb = row_bytes(pr, h.dtype);
-  const size_t layer_bytes = size_t(n) * rb;
+  const size_t layer_bytes = size_t(out.tokens) * rb;
   auto out_row = [&](int s, uint32_t layer, uint32_t t) -> uint8_t* {
-    return static_cast<uint8_t*>(s == 0 ? keys : values) + size_t(layer) * layer_bytes + size_t(t) * rb;
+    return static_cast<uint8_t*>(s == 0 ? keys : values) + size_t(layer) * layer_bytes + size_t(out.offset + t) * rb;
   };
 
   // Raw tokens.

@@ -25,7 +25,14 @@ struct CacheView {
 struct EncodeOptions {
   bool entropy = true;  // false: coded sections hold the packed quantized rows as they are
   int threads = 1;      // threads for this one call (stream groups are independent); 1..kMaxThreads
+  // Tokens kept lossless at the start and at the end; -1: the profile's. A chunk cut from a longer
+  // session overrides them (only the session's first tokens are sinks, only its last the window).
+  int64_t sinks = -1, window = -1;
 };
+
+// The sink and window counts an encode uses: the options' overrides, else the profile's.
+inline uint32_t sinks_of(const Profile& pr, const EncodeOptions& o) { return o.sinks < 0 ? pr.sinks : uint32_t(o.sinks); }
+inline uint32_t window_of(const Profile& pr, const EncodeOptions& o) { return o.window < 0 ? pr.window : uint32_t(o.window); }
 
 // Most threads one encode or decode call may use.
 constexpr int kMaxThreads = 64;
@@ -33,13 +40,19 @@ constexpr int kMaxThreads = 64;
 // Encodes; throws E_LAYOUT when the cache does not fit the profile's shape.
 std::vector<uint8_t> encode_cache(const Profile& profile, const CacheView& cache, const EncodeOptions& opts);
 
+// Where a decode writes: token rows [offset, offset + h.tokens) of a caller's cache of `tokens`
+// tokens (the chunks of one session decode side by side into one output). tokens 0: h.tokens.
+struct OutputSlice {
+  uint32_t offset = 0, tokens = 0;
+};
+
 // Decodes a blob whose header h was read (with its checksum verified) by read_blob_header.
-// keys/values: [layers][tokens][kvHeads*headDim] of h.dtype, allocated by the caller;
-// positions: h.tokens entries. threads: 1..kMaxThreads, for this call (the output does not
+// keys/values: [layers][out.tokens][kvHeads*headDim] of h.dtype, allocated by the caller;
+// positions: out.tokens entries. threads: 1..kMaxThreads, for this call (the output does not
 // depend on it). Throws E_PROFILE_MISMATCH for a blob of another profile and E_CORRUPT for
 // inconsistent content.
 void decode_blob(const Profile& profile, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
-                 int32_t* positions, int threads = 1);
+                 int32_t* positions, int threads = 1, OutputSlice out = {});
 
 // Builds the feature rows X[n][g.p] of tokens toks[0..n) for one stream group: the group's layers
 // side by side, keys with RoPE removed (pos: the tokens' positions), g.mean subtracted.

@@ -129,7 +129,8 @@ double mean_norm(const StreamGroup& g) {
   return std::sqrt(msq);
 }
 
-BlobHeader make_header(const Profile& pr, uint32_t n, DType dtype, const int32_t* positions) {
+BlobHeader make_header(const Profile& pr, uint32_t n, DType dtype, const int32_t* positions, uint32_t sinks,
+                       uint32_t window) {
   BlobHeader h;
   h.fingerprint = pr.fingerprint;
   h.layers = pr.layers;
@@ -137,8 +138,8 @@ BlobHeader make_header(const Profile& pr, uint32_t n, DType dtype, const int32_t
   h.head_dim = pr.head_dim;
   h.dtype = dtype;
   h.tokens = n;
-  h.sinks = std::min(pr.sinks, n);
-  h.window = std::min(pr.window, n - h.sinks);
+  h.sinks = std::min(sinks, n);
+  h.window = std::min(window, n - h.sinks);
   auto position_of = [&](uint32_t t) { return positions ? positions[t] : int32_t(t); };
   h.pos_start = n > 0 ? position_of(0) : 0;
   for (uint32_t t = 1; t < n && h.contiguous; t++)

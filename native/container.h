@@ -65,8 +65,9 @@ constexpr double kMaxCoefficient = 30000.0;
 double mean_norm(const StreamGroup& g);
 
 // The header of a new blob before escapes and sections: fingerprint, layout, sink and window
-// counts, positions (compact when contiguous; positions nullptr means 0..n-1).
-BlobHeader make_header(const Profile& pr, uint32_t n, DType dtype, const int32_t* positions);
+// counts (clamped to n), positions (compact when contiguous; positions nullptr means 0..n-1).
+BlobHeader make_header(const Profile& pr, uint32_t n, DType dtype, const int32_t* positions, uint32_t sinks,
+                       uint32_t window);
 
 // Tokens stored raw in section 0, in token order: sinks, window and escapes.
 std::vector<uint32_t> raw_tokens(const BlobHeader& h);

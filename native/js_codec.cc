@@ -67,12 +67,10 @@ int threads_arg(const Napi::Value& v) {
 
 class EncodeWorker : public PromiseWorker {
  public:
-  EncodeWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, bool entropy, bool to_arena, bool gpu,
-               int threads)
-      : PromiseWorker(env), profile_(std::move(pr)), gpu_(gpu), out_(to_arena) {
+  EncodeWorker(Napi::Env env, ProfilePtr pr, const Napi::Object& cache, const EncodeOptions& opts, bool to_arena,
+               bool gpu)
+      : PromiseWorker(env), profile_(std::move(pr)), opts_(opts), gpu_(gpu), out_(to_arena) {
     view_ = read_cache(cache, profile_->layers, profile_->row_values(), [this](Napi::Value v) { Keep(v); });
-    opts_.entropy = entropy;
-    opts_.threads = threads;
     require_gpu_build(gpu);
   }
   void Run() override {
@@ -100,14 +98,28 @@ bool flag(const Napi::Object& o, const char* name, bool fallback) {
   return v.As<Napi::Boolean>().Value();
 }
 
-// encode(profile, cache, { entropy = true, toArena = false, gpu = false, threads = 1 })
+// A token count of encode's options (sinks, window); absent means -1 (the profile's).
+int64_t token_count(const Napi::Object& o, const char* name) {
+  const Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return -1;
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0 && d <= 4294967295.0) || d != double(int64_t(d)))
+    fail("E_OPTIONS", std::string("options.") + name + " must be a token count (an integer >= 0)");
+  return int64_t(d);
+}
+
+// encode(profile, cache, { entropy = true, toArena = false, gpu = false, threads = 1, sinks?, window? })
 Napi::Value Encode(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     if (!info[2].IsObject()) fail("E_OPTIONS", "encode options must be an object");
     const Napi::Object o = info[2].As<Napi::Object>();
-    return start(std::make_unique<EncodeWorker>(info.Env(), profile_of(info[0]), info[1].As<Napi::Object>(),
-                                                flag(o, "entropy", true), flag(o, "toArena", false), flag(o, "gpu", false),
-                                                threads_arg(o.Get("threads"))));
+    EncodeOptions opts;
+    opts.entropy = flag(o, "entropy", true);
+    opts.threads = threads_arg(o.Get("threads"));
+    opts.sinks = token_count(o, "sinks");
+    opts.window = token_count(o, "window");
+    return start(std::make_unique<EncodeWorker>(info.Env(), profile_of(info[0]), info[1].As<Napi::Object>(), opts,
+                                                flag(o, "toArena", false), flag(o, "gpu", false)));
   });
 }
 
@@ -145,11 +157,23 @@ Napi::Value DecodePrepare(const Napi::CallbackInfo& info) {
   });
 }
 
+OutputSlice slice_arg(const Napi::Value& offset, const Napi::Value& tokens) {
+  OutputSlice s;
+  if (offset.IsUndefined()) return s;
+  if (!offset.IsNumber() || !tokens.IsNumber()) fail("E_INTERNAL", "decodeInto offset and tokens must be numbers");
+  const double o = offset.As<Napi::Number>().DoubleValue(), t = tokens.As<Napi::Number>().DoubleValue();
+  if (!(o >= 0 && t >= 1 && o < t && t <= 4294967295.0) || o != double(uint32_t(o)) || t != double(uint32_t(t)))
+    fail("E_INTERNAL", "decodeInto offset/tokens out of range");
+  s.offset = uint32_t(o);
+  s.tokens = uint32_t(t);
+  return s;
+}
+
 class DecodeIntoWorker : public PromiseWorker {
  public:
   DecodeIntoWorker(Napi::Env env, ProfilePtr pr, const Napi::Value& source, const Napi::Value& keys,
-                   const Napi::Value& values, const Napi::Value& positions, bool gpu, int threads)
-      : PromiseWorker(env), profile_(std::move(pr)), gpu_(gpu), threads_(threads) {
+                   const Napi::Value& values, const Napi::Value& positions, bool gpu, int threads, OutputSlice out)
+      : PromiseWorker(env), profile_(std::move(pr)), gpu_(gpu), threads_(threads), out_(out) {
     require_gpu_build(gpu);
     src_.Bind(source, [this](Napi::Value v) { Keep(v); });
     if (!keys.IsTypedArray() || !values.IsTypedArray() || !positions.IsTypedArray() ||
@@ -168,11 +192,22 @@ class DecodeIntoWorker : public PromiseWorker {
   void Run() override {
     BlobHeader h = src_.Header(false);
     const size_t bytes = check_blob(*profile_, h);
-    require_corrupt(klen_ == bytes && vlen_ == bytes && plen_ == h.tokens, "blob changed during decoding");
+    if (out_.tokens == 0) {
+      require_corrupt(klen_ == bytes && vlen_ == bytes && plen_ == h.tokens, "blob changed during decoding");
+    } else {
+      // A slice of a larger output: the blob must fit exactly where the caller placed it.
+      const size_t per_token = h.tokens > 0 ? bytes / h.tokens : 0;
+      require_corrupt(uint64_t(out_.offset) + h.tokens <= out_.tokens, "chunk does not fit its place in the output");
+      if (klen_ != per_token * out_.tokens || vlen_ != klen_ || plen_ != out_.tokens)
+        fail("E_INTERNAL", "decodeInto output buffers do not match the output slice");
+    }
 #ifdef KVTC_WITH_CUDA
-    if (gpu_) return gpu::decode_to_host(*profile_, src_.data(), h, kp_, vp_, pp_);
+    if (gpu_) {
+      if (out_.tokens != 0) fail("E_BACKEND", "a GPU decode writes whole outputs only");
+      return gpu::decode_to_host(*profile_, src_.data(), h, kp_, vp_, pp_);
+    }
 #endif
-    decode_blob(*profile_, src_.data(), h, kp_, vp_, pp_, threads_);
+    decode_blob(*profile_, src_.data(), h, kp_, vp_, pp_, threads_, out_);
   }
   Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
 
@@ -184,12 +219,15 @@ class DecodeIntoWorker : public PromiseWorker {
   size_t klen_, vlen_, plen_;
   bool gpu_;
   int threads_;
+  OutputSlice out_;
 };
 
+// decodeInto(profile, source, keys, values, positions, gpu, threads[, offset, tokens]): offset and
+// tokens place the blob's tokens at rows [offset, offset + n) of an output of `tokens` tokens.
 Napi::Value DecodeInto(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     return start(std::make_unique<DecodeIntoWorker>(info.Env(), profile_of(info[0]), info[1], info[2], info[3], info[4],
-                                                    info[5].ToBoolean(), threads_arg(info[6])));
+                                                    info[5].ToBoolean(), threads_arg(info[6]), slice_arg(info[7], info[8])));
   });
 }
 

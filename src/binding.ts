@@ -32,6 +32,9 @@ export interface NativeEncodeOptions {
   gpu?: boolean;
   /** Threads for this call on the CPU, 1..64 (default 1); the blob does not depend on it. */
   threads?: number;
+  /** Tokens kept lossless at the start / the end (default: the profile's); a chunk of a longer session overrides them. */
+  sinks?: number;
+  window?: number;
 }
 
 /** A blob living in the native host arena. */
@@ -178,6 +181,9 @@ interface NativeAddon {
     positions: Int32Array,
     gpu: boolean,
     threads?: number,
+    /** Place the blob's tokens at rows [offset, offset + n) of an output of `tokens` tokens (CPU only). */
+    offset?: number,
+    tokens?: number,
   ): Promise<void>;
   /** Present in CUDA builds. */
   gpu?: NativeGpu;

@@ -214,10 +214,17 @@ export interface StoreOptions {
    */
   policy?: import('./store/policy.js').Policy;
   /**
-   * Tokens per chunk of the prefix index's hash chain: matchPrefix/getPrefix find shared prefixes
-   * of at least this many tokens. Default 256.
+   * Tokens per chunk. Below the hot tier a session is a chain of chunks of this many tokens, each
+   * encoded once and shared by every session of the namespace with the same prefix (put with
+   * `tokens`), plus its own tail (the last partial chunk and the recent window). Also the
+   * granularity of matchPrefix/getPrefix. Default 256.
    */
   chunkTokens?: number;
+  /**
+   * Store each session as one blob below the hot tier (the first version's layout: every demotion
+   * re-encodes the whole session, nothing is shared) — a baseline for benchmarks. Default false.
+   */
+  blobPerSession?: boolean;
 }
 
 export interface ResolvedStoreOptions {
@@ -235,6 +242,7 @@ export interface ResolvedStoreOptions {
   foreignRecords: 'refuse' | 'miss';
   policy: import('./store/policy.js').Policy;
   chunkTokens: number;
+  blobPerSession: boolean;
 }
 
 const GiB = 1024 ** 3;
@@ -279,7 +287,7 @@ function objOpt(v: unknown, field: string, keys: readonly string[]): Record<stri
   return v as Record<string, unknown>;
 }
 
-const STORE_KEYS = ['profile', 'path', 'backend', 'tiers', 'writePolicy', 'compression', 'flushOnClose', 'workers', 'sweepIntervalMs', 'nonFinite', 'foreignRecords', 'policy', 'chunkTokens'] as const satisfies readonly (keyof StoreOptions)[];
+const STORE_KEYS = ['profile', 'path', 'backend', 'tiers', 'writePolicy', 'compression', 'flushOnClose', 'workers', 'sweepIntervalMs', 'nonFinite', 'foreignRecords', 'policy', 'chunkTokens', 'blobPerSession'] as const satisfies readonly (keyof StoreOptions)[];
 
 /** Validates store options (all but the profile, which the store loads) and fills defaults. */
 export function resolveStoreOptions(options: StoreOptions, env = readEnv()): ResolvedStoreOptions {
@@ -329,6 +337,7 @@ export function resolveStoreOptions(options: StoreOptions, env = readEnv()): Res
     foreignRecords: oneOf(options.foreignRecords, 'foreignRecords', ['refuse', 'miss'] as const, 'refuse'),
     policy: policyOpt(options.policy),
     chunkTokens: sizeOpt(options.chunkTokens, 'chunkTokens', 256, 1),
+    blobPerSession: options.blobPerSession === undefined ? false : boolOpt(options.blobPerSession, 'blobPerSession'),
   };
 }
 

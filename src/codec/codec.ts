@@ -64,9 +64,37 @@ export async function encode(cache: KvCache, profile: CodecProfile, options: Enc
  * Encodes a validated cache straight into the host arena (the store's demotions): on the worker
  * it runs on (CPU), or on the GPU (`gpu`). The caller owns the returned block.
  */
-export async function encodeToArena(cache: KvCache, profile: CodecProfile, options: { gpu?: boolean } = {}): Promise<ArenaBlob> {
+export async function encodeToArena(cache: KvCache, profile: CodecProfile, options: { gpu?: boolean; sinks?: number; window?: number } = {}): Promise<ArenaBlob> {
   const handle = await profile.nativeHandle();
-  return callNative(() => codecAddon.encode(handle, nativeCache(cache), { toArena: true, gpu: options.gpu ?? false }));
+  const o: { toArena: true; gpu: boolean; sinks?: number; window?: number } = { toArena: true, gpu: options.gpu ?? false };
+  if (options.sinks !== undefined) o.sinks = options.sinks;
+  if (options.window !== undefined) o.window = options.window;
+  return callNative(() => codecAddon.encode(handle, nativeCache(cache), o));
+}
+
+/** Where decodeSlice writes: rows [offset, offset + n) of one cache of `tokens` tokens (one buffer per stream). */
+export interface OutputSlice {
+  keys: Uint8Array;
+  values: Uint8Array;
+  positions: Int32Array;
+  offset: number;
+  tokens: number;
+  dtype: KvLayout['dtype'];
+}
+
+/**
+ * Decodes a blob (or host-arena handle) of exactly `expectTokens` tokens into its place in a
+ * larger output (the chunks of one session, side by side). E_CORRUPT when the blob is damaged or
+ * is not the chunk its manifest says (token count, dtype).
+ */
+export async function decodeSlice(source: Uint8Array | number, profile: CodecProfile, out: OutputSlice, expectTokens: number, threads = 1): Promise<void> {
+  const handle = await profile.nativeHandle();
+  const prep = await callNative(() => codecAddon.decodePrepare(handle, source));
+  if (prep.tokens !== expectTokens || prep.dtype !== out.dtype) {
+    throw new KvtcError('E_CORRUPT', `chunk holds ${prep.tokens} ${prep.dtype} tokens, its session expects ${expectTokens} ${out.dtype} tokens`);
+  }
+  if (expectTokens === 0) return;
+  await callNative(() => codecAddon.decodeInto(handle, source, out.keys, out.values, out.positions, false, threads, out.offset, out.tokens));
 }
 
 /** The first NaN/Inf of a cache (scanned off the main thread), or null. */

@@ -7,7 +7,8 @@
  * Layout of the environment (all keys are the session id's UTF-8 bytes, no prefix):
  *
  *   meta    id → metadata record: u8 version | u32le CRC-32C of the JSON | JSON (DiskRecordMeta)
- *   blobs   id → the blob, byte for byte
+ *   blobs   id → the session's own blob, byte for byte (its tail; the whole cache in version 1)
+ *   chunks  key → an encoded chunk (16-byte key), shared by every session whose manifest names it
  *   qmeta   id → quarantine entry (same framing): reason, time, the metadata as it was
  *   qblobs  id → the quarantined blob
  *
@@ -38,6 +39,12 @@
  *   dedicated allocation above), never the shared read buffer or the memory map; `getBinaryFast`
  *   does return the shared buffer and grows it to twice the largest value read, so it is not used
  *   for blobs. `getAsync` (reported to crash on values over ~4 KiB in this version) is not used.
+ *
+ * Record versions: 1 = the first layout (one blob per session: read as a session without chunks);
+ * 2 = a manifest: `chunks` names the session's encoded chunks in token order, the blob holds the
+ * rest (the tail). A chunk is written in the same transaction as the first manifest naming it and
+ * deleted in the same transaction as the last one; reference counts are not stored, they are
+ * counted from the manifests at open (a chunk no manifest names is deleted then).
  *
  * One DiskTier per path per process; LMDB itself allows other processes to read, but the
  * accounting here assumes this instance is the only writer.
@@ -86,6 +93,15 @@ export interface DiskRecordMeta {
   tokenIds?: Int32Array;
   /** The namespace the session's prefixes are shared within (put's `namespace`). */
   namespace?: string;
+  /** The session's encoded chunks, in token order, before its blob (the tail); absent: none. */
+  chunks?: ChunkRef[];
+}
+
+/** A chunk a manifest names: its key (32 hex digits), size and tokens (chunks follow each other from token 0). */
+export interface ChunkRef {
+  key: string;
+  bytes: number;
+  tokens: number;
 }
 
 /** What `put` takes: the tier computes `checksum` and `storedBytes` from the blob. */
@@ -127,6 +143,12 @@ export interface DiskTierOptions {
 /** Totals of the live records, kept up to date on every change (O(1) to read). */
 export interface DiskTotals {
   entries: number;
+  /** Distinct chunks stored, the references manifests hold to them, and their bytes. */
+  chunks: number;
+  chunkRefs: number;
+  chunkBytes: number;
+  /** Bytes that sharing saved: what the references would hold stored once each, minus chunkBytes. */
+  chunkBytesSaved: number;
   /** Sum of rawBytes. */
   rawBytes: number;
   /** Blobs plus metadata records: what the records occupy (what capacity limits). */
@@ -179,8 +201,11 @@ const ACCESS_FLUSH_MS = 1000;
 /** How long a failed write waits for lmdb's `commitError` detail before giving up on it. */
 const COMMIT_DETAIL_WAIT_MS = 2000;
 const MIN_MAP_SIZE = 64 * 1024;
-const RECORD_VERSION = 1;
+const RECORD_VERSION = 2;
+/** Versions this tier reads (see the file comment). */
+const READ_VERSIONS = new Set([1, 2]);
 const FINGERPRINT_RE = /^[0-9a-f]{32}$/;
+const CHUNK_KEY_RE = /^[0-9a-f]{32}$/;
 const MISSING: DiskGetResult = Object.freeze({ ok: false, reason: 'missing' }) as DiskGetResult;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -199,6 +224,7 @@ export class DiskTier {
   readonly #env: RootDatabase<Uint8Array, Uint8Array>;
   readonly #meta: Bytes;
   readonly #blobs: Bytes;
+  readonly #chunks: Bytes;
   readonly #qmeta: Bytes;
   readonly #qblobs: Bytes;
 
@@ -211,6 +237,13 @@ export class DiskTier {
   /** Bytes of each live record's framed metadata (the record's overhead beside its blob). */
   readonly #metaBytes = new Map<string, number>();
   #overhead = 0;
+  /** Stored chunks: references from live manifests, and size. */
+  readonly #chunkRefs = new Map<string, { refs: number; bytes: number }>();
+  /** Chunks held for a session above this tier (`pinChunks`): kept at zero references. */
+  readonly #chunkPins = new Map<string, number>();
+  #chunkBytes = 0;
+  #chunkRefTotal = 0;
+  #chunkSaved = 0;
   /** Live records per profile fingerprint. */
   readonly #fingerprints = new Map<string, number>();
   /** Quarantined ids, oldest first, with the bytes each holds (entry plus kept blob). */
@@ -243,7 +276,7 @@ export class DiskTier {
   private constructor(
     opts: DiskTierOptions,
     env: RootDatabase<Uint8Array, Uint8Array>,
-    dbs: { meta: Bytes; blobs: Bytes; qmeta: Bytes; qblobs: Bytes },
+    dbs: { meta: Bytes; blobs: Bytes; chunks: Bytes; qmeta: Bytes; qblobs: Bytes },
   ) {
     this.path = opts.path;
     this.capacityBytes = opts.capacityBytes;
@@ -252,6 +285,7 @@ export class DiskTier {
     this.#env = env;
     this.#meta = dbs.meta;
     this.#blobs = dbs.blobs;
+    this.#chunks = dbs.chunks;
     this.#qmeta = dbs.qmeta;
     this.#qblobs = dbs.qblobs;
     this.#pageSize = statsOf(dbs.meta).pageSize;
@@ -297,6 +331,7 @@ export class DiskTier {
       const dbs = {
         meta: env.openDB<Uint8Array, Uint8Array>('meta', o),
         blobs: env.openDB<Uint8Array, Uint8Array>('blobs', o),
+        chunks: env.openDB<Uint8Array, Uint8Array>('chunks', o),
         qmeta: env.openDB<Uint8Array, Uint8Array>('qmeta', o),
         qblobs: env.openDB<Uint8Array, Uint8Array>('qblobs', o),
       };
@@ -318,12 +353,76 @@ export class DiskTier {
    * What the store's capacity policy limits.
    */
   get footprintBytes(): number {
-    return this.#bytes + this.#overhead;
+    return this.#bytes + this.#overhead + this.#chunkBytes;
   }
 
-  /** Totals of the live records (unreadable ones count with their blob's size). */
+  /** Totals of the live records (unreadable ones count with their blob's size); chunks count once. */
   totals(): DiskTotals {
-    return { entries: this.count, rawBytes: this.#rawBytes, storedBytes: this.#bytes + this.#overhead, overheadBytes: this.#overhead };
+    return {
+      entries: this.count,
+      rawBytes: this.#rawBytes,
+      storedBytes: this.#bytes + this.#overhead + this.#chunkBytes,
+      overheadBytes: this.#overhead,
+      chunks: this.#chunkRefs.size,
+      chunkRefs: this.#chunkRefTotal,
+      chunkBytes: this.#chunkBytes,
+      chunkBytesSaved: this.#chunkSaved,
+    };
+  }
+
+  /** Whether a chunk is stored. */
+  hasChunk(key: string): boolean {
+    return this.#chunkRefs.has(key);
+  }
+
+  /**
+   * A stored chunk's bytes (a fresh copy), or undefined when it is not stored or its size is not
+   * the recorded one. Its content is checked by the decoder (every blob carries a checksum).
+   */
+  getChunk(key: string): Uint8Array | undefined {
+    this.#assertOpen();
+    const c = this.#chunkRefs.get(key);
+    if (!c) return undefined;
+    try {
+      const buf = this.#chunks.getBinary(chunkKey(key));
+      if (buf === undefined || buf.byteLength !== c.bytes) return undefined;
+      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Holds chunks for a session above this tier that was made from them (a grown session put again
+   * reuses them when it is demoted): a held chunk is not deleted when its last manifest goes.
+   * In memory only; `unpinChunks` releases (and deletes what nothing references any more).
+   */
+  pinChunks(keys: readonly string[]): void {
+    for (const k of keys) this.#chunkPins.set(k, (this.#chunkPins.get(k) ?? 0) + 1);
+  }
+
+  async unpinChunks(keys: readonly string[]): Promise<void> {
+    const free: string[] = [];
+    for (const k of keys) {
+      const n = (this.#chunkPins.get(k) ?? 1) - 1;
+      if (n > 0) this.#chunkPins.set(k, n);
+      else {
+        this.#chunkPins.delete(k);
+        if (this.#chunkRefs.get(k)?.refs === 0) free.push(k);
+      }
+    }
+    if (free.length === 0 || this.#closed) return;
+    await this.#txn('disk chunk release', () => {
+      const gone: string[] = [];
+      for (const k of free) {
+        if (this.#chunkRefs.get(k)?.refs !== 0 || this.#chunkPins.has(k)) continue;
+        this.#chunks.removeSync(chunkKey(k));
+        gone.push(k);
+      }
+      return gone;
+    }, (gone) => {
+      for (const k of gone) this.#dropChunk(k);
+    });
   }
 
   /** Quarantined records and the bytes they hold (bounded by quarantineLimit). */
@@ -382,10 +481,10 @@ export class DiskTier {
    * Stores several records in one transaction (all or none): what `put` does for one, for many
    * at the cost of one synced commit. Ids must be distinct. Same errors as `put`.
    */
-  async putMany(items: readonly { meta: DiskPutMeta; blob: Uint8Array }[]): Promise<DiskRecordMeta[]> {
+  async putMany(items: readonly { meta: DiskPutMeta; blob: Uint8Array; chunkBlobs?: ReadonlyMap<string, Uint8Array> }[]): Promise<DiskRecordMeta[]> {
     this.#assertOpen();
     if (!Array.isArray(items)) throw new KvtcError('E_OPTIONS', `items must be an array, got ${describe(items)}`);
-    const prepared = items.map((it) => this.#prepare(it.meta, it.blob));
+    const prepared = items.map((it) => this.#prepare(it.meta, it.blob, it.chunkBlobs));
     if (new Set(prepared.map((p) => p.meta.id)).size !== prepared.length) throw new KvtcError('E_OPTIONS', 'putMany ids must be distinct');
     const need = prepared.reduce((n, p) => n + p.need, 0);
     const freed = prepared.reduce((n, p) => n + p.freed, 0);
@@ -400,14 +499,22 @@ export class DiskTier {
     this.#reserved += need;
     try {
       const what = prepared.length === 1 ? `disk put of '${prepared[0]!.meta.id}'` : `disk put of ${prepared.length} records`;
-      await this.#write(what, 'E_CAPACITY', () => this.#blobs.batch(() => {
-        // One block, one transaction; lmdb's write thread copies the blobs (see the file comment).
-        for (const p of prepared) {
-          void this.#blobs.put(p.key, p.blob);
-          void this.#meta.put(p.key, p.record);
-        }
-      }), () => {
+      let plan: ChunkPlan = { write: [], remove: [] };
+      await this.#write(what, 'E_CAPACITY', () => {
+        // Planned here, after every earlier write applied: which chunks are new, which lose their last reference.
+        plan = this.#planChunks(prepared.map((p) => ({ id: p.meta.id, chunks: p.meta.chunks ?? [], blobs: p.chunkBlobs })));
+        return this.#blobs.batch(() => {
+          // One block, one transaction; lmdb's write thread copies the blobs (see the file comment).
+          for (const [k, blob] of plan.write) void this.#chunks.put(chunkKey(k), blob);
+          for (const p of prepared) {
+            void this.#blobs.put(p.key, p.blob);
+            void this.#meta.put(p.key, p.record);
+          }
+          for (const k of plan.remove) void this.#chunks.remove(chunkKey(k));
+        });
+      }, () => {
         for (const p of prepared) this.#applyPut(p.meta, p.record.length);
+        for (const k of plan.remove) this.#dropChunk(k);
       });
     } finally {
       this.#reserved -= need;
@@ -415,8 +522,31 @@ export class DiskTier {
     return prepared.map((p) => cloneMeta(p.meta));
   }
 
+  /**
+   * The chunk writes and removals of replacing the manifests of `puts`: a chunk not stored is
+   * written (its bytes must be given), a chunk only the replaced manifests named (and nothing
+   * pins) is removed. Pure: the accounting changes when the write is applied.
+   */
+  #planChunks(puts: { id: string; chunks: readonly ChunkRef[]; blobs: ReadonlyMap<string, Uint8Array> | undefined }[]): ChunkPlan {
+    const delta = new Map<string, number>();
+    const write = new Map<string, Uint8Array>();
+    for (const p of puts) {
+      for (const c of this.#records.get(p.id)?.chunks ?? []) delta.set(c.key, (delta.get(c.key) ?? 0) - 1);
+      for (const c of p.chunks) {
+        delta.set(c.key, (delta.get(c.key) ?? 0) + 1);
+        if (this.#chunkRefs.has(c.key) || write.has(c.key)) continue;
+        const blob = p.blobs?.get(c.key);
+        if (!blob || blob.byteLength !== c.bytes) throw new KvtcError('E_INTERNAL', `disk put of '${p.id}': chunk ${c.key} is not stored and its ${c.bytes} bytes were not given`);
+        write.set(c.key, blob);
+      }
+    }
+    const remove: string[] = [];
+    for (const [k, d] of delta) if (d < 0 && (this.#chunkRefs.get(k)?.refs ?? 0) + d <= 0 && !this.#chunkPins.has(k)) remove.push(k);
+    return { write: [...write], remove };
+  }
+
   /** Validates one record of a put and sizes its pages (the check of mapSizeBytes happens per put). */
-  #prepare(input: DiskPutMeta, blob: Uint8Array) {
+  #prepare(input: DiskPutMeta, blob: Uint8Array, chunkBlobs?: ReadonlyMap<string, Uint8Array>) {
     if (typeof input !== 'object' || input === null) {
       throw new KvtcError('E_OPTIONS', `meta must be an object, got ${String(input)}`);
     }
@@ -433,13 +563,16 @@ export class DiskTier {
     // counts like the blob: an attachment can make it the larger of the two.
     const pagesOf = (blobBytes: number, metaBytes: number) =>
       (blobPages(blobBytes, key.length, this.#pageSize) + blobPages(metaBytes, key.length, this.#pageSize)) * this.#pageSize;
-    const need = pagesOf(meta.storedBytes, record.length) + 2 * this.#pageSize;
+    // New chunks' pages count as well (conservatively: whether or not an earlier put stores them first).
+    let chunkPages = 0;
+    for (const c of meta.chunks ?? []) if (!this.#chunkRefs.has(c.key)) chunkPages += blobPages(c.bytes, 16, this.#pageSize) * this.#pageSize;
+    const need = pagesOf(meta.storedBytes, record.length) + chunkPages + 2 * this.#pageSize;
     const prev = this.#records.get(meta.id);
     const freed = prev ? pagesOf(prev.storedBytes, this.#metaBytes.get(meta.id) ?? 0) : 0;
     if (need > this.mapSizeBytes) {
       throw new KvtcError('E_CAPACITY', `record '${meta.id}' needs ~${need} bytes of pages (blob ${meta.storedBytes}, metadata ${record.length}), more than the disk tier's mapSizeBytes ${this.mapSizeBytes}`);
     }
-    return { key, meta, blob, record, need, freed };
+    return { key, meta, blob, record, need, freed, chunkBlobs };
   }
 
   /**
@@ -537,11 +670,17 @@ export class DiskTier {
     this.#assertOpen();
     const key = tryIdKey(id);
     if (!key) return false;
+    let remove: string[] = [];
     return this.#txn(`disk delete of '${id}'`, () => {
+      remove = this.#planChunks([{ id, chunks: [], blobs: undefined }]).remove;
       const a = this.#meta.removeSync(key);
       const b = this.#blobs.removeSync(key);
+      for (const k of remove) this.#chunks.removeSync(chunkKey(k));
       return a || b;
-    }, () => this.#forget(id));
+    }, () => {
+      this.#forget(id);
+      for (const k of remove) this.#dropChunk(k);
+    });
   }
 
   /**
@@ -558,7 +697,11 @@ export class DiskTier {
     if (!key) return;
     let held = 0;
     const dropped: string[] = [];
+    let remove: string[] = [];
     await this.#txn(`disk quarantine of '${id}'`, () => {
+      // The quarantined manifest no longer holds its chunks (the entry keeps their keys, for inspection).
+      remove = this.#planChunks([{ id, chunks: [], blobs: undefined }]).remove;
+      for (const k of remove) this.#chunks.removeSync(chunkKey(k));
       const rawMeta = this.#meta.getBinary(key);
       const blob = this.#blobs.getBinary(key);
       if (rawMeta === undefined && blob === undefined) return false;
@@ -595,6 +738,7 @@ export class DiskTier {
       return true;
     }, (moved) => {
       this.#forget(id);
+      for (const k of remove) this.#dropChunk(k);
       if (!moved) return;
       for (const old of dropped) this.#unquarantine(old);
       this.#unquarantine(id);
@@ -773,6 +917,25 @@ export class DiskTier {
     this.#rawBytes += meta.rawBytes;
     this.#fingerprints.set(meta.fingerprint, (this.#fingerprints.get(meta.fingerprint) ?? 0) + 1);
     this.#place(meta.id, meta.lastAccess);
+    for (const c of meta.chunks ?? []) {
+      const e = this.#chunkRefs.get(c.key);
+      if (e) {
+        if (e.refs > 0) this.#chunkSaved += e.bytes;
+        e.refs++;
+      } else {
+        this.#chunkRefs.set(c.key, { refs: 1, bytes: c.bytes });
+        this.#chunkBytes += c.bytes;
+      }
+      this.#chunkRefTotal++;
+    }
+  }
+
+  /** Forgets a chunk removed from the chunks db. */
+  #dropChunk(key: string): void {
+    const e = this.#chunkRefs.get(key);
+    if (!e) return;
+    this.#chunkRefs.delete(key);
+    this.#chunkBytes -= e.bytes;
   }
 
   #unquarantine(id: string): void {
@@ -794,6 +957,14 @@ export class DiskTier {
       else this.#fingerprints.delete(prev.fingerprint);
       this.#metaBytes.delete(id);
       this.#records.delete(id);
+      // References only: a chunk at zero stays counted until its removal is applied (#dropChunk).
+      for (const c of prev.chunks ?? []) {
+        const e = this.#chunkRefs.get(c.key);
+        if (!e) continue;
+        e.refs--;
+        this.#chunkRefTotal--;
+        if (e.refs > 0) this.#chunkSaved -= e.bytes;
+      }
     }
     const broken = this.#broken.get(id);
     if (broken !== undefined) {
@@ -819,7 +990,7 @@ export class DiskTier {
     const pages = (s: PageStats): number => s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
     const m = statsOf(this.#meta);
     let n = 2 + pages(m.root) + pages(m.free) + pages(m);
-    for (const db of [this.#blobs, this.#qmeta, this.#qblobs]) n += pages(statsOf(db));
+    for (const db of [this.#blobs, this.#chunks, this.#qmeta, this.#qblobs]) n += pages(statsOf(db));
     return n * m.pageSize;
   }
 
@@ -888,7 +1059,31 @@ export class DiskTier {
       this.#broken.set(id, this.#blobs.getBinary(k)?.byteLength ?? 0);
     }
     for (const size of this.#broken.values()) this.#bytes += size;
+    // Chunks no manifest names (a crash cannot leave them: writes and removals share the
+    // manifests' transactions; but a quarantine keeps no chunks) are removed; chunks a manifest
+    // names that are missing make that session a miss ('corrupt') when it is read.
+    const orphans: Buffer[] = [];
+    for (const k of this.#chunks.getKeys({})) {
+      const key = Buffer.from(k).toString('hex');
+      if (!this.#chunkRefs.has(key)) orphans.push(Buffer.from(k));
+    }
+    if (orphans.length > 0) {
+      void this.#txn('disk orphan chunk removal', () => {
+        for (const k of orphans) this.#chunks.removeSync(k);
+        return true;
+      }, () => undefined).catch(() => undefined);
+    }
   }
+}
+
+interface ChunkPlan {
+  write: [string, Uint8Array][];
+  remove: string[];
+}
+
+/** The 16-byte LMDB key of a chunk key (32 hex digits). */
+function chunkKey(key: string): Buffer {
+  return Buffer.from(key, 'hex');
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -978,6 +1173,7 @@ function normalizeMeta(m: DiskPutMeta, storedBytes: number, checksum: number): D
     throw optionError('tokenIds', `an Int32Array of ${m.tokens} token ids`, m.tokenIds);
   }
   if (m.namespace !== undefined && typeof m.namespace !== 'string') throw optionError('namespace', 'a string', m.namespace);
+  if (m.chunks !== undefined && checkChunkRefs(m.chunks) !== undefined) throw optionError('chunks', 'an array of { key: 32 hex digits, bytes: integer > 0, tokens: integer > 0 }', m.chunks);
   // `+ 0` turns -0 into 0: JSON has no -0, and the record must read back equal to what put returned.
   const out: DiskRecordMeta = {
     id: m.id,
@@ -997,7 +1193,18 @@ function normalizeMeta(m: DiskPutMeta, storedBytes: number, checksum: number): D
   if (m.attachment !== undefined) out.attachment = new Uint8Array(m.attachment);
   if (m.tokenIds !== undefined) out.tokenIds = new Int32Array(m.tokenIds);
   if (m.namespace !== undefined) out.namespace = m.namespace;
+  if (m.chunks !== undefined) out.chunks = m.chunks.map((c) => ({ key: c.key, bytes: c.bytes, tokens: c.tokens }));
   return out;
+}
+
+/** What is wrong with a chunk list, or undefined. */
+function checkChunkRefs(v: unknown): string | undefined {
+  if (!Array.isArray(v)) return 'has bad chunks';
+  for (const c of v as unknown[]) {
+    if (!isRecord(c) || typeof c['key'] !== 'string' || !CHUNK_KEY_RE.test(c['key']) || !Number.isSafeInteger(c['bytes']) || (c['bytes'] as number) <= 0
+      || !Number.isSafeInteger(c['tokens']) || (c['tokens'] as number) <= 0) return 'has a bad chunk reference';
+  }
+  return undefined;
 }
 
 function copyLayout(l: KvLayout): KvLayout {
@@ -1029,6 +1236,7 @@ function cloneMeta(m: DiskRecordMeta): DiskRecordMeta {
   const out: DiskRecordMeta = { ...m, layout: copyLayout(m.layout) };
   if (m.attachment) out.attachment = new Uint8Array(m.attachment);
   if (m.tokenIds) out.tokenIds = new Int32Array(m.tokenIds);
+  if (m.chunks) out.chunks = m.chunks.map((c) => ({ ...c }));
   return out;
 }
 
@@ -1062,7 +1270,7 @@ type Decoded<T> = { ok: true; value: T } | { ok: false; detail: string };
 
 function decodeFramed(bytes: Uint8Array): Decoded<unknown> {
   if (bytes.byteLength < 5) return { ok: false, detail: `metadata is ${bytes.byteLength} bytes, too short` };
-  if (bytes[0] !== RECORD_VERSION) return { ok: false, detail: `metadata version ${String(bytes[0])} is not ${RECORD_VERSION}` };
+  if (!READ_VERSIONS.has(bytes[0]!)) return { ok: false, detail: `metadata version ${String(bytes[0])} is not one of ${[...READ_VERSIONS].join(', ')}` };
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const json = buf.subarray(5);
   const crc = crc32c(json) >>> 0;
@@ -1136,6 +1344,13 @@ function parseStoredMeta(v: unknown): DiskRecordMeta | string {
   if (ns !== undefined) {
     if (typeof ns !== 'string') return 'has a bad namespace';
     out.namespace = ns;
+  }
+  const chunks = v['chunks'];
+  if (chunks !== undefined) {
+    const bad = checkChunkRefs(chunks);
+    if (bad) return bad;
+    out.chunks = (chunks as ChunkRef[]).map((c) => ({ key: c.key, bytes: c.bytes, tokens: c.tokens }));
+    if (out.chunks.reduce((n, c) => n + c.tokens, 0) > tokens) return 'has chunks holding more tokens than the session';
   }
   return out;
 }

@@ -9,6 +9,7 @@ import { crc32c } from '../binding.js';
 import { ByteReader } from '../bytes.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
+import type { OutputSlice } from '../codec/codec.js';
 
 const MAGIC = 0x5752564b; // "KVRW"
 const VERSION = 1;
@@ -86,4 +87,17 @@ export function decodeRaw(blob: Uint8Array, modelLayout: KvLayout, shared = fals
     values: Array.from({ length: h.layers }, (_, l) => view(h.layers + l)),
     positions: new Int32Array(data.buffer, 2 * h.layers * perLayer, h.tokens),
   };
+}
+
+/** Parses a raw blob of exactly `expectTokens` tokens into its place in a larger output (see decodeSlice). */
+export function decodeRawSlice(blob: Uint8Array, modelLayout: KvLayout, out: OutputSlice, expectTokens: number): void {
+  const c = decodeRaw(blob, modelLayout);
+  if (c.tokens !== expectTokens || c.layout.dtype !== out.dtype) {
+    throw new KvtcError('E_CORRUPT', `chunk holds ${c.tokens} ${c.layout.dtype} tokens, its session expects ${expectTokens} ${out.dtype} tokens`);
+  }
+  const rb = rowValues(c.layout) * dtypeBytes(c.layout.dtype);
+  const layerBytes = out.tokens * rb;
+  c.keys.forEach((a, l) => out.keys.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), l * layerBytes + out.offset * rb));
+  c.values.forEach((a, l) => out.values.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), l * layerBytes + out.offset * rb));
+  out.positions.set(c.positions!, out.offset);
 }

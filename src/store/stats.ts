@@ -48,6 +48,12 @@ export interface StoreStats {
   misses: number;
   /** Tokens encoded and decoded by the store's codec calls, cumulative. */
   codec: { encodedTokens: number; decodedTokens: number };
+  /**
+   * Encoded chunks below the hot tier, counted per tier that stores them (a chunk in the host
+   * tier and on disk counts twice): `count` chunks held, `refs` references sessions hold to them,
+   * `bytesSaved` the bytes the references beyond the first would have taken stored apart.
+   */
+  chunks: { count: number; refs: number; bytesSaved: number };
   /** Raw bytes / encoded blob bytes over every encoded session (host and disk tiers). */
   meanRatio: number | undefined;
   /** Bytes of native host-arena memory in use, and whether it is page-locked. */

@@ -29,13 +29,15 @@ import {
   validateDeviceTarget,
 } from '../cuda/device.js';
 import { KvtcError, checkKeys, invalidParameter, toKvtcError as toError } from '../errors.js';
-import { type KvCache, rowValues, validateCache } from '../layout.js';
+import { type KvCache, type KvLayout, dtypeBytes, rowValues, validateCache } from '../layout.js';
 import { type ResolvedStoreOptions, type StoreOptions, resolveStoreOptions } from '../options.js';
 import { CodecPool } from '../workers/pool.js';
 import type { BlobFormat, WireCache } from '../workers/tasks.js';
 import type { ArenaBlob } from '../binding.js';
 import { lockDirectory } from './dir-lock.js';
-import { DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
+import { type ChunkRef, DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
+import { type ChainPlan, type KeyContext, type Segment, contentSalt, planChain, tokenChunkKeys } from './chain.js';
+import { HostChunks } from './host-chunks.js';
 import { type MissReason, type StoreEvent, type StoreEventName, StoreEvents } from './events.js';
 import { Lanes } from './lanes.js';
 import { PrefixIndex } from './prefix-index.js';
@@ -152,17 +154,37 @@ type DeviceEntry = HotCache & {
   bytes: number;
   overhead: number;
   onDisk: boolean; // an identical copy is persisted
+  /**
+   * Chunks of the session's previous version, held (host references, disk pins) until this one
+   * is demoted: a grown session encodes only its new chunks. Released by whoever drops the entry.
+   */
+  carry?: Carry;
 };
+
+interface Carry {
+  host: string[];
+  disk: string[];
+}
 
 interface HostEntry {
   meta: SessionMeta;
-  block: HostBlock; // the blob in the native arena, freed by whoever takes the entry out
-  /** Everything the entry holds: the blob plus its overhead. */
+  /** The session's chunks in token order: references into the host chunks (released with the entry). */
+  chunks: ChunkRef[];
+  tail: HostBlock; // the session's own blob in the native arena, freed by whoever takes the entry out
+  /** What the entry holds on its own: the tail plus its overhead (its chunks count once in HostChunks). */
   bytes: number;
-  /** Bytes of the encoded blob (the arena block). */
+  /** Bytes of the session's encoding: its chunks and its tail. */
   blobBytes: number;
   overhead: number;
   onDisk: boolean;
+}
+
+/** One encoded part of a session to decode: where it goes and how to read it. */
+interface Part {
+  start: number;
+  tokens: number;
+  /** A host-arena handle, or a loader of its bytes (called again for a retry). */
+  source: number | (() => Uint8Array);
 }
 
 /** What a session's bookkeeping costs besides its cache: its id, its metadata fields. */
@@ -198,6 +220,8 @@ export class KvStore {
   readonly #events = new StoreEvents();
   readonly #device = new TierIndex<DeviceEntry>();
   readonly #host = new TierIndex<HostEntry>();
+  /** The host tier's chunks, shared by its entries (the only owner of their arena blocks). */
+  readonly #hostChunks = new HostChunks();
   readonly #counters = new StoreCounters();
   /** Tokens run through the codec, cumulative (what proves that clean demotions encode nothing). */
   readonly #codecTokens = { encodedTokens: 0, decodedTokens: 0 };
@@ -393,16 +417,27 @@ export class KvStore {
       const admitted = hotBytes <= this.options.device.capacityBytes &&
         this.options.policy.admit(policyEntry(meta, hotBytes), { capacityBytes: this.options.device.capacityBytes, bytes: this.#device.bytes });
       const hot = admitted ? await this.#hotCopy(owned ?? (cache as DeviceKvCache)) : undefined;
+      // The previous version's chunks stay held for this one: unchanged chunks are not encoded again.
+      const carry = this.#carryOf(id);
       if (hot) {
-        await this.#forgetOr(id, () => hot.gpu?.free());
-        this.#device.set(id, { meta, ...hot, bytes: hotBytes, overhead: hotBytes - rawBytes, onDisk: false });
+        await this.#forgetOr(id, async () => {
+          await this.#releaseCarry(carry);
+          await hot.gpu?.free();
+        });
+        this.#device.set(id, { meta, ...hot, bytes: hotBytes, overhead: hotBytes - rawBytes, onDisk: false, carry });
         this.#index(meta);
         this.#emit('put', { id, to: 'device', rawBytes, ms: performance.now() - t0 });
       } else {
         // Larger than the whole hot tier, or no device memory left: straight to the host tier.
-        const blob = await this.#encodeBlob(owned ? { cache: owned } : { device: cache as DeviceKvCache });
-        await this.#forgetOr(id, () => blob.free());
-        const entry = await this.#installHost(meta, blob);
+        let entry: HostEntry;
+        try {
+          const src = owned ?? copyCache(await downloadDeviceCache(cache as DeviceKvCache), true);
+          entry = await this.#encodeToHost(meta, src, carry);
+        } finally {
+          await this.#releaseCarry(carry);
+        }
+        await this.#forgetOr(id, () => this.#freeHostEntry(entry));
+        await this.#installHost(entry);
         this.#index(meta);
         this.#emit('put', { id, to: 'host', bytes: entry.blobBytes, rawBytes, ms: performance.now() - t0 });
       }
@@ -528,14 +563,15 @@ export class KvStore {
       dev.storedBytes += e.bytes;
       dev.overheadBytes += e.overhead;
     }
-    const host = { entries: 0, rawBytes: 0, storedBytes: 0, overheadBytes: 0 };
+    const host = { entries: 0, rawBytes: 0, storedBytes: this.#hostChunks.bytes, overheadBytes: 0 };
     for (const [, e] of this.#host.lru()) {
       host.entries++;
       host.rawBytes += e.meta.rawBytes;
       host.storedBytes += e.bytes;
       host.overheadBytes += e.overhead;
     }
-    const disk = this.#disk.totals();
+    const { chunks: diskChunks, chunkRefs: diskRefs, chunkBytes: _diskChunkBytes, chunkBytesSaved: diskSaved, ...disk } = this.#disk.totals();
+    const hc = this.#hostChunks.totals();
     const raw = host.rawBytes + disk.rawBytes;
     const stored = host.storedBytes - host.overheadBytes + disk.storedBytes - disk.overheadBytes;
     const a = arenaStats();
@@ -545,6 +581,7 @@ export class KvStore {
       disk: { ...disk, hits: this.#counters.hits.disk, ...this.#counters.latency('disk'), quarantine: this.#disk.quarantineTotals() },
       misses: this.#counters.misses,
       codec: { ...this.#codecTokens },
+      chunks: { count: hc.chunks + diskChunks, refs: hc.refs + diskRefs, bytesSaved: hc.bytesSaved + diskSaved },
       meanRatio: stored > 0 ? raw / stored : undefined,
       arena: { bytes: a.bytes, blocks: a.blocks, pinned: a.pinned },
       workers: this.#pool.threads,
@@ -593,10 +630,8 @@ export class KvStore {
         { cause: first },
       );
     }
-    for (const [id, e] of [...this.#host.lru()]) {
-      e.block.free();
-      this.#host.delete(id);
-    }
+    for (const [id] of [...this.#host.lru()]) this.#dropHost(id);
+    const hostChunksLeft = () => this.#hostChunks.clear(); // after the hot entries released what they carry
     // Every release runs even if one fails, so the path can be reopened.
     const release = async (fn: () => Promise<unknown>) => {
       try {
@@ -606,6 +641,7 @@ export class KvStore {
       }
     };
     for (const [id] of [...this.#device.lru()]) await release(() => this.#dropHot(id));
+    hostChunksLeft();
     await release(() => this.#pool.destroy());
     await release(() => this.#disk.close());
     this.#unlock();
@@ -698,16 +734,59 @@ export class KvStore {
     this.#gone.delete(id); // a put, delete or evict by the caller: an older removal no longer explains a miss
   }
 
+  /** The host tier's bytes: its entries (tails, overheads) and their chunks, each counted once. */
+  #hostBytes(): number {
+    return this.#host.bytes + this.#hostChunks.bytes;
+  }
+
   #pinnedBytes(except: string): number {
     let sum = 0;
     for (const [id, e] of this.#device.lru()) if (e.meta.pinned && id !== except) sum += e.bytes;
     return sum;
   }
 
-  /** Takes a session out of the hot tier, releasing its device memory. */
+  /** Takes a session out of the hot tier, releasing its device memory and the chunks it carries. */
   async #dropHot(id: string): Promise<void> {
     const e = this.#device.delete(id);
-    if (e?.gpu) await e.gpu.free();
+    if (!e) return;
+    await this.#releaseCarry(e.carry);
+    if (e.gpu) await e.gpu.free();
+  }
+
+  /**
+   * Holds the chunks of the version of `id` the store has now (its host entry's, its disk
+   * manifest's, and what its hot entry carries), for a new version about to replace it.
+   */
+  #carryOf(id: string): Carry {
+    const host = new Set<string>(this.#device.peek(id)?.carry?.host ?? []);
+    for (const c of this.#host.peek(id)?.chunks ?? []) host.add(c.key);
+    const disk = new Set<string>(this.#device.peek(id)?.carry?.disk ?? []);
+    for (const c of this.#disk.meta(id)?.chunks ?? []) disk.add(c.key);
+    const carry: Carry = { host: [...host].filter((k) => this.#hostChunks.ref(k)), disk: [...disk].filter((k) => this.#disk.hasChunk(k)) };
+    this.#disk.pinChunks(carry.disk);
+    return carry;
+  }
+
+  async #releaseCarry(carry: Carry | undefined): Promise<void> {
+    if (!carry) return;
+    const { host, disk } = carry;
+    carry.host = [];
+    carry.disk = [];
+    this.#hostChunks.release(host);
+    if (disk.length > 0) await this.#disk.unpinChunks(disk);
+  }
+
+  /** Frees what a host entry holds: its tail block and its chunk references. */
+  #freeHostEntry(e: HostEntry): void {
+    e.tail.free();
+    this.#hostChunks.release(e.chunks.map((c) => c.key));
+    e.chunks = [];
+  }
+
+  /** Takes a session's host entry out (freeing it). */
+  #dropHost(id: string): void {
+    const e = this.#host.delete(id);
+    if (e) this.#freeHostEntry(e);
   }
 
   /**
@@ -738,7 +817,7 @@ export class KvStore {
   /** Removes a session from every tier (no event). */
   async #forget(id: string): Promise<void> {
     await this.#dropHot(id);
-    this.#host.delete(id)?.block.free();
+    this.#dropHost(id);
     if (this.#disk.has(id)) await this.#disk.delete(id);
   }
 
@@ -748,8 +827,9 @@ export class KvStore {
     return w;
   }
 
-  async #persist(meta: SessionMeta, block: HostBlock): Promise<void> {
-    const blob = block.read();
+  /** The disk record of a session (a manifest of its chunks with its tail), written with the chunks the disk lacks. */
+  async #persist(e: HostEntry): Promise<void> {
+    const meta = e.meta;
     const record: Omit<DiskRecordMeta, 'checksum' | 'storedBytes'> = {
       id: meta.id,
       fingerprint: this.profile.fingerprint,
@@ -766,29 +846,84 @@ export class KvStore {
     if (meta.attachment) record.attachment = meta.attachment;
     if (meta.tokenIds) record.tokenIds = meta.tokenIds;
     if (meta.namespace !== undefined) record.namespace = meta.namespace;
-    await this.#disk.put(record, blob);
+    if (e.chunks.length > 0) record.chunks = e.chunks;
+    const chunkBlobs = new Map<string, Uint8Array>();
+    for (const c of e.chunks) {
+      if (!this.#disk.hasChunk(c.key)) chunkBlobs.set(c.key, this.#hostChunks.block(c.key)!.read());
+    }
+    await this.#disk.putMany([{ meta: record, blob: e.tail.read(), chunkBlobs }]);
+  }
+
+  /** The cut of a session below the hot tier. */
+  #plan(meta: SessionMeta): ChainPlan {
+    const s = this.profile.settings;
+    return planChain(meta.tokens, this.options.blobPerSession ? 0 : this.options.chunkTokens, s.sinkTokens, s.windowTokens);
+  }
+
+  #keyContext(meta: SessionMeta): KeyContext {
+    return { fingerprint: this.profile.fingerprint, namespace: meta.namespace ?? '', dtype: meta.layout.dtype, format: this.#format };
   }
 
   /**
-   * Encodes a session into the host arena: on the worker pool (CPU backend, and the raw format),
-   * or on the GPU straight from device memory or from host arrays (CUDA backend).
+   * Encodes a hot session into a host entry (not installed), chunk by chunk on the worker pool:
+   * chunks the host tier holds are referenced, chunks only the disk holds are read back, and only
+   * the others — and the tail — are encoded. `carry` names the chunks a content-keyed session may
+   * reuse. On failure everything taken is released and the session is untouched.
    */
-  async #encodeBlob(src: EncodeSource): Promise<HostBlock> {
-    return HostBlock.adopt(await this.#encodeToArena(src));
+  async #encodeToHost(meta: SessionMeta, cache: KvCache, carry?: Carry): Promise<HostEntry> {
+    const plan = this.#plan(meta);
+    const wire = this.#wire(cache);
+    const ctx = this.#keyContext(meta);
+    const taken: string[] = [];
+    const take = (key: string): boolean => {
+      if (this.#hostChunks.ref(key)) return taken.push(key) > 0;
+      const blob = this.#disk.hasChunk(key) ? this.#disk.getChunk(key) : undefined;
+      if (!blob) return false;
+      this.#hostChunks.add(key, HostBlock.copyOf(blob));
+      return taken.push(key) > 0;
+    };
+    const keys = meta.tokenIds ? tokenChunkKeys(ctx, meta.tokenIds, cache.positions!, plan.chunks, this.options.chunkTokens) : undefined;
+    const known = carry ? [...carry.host, ...carry.disk] : [];
+    const salt = keys ? '' : contentSalt(ctx, meta.id);
+    let tail: HostBlock | undefined;
+    try {
+      const refs = await Promise.all(plan.chunks.map(async (seg, i): Promise<ChunkRef> => {
+        const key = keys?.[i];
+        if (key !== undefined && take(key)) return { key, bytes: this.#hostChunks.block(key)!.bytes, tokens: seg.tokens };
+        const r = await this.#pool.encode(wire, this.#format, seg, key === undefined ? { salt, known } : undefined);
+        const k = key ?? r.key!;
+        if (r.skipped) {
+          if (!take(k)) throw new KvtcError('E_INTERNAL', `chunk ${k} of '${meta.id}' was known but is not held`);
+        } else {
+          this.#codecTokens.encodedTokens += seg.tokens;
+          this.#hostChunks.add(k, HostBlock.adopt(r));
+          taken.push(k);
+        }
+        return { key: k, bytes: this.#hostChunks.block(k)!.bytes, tokens: seg.tokens };
+      }));
+      tail = await this.#encodeSegment(wire, plan.tail);
+      const overhead = overheadOf(meta, false);
+      const chunkBytes = refs.reduce((n, c) => n + c.bytes, 0);
+      return { meta, chunks: refs, tail, bytes: tail.bytes + overhead, blobBytes: tail.bytes + chunkBytes, overhead, onDisk: false };
+    } catch (err) {
+      this.#hostChunks.release(taken);
+      tail?.free();
+      throw err;
+    }
   }
 
-  async #encodeToArena(src: EncodeSource): Promise<ArenaBlob> {
-    this.#codecTokens.encodedTokens += (src.cache ?? src.gpu ?? src.device)!.tokens;
-    const onPool = async () => {
-      const host = src.cache ?? copyCache(src.gpu ? await src.gpu.toHost() : await downloadDeviceCache(src.device!), true);
-      return this.#pool.encode(this.#wire(host), this.#format);
-    };
-    if (this.backend === 'cpu' || this.#format === 'raw') return onPool();
-    return this.#gpuOr(async () => {
-      if (src.gpu) return src.gpu.encode(this.profile);
-      if (!src.cache) return encodeDeviceToArena(src.device, this.profile);
-      return encodeToArena(src.cache, this.profile, { gpu: true });
-    }, onPool);
+  /** Encodes one segment (the tail) on the pool into a block the caller owns. */
+  async #encodeSegment(wire: WireCache, seg: Segment): Promise<HostBlock> {
+    this.#codecTokens.encodedTokens += seg.tokens;
+    return HostBlock.adopt(await this.#pool.encode(wire, this.#format, seg));
+  }
+
+  /**
+   * The host copy of a hot session's data for the codec: the hot cache itself (CPU backend), or
+   * its device copy downloaded (CUDA backend: chunks are encoded on the CPU pool).
+   */
+  async #hostCacheOf(e: HotCache): Promise<KvCache> {
+    return e.cache ?? copyCache(await e.gpu!.toHost(), true);
   }
 
   /** Runs a GPU codec step, or the CPU path when device memory is exhausted (nothing is lost). */
@@ -801,25 +936,18 @@ export class KvStore {
     }
   }
 
-  /** Encodes a session into a host entry (and disk, under write-through). */
-  async #encodeToHost(meta: SessionMeta, src: EncodeSource, onDisk = false): Promise<HostEntry> {
-    return this.#installHost(meta, await this.#encodeBlob(src), onDisk);
-  }
-
-  /** Makes an encoded blob the session's host entry (persisted first under write-through). */
-  async #installHost(meta: SessionMeta, block: HostBlock, onDisk = false): Promise<HostEntry> {
-    const overhead = overheadOf(meta, false);
-    const entry: HostEntry = { meta, block, bytes: block.bytes + overhead, blobBytes: block.bytes, overhead, onDisk };
+  /** Makes a host entry the session's (persisted first under write-through); frees it if that fails. */
+  async #installHost(entry: HostEntry): Promise<HostEntry> {
     try {
-      if (this.options.writePolicy === 'write-through' && !onDisk) {
-        await this.#persist(meta, block);
+      if (this.options.writePolicy === 'write-through' && !entry.onDisk) {
+        await this.#persist(entry);
         entry.onDisk = true;
       }
     } catch (err) {
-      block.free();
+      this.#freeHostEntry(entry);
       throw err;
     }
-    this.#host.set(meta.id, entry);
+    this.#host.set(entry.meta.id, entry);
     return entry;
   }
 
@@ -827,7 +955,7 @@ export class KvStore {
    * device -> host (or straight to disk). The session stays hot if anything fails. A clean hot
    * session (restored and not changed since: its encoded copy is still in the host tier or on
    * disk) encodes nothing: the raw copy is dropped, and a disk copy is read back into the arena
-   * when the host tier is asked for.
+   * when the host tier is asked for. A changed one encodes only the chunks no tier holds.
    */
   async #demote(id: string, to: 'host' | 'disk'): Promise<void> {
     const e = this.#device.peek(id);
@@ -835,45 +963,58 @@ export class KvStore {
     const t0 = performance.now();
     // A host entry beside a hot one is always the same version: a put forgets every lower copy.
     const shadow = this.#host.peek(id);
+    let entry = shadow;
+    if (!entry && e.onDisk && to === 'host') entry = this.#loadFromDisk(e.meta);
+    let built = false;
+    if (!entry && (to === 'host' || !e.onDisk)) {
+      entry = await this.#encodeToHost(e.meta, await this.#hostCacheOf(e), e.carry);
+      entry.onDisk = e.onDisk;
+      built = true;
+    }
     if (to === 'host') {
-      let entry = shadow;
-      if (!entry && e.onDisk) entry = await this.#loadFromDisk(e.meta);
-      entry ??= await this.#encodeToHost(e.meta, e, e.onDisk);
+      if (entry !== shadow) await this.#installHost(entry!);
       await this.#dropHot(id);
-      this.#emit('demote', { id, from: 'device', to: 'host', bytes: entry.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
+      this.#emit('demote', { id, from: 'device', to: 'host', bytes: entry!.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
       return;
     }
     let bytes = this.#disk.meta(id)?.storedBytes ?? 0;
     if (!e.onDisk) {
-      if (shadow) {
-        await this.#persist(shadow.meta, shadow.block);
-        bytes = shadow.blobBytes;
-      } else {
-        const r = await this.#encodeBlob(e);
-        try {
-          await this.#persist(e.meta, r);
-        } finally {
-          r.free();
-        }
-        bytes = r.bytes;
+      try {
+        await this.#persist(entry!);
+      } finally {
+        if (built) this.#freeHostEntry(entry!);
       }
+      bytes = entry!.blobBytes;
     }
-    if (shadow) {
-      this.#host.delete(id);
-      shadow.block.free();
-    }
+    if (shadow) this.#dropHost(id);
     await this.#dropHot(id);
     this.#emit('demote', { id, from: 'device', to: 'disk', bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
   }
 
   /**
-   * The host entry of a clean session read back from its disk record (no encoding), or undefined
-   * when the record no longer checks out (the caller encodes instead).
+   * The host entry (not installed) of a clean session read back from its disk record, no
+   * encoding: chunks the host tier holds are referenced, the others and the tail copied into the
+   * arena. undefined when the record no longer checks out (the caller encodes instead).
    */
-  async #loadFromDisk(meta: SessionMeta): Promise<HostEntry | undefined> {
+  #loadFromDisk(meta: SessionMeta): HostEntry | undefined {
     const r = this.#disk.get(meta.id, this.profile.fingerprint);
     if (!r.ok || r.meta.tokens !== meta.tokens || r.meta.format !== this.#format) return undefined;
-    return this.#installHost(meta, HostBlock.copyOf(r.blob), true);
+    const chunks = r.meta.chunks ?? [];
+    const taken: string[] = [];
+    for (const c of chunks) {
+      if (!this.#hostChunks.ref(c.key)) {
+        const blob = this.#disk.getChunk(c.key);
+        if (!blob) {
+          this.#hostChunks.release(taken);
+          return undefined;
+        }
+        this.#hostChunks.add(c.key, HostBlock.copyOf(blob));
+      }
+      taken.push(c.key);
+    }
+    const tail = HostBlock.copyOf(r.blob);
+    const overhead = overheadOf(meta, false);
+    return { meta, chunks, tail, bytes: tail.bytes + overhead, blobBytes: tail.bytes + chunks.reduce((n, c) => n + c.bytes, 0), overhead, onDisk: true };
   }
 
   /** host -> disk. The blob stays in the host tier if the write fails. */
@@ -881,9 +1022,8 @@ export class KvStore {
     const e = this.#host.peek(id);
     if (!e) return;
     const t0 = performance.now();
-    if (!e.onDisk) await this.#persist(e.meta, e.block);
-    this.#host.delete(id);
-    e.block.free();
+    if (!e.onDisk) await this.#persist(e);
+    this.#dropHost(id);
     const hot = this.#device.peek(id); // the same version (see #demote): its copy is on disk now
     if (hot) hot.onDisk = true;
     this.#emit('spill', { id, from: 'host', to: 'disk', bytes: e.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
@@ -914,7 +1054,8 @@ export class KvStore {
     if (h) {
       let got: Decoded;
       try {
-        got = await this.#decodeRecord(h.block.handle, this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
+        const tail = h.tail.handle;
+        got = await this.#decodeRecord(this.#partsOf(h.chunks, (c) => this.#hostChunks.block(c.key)?.handle, tail), this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
       } catch (err) {
         return this.#badRecord(id, 'host', err);
       }
@@ -960,7 +1101,15 @@ export class KvStore {
         first = undefined;
         return b;
       };
-      got = await this.#decodeRecord(load, r.meta.format, meta, into, promote && this.#fitsHot(id, meta));
+      const chunk = (c: ChunkRef) => {
+        if (!this.#disk.hasChunk(c.key)) return undefined;
+        return () => {
+          const b = this.#disk.getChunk(c.key);
+          if (!b) throw new KvtcError('E_CORRUPT', `chunk ${c.key} of '${id}' is missing or has the wrong size`);
+          return b;
+        };
+      };
+      got = await this.#decodeRecord(this.#partsOf(r.meta.chunks ?? [], chunk, load), r.meta.format, meta, into, promote && this.#fitsHot(id, meta));
     } catch (err) {
       return this.#badRecord(id, 'disk', err);
     }
@@ -972,17 +1121,30 @@ export class KvStore {
   }
 
   /**
-   * Decodes a host-arena handle or a disk blob (load() reads it; a pool retry reads it again)
-   * into a host cache, or into the caller's device buffers (into), plus the hot copy when
-   * promoting. kvtc blobs decode on the GPU on the CUDA backend, on the worker pool otherwise.
+   * The parts of a session to decode: its chunks (read by `chunk`; undefined = missing, E_CORRUPT)
+   * followed by its tail, in token order.
    */
-  async #decodeRecord(
-    src: number | (() => Uint8Array),
-    format: BlobFormat,
-    meta: SessionMeta,
-    into: DeviceKvTarget | undefined,
-    promote: boolean,
-  ): Promise<Decoded> {
+  #partsOf(chunks: readonly ChunkRef[], chunk: (c: ChunkRef) => Part['source'] | undefined, tail: Part['source']): Part[] {
+    const parts: Part[] = [];
+    let start = 0;
+    for (const c of chunks) {
+      const source = chunk(c);
+      if (source === undefined) throw new KvtcError('E_CORRUPT', `chunk ${c.key} (tokens ${start}..${start + c.tokens}) is missing`);
+      parts.push({ start, tokens: c.tokens, source });
+      start += c.tokens;
+    }
+    parts.push({ start, tokens: -1, source: tail }); // the tail holds the rest
+    return parts;
+  }
+
+  /**
+   * Decodes a session's parts (host-arena handles, or disk blobs: a loader reads one, again for a
+   * pool retry) into a host cache, or into the caller's device buffers (into), plus the hot copy
+   * when promoting. The parts decode in parallel on the worker pool, each into its place in one
+   * shared output. A session of one part (short, or written by the first version) decodes on the
+   * GPU on the CUDA backend.
+   */
+  async #decodeRecord(parts: Part[], format: BlobFormat, meta: SessionMeta, into: DeviceKvTarget | undefined, promote: boolean): Promise<Decoded> {
     this.#codecTokens.decodedTokens += meta.tokens;
     // The caller's buffers are checked before anything is decoded into them.
     if (into && meta.tokens > into.capacityTokens) {
@@ -991,20 +1153,16 @@ export class KvStore {
     if (into && meta.layout.dtype !== into.layout.dtype) {
       throw new KvtcError('E_LAYOUT', `session holds ${meta.layout.dtype} values; the target is ${into.layout.dtype}`);
     }
+    const tail = parts.at(-1)!;
+    if (tail.start > meta.tokens) throw new KvtcError('E_CORRUPT', `chunks hold ${tail.start} tokens, the session ${meta.tokens}`);
+    tail.tokens = meta.tokens - tail.start;
     const viaPool = async (): Promise<Decoded> => {
-      // A large restore borrows the pool's idle capacity: its stream groups decode in parallel.
-      const threads = format === 'kvtc' && meta.rawBytes >= PARALLEL_RESTORE_BYTES ? Math.max(1, Math.min(MAX_RESTORE_THREADS, this.#pool.idleThreads())) : 1;
-      const dec = typeof src === 'number' ? await this.#pool.decodeHandle(src, format, threads) : await this.#pool.decodeBlob(src, format, threads);
-      this.#decodeThreads.add(dec.threadId);
-      this.#restoreThreads.push(dec.threads);
-      if (this.#restoreThreads.length > 1000) this.#restoreThreads.shift();
-      const cache = dec.cache as KvCache;
-      if (cache.tokens !== meta.tokens) throw new KvtcError('E_CORRUPT', `record holds ${cache.tokens} tokens, its metadata says ${meta.tokens}`);
+      const cache = await this.#decodeParts(parts, format, meta);
       if (into) await uploadToTarget(cache, into);
       return { cache, positions: cache.positions!, ...(promote ? { hot: await this.#hotCopy(cache) } : {}) };
     };
-    if (this.backend === 'cpu' || format === 'raw') return viaPool();
-    const source = typeof src === 'number' ? src : src();
+    if (this.backend === 'cpu' || format === 'raw' || parts.length > 1) return viaPool();
+    const source = typeof tail.source === 'number' ? tail.source : tail.source();
     return this.#gpuOr<Decoded>(async () => {
       if (into) {
         const r = await decodeToDevice(source, this.profile, into);
@@ -1031,6 +1189,42 @@ export class KvStore {
       const cache = await decodeSource(source, this.profile, { gpu: true });
       return { cache, positions: cache.positions! };
     }, viaPool);
+  }
+
+  /**
+   * Decodes parts on the pool into one shared cache (laid out as copyCache does: the hot tier can
+   * keep it as it is). A session of one large part borrows the pool's idle threads for it.
+   */
+  async #decodeParts(parts: readonly Part[], format: BlobFormat, meta: SessionMeta): Promise<KvCache> {
+    const layout: KvLayout = { ...this.profile.layout, dtype: meta.layout.dtype };
+    const T = meta.tokens;
+    const perLayer = T * rowValues(layout) * dtypeBytes(layout.dtype);
+    const perStream = layout.layers * perLayer;
+    let buf: SharedArrayBuffer;
+    try {
+      buf = new SharedArrayBuffer(2 * perStream + 4 * T);
+    } catch (err) {
+      throw new KvtcError('E_CAPACITY', `cannot allocate ${2 * perStream + 4 * T} bytes for a restored session`, { cause: err });
+    }
+    const out = { keys: new Uint8Array(buf, 0, perStream), values: new Uint8Array(buf, perStream, perStream), positions: new Int32Array(buf, 2 * perStream, T), tokens: T, dtype: layout.dtype };
+    const threads = parts.length === 1 && format === 'kvtc' && meta.rawBytes >= PARALLEL_RESTORE_BYTES ? Math.max(1, Math.min(MAX_RESTORE_THREADS, this.#pool.idleThreads())) : 1;
+    const results = await Promise.all(parts.map((p) => this.#pool.decodeSlice(p.source, format, { ...out, offset: p.start, expectTokens: p.tokens }, threads)));
+    const used = new Set<number>();
+    for (const r of results) {
+      this.#decodeThreads.add(r.threadId);
+      used.add(r.threadId);
+    }
+    this.#restoreThreads.push(parts.length === 1 ? results[0]!.threads : used.size);
+    if (this.#restoreThreads.length > 1000) this.#restoreThreads.shift();
+    const n = perLayer / dtypeBytes(layout.dtype);
+    const view = (off: number) => (layout.dtype === 'f32' ? new Float32Array(buf, off, n) : new Uint16Array(buf, off, n));
+    return {
+      layout,
+      tokens: T,
+      positions: out.positions,
+      keys: Array.from({ length: layout.layers }, (_, l) => view(l * perLayer)),
+      values: Array.from({ length: layout.layers }, (_, l) => view(perStream + l * perLayer)),
+    };
   }
 
   /**
@@ -1067,7 +1261,7 @@ export class KvStore {
     if (error.code !== 'E_CORRUPT' && error.code !== 'E_PROFILE_MISMATCH') throw error;
     this.#counters.misses++;
     if (from === 'host') {
-      this.#host.delete(id)?.block.free();
+      this.#dropHost(id);
     } else {
       await this.#disk.quarantine(id, error.message);
     }
@@ -1128,7 +1322,7 @@ export class KvStore {
       };
       if (!(await this.#try(victim, 'device', demote))) failed.add(victim);
     }
-    while (this.#host.bytes > o.host.capacityBytes) {
+    while (this.#hostBytes() > o.host.capacityBytes) {
       const victim = this.options.policy.hostVictim(candidates(this.#host, (e) => !failed.has(e.meta.id)));
       if (!victim || !this.#host.has(victim) || failed.has(victim)) break;
       const chosen = this.#host.peek(victim);
@@ -1136,6 +1330,14 @@ export class KvStore {
         if (this.#host.peek(victim!) === chosen) await this.#spill(victim!);
       };
       if (!(await this.#try(victim, 'host', spill))) failed.add(victim);
+    }
+    // What is left above capacity is held by hot sessions for their next demotion: let go of it.
+    for (const [, e] of this.#device.lru()) {
+      if (this.#hostBytes() <= o.host.capacityBytes) break;
+      if (e.carry?.host.length) {
+        this.#hostChunks.release(e.carry.host);
+        e.carry.host = [];
+      }
     }
     while (this.#disk.footprintBytes > o.disk.capacityBytes) {
       const victim = this.#disk.lruVictim(failed);

@@ -10,6 +10,8 @@ import { Piscina } from 'piscina';
 import { type KvtcErrorCode, KvtcError } from '../errors.js';
 import type { CodecProfile } from '../codec/profile.js';
 import type { BlobFormat, DecodeResult, EncodeResult, WireCache, WireProfile, WorkerReply } from './tasks.js';
+import type { OutputSlice } from '../codec/codec.js';
+import type { Segment } from '../store/chain.js';
 
 /** The compiled worker: dist/workers/worker.js, whether this module runs from src/ or dist/. */
 function workerFile(): string {
@@ -18,6 +20,12 @@ function workerFile(): string {
     throw new KvtcError('E_BACKEND', `codec worker not built (${file} is missing); run \`npm run build:ts\``);
   }
   return file;
+}
+
+/** A blob whose buffer is its own (so it can be transferred): itself, or a copy. */
+function ownBuffer(blob: Uint8Array): Uint8Array {
+  const own = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer;
+  return own ? blob : blob.slice();
 }
 
 export interface PoolOptions {
@@ -96,9 +104,21 @@ export class CodecPool {
     return reply.value as T;
   }
 
-  /** Encodes a cache into the host arena (the cache's arrays are shared, not copied). */
-  encode(cache: WireCache, format: BlobFormat): Promise<EncodeResult> {
-    return this.#run({ op: 'encode', profile: this.#profile, cache, format });
+  /**
+   * Encodes a cache, or one segment of it, into the host arena (the cache's arrays are shared,
+   * not copied); with `contentKey`, keyed by content and skipped when the key is known.
+   */
+  encode(cache: WireCache, format: BlobFormat, segment?: Segment, contentKey?: { salt: string; known: string[] }): Promise<EncodeResult> {
+    return this.#run({ op: 'encode', profile: this.#profile, cache, format, ...(segment ? { segment } : {}), ...(contentKey ? { contentKey } : {}) });
+  }
+
+  /** Decodes a host-arena blob, or a blob read from disk (transferred), into its place in a shared output. */
+  decodeSlice(source: number | (() => Uint8Array), format: BlobFormat, into: OutputSlice & { expectTokens: number }, threads = 1): Promise<DecodeResult> {
+    if (typeof source === 'number') return this.#run({ op: 'decode', profile: this.#profile, format, source: { handle: source }, into, threads });
+    return this.#run(() => {
+      const b = ownBuffer(source());
+      return { task: { op: 'decode', profile: this.#profile, format, source: { blob: b }, into, threads }, transfer: [b.buffer as ArrayBuffer] };
+    });
   }
 
   /** Decodes a host-arena blob in place, on `threads` threads of one worker (default 1). */
@@ -112,9 +132,7 @@ export class CodecPool {
    */
   decodeBlob(load: () => Uint8Array, format: BlobFormat, threads = 1): Promise<DecodeResult> {
     return this.#run(() => {
-      const blob = load();
-      const own = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer;
-      const b = own ? blob : blob.slice();
+      const b = ownBuffer(load());
       return { task: { op: 'decode', profile: this.#profile, format, source: { blob: b }, threads }, transfer: [b.buffer as ArrayBuffer] };
     });
   }

@@ -4,6 +4,8 @@
  * as handles; disk blobs travel as transferred ArrayBuffers.
  */
 import type { DType, KvLayout } from '../layout.js';
+import type { OutputSlice } from '../codec/codec.js';
+import type { Segment } from '../store/chain.js';
 
 /** A cache whose arrays are views of SharedArrayBuffers (or transferable ArrayBuffers). */
 export interface WireCache {
@@ -27,6 +29,13 @@ export interface EncodeTask {
   profile: WireProfile;
   cache: WireCache;
   format: BlobFormat;
+  /** Encode only these tokens of the cache, with these sink and window counts (a chunk). */
+  segment?: Segment;
+  /**
+   * Key the segment by its content (chain.ts contentChunkKey with this salt); when the key is one
+   * of `known`, nothing is encoded (the store holds that chunk already).
+   */
+  contentKey?: { salt: string; known: string[] };
 }
 
 export interface DecodeTask {
@@ -37,19 +46,27 @@ export interface DecodeTask {
   source: { handle: number } | { blob: Uint8Array };
   /** Threads for this one decode (kvtc blobs; default 1): idle pool capacity lent to a large restore. */
   threads?: number;
+  /** Decode into this place of a shared output (a chunk of a session) instead of a new cache. */
+  into?: OutputSlice & { expectTokens: number };
 }
 
 export type CodecTask = EncodeTask | DecodeTask;
 
 export interface EncodeResult {
+  /** The blob in the host arena; -1 when `skipped`. */
   handle: number;
   bytes: number;
+  /** The content key (EncodeTask.contentKey). */
+  key?: string;
+  /** The key was known: nothing was encoded. */
+  skipped?: boolean;
   /** Thread the work ran on (tests check that it was not the main thread). */
   threadId: number;
 }
 
 export interface DecodeResult {
-  cache: WireCache;
+  /** Absent when the task decoded `into` a shared output. */
+  cache?: WireCache;
   dtype: DType;
   threadId: number;
   /** Threads the decode ran on. */

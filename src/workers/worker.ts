@@ -6,8 +6,10 @@
 import { threadId } from 'node:worker_threads';
 import { arenaAddon } from '../binding.js';
 import { CodecProfile } from '../codec/profile.js';
-import { decodeSource, encodeToArena } from '../codec/codec.js';
-import { decodeRaw, encodeRaw } from '../store/raw-format.js';
+import { decodeSlice, decodeSource, encodeToArena } from '../codec/codec.js';
+import { contentChunkKey, segmentHash } from '../store/chain.js';
+import { decodeRaw, decodeRawSlice, encodeRaw } from '../store/raw-format.js';
+import { dtypeBytes, rowValues } from '../layout.js';
 import type { CodecTask, DecodeResult, EncodeResult, WireProfile, WorkerReply } from './tasks.js';
 import type { KvCache } from '../layout.js';
 
@@ -22,18 +24,45 @@ function profileOf(p: WireProfile): CodecProfile {
   return prof;
 }
 
+/** The tokens [start, start + n) of a cache, as views of the same memory. */
+function sliceOf(cache: KvCache, start: number, n: number): KvCache {
+  const rv = rowValues(cache.layout);
+  const cut = (a: ArrayBufferView) => (a as Uint16Array | Float32Array).subarray(start * rv, (start + n) * rv);
+  const positions = cache.positions ?? Int32Array.from({ length: cache.tokens }, (_, i) => i);
+  return { layout: cache.layout, tokens: n, keys: cache.keys.map(cut), values: cache.values.map(cut), positions: positions.subarray(start, start + n) };
+}
+
 async function encodeTask(task: Extract<CodecTask, { op: 'encode' }>): Promise<EncodeResult> {
-  if (task.format === 'raw') {
-    const blob = encodeRaw(task.cache);
-    const handle = arenaAddon.arenaPut(blob);
-    return { handle, bytes: blob.length, threadId };
+  const whole = task.cache as KvCache;
+  const seg = task.segment;
+  let key: string | undefined;
+  if (task.contentKey && seg) {
+    const positions = whole.positions ?? Int32Array.from({ length: whole.tokens }, (_, i) => i);
+    const hash = segmentHash(whole.keys, whole.values, positions, seg, rowValues(whole.layout) * dtypeBytes(whole.layout.dtype));
+    key = contentChunkKey(task.contentKey.salt, seg, hash);
+    if (task.contentKey.known.includes(key)) return { handle: -1, bytes: 0, key, skipped: true, threadId };
   }
-  const r = await encodeToArena(task.cache as KvCache, profileOf(task.profile));
-  return { handle: r.handle, bytes: r.bytes, threadId };
+  const cache = seg ? sliceOf(whole, seg.start, seg.tokens) : whole;
+  if (task.format === 'raw') {
+    const blob = encodeRaw(cache);
+    const handle = arenaAddon.arenaPut(blob);
+    return { handle, bytes: blob.length, threadId, ...(key ? { key } : {}) };
+  }
+  const r = await encodeToArena(cache, profileOf(task.profile), seg ? { sinks: seg.sinks, window: seg.window } : {});
+  return { handle: r.handle, bytes: r.bytes, threadId, ...(key ? { key } : {}) };
 }
 
 async function decodeTask(task: Extract<CodecTask, { op: 'decode' }>): Promise<DecodeResult> {
   const profile = profileOf(task.profile);
+  if (task.into) {
+    const src = 'handle' in task.source ? task.source.handle : task.source.blob;
+    if (task.format === 'raw') {
+      decodeRawSlice(typeof src === 'number' ? arenaAddon.arenaRead(src) : src, profile.layout, task.into, task.into.expectTokens);
+    } else {
+      await decodeSlice(src, profile, task.into, task.into.expectTokens, task.threads ?? 1);
+    }
+    return { dtype: task.into.dtype, threadId, threads: task.format === 'raw' ? 1 : task.threads ?? 1 };
+  }
   let cache: KvCache;
   if (task.format === 'raw') {
     const blob = 'handle' in task.source ? arenaAddon.arenaRead(task.source.handle) : task.source.blob;
