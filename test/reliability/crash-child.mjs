@@ -1,8 +1,9 @@
-// Child of the kill -9 test: runs puts, evictions (write-through), gets and deletes on a store
+// Child of the kill -9 test: runs puts (of sessions sharing prefix chunks), evictions
+// (write-through), gets and deletes on a store
 // forever, printing a line each time an operation that persists has resolved. The parent kills
 // it with SIGKILL at a random moment and checks what survived.
 import { CodecProfile, KvStore } from '../../dist/index.js';
-import { fixtureCache } from './fixture.mjs';
+import { sharedFixture } from './fixture.mjs';
 
 const [path, profilePath, first] = process.argv.slice(2);
 const profile = await CodecProfile.load(profilePath);
@@ -12,13 +13,15 @@ const store = await KvStore.open({
   writePolicy: 'write-through',
   tiers: { device: { capacityBytes: 3 * 2 * 2 * 96 * 32 * 4, idleMs: 0 }, host: { capacityBytes: 20_000, idleMs: 0 } },
   workers: { minThreads: 1, maxThreads: 2 },
+  chunkTokens: 16, // sessions share their first chunks (sharedFixture): refcounts are under test too
 });
 const say = (line) => process.stdout.write(`${line}\n`);
 say('READY');
 const acked = [];
 for (let i = Number(first); ; i++) {
   const id = `s${i}`;
-  await store.put(id, fixtureCache(i));
+  const { cache, tokens } = sharedFixture(i);
+  await store.put(id, cache, { tokens });
   await store.evict(id, { to: i % 3 === 0 ? 'disk' : 'host' });
   say(`ACK ${id} ${i}`); // persisted: write-through demotion, or a spill to disk
   acked.push(id);

@@ -14,7 +14,7 @@ import { DiskTier } from '../../src/store/disk-tier.js';
 import { tokenBitsEqual } from '../helpers/metrics.js';
 import { mulberry32 } from '../helpers/synthetic.js';
 // @ts-expect-error plain JS fixture shared with the child process
-import { fixtureCache } from './fixture.mjs';
+import { fixtureCache, sharedFixture } from './fixture.mjs';
 
 const CHILD = fileURLToPath(new URL('./crash-child.mjs', import.meta.url));
 export const TRIALS = Number(process.env.KVTC_CRASH_TRIALS ?? 20);
@@ -22,6 +22,7 @@ let dir: string;
 let profilePath: string;
 let profile: CodecProfile;
 const cache = fixtureCache as (seed: number) => KvCache;
+const shared = (seed: number) => (sharedFixture as (seed: number) => { cache: KvCache; tokens: Int32Array })(seed).cache;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'kvtc-crash-'));
@@ -69,6 +70,7 @@ describe('kill -9 during puts, evictions and spills (write-through)', () => {
     let acks = 0;
     let verified = 0;
     let records = 0;
+    let sharedRefs = 0;
     for (let trial = 0; trial < TRIALS; trial++) {
       const lines = await runAndKill(path, next, 100 + Math.floor(rand() * 500));
       const fresh = new Set<string>();
@@ -88,7 +90,7 @@ describe('kill -9 during puts, evictions and spills (write-through)', () => {
         }
       }
       next += 1000; // a fresh id range: ids the killed child had started are never reused
-      const store = await KvStore.open({ profile, path });
+      const store = await KvStore.open({ profile, path, chunkTokens: 16 });
       const corrupt: string[] = [];
       store.on('corrupt', (e) => corrupt.push(`${e.id}: ${e.reason}`));
       // Every session acknowledged by this child, and a sample of the older ones.
@@ -100,7 +102,7 @@ describe('kill -9 during puts, evictions and spills (write-through)', () => {
         verified++;
         const got = await store.get(id, { promote: false });
         expect(got, `${id} acknowledged before kill ${trial} is missing`).toBeDefined();
-        const want = await decode(await encode(cache(seed), profile), profile);
+        const want = await decode(await encode(shared(seed), profile), profile);
         for (let t = 0; t < want.tokens; t++) expect(tokenBitsEqual(want, got!, t)).toBe(true);
       }
       // No acknowledged session was a miss.
@@ -118,16 +120,27 @@ describe('kill -9 during puts, evictions and spills (write-through)', () => {
       await store.delete(`probe-${trial}`);
       await store.close();
       // Every record on disk, acknowledged or not, passes its checks (no torn writes).
+      // Every chunk a manifest names is stored, and the references are exactly the manifests'.
       const disk = DiskTier.open({ path, capacityBytes: Number.MAX_SAFE_INTEGER, mapSizeBytes: 1 << 30 });
       expect(disk.unreadable()).toEqual([]);
+      let refs = 0;
+      const keys = new Set<string>();
       for (const m of disk.list()) {
         const r = disk.get(m.id, profile.fingerprint);
         expect(r.ok, `${m.id}: ${r.ok ? '' : r.reason}`).toBe(true);
+        for (const c of m.chunks ?? []) {
+          expect(disk.getChunk(c.key)?.byteLength, `chunk ${c.key} of ${m.id}`).toBe(c.bytes);
+          keys.add(c.key);
+          refs++;
+        }
         records++;
       }
+      expect(disk.totals()).toMatchObject({ chunkRefs: refs, chunks: keys.size });
+      sharedRefs += refs - keys.size;
       await disk.close();
     }
-    console.log(`[crash] ${TRIALS} SIGKILLs, ${acks} acknowledged sessions, ${verified} bit-exact checks and ${records} record checksums verified after restarts, ${expected.size} sessions alive at the end`);
+    console.log(`[crash] ${TRIALS} SIGKILLs, ${acks} acknowledged sessions, ${verified} bit-exact checks and ${records} record checksums verified after restarts (${sharedRefs} shared chunk references seen), ${expected.size} sessions alive at the end`);
     expect(acks).toBeGreaterThan(TRIALS);
+    expect(sharedRefs).toBeGreaterThan(0); // chunks were shared between sessions
   });
 });

@@ -24,3 +24,23 @@ export function fixtureCache(seed, tokens = 96) {
     });
   return { layout: { ...LAYOUT }, tokens, keys: make(), values: make() };
 }
+
+/** Tokens every third session shares with others (a common prompt), for the chunk-sharing crash runs. */
+export const SHARED_TOKENS = 48;
+
+/**
+ * A session whose first SHARED_TOKENS tokens (data and token ids) are one of three prompts and
+ * whose rest is its own: stored with chunks of 16 tokens, its first chunks are shared.
+ */
+export function sharedFixture(seed) {
+  const prompt = fixtureCache(5000 + (seed % 3));
+  const own = fixtureCache(seed);
+  const rv = LAYOUT.kvHeads * LAYOUT.headDim;
+  const join = (a, b) => a.map((x, l) => {
+    const out = new Float32Array(b[l]);
+    out.set(x.subarray(0, SHARED_TOKENS * rv));
+    return out;
+  });
+  const tokens = Int32Array.from({ length: own.tokens }, (_, i) => (i < SHARED_TOKENS ? 7 * (seed % 3) + i : 1000 + seed * 97 + i));
+  return { cache: { ...own, keys: join(prompt.keys, own.keys), values: join(prompt.values, own.values) }, tokens };
+}
