@@ -74,11 +74,29 @@ export class CodecPool {
     this.#crashWorker = crashWorker;
   }
 
-  /** `task` may be a function building the task per attempt (for inputs that are transferred). */
-  async #run<T>(task: object | (() => { task: object; transfer: ArrayBuffer[] })): Promise<T> {
+  /** Tasks running on the workers (at most maxThreads: beyond that they wait here, not in Piscina). */
+  #running = 0;
+  /** Tasks waiting for a worker: restores (a caller waits for them) go before encodes (policy work). */
+  readonly #waiting: { restore: (() => void)[]; background: (() => void)[] } = { restore: [], background: [] };
+
+  /**
+   * Runs a task when a worker is free. `task` may be a function building the task per attempt
+   * (for inputs that are transferred). Decodes are restores, served before queued encodes: a
+   * get never waits behind the demotions that other sessions' promotions caused.
+   */
+  async #run<T>(task: object | (() => { task: object; transfer: ArrayBuffer[] }), kind: 'restore' | 'background'): Promise<T> {
     this.#busy++;
     try {
-      return await this.#attempt<T>(task);
+      if (this.#running < this.#maxThreads) this.#running++;
+      else await new Promise<void>((resolve) => this.#waiting[kind].push(resolve));
+      try {
+        return await this.#attempt<T>(task);
+      } finally {
+        // The worker goes to the next waiting task (restores first), or becomes free.
+        const next = this.#waiting.restore.shift() ?? this.#waiting.background.shift();
+        if (next) next();
+        else this.#running--;
+      }
     } finally {
       this.#busy--;
     }
@@ -109,32 +127,16 @@ export class CodecPool {
    * not copied); with `contentKey`, keyed by content and skipped when the key is known.
    */
   encode(cache: WireCache, format: BlobFormat, segment?: Segment, contentKey?: { salt: string; known: string[] }): Promise<EncodeResult> {
-    return this.#run({ op: 'encode', profile: this.#profile, cache, format, ...(segment ? { segment } : {}), ...(contentKey ? { contentKey } : {}) });
+    return this.#run({ op: 'encode', profile: this.#profile, cache, format, ...(segment ? { segment } : {}), ...(contentKey ? { contentKey } : {}) }, 'background');
   }
 
   /** Decodes a host-arena blob, or a blob read from disk (transferred), into its place in a shared output. */
   decodeSlice(source: number | (() => Uint8Array), format: BlobFormat, into: OutputSlice & { expectTokens: number }, threads = 1): Promise<DecodeResult> {
-    if (typeof source === 'number') return this.#run({ op: 'decode', profile: this.#profile, format, source: { handle: source }, into, threads });
+    if (typeof source === 'number') return this.#run({ op: 'decode', profile: this.#profile, format, source: { handle: source }, into, threads }, 'restore');
     return this.#run(() => {
       const b = ownBuffer(source());
       return { task: { op: 'decode', profile: this.#profile, format, source: { blob: b }, into, threads }, transfer: [b.buffer as ArrayBuffer] };
-    });
-  }
-
-  /** Decodes a host-arena blob in place, on `threads` threads of one worker (default 1). */
-  decodeHandle(handle: number, format: BlobFormat, threads = 1): Promise<DecodeResult> {
-    return this.#run({ op: 'decode', profile: this.#profile, format, source: { handle }, threads });
-  }
-
-  /**
-   * Decodes a blob read from disk. Its buffer is transferred to the worker (no copy), so a retry
-   * after a worker death asks `load` for the blob again.
-   */
-  decodeBlob(load: () => Uint8Array, format: BlobFormat, threads = 1): Promise<DecodeResult> {
-    return this.#run(() => {
-      const b = ownBuffer(load());
-      return { task: { op: 'decode', profile: this.#profile, format, source: { blob: b }, threads }, transfer: [b.buffer as ArrayBuffer] };
-    });
+    }, 'restore');
   }
 
   async destroy(): Promise<void> {

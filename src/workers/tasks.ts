@@ -3,7 +3,7 @@
  * SharedArrayBuffers (shared, not copied); encoded blobs stay in the native host arena and travel
  * as handles; disk blobs travel as transferred ArrayBuffers.
  */
-import type { DType, KvLayout } from '../layout.js';
+import type { KvLayout } from '../layout.js';
 import type { OutputSlice } from '../codec/codec.js';
 import type { Segment } from '../store/chain.js';
 
@@ -46,8 +46,8 @@ export interface DecodeTask {
   source: { handle: number } | { blob: Uint8Array };
   /** Threads for this one decode (kvtc blobs; default 1): idle pool capacity lent to a large restore. */
   threads?: number;
-  /** Decode into this place of a shared output (a chunk of a session) instead of a new cache. */
-  into?: OutputSlice & { expectTokens: number };
+  /** Where the blob's tokens go: their place in a shared output (one part of a session). */
+  into: OutputSlice & { expectTokens: number };
 }
 
 export type CodecTask = EncodeTask | DecodeTask;
@@ -65,9 +65,6 @@ export interface EncodeResult {
 }
 
 export interface DecodeResult {
-  /** Absent when the task decoded `into` a shared output. */
-  cache?: WireCache;
-  dtype: DType;
   threadId: number;
   /** Threads the decode ran on. */
   threads: number;

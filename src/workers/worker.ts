@@ -1,14 +1,15 @@
 /**
  * A codec worker (Piscina). Encodes caches into the native host arena and decodes arena
- * handles or disk blobs, so the main thread never runs the codec. The addon is process-wide,
+ * handles or disk blobs into their place in a shared output, so the main thread never runs the
+ * codec. The addon is process-wide,
  * so arena handles made here are valid on every thread.
  */
 import { threadId } from 'node:worker_threads';
 import { arenaAddon } from '../binding.js';
 import { CodecProfile } from '../codec/profile.js';
-import { decodeSlice, decodeSource, encodeToArena } from '../codec/codec.js';
+import { decodeSlice, encodeToArena } from '../codec/codec.js';
 import { contentChunkKey, segmentHash } from '../store/chain.js';
-import { decodeRaw, decodeRawSlice, encodeRaw } from '../store/raw-format.js';
+import { decodeRawSlice, encodeRaw } from '../store/raw-format.js';
 import { dtypeBytes, rowValues } from '../layout.js';
 import type { CodecTask, DecodeResult, EncodeResult, WireProfile, WorkerReply } from './tasks.js';
 import type { KvCache } from '../layout.js';
@@ -52,26 +53,16 @@ async function encodeTask(task: Extract<CodecTask, { op: 'encode' }>): Promise<E
   return { handle: r.handle, bytes: r.bytes, threadId, ...(key ? { key } : {}) };
 }
 
+/** Decodes a blob into its place in a shared output (one part of a session). */
 async function decodeTask(task: Extract<CodecTask, { op: 'decode' }>): Promise<DecodeResult> {
   const profile = profileOf(task.profile);
-  if (task.into) {
-    const src = 'handle' in task.source ? task.source.handle : task.source.blob;
-    if (task.format === 'raw') {
-      decodeRawSlice(typeof src === 'number' ? arenaAddon.arenaRead(src) : src, profile.layout, task.into, task.into.expectTokens);
-    } else {
-      await decodeSlice(src, profile, task.into, task.into.expectTokens, task.threads ?? 1);
-    }
-    return { dtype: task.into.dtype, threadId, threads: task.format === 'raw' ? 1 : task.threads ?? 1 };
-  }
-  let cache: KvCache;
+  const src = 'handle' in task.source ? task.source.handle : task.source.blob;
   if (task.format === 'raw') {
-    const blob = 'handle' in task.source ? arenaAddon.arenaRead(task.source.handle) : task.source.blob;
-    cache = decodeRaw(blob, profile.layout, true);
+    decodeRawSlice(typeof src === 'number' ? arenaAddon.arenaRead(src) : src, profile.layout, task.into, task.into.expectTokens);
   } else {
-    const src = 'handle' in task.source ? task.source.handle : task.source.blob;
-    cache = await decodeSource(src, profile, { shared: true, threads: task.threads ?? 1 });
+    await decodeSlice(src, profile, task.into, task.into.expectTokens, task.threads ?? 1);
   }
-  return { cache, dtype: cache.layout.dtype, threadId, threads: task.format === 'raw' ? 1 : task.threads ?? 1 };
+  return { threadId, threads: task.format === 'raw' ? 1 : task.threads ?? 1 };
 }
 
 /**

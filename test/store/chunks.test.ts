@@ -18,7 +18,7 @@ const ids = (n: number, seed = 1) => Int32Array.from({ length: n }, (_, i) => (i
 
 /** Tokens [0, n) of `a` followed by tokens [n, b.tokens) of `b`: a session sharing a's first n tokens. */
 function joined(a: KvCache, b: KvCache, n: number): KvCache {
-  const row = a.keys[0]!.length / a.tokens;
+  const row = (a.keys[0] as Float32Array).length / a.tokens;
   const cat = (x: ArrayBufferView, y: ArrayBufferView) => {
     const out = new Float32Array(b.tokens * row);
     out.set((x as Float32Array).subarray(0, n * row));
@@ -130,7 +130,7 @@ describe('growing sessions', () => {
       const fullIds = ids(160);
       const turn = (n: number) => {
         const c = joined(full, full, n);
-        const row = c.keys[0]!.length / c.tokens;
+        const row = (c.keys[0] as Float32Array).length / c.tokens;
         const cut = { ...c, tokens: n, keys: c.keys.map((k) => (k as Float32Array).slice(0, n * row)), values: c.values.map((v) => (v as Float32Array).slice(0, n * row)) };
         return cut;
       };
