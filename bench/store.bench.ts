@@ -4,8 +4,12 @@
  * kvtc blobs, and holding raw (uncompressed) blobs — so the payoff of compression at a fixed
  * memory budget shows. Prints hit rate and get latency per tier (as the store reports it, and as
  * the caller sees it around each get), tokens through the codec per operation, ops/s and the
- * event-loop delay p99 while restores run; writes bench/results/store.json. `--quick` runs a
- * smaller workload.
+ * event-loop delay p99 while restores run.
+ *
+ * Then a multi-turn workload (the chunked store's case): sessions grow by 32–128 tokens per turn
+ * and are put again; 30% start with one of 4 shared system prompts of 1–2K tokens. Side by side:
+ * this store (chunks), the single-blob store as it was (`blobPerSession`), and raw lower tiers.
+ * Writes bench/results/store.json. `--quick` runs smaller workloads; `--only=zipf|multiturn`.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -17,6 +21,7 @@ import { mulberry32 } from '../test/helpers/synthetic.js';
 import { syntheticCache, withDtype } from '../test/helpers/synthetic.js';
 
 const quick = process.argv.includes('--quick');
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
 const SESSIONS = quick ? 60 : 240;
 const OPS = quick ? 400 : 2400;
 const CLIENTS = 4;
@@ -114,22 +119,179 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
   };
 }
 
-console.log(`generating ${SESSIONS} sessions of ${TOKENS} tokens (${layout.layers} layers x ${layout.kvHeads} x ${layout.headDim}, f16)`);
-const sessions = Array.from({ length: SESSIONS }, (_, i) => withDtype(syntheticCache({ layout: { ...layout, dtype: 'f32' }, tokens: TOKENS, seed: 10 + i }), 'f16'));
-const profile = await calibrate(sessions.slice(0, 8), { ratio: 16, windowTokens: 32 });
-const rows = [];
-for (const compression of ['kvtc', 'none'] as const) {
-  console.log(`running ${OPS} operations with ${CLIENTS} clients, lower tiers: ${compression}`);
-  rows.push(await run(compression, sessions, profile));
+const results: Record<string, unknown> = { date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, quick };
+const fmt = (v: unknown) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : String(v));
+function table(rows: Record<string, unknown>[], names: string[]): void {
+  console.log(`| metric | ${names.join(' | ')} |`);
+  console.log(`|---|${names.map(() => '---').join('|')}|`);
+  for (const c of Object.keys(rows[0]!).slice(1)) console.log(`| ${c} | ${rows.map((r) => fmt(r[c])).join(' | ')} |`);
 }
-const cols = Object.keys(rows[0]!);
-console.log(`\nZipf(1.1) over ${SESSIONS} sessions, ${OPS} ops, ${CLIENTS} concurrent clients; device and host budgets 10% of the raw working set each; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
-console.log('| metric | kvtc | raw |');
-console.log('|---|---|---|');
-for (const c of cols.slice(1)) {
-  const f = (v: unknown) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : String(v));
-  console.log(`| ${c} | ${f((rows[0] as Record<string, unknown>)[c])} | ${f((rows[1] as Record<string, unknown>)[c])} |`);
+
+if (only === undefined || only === 'zipf') {
+  console.log(`generating ${SESSIONS} sessions of ${TOKENS} tokens (${layout.layers} layers x ${layout.kvHeads} x ${layout.headDim}, f16)`);
+  const sessions = Array.from({ length: SESSIONS }, (_, i) => withDtype(syntheticCache({ layout: { ...layout, dtype: 'f32' }, tokens: TOKENS, seed: 10 + i }), 'f16'));
+  const profile = await calibrate(sessions.slice(0, 8), { ratio: 16, windowTokens: 32 });
+  const rows = [];
+  for (const compression of ['kvtc', 'none'] as const) {
+    console.log(`running ${OPS} operations with ${CLIENTS} clients, lower tiers: ${compression}`);
+    rows.push(await run(compression, sessions, profile));
+  }
+  console.log(`\nZipf(1.1) over ${SESSIONS} sessions, ${OPS} ops, ${CLIENTS} concurrent clients; device and host budgets 10% of the raw working set each; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
+  table(rows, ['kvtc', 'raw']);
+  results['rows'] = rows;
 }
+
+if (only === undefined || only === 'multiturn') {
+  const { rows, describe } = await multiTurn();
+  console.log(`\n${describe}; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
+  table(rows, rows.map((r) => String(r['store'])));
+  results['multiTurn'] = rows;
+}
+
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-writeFileSync(new URL('./results/store.json', import.meta.url), JSON.stringify({ date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, quick, rows }, null, 2));
+writeFileSync(new URL('./results/store.json', import.meta.url), JSON.stringify(results, null, 2));
 console.log('\nwrote bench/results/store.json');
+
+// ------------------------------------------------------------------------------------------------
+// multi-turn workload
+
+async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe: string }> {
+  const mtLayout: KvLayout = { layers: 4, kvHeads: 4, headDim: 64, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
+  const N = quick ? 24 : 60;
+  const TURNS = quick ? 200 : 600;
+  const OWN_MAX = quick ? 480 : 800; // a session's own tokens (its first prompt and its turns)
+  const CHUNK = 256;
+  const rand = mulberry32(2026);
+  const f16 = (c: KvCache) => withDtype(c, 'f16');
+  console.log(`generating the multi-turn workload: ${N} sessions, 4 shared prompts (${mtLayout.layers} layers x ${mtLayout.kvHeads} x ${mtLayout.headDim}, f16)`);
+  const promptLens = [1024, 1365, 1707, 2048];
+  const prompts = promptLens.map((n, i) => f16(syntheticCache({ layout: mtLayout, tokens: n, seed: 900 + i })));
+  interface Sess { prompt: number; promptTokens: number; own: KvCache; ownIds: Int32Array; len: number }
+  const sessions: Sess[] = Array.from({ length: N }, (_, i) => {
+    const shared = rand() < 0.3;
+    const prompt = shared ? Math.floor(rand() * 4) : -1;
+    const promptTokens = shared ? promptLens[prompt]! : 0;
+    const own = f16(syntheticCache({ layout: mtLayout, tokens: OWN_MAX, seed: 5000 + i, positionStart: promptTokens }));
+    const first = shared ? 32 + Math.floor(rand() * 96) : 64 + Math.floor(rand() * 192);
+    return { prompt, promptTokens, own, ownIds: Int32Array.from({ length: OWN_MAX }, (_, t) => 100_000 + i * 10_000 + t), len: promptTokens + first };
+  });
+  const promptIds = promptLens.map((n, p) => Int32Array.from({ length: n }, (_, t) => p * 5000 + t));
+  const rv = mtLayout.kvHeads * mtLayout.headDim;
+  /** Session s at `len` tokens: its prompt's data then its own (what an engine would hold). */
+  const cacheOf = (s: Sess, len: number): { cache: KvCache; tokens: Int32Array } => {
+    const P = s.promptTokens;
+    const join = (pa: readonly ArrayBufferView[] | undefined, oa: readonly ArrayBufferView[]) =>
+      oa.map((o, l) => {
+        const out = new Uint16Array(len * rv);
+        if (pa) out.set((pa[l] as Uint16Array).subarray(0, P * rv));
+        out.set((o as Uint16Array).subarray(0, (len - P) * rv), P * rv);
+        return out;
+      });
+    const p = s.prompt >= 0 ? prompts[s.prompt]! : undefined;
+    const tokens = new Int32Array(len);
+    if (p) tokens.set(promptIds[s.prompt]!.subarray(0, P));
+    tokens.set(s.ownIds.subarray(0, len - P), P);
+    return { cache: { layout: { ...mtLayout, dtype: 'f16' }, tokens: len, keys: join(p?.keys, s.own.keys), values: join(p?.values, s.own.values) }, tokens };
+  };
+  const profile = await calibrate([...prompts.slice(0, 2), sessions[0]!.own], { ratio: 16, windowTokens: 32 });
+  const rawPerToken = 2 * mtLayout.layers * rv * 2;
+  const avgTokens = sessions.reduce((n, s) => n + s.promptTokens + OWN_MAX / 2, 0) / N;
+  const workingSet = N * avgTokens * rawPerToken;
+  const modes = [
+    { store: 'chunks (kvtc)', options: {} },
+    { store: 'blob per session (kvtc)', options: { blobPerSession: true } },
+    { store: 'chunks (raw)', options: { compression: 'none' as const } },
+  ];
+  const rows: Record<string, unknown>[] = [];
+  for (const mode of modes) {
+    console.log(`running ${TURNS} turns, ${mode.store}`);
+    const dir = await mkdtemp(join(tmpdir(), 'kvtc-bench-mt-'));
+    const store = await KvStore.open({
+      profile,
+      path: dir,
+      chunkTokens: CHUNK,
+      ...mode.options,
+      tiers: { device: { capacityBytes: Math.floor(workingSet * 0.1), idleMs: 0 }, host: { capacityBytes: Math.floor(workingSet * 0.05), idleMs: 0 } },
+      flushOnClose: false,
+    });
+    const state = sessions.map((s) => ({ ...s }));
+    for (let i = 0; i < N; i++) {
+      const { cache, tokens } = cacheOf(state[i]!, state[i]!.len);
+      await store.put(`s${i}`, cache, { tokens });
+    }
+    await store.settled();
+    const pick = zipf(N, 1.1, mulberry32(11));
+    const histogram = monitorEventLoopDelay({ resolution: 1 });
+    histogram.enable();
+    const seen: Record<string, number[]> = { device: [], host: [], disk: [] };
+    let appended = 0;
+    let misses = 0;
+    let peakHost = 0;
+    let peakDisk = 0;
+    const codec0 = store.stats().codec;
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    let done = 0;
+    const client = async () => {
+      while (done < TURNS) {
+        done++;
+        const i = pick();
+        const s = state[i]!;
+        const status: GetStatus = {};
+        const g0 = performance.now();
+        const got = await store.get(`s${i}`, { status });
+        if (status.tier) seen[status.tier]!.push(performance.now() - g0);
+        if (!got) misses++;
+        // The turn: 32-128 new tokens (a session that reached its length starts over, shorter).
+        let len = s.len + 32 + Math.floor(rand() * 97);
+        if (len - s.promptTokens > OWN_MAX) len = s.promptTokens + 64;
+        appended += Math.max(0, len - s.len);
+        s.len = len;
+        const { cache, tokens } = cacheOf(s, len);
+        await store.put(`s${i}`, cache, { tokens });
+        const st = store.stats();
+        peakHost = Math.max(peakHost, st.host.storedBytes);
+        peakDisk = Math.max(peakDisk, st.disk.storedBytes);
+      }
+    };
+    await Promise.all(Array.from({ length: CLIENTS }, client));
+    await store.settled();
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    histogram.disable();
+    const st = store.stats();
+    const pct = (v: number[], p: number) => (v.length ? [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor((p / 100) * v.length))]! : NaN);
+    const hits = st.device.hits + st.host.hits + st.disk.hits;
+    rows.push({
+      store: mode.store,
+      'device hit %': (100 * st.device.hits) / hits,
+      'host hit %': (100 * st.host.hits) / hits,
+      'disk hit %': (100 * st.disk.hits) / hits,
+      'caller device p50 ms': pct(seen.device!, 50),
+      'caller host p50 ms': pct(seen.host!, 50),
+      'caller host p99 ms': pct(seen.host!, 99),
+      'caller disk p50 ms': pct(seen.disk!, 50),
+      'caller disk p99 ms': pct(seen.disk!, 99),
+      'appended tokens / turn': appended / TURNS,
+      'encoded tokens / turn': (st.codec.encodedTokens - codec0.encodedTokens) / TURNS,
+      'decoded tokens / turn': (st.codec.decodedTokens - codec0.decodedTokens) / TURNS,
+      'CPU ms / turn (all threads)': (cpu.user + cpu.system) / 1000 / TURNS,
+      'turns/s': TURNS / seconds,
+      'event-loop p99 ms': histogram.percentile(99) / 1e6,
+      'host MB held (end)': st.host.storedBytes / 1e6,
+      'disk MB held (end)': st.disk.storedBytes / 1e6,
+      'host+disk MB (end)': (st.host.storedBytes + st.disk.storedBytes) / 1e6,
+      'peak host MB': peakHost / 1e6,
+      'peak disk MB': peakDisk / 1e6,
+      'chunk refs / chunks': st.chunks.count > 0 ? st.chunks.refs / st.chunks.count : NaN,
+      'MB saved by sharing': st.chunks.bytesSaved / 1e6,
+      misses,
+    });
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+  return {
+    rows,
+    describe: `Multi-turn: ${N} sessions (30% on one of 4 shared prompts of 1024-2048 tokens), ${TURNS} turns of +32-128 tokens by ${CLIENTS} clients under Zipf(1.1); chunkTokens ${CHUNK}, window 32; device budget 10% and host 5% of the raw working set (${(workingSet / 1e6).toFixed(0)} MB)`,
+  };
+}

@@ -51,7 +51,7 @@ export function encodeRaw(cache: KvCache): Uint8Array {
 }
 
 /** Parses a raw blob into a cache with the given model layout; throws E_CORRUPT on any damage. */
-export function decodeRaw(blob: Uint8Array, modelLayout: KvLayout, shared = false): KvCache {
+function decodeRaw(blob: Uint8Array, modelLayout: KvLayout): KvCache {
   const corrupt = (why: string) => new KvtcError('E_CORRUPT', `corrupt raw blob: ${why}`);
   if (blob.length < 16) throw corrupt('too short');
   const r = new ByteReader(blob, (what) => corrupt(`${what} past the end`));
@@ -74,8 +74,7 @@ export function decodeRaw(blob: Uint8Array, modelLayout: KvLayout, shared = fals
   const layout: KvLayout = { ...modelLayout, dtype: h.dtype };
   const perLayer = h.tokens * rowValues(layout) * dtypeBytes(layout.dtype);
   if (12 + hlen + 2 * h.layers * perLayer + 4 * h.tokens + 4 !== blob.length) throw corrupt('size');
-  const Buf = shared ? SharedArrayBuffer : ArrayBuffer;
-  const data = new Uint8Array(new Buf(2 * h.layers * perLayer + 4 * h.tokens));
+  const data = new Uint8Array(2 * h.layers * perLayer + 4 * h.tokens);
   data.set(blob.subarray(12 + hlen, blob.length - 4));
   const n = perLayer / dtypeBytes(layout.dtype);
   const view = (i: number) =>
