@@ -37,7 +37,7 @@ import type { ArenaBlob } from '../binding.js';
 import { lockDirectory } from './dir-lock.js';
 import { type ChunkRef, DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
 import { type ChainPlan, type KeyContext, type Segment, contentSalt, planChain, tokenChunkKeys } from './chain.js';
-import { HostChunks } from './host-chunks.js';
+import { type HostEntry, HostTier } from './host-tier.js';
 import { type MissReason, type StoreEvent, type StoreEventName, StoreEvents } from './events.js';
 import { Lanes } from './lanes.js';
 import { PrefixIndex } from './prefix-index.js';
@@ -166,19 +166,6 @@ interface Carry {
   disk: string[];
 }
 
-interface HostEntry {
-  meta: SessionMeta;
-  /** The session's chunks in token order: references into the host chunks (released with the entry). */
-  chunks: ChunkRef[];
-  tail: HostBlock; // the session's own blob in the native arena, freed by whoever takes the entry out
-  /** What the entry holds on its own: the tail plus its overhead (its chunks count once in HostChunks). */
-  bytes: number;
-  /** Bytes of the session's encoding: its chunks and its tail. */
-  blobBytes: number;
-  overhead: number;
-  onDisk: boolean;
-}
-
 /** One encoded part of a session to decode: where it goes and how to read it. */
 interface Part {
   start: number;
@@ -219,9 +206,7 @@ export class KvStore {
   readonly #pool: CodecPool;
   readonly #events = new StoreEvents();
   readonly #device = new TierIndex<DeviceEntry>();
-  readonly #host = new TierIndex<HostEntry>();
-  /** The host tier's chunks, shared by its entries (the only owner of their arena blocks). */
-  readonly #hostChunks = new HostChunks();
+  readonly #host = new HostTier();
   readonly #counters = new StoreCounters();
   /** Tokens run through the codec, cumulative (what proves that clean demotions encode nothing). */
   readonly #codecTokens = { encodedTokens: 0, decodedTokens: 0 };
@@ -436,7 +421,7 @@ export class KvStore {
         } finally {
           await this.#releaseCarry(carry);
         }
-        await this.#forgetOr(id, () => this.#freeHostEntry(entry));
+        await this.#forgetOr(id, () => this.#host.free(entry));
         await this.#installHost(entry);
         this.#index(meta);
         this.#emit('put', { id, to: 'host', bytes: entry.blobBytes, rawBytes, ms: performance.now() - t0 });
@@ -563,15 +548,9 @@ export class KvStore {
       dev.storedBytes += e.bytes;
       dev.overheadBytes += e.overhead;
     }
-    const host = { entries: 0, rawBytes: 0, storedBytes: this.#hostChunks.bytes, overheadBytes: 0 };
-    for (const [, e] of this.#host.lru()) {
-      host.entries++;
-      host.rawBytes += e.meta.rawBytes;
-      host.storedBytes += e.bytes;
-      host.overheadBytes += e.overhead;
-    }
+    const host = this.#host.totals();
     const { chunks: diskChunks, chunkRefs: diskRefs, chunkBytes: _diskChunkBytes, chunkBytesSaved: diskSaved, ...disk } = this.#disk.totals();
-    const hc = this.#hostChunks.totals();
+    const hc = this.#host.chunks.totals();
     const raw = host.rawBytes + disk.rawBytes;
     const stored = host.storedBytes - host.overheadBytes + disk.storedBytes - disk.overheadBytes;
     const a = arenaStats();
@@ -630,8 +609,7 @@ export class KvStore {
         { cause: first },
       );
     }
-    for (const [id] of [...this.#host.lru()]) this.#dropHost(id);
-    const hostChunksLeft = () => this.#hostChunks.clear(); // after the hot entries released what they carry
+
     // Every release runs even if one fails, so the path can be reopened.
     const release = async (fn: () => Promise<unknown>) => {
       try {
@@ -641,7 +619,7 @@ export class KvStore {
       }
     };
     for (const [id] of [...this.#device.lru()]) await release(() => this.#dropHot(id));
-    hostChunksLeft();
+    this.#host.clear(); // after the hot entries released the chunks they carried
     await release(() => this.#pool.destroy());
     await release(() => this.#disk.close());
     this.#unlock();
@@ -734,11 +712,6 @@ export class KvStore {
     this.#gone.delete(id); // a put, delete or evict by the caller: an older removal no longer explains a miss
   }
 
-  /** The host tier's bytes: its entries (tails, overheads) and their chunks, each counted once. */
-  #hostBytes(): number {
-    return this.#host.bytes + this.#hostChunks.bytes;
-  }
-
   #pinnedBytes(except: string): number {
     let sum = 0;
     for (const [id, e] of this.#device.lru()) if (e.meta.pinned && id !== except) sum += e.bytes;
@@ -762,7 +735,7 @@ export class KvStore {
     for (const c of this.#host.peek(id)?.chunks ?? []) host.add(c.key);
     const disk = new Set<string>(this.#device.peek(id)?.carry?.disk ?? []);
     for (const c of this.#disk.meta(id)?.chunks ?? []) disk.add(c.key);
-    const carry: Carry = { host: [...host].filter((k) => this.#hostChunks.ref(k)), disk: [...disk].filter((k) => this.#disk.hasChunk(k)) };
+    const carry: Carry = { host: [...host].filter((k) => this.#host.chunks.ref(k)), disk: [...disk].filter((k) => this.#disk.hasChunk(k)) };
     this.#disk.pinChunks(carry.disk);
     return carry;
   }
@@ -772,22 +745,11 @@ export class KvStore {
     const { host, disk } = carry;
     carry.host = [];
     carry.disk = [];
-    this.#hostChunks.release(host);
+    this.#host.chunks.release(host);
     if (disk.length > 0) await this.#disk.unpinChunks(disk);
   }
 
-  /** Frees what a host entry holds: its tail block and its chunk references. */
-  #freeHostEntry(e: HostEntry): void {
-    e.tail.free();
-    this.#hostChunks.release(e.chunks.map((c) => c.key));
-    e.chunks = [];
-  }
 
-  /** Takes a session's host entry out (freeing it). */
-  #dropHost(id: string): void {
-    const e = this.#host.delete(id);
-    if (e) this.#freeHostEntry(e);
-  }
 
   /**
    * The hot tier's own copy of a cache: the (already private) host cache itself on the CPU
@@ -817,7 +779,7 @@ export class KvStore {
   /** Removes a session from every tier (no event). */
   async #forget(id: string): Promise<void> {
     await this.#dropHot(id);
-    this.#dropHost(id);
+    this.#host.drop(id);
     if (this.#disk.has(id)) await this.#disk.delete(id);
   }
 
@@ -849,7 +811,7 @@ export class KvStore {
     if (e.chunks.length > 0) record.chunks = e.chunks;
     const chunkBlobs = new Map<string, Uint8Array>();
     for (const c of e.chunks) {
-      if (!this.#disk.hasChunk(c.key)) chunkBlobs.set(c.key, this.#hostChunks.block(c.key)!.read());
+      if (!this.#disk.hasChunk(c.key)) chunkBlobs.set(c.key, this.#host.chunks.block(c.key)!.read());
     }
     await this.#disk.putMany([{ meta: record, blob: e.tail.read(), chunkBlobs }]);
   }
@@ -875,13 +837,7 @@ export class KvStore {
     const wire = this.#wire(cache);
     const ctx = this.#keyContext(meta);
     const taken: string[] = [];
-    const take = (key: string): boolean => {
-      if (this.#hostChunks.ref(key)) return taken.push(key) > 0;
-      const blob = this.#disk.hasChunk(key) ? this.#disk.getChunk(key) : undefined;
-      if (!blob) return false;
-      this.#hostChunks.add(key, HostBlock.copyOf(blob));
-      return taken.push(key) > 0;
-    };
+    const take = (key: string): boolean => this.#host.refOrLoad(key, () => this.#disk.getChunk(key)) && taken.push(key) > 0;
     const keys = meta.tokenIds ? tokenChunkKeys(ctx, meta.tokenIds, cache.positions!, plan.chunks, this.options.chunkTokens) : undefined;
     const known = carry ? [...carry.host, ...carry.disk] : [];
     const salt = keys ? '' : contentSalt(ctx, meta.id);
@@ -889,24 +845,24 @@ export class KvStore {
     try {
       const refs = await Promise.all(plan.chunks.map(async (seg, i): Promise<ChunkRef> => {
         const key = keys?.[i];
-        if (key !== undefined && take(key)) return { key, bytes: this.#hostChunks.block(key)!.bytes, tokens: seg.tokens };
+        if (key !== undefined && take(key)) return { key, bytes: this.#host.chunks.block(key)!.bytes, tokens: seg.tokens };
         const r = await this.#pool.encode(wire, this.#format, seg, key === undefined ? { salt, known } : undefined);
         const k = key ?? r.key!;
         if (r.skipped) {
           if (!take(k)) throw new KvtcError('E_INTERNAL', `chunk ${k} of '${meta.id}' was known but is not held`);
         } else {
           this.#codecTokens.encodedTokens += seg.tokens;
-          this.#hostChunks.add(k, HostBlock.adopt(r));
+          this.#host.chunks.add(k, HostBlock.adopt(r));
           taken.push(k);
         }
-        return { key: k, bytes: this.#hostChunks.block(k)!.bytes, tokens: seg.tokens };
+        return { key: k, bytes: this.#host.chunks.block(k)!.bytes, tokens: seg.tokens };
       }));
       tail = await this.#encodeSegment(wire, plan.tail);
       const overhead = overheadOf(meta, false);
       const chunkBytes = refs.reduce((n, c) => n + c.bytes, 0);
       return { meta, chunks: refs, tail, bytes: tail.bytes + overhead, blobBytes: tail.bytes + chunkBytes, overhead, onDisk: false };
     } catch (err) {
-      this.#hostChunks.release(taken);
+      this.#host.chunks.release(taken);
       tail?.free();
       throw err;
     }
@@ -944,10 +900,10 @@ export class KvStore {
         entry.onDisk = true;
       }
     } catch (err) {
-      this.#freeHostEntry(entry);
+      this.#host.free(entry);
       throw err;
     }
-    this.#host.set(entry.meta.id, entry);
+    this.#host.set(entry);
     return entry;
   }
 
@@ -982,11 +938,11 @@ export class KvStore {
       try {
         await this.#persist(entry!);
       } finally {
-        if (built) this.#freeHostEntry(entry!);
+        if (built) this.#host.free(entry!);
       }
       bytes = entry!.blobBytes;
     }
-    if (shadow) this.#dropHost(id);
+    if (shadow) this.#host.drop(id);
     await this.#dropHot(id);
     this.#emit('demote', { id, from: 'device', to: 'disk', bytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
   }
@@ -1002,13 +958,9 @@ export class KvStore {
     const chunks = r.meta.chunks ?? [];
     const taken: string[] = [];
     for (const c of chunks) {
-      if (!this.#hostChunks.ref(c.key)) {
-        const blob = this.#disk.getChunk(c.key);
-        if (!blob) {
-          this.#hostChunks.release(taken);
-          return undefined;
-        }
-        this.#hostChunks.add(c.key, HostBlock.copyOf(blob));
+      if (!this.#host.refOrLoad(c.key, () => this.#disk.getChunk(c.key))) {
+        this.#host.chunks.release(taken);
+        return undefined;
       }
       taken.push(c.key);
     }
@@ -1023,7 +975,7 @@ export class KvStore {
     if (!e) return;
     const t0 = performance.now();
     if (!e.onDisk) await this.#persist(e);
-    this.#dropHost(id);
+    this.#host.drop(id);
     const hot = this.#device.peek(id); // the same version (see #demote): its copy is on disk now
     if (hot) hot.onDisk = true;
     this.#emit('spill', { id, from: 'host', to: 'disk', bytes: e.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
@@ -1055,7 +1007,7 @@ export class KvStore {
       let got: Decoded;
       try {
         const tail = h.tail.handle;
-        got = await this.#decodeRecord(this.#partsOf(h.chunks, (c) => this.#hostChunks.block(c.key)?.handle, tail), this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
+        got = await this.#decodeRecord(this.#partsOf(h.chunks, (c) => this.#host.chunks.block(c.key)?.handle, tail), this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
       } catch (err) {
         return this.#badRecord(id, 'host', err);
       }
@@ -1261,7 +1213,7 @@ export class KvStore {
     if (error.code !== 'E_CORRUPT' && error.code !== 'E_PROFILE_MISMATCH') throw error;
     this.#counters.misses++;
     if (from === 'host') {
-      this.#dropHost(id);
+      this.#host.drop(id);
     } else {
       await this.#disk.quarantine(id, error.message);
     }
@@ -1322,7 +1274,7 @@ export class KvStore {
       };
       if (!(await this.#try(victim, 'device', demote))) failed.add(victim);
     }
-    while (this.#hostBytes() > o.host.capacityBytes) {
+    while (this.#host.bytes > o.host.capacityBytes) {
       const victim = this.options.policy.hostVictim(candidates(this.#host, (e) => !failed.has(e.meta.id)));
       if (!victim || !this.#host.has(victim) || failed.has(victim)) break;
       const chosen = this.#host.peek(victim);
@@ -1333,9 +1285,9 @@ export class KvStore {
     }
     // What is left above capacity is held by hot sessions for their next demotion: let go of it.
     for (const [, e] of this.#device.lru()) {
-      if (this.#hostBytes() <= o.host.capacityBytes) break;
+      if (this.#host.bytes <= o.host.capacityBytes) break;
       if (e.carry?.host.length) {
-        this.#hostChunks.release(e.carry.host);
+        this.#host.chunks.release(e.carry.host);
         e.carry.host = [];
       }
     }
@@ -1421,7 +1373,7 @@ export class KvStore {
 }
 
 /** A tier's sessions as the policy sees them, least recently used first, filtered by `keep`. */
-function* candidates<T extends { meta: SessionMeta; bytes: number }>(tier: TierIndex<T>, keep: (e: T) => boolean): Generator<PolicyEntry> {
+function* candidates<T extends { meta: SessionMeta; bytes: number }>(tier: { lru(): IterableIterator<[string, T]> }, keep: (e: T) => boolean): Generator<PolicyEntry> {
   for (const [, e] of tier.lru()) if (keep(e)) yield policyEntry(e.meta, e.bytes);
 }
 
