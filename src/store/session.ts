@@ -53,6 +53,17 @@ export function validateId(id: unknown): string {
   return id;
 }
 
+/** What a session's bookkeeping costs besides its cache: its id, its metadata fields. */
+const META_BYTES = 160;
+
+/**
+ * Bytes a session holds in a tier besides its cache data: the attachment, the metadata and, in
+ * the hot tier, the positions array (blobs below carry their positions).
+ */
+export function overheadOf(meta: SessionMeta, hot: boolean): number {
+  return (meta.attachment?.byteLength ?? 0) + (meta.tokenIds?.byteLength ?? 0) + Buffer.byteLength(meta.id, 'utf8') + META_BYTES + (hot ? 4 * meta.tokens : 0);
+}
+
 /** Bytes of a cache's arrays (keys, values; positions not counted). */
 export function rawBytesOf(layout: KvLayout, tokens: number): number {
   return 2 * layout.layers * tokens * rowValues(layout) * dtypeBytes(layout.dtype);

@@ -8,43 +8,42 @@
  * Concurrency model: operations on one session id run in call order on that id's chain;
  * different ids proceed in parallel. Capacity is restored after each operation by a single
  * rebalancing loop that runs outside the id chains (so chains never wait on each other).
- * All encoding and decoding runs off the main thread: on the worker pool (CPU backend), or on
- * the GPU through the addon's thread pool (CUDA backend, where the hot tier is device memory).
+ * All encoding and decoding runs off the main thread (codec-routing.ts): on the worker pool, or
+ * on the GPU through the addon's thread pool (CUDA backend, where the hot tier is device memory).
+ *
+ * Below the hot tier a session is a chain of encoded chunks plus its own tail (chain.ts): chunks
+ * are shared between sessions with equal prefixes and counted once (host-tier.ts, disk-tier.ts),
+ * so a demotion encodes only what no tier holds, and a clean one nothing.
  */
 import { mkdirSync, realpathSync } from 'node:fs';
 import { LRUCache } from 'lru-cache';
 import { type Backend, resolveBackend } from '../backend.js';
 import { CodecProfile } from '../codec/profile.js';
-import { checkProfileFits, decodeSource, encodeToArena, findNonFinite } from '../codec/codec.js';
+import { checkProfileFits, findNonFinite } from '../codec/codec.js';
 import {
   type DeviceKvCache,
   type DeviceKvTarget,
-  decodeToDevice,
   downloadDeviceCache,
-  encodeDeviceToArena,
   findNonFiniteDevice,
   isDeviceKvCache,
-  uploadToTarget,
   validateDeviceCache,
   validateDeviceTarget,
 } from '../cuda/device.js';
 import { KvtcError, checkKeys, invalidParameter, toKvtcError as toError } from '../errors.js';
-import { type KvCache, type KvLayout, dtypeBytes, rowValues, validateCache } from '../layout.js';
+import { type KvCache, rowValues, validateCache } from '../layout.js';
 import { type ResolvedStoreOptions, type StoreOptions, resolveStoreOptions } from '../options.js';
 import { CodecPool } from '../workers/pool.js';
-import type { BlobFormat, WireCache } from '../workers/tasks.js';
-import type { ArenaBlob } from '../binding.js';
+import type { BlobFormat } from '../workers/tasks.js';
 import { lockDirectory } from './dir-lock.js';
 import { type ChunkRef, DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
-import { type ChainPlan, type KeyContext, type Segment, contentSalt, planChain, tokenChunkKeys } from './chain.js';
 import { type HostEntry, HostTier } from './host-tier.js';
 import { type MissReason, type StoreEvent, type StoreEventName, StoreEvents } from './events.js';
 import { Lanes } from './lanes.js';
 import { PrefixIndex } from './prefix-index.js';
 import { type PolicyEntry, policyEntry } from './policy.js';
-import { GpuBlock } from './gpu-block.js';
 import { HostBlock, arenaStats } from './host-block.js';
-import { type SessionMeta, type Tier, copyCache, rawBytesOf, validateId } from './session.js';
+import { CodecRouting, type Decoded, type HotCache } from './codec-routing.js';
+import { type SessionMeta, type Tier, copyCache, overheadOf, rawBytesOf, validateId } from './session.js';
 import { StoreCounters, type StoreStats } from './stats.js';
 import { TierIndex } from './tier-index.js';
 
@@ -134,20 +133,6 @@ interface Restored {
   positions?: Int32Array;
 }
 
-/** A hot session: host arrays (CPU backend) or a device allocation (CUDA backend). */
-type HotCache = { cache: KvCache; gpu?: undefined } | { gpu: GpuBlock; cache?: undefined };
-
-/** A decoded host or disk record (see #decodeRecord). */
-interface Decoded {
-  cache?: KvCache;
-  positions: Int32Array;
-  /** The hot copy to promote; undefined when not promoting (or no device memory was left). */
-  hot?: HotCache | undefined;
-}
-
-/** What can be encoded into the host tier: a hot copy, or a caller's device cache. */
-type EncodeSource = HotCache | { device: DeviceKvCache; cache?: undefined; gpu?: undefined };
-
 type DeviceEntry = HotCache & {
   meta: SessionMeta;
   /** Everything the entry holds: the raw cache plus its overhead. */
@@ -166,32 +151,8 @@ interface Carry {
   disk: string[];
 }
 
-/** One encoded part of a session to decode: where it goes and how to read it. */
-interface Part {
-  start: number;
-  tokens: number;
-  /** A host-arena handle, or a loader of its bytes (called again for a retry). */
-  source: number | (() => Uint8Array);
-}
-
-/** What a session's bookkeeping costs besides its cache: its id, its metadata fields. */
-const META_BYTES = 160;
-
-/**
- * Bytes a session holds in a tier besides its cache data: the attachment, the metadata and, in
- * the hot tier, the positions array (blobs below carry their positions).
- */
-function overheadOf(meta: SessionMeta, hot: boolean): number {
-  return (meta.attachment?.byteLength ?? 0) + (meta.tokenIds?.byteLength ?? 0) + Buffer.byteLength(meta.id, 'utf8') + META_BYTES + (hot ? 4 * meta.tokens : 0);
-}
-
 /** @internal What src/internal/testing.ts reaches into (fault injection, decode threads). */
 export const storeTestHooks = new WeakMap<KvStore, { pool: CodecPool; decodeThreads: Set<number>; restoreThreads: number[] }>();
-
-/** Restores of at least this many raw bytes decode on the pool's idle threads too (~25 ms of one core). */
-const PARALLEL_RESTORE_BYTES = 8 << 20;
-/** The most threads one restore takes. */
-const MAX_RESTORE_THREADS = 8;
 
 /** Store directories open in this process (real paths). */
 const OPEN_PATHS = new Set<string>();
@@ -208,8 +169,8 @@ export class KvStore {
   readonly #device = new TierIndex<DeviceEntry>();
   readonly #host = new HostTier();
   readonly #counters = new StoreCounters();
-  /** Tokens run through the codec, cumulative (what proves that clean demotions encode nothing). */
-  readonly #codecTokens = { encodedTokens: 0, decodedTokens: 0 };
+  /** Where encodes and decodes run (and the tokens they coded). */
+  readonly #codec: CodecRouting;
   readonly #lanes = new Lanes();
   /** Ids the store itself removed (capacity, TTL), most recent 10k: a later get says why it missed. */
   readonly #gone = new LRUCache<string, MissReason>({ max: 10_000 });
@@ -221,10 +182,6 @@ export class KvStore {
   #closing: Promise<void> | undefined;
   #pathKey = '';
   #unlock: () => void = () => undefined;
-  /** Thread ids the pool reported for decodes (tests check the main thread never decodes). */
-  readonly #decodeThreads = new Set<number>();
-  /** Threads each recent pool restore ran on (tests). */
-  readonly #restoreThreads: number[] = [];
 
   private constructor(options: ResolvedStoreOptions, profile: CodecProfile, disk: DiskTier, pool: CodecPool, backend: Backend) {
     this.options = options;
@@ -233,6 +190,15 @@ export class KvStore {
     this.#format = options.compression === 'none' ? 'raw' : 'kvtc';
     this.#disk = disk;
     this.#pool = pool;
+    this.#codec = new CodecRouting({
+      profile,
+      backend,
+      format: this.#format,
+      pool,
+      host: this.#host,
+      disk,
+      chunkTokens: options.blobPerSession ? 0 : options.chunkTokens,
+    });
     this.#timer = setInterval(() => this.#sweep(), options.sweepIntervalMs);
     this.#timer.unref();
     this.#prefixes = new PrefixIndex(profile.fingerprint, options.chunkTokens);
@@ -240,7 +206,7 @@ export class KvStore {
     for (const m of disk.list()) {
       if (m.tokenIds && m.fingerprint === profile.fingerprint) this.#prefixes.add({ id: m.id, namespace: m.namespace ?? '', tokenIds: m.tokenIds });
     }
-    storeTestHooks.set(this, { pool, decodeThreads: this.#decodeThreads, restoreThreads: this.#restoreThreads });
+    storeTestHooks.set(this, { pool, decodeThreads: this.#codec.decodeThreads, restoreThreads: this.#codec.restoreThreads });
   }
 
   /** Opens (or creates) a store. Reopening a path finds every session that reached its disk tier. */
@@ -401,7 +367,7 @@ export class KvStore {
       // A session larger than the whole hot tier never enters it, whatever the policy says.
       const admitted = hotBytes <= this.options.device.capacityBytes &&
         this.options.policy.admit(policyEntry(meta, hotBytes), { capacityBytes: this.options.device.capacityBytes, bytes: this.#device.bytes });
-      const hot = admitted ? await this.#hotCopy(owned ?? (cache as DeviceKvCache)) : undefined;
+      const hot = admitted ? await this.#codec.hotCopy(owned ?? (cache as DeviceKvCache)) : undefined;
       // The previous version's chunks stay held for this one: unchanged chunks are not encoded again.
       const carry = this.#carryOf(id);
       if (hot) {
@@ -417,7 +383,7 @@ export class KvStore {
         let entry: HostEntry;
         try {
           const src = owned ?? copyCache(await downloadDeviceCache(cache as DeviceKvCache), true);
-          entry = await this.#encodeToHost(meta, src, carry);
+          entry = await this.#codec.encodeToHost(meta, src, carry);
         } finally {
           await this.#releaseCarry(carry);
         }
@@ -559,7 +525,7 @@ export class KvStore {
       host: { ...host, hits: this.#counters.hits.host, ...this.#counters.latency('host') },
       disk: { ...disk, hits: this.#counters.hits.disk, ...this.#counters.latency('disk'), quarantine: this.#disk.quarantineTotals() },
       misses: this.#counters.misses,
-      codec: { ...this.#codecTokens },
+      codec: this.#codec.tokens,
       chunks: { count: hc.chunks + diskChunks, refs: hc.refs + diskRefs, bytesSaved: hc.bytesSaved + diskSaved },
       meanRatio: stored > 0 ? raw / stored : undefined,
       arena: { bytes: a.bytes, blocks: a.blocks, pinned: a.pinned },
@@ -751,20 +717,6 @@ export class KvStore {
 
 
 
-  /**
-   * The hot tier's own copy of a cache: the (already private) host cache itself on the CPU
-   * backend, a device allocation on the CUDA backend. undefined when device memory is exhausted:
-   * the session then stays in (or goes to) a lower tier.
-   */
-  async #hotCopy(src: KvCache | DeviceKvCache): Promise<HotCache | undefined> {
-    if (this.backend === 'cpu') return { cache: src as KvCache };
-    try {
-      return { gpu: isDeviceKvCache(src) ? await GpuBlock.fromDevice(src) : await GpuBlock.fromHost(src) };
-    } catch (err) {
-      if (toError(err).code === 'E_CAPACITY') return undefined;
-      throw err;
-    }
-  }
 
   /** #forget, running undo (release a new copy) if it fails. */
   async #forgetOr(id: string, undo: () => Promise<void> | void | undefined): Promise<void> {
@@ -783,11 +735,6 @@ export class KvStore {
     if (this.#disk.has(id)) await this.#disk.delete(id);
   }
 
-  #wire(cache: KvCache): WireCache {
-    const w: WireCache = { layout: cache.layout, tokens: cache.tokens, keys: cache.keys, values: cache.values };
-    if (cache.positions) w.positions = cache.positions;
-    return w;
-  }
 
   /** The disk record of a session (a manifest of its chunks with its tail), written with the chunks the disk lacks. */
   async #persist(e: HostEntry): Promise<void> {
@@ -816,81 +763,11 @@ export class KvStore {
     await this.#disk.putMany([{ meta: record, blob: e.tail.read(), chunkBlobs }]);
   }
 
-  /** The cut of a session below the hot tier. */
-  #plan(meta: SessionMeta): ChainPlan {
-    const s = this.profile.settings;
-    return planChain(meta.tokens, this.options.blobPerSession ? 0 : this.options.chunkTokens, s.sinkTokens, s.windowTokens);
-  }
 
-  #keyContext(meta: SessionMeta): KeyContext {
-    return { fingerprint: this.profile.fingerprint, namespace: meta.namespace ?? '', dtype: meta.layout.dtype, format: this.#format };
-  }
 
-  /**
-   * Encodes a hot session into a host entry (not installed), chunk by chunk on the worker pool:
-   * chunks the host tier holds are referenced, chunks only the disk holds are read back, and only
-   * the others — and the tail — are encoded. `carry` names the chunks a content-keyed session may
-   * reuse. On failure everything taken is released and the session is untouched.
-   */
-  async #encodeToHost(meta: SessionMeta, cache: KvCache, carry?: Carry): Promise<HostEntry> {
-    const plan = this.#plan(meta);
-    const wire = this.#wire(cache);
-    const ctx = this.#keyContext(meta);
-    const taken: string[] = [];
-    const take = (key: string): boolean => this.#host.refOrLoad(key, () => this.#disk.getChunk(key)) && taken.push(key) > 0;
-    const keys = meta.tokenIds ? tokenChunkKeys(ctx, meta.tokenIds, cache.positions!, plan.chunks, this.options.chunkTokens) : undefined;
-    const known = carry ? [...carry.host, ...carry.disk] : [];
-    const salt = keys ? '' : contentSalt(ctx, meta.id);
-    let tail: HostBlock | undefined;
-    try {
-      const refs = await Promise.all(plan.chunks.map(async (seg, i): Promise<ChunkRef> => {
-        const key = keys?.[i];
-        if (key !== undefined && take(key)) return { key, bytes: this.#host.chunks.block(key)!.bytes, tokens: seg.tokens };
-        const r = await this.#pool.encode(wire, this.#format, seg, key === undefined ? { salt, known } : undefined);
-        const k = key ?? r.key!;
-        if (r.skipped) {
-          if (!take(k)) throw new KvtcError('E_INTERNAL', `chunk ${k} of '${meta.id}' was known but is not held`);
-        } else {
-          this.#codecTokens.encodedTokens += seg.tokens;
-          this.#host.chunks.add(k, HostBlock.adopt(r));
-          taken.push(k);
-        }
-        return { key: k, bytes: this.#host.chunks.block(k)!.bytes, tokens: seg.tokens };
-      }));
-      tail = await this.#encodeSegment(wire, plan.tail);
-      const overhead = overheadOf(meta, false);
-      const chunkBytes = refs.reduce((n, c) => n + c.bytes, 0);
-      return { meta, chunks: refs, tail, bytes: tail.bytes + overhead, blobBytes: tail.bytes + chunkBytes, overhead, onDisk: false };
-    } catch (err) {
-      this.#host.chunks.release(taken);
-      tail?.free();
-      throw err;
-    }
-  }
 
-  /** Encodes one segment (the tail) on the pool into a block the caller owns. */
-  async #encodeSegment(wire: WireCache, seg: Segment): Promise<HostBlock> {
-    this.#codecTokens.encodedTokens += seg.tokens;
-    return HostBlock.adopt(await this.#pool.encode(wire, this.#format, seg));
-  }
 
-  /**
-   * The host copy of a hot session's data for the codec: the hot cache itself (CPU backend), or
-   * its device copy downloaded (CUDA backend: chunks are encoded on the CPU pool).
-   */
-  async #hostCacheOf(e: HotCache): Promise<KvCache> {
-    return e.cache ?? copyCache(await e.gpu!.toHost(), true);
-  }
 
-  /** Runs a GPU codec step, or the CPU path when device memory is exhausted (nothing is lost). */
-  async #gpuOr<T>(gpu: () => Promise<T>, cpu: () => Promise<T>): Promise<T> {
-    try {
-      return await gpu();
-    } catch (err) {
-      if (toError(err).code !== 'E_CAPACITY') throw err;
-      return cpu();
-    }
-  }
 
   /** Makes a host entry the session's (persisted first under write-through); frees it if that fails. */
   async #installHost(entry: HostEntry): Promise<HostEntry> {
@@ -923,7 +800,7 @@ export class KvStore {
     if (!entry && e.onDisk && to === 'host') entry = this.#loadFromDisk(e.meta);
     let built = false;
     if (!entry && (to === 'host' || !e.onDisk)) {
-      entry = await this.#encodeToHost(e.meta, await this.#hostCacheOf(e), e.carry);
+      entry = await this.#codec.encodeToHost(e.meta, await this.#codec.hostCacheOf(e), e.carry);
       entry.onDisk = e.onDisk;
       built = true;
     }
@@ -1007,7 +884,7 @@ export class KvStore {
       let got: Decoded;
       try {
         const tail = h.tail.handle;
-        got = await this.#decodeRecord(this.#partsOf(h.chunks, (c) => this.#host.chunks.block(c.key)?.handle, tail), this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
+        got = await this.#codec.decodeRecord(this.#codec.partsOf(h.chunks, (c) => this.#host.chunks.block(c.key)?.handle, tail), this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
       } catch (err) {
         return this.#badRecord(id, 'host', err);
       }
@@ -1061,7 +938,7 @@ export class KvStore {
           return b;
         };
       };
-      got = await this.#decodeRecord(this.#partsOf(r.meta.chunks ?? [], chunk, load), r.meta.format, meta, into, promote && this.#fitsHot(id, meta));
+      got = await this.#codec.decodeRecord(this.#codec.partsOf(r.meta.chunks ?? [], chunk, load), r.meta.format, meta, into, promote && this.#fitsHot(id, meta));
     } catch (err) {
       return this.#badRecord(id, 'disk', err);
     }
@@ -1072,112 +949,8 @@ export class KvStore {
     return { ...got, fresh: got.hot?.cache !== got.cache, meta, tier: 'disk', ms };
   }
 
-  /**
-   * The parts of a session to decode: its chunks (read by `chunk`; undefined = missing, E_CORRUPT)
-   * followed by its tail, in token order.
-   */
-  #partsOf(chunks: readonly ChunkRef[], chunk: (c: ChunkRef) => Part['source'] | undefined, tail: Part['source']): Part[] {
-    const parts: Part[] = [];
-    let start = 0;
-    for (const c of chunks) {
-      const source = chunk(c);
-      if (source === undefined) throw new KvtcError('E_CORRUPT', `chunk ${c.key} (tokens ${start}..${start + c.tokens}) is missing`);
-      parts.push({ start, tokens: c.tokens, source });
-      start += c.tokens;
-    }
-    parts.push({ start, tokens: -1, source: tail }); // the tail holds the rest
-    return parts;
-  }
 
-  /**
-   * Decodes a session's parts (host-arena handles, or disk blobs: a loader reads one, again for a
-   * pool retry) into a host cache, or into the caller's device buffers (into), plus the hot copy
-   * when promoting. The parts decode in parallel on the worker pool, each into its place in one
-   * shared output. A session of one part (short, or written by the first version) decodes on the
-   * GPU on the CUDA backend.
-   */
-  async #decodeRecord(parts: Part[], format: BlobFormat, meta: SessionMeta, into: DeviceKvTarget | undefined, promote: boolean): Promise<Decoded> {
-    this.#codecTokens.decodedTokens += meta.tokens;
-    // The caller's buffers are checked before anything is decoded into them.
-    if (into && meta.tokens > into.capacityTokens) {
-      throw new KvtcError('E_CAPACITY', `session holds ${meta.tokens} tokens; the target has room for ${into.capacityTokens}`);
-    }
-    if (into && meta.layout.dtype !== into.layout.dtype) {
-      throw new KvtcError('E_LAYOUT', `session holds ${meta.layout.dtype} values; the target is ${into.layout.dtype}`);
-    }
-    const tail = parts.at(-1)!;
-    if (tail.start > meta.tokens) throw new KvtcError('E_CORRUPT', `chunks hold ${tail.start} tokens, the session ${meta.tokens}`);
-    tail.tokens = meta.tokens - tail.start;
-    const viaPool = async (): Promise<Decoded> => {
-      const cache = await this.#decodeParts(parts, format, meta);
-      if (into) await uploadToTarget(cache, into);
-      return { cache, positions: cache.positions!, ...(promote ? { hot: await this.#hotCopy(cache) } : {}) };
-    };
-    if (this.backend === 'cpu' || format === 'raw' || parts.length > 1) return viaPool();
-    const source = typeof tail.source === 'number' ? tail.source : tail.source();
-    return this.#gpuOr<Decoded>(async () => {
-      if (into) {
-        const r = await decodeToDevice(source, this.profile, into);
-        if (r.tokens !== meta.tokens) throw new KvtcError('E_CORRUPT', `record holds ${r.tokens} tokens, its metadata says ${meta.tokens}`);
-        const L = meta.layout.layers;
-        const view: DeviceKvCache = { layout: meta.layout, tokens: r.tokens, keys: into.keys.slice(0, L), values: into.values.slice(0, L), positions: r.positions };
-        return { positions: r.positions, ...(promote ? { hot: await this.#hotCopy(view) } : {}) };
-      }
-      if (promote) {
-        const gpu = await this.#gpuOr(
-          () => GpuBlock.decode(source, this.profile, meta.layout, meta.tokens),
-          async () => undefined, // no device memory to promote into: decode for the caller only
-        );
-        if (gpu) {
-          try {
-            const cache = await gpu.toHost();
-            return { cache, positions: cache.positions!, hot: { gpu } };
-          } catch (err) {
-            await gpu.free();
-            throw err;
-          }
-        }
-      }
-      const cache = await decodeSource(source, this.profile, { gpu: true });
-      return { cache, positions: cache.positions! };
-    }, viaPool);
-  }
 
-  /**
-   * Decodes parts on the pool into one shared cache (laid out as copyCache does: the hot tier can
-   * keep it as it is). A session of one large part borrows the pool's idle threads for it.
-   */
-  async #decodeParts(parts: readonly Part[], format: BlobFormat, meta: SessionMeta): Promise<KvCache> {
-    const layout: KvLayout = { ...this.profile.layout, dtype: meta.layout.dtype };
-    const T = meta.tokens;
-    const perLayer = T * rowValues(layout) * dtypeBytes(layout.dtype);
-    const perStream = layout.layers * perLayer;
-    let buf: SharedArrayBuffer;
-    try {
-      buf = new SharedArrayBuffer(2 * perStream + 4 * T);
-    } catch (err) {
-      throw new KvtcError('E_CAPACITY', `cannot allocate ${2 * perStream + 4 * T} bytes for a restored session`, { cause: err });
-    }
-    const out = { keys: new Uint8Array(buf, 0, perStream), values: new Uint8Array(buf, perStream, perStream), positions: new Int32Array(buf, 2 * perStream, T), tokens: T, dtype: layout.dtype };
-    const threads = parts.length === 1 && format === 'kvtc' && meta.rawBytes >= PARALLEL_RESTORE_BYTES ? Math.max(1, Math.min(MAX_RESTORE_THREADS, this.#pool.idleThreads())) : 1;
-    const results = await Promise.all(parts.map((p) => this.#pool.decodeSlice(p.source, format, { ...out, offset: p.start, expectTokens: p.tokens }, threads)));
-    const used = new Set<number>();
-    for (const r of results) {
-      this.#decodeThreads.add(r.threadId);
-      used.add(r.threadId);
-    }
-    this.#restoreThreads.push(parts.length === 1 ? results[0]!.threads : used.size);
-    if (this.#restoreThreads.length > 1000) this.#restoreThreads.shift();
-    const n = perLayer / dtypeBytes(layout.dtype);
-    const view = (off: number) => (layout.dtype === 'f32' ? new Float32Array(buf, off, n) : new Uint16Array(buf, off, n));
-    return {
-      layout,
-      tokens: T,
-      positions: out.positions,
-      keys: Array.from({ length: layout.layers }, (_, l) => view(l * perLayer)),
-      values: Array.from({ length: layout.layers }, (_, l) => view(perStream + l * perLayer)),
-    };
-  }
 
   /**
    * Whether promoting keeps the hot tier satisfiable: a session larger than the tier, or a pinned

@@ -1,0 +1,292 @@
+/**
+ * Codec routing: where a session's encoding and decoding run and how its parts are cut and
+ * keyed. Encodes go to the worker pool chunk by chunk (on the CUDA backend the hot copy is
+ * downloaded first); restores decode a session's parts in parallel on the pool into one shared
+ * output, or — a session of one part on the CUDA backend — on the GPU. The store decides what
+ * moves; this class only runs the codec and counts the tokens it codes.
+ */
+import { type Backend } from '../backend.js';
+import type { CodecProfile } from '../codec/profile.js';
+import { decodeSource } from '../codec/codec.js';
+import { type DeviceKvCache, type DeviceKvTarget, decodeToDevice, isDeviceKvCache, uploadToTarget } from '../cuda/device.js';
+import { KvtcError, toKvtcError as toError } from '../errors.js';
+import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
+import type { CodecPool } from '../workers/pool.js';
+import type { BlobFormat, WireCache } from '../workers/tasks.js';
+import { type ChainPlan, type KeyContext, type Segment, contentSalt, planChain, tokenChunkKeys } from './chain.js';
+import type { ChunkRef } from './disk-record.js';
+import type { DiskTier } from './disk-tier.js';
+import { GpuBlock } from './gpu-block.js';
+import { HostBlock } from './host-block.js';
+import type { HostEntry, HostTier } from './host-tier.js';
+import { type SessionMeta, copyCache, overheadOf } from './session.js';
+
+/** A hot session: host arrays (CPU backend) or a device allocation (CUDA backend). */
+export type HotCache = { cache: KvCache; gpu?: undefined } | { gpu: GpuBlock; cache?: undefined };
+
+/** A decoded host or disk record (see decodeRecord). */
+export interface Decoded {
+  cache?: KvCache;
+  positions: Int32Array;
+  /** The hot copy to promote; undefined when not promoting (or no device memory was left). */
+  hot?: HotCache | undefined;
+}
+
+/** One encoded part of a session to decode: where it goes and how to read it. */
+export interface Part {
+  start: number;
+  tokens: number;
+  /** A host-arena handle, or a loader of its bytes (called again for a retry). */
+  source: number | (() => Uint8Array);
+}
+
+/** Restores of one part of at least this many raw bytes decode on the pool's idle threads too (~25 ms of one core). */
+const PARALLEL_RESTORE_BYTES = 8 << 20;
+/** The most threads one restore takes. */
+const MAX_RESTORE_THREADS = 8;
+
+export interface CodecRoutingOptions {
+  profile: CodecProfile;
+  backend: Backend;
+  format: BlobFormat;
+  pool: CodecPool;
+  host: HostTier;
+  disk: DiskTier;
+  /** Tokens per chunk; 0: one blob per session. */
+  chunkTokens: number;
+}
+
+export class CodecRouting {
+  readonly #profile: CodecProfile;
+  readonly #backend: Backend;
+  readonly #format: BlobFormat;
+  readonly #pool: CodecPool;
+  readonly #host: HostTier;
+  readonly #disk: DiskTier;
+  readonly #chunkTokens: number;
+  /** Tokens run through the codec, cumulative (what proves that clean demotions encode nothing). */
+  readonly #codecTokens = { encodedTokens: 0, decodedTokens: 0 };
+  /** Thread ids the pool reported for decodes (tests check the main thread never decodes). */
+  readonly decodeThreads = new Set<number>();
+  /** Threads each recent pool restore ran on (tests). */
+  readonly restoreThreads: number[] = [];
+
+  constructor(o: CodecRoutingOptions) {
+    this.#profile = o.profile;
+    this.#backend = o.backend;
+    this.#format = o.format;
+    this.#pool = o.pool;
+    this.#host = o.host;
+    this.#disk = o.disk;
+    this.#chunkTokens = o.chunkTokens;
+  }
+
+  /** Tokens encoded and decoded so far. */
+  get tokens(): { encodedTokens: number; decodedTokens: number } {
+    return { ...this.#codecTokens };
+  }
+
+  /**
+   * The hot tier's own copy of a cache: the (already private) host cache itself on the CPU
+   * backend, a device allocation on the CUDA backend. undefined when device memory is exhausted:
+   * the session then stays in (or goes to) a lower tier.
+   */
+  async hotCopy(src: KvCache | DeviceKvCache): Promise<HotCache | undefined> {
+    if (this.#backend === 'cpu') return { cache: src as KvCache };
+    try {
+      return { gpu: isDeviceKvCache(src) ? await GpuBlock.fromDevice(src) : await GpuBlock.fromHost(src) };
+    } catch (err) {
+      if (toError(err).code === 'E_CAPACITY') return undefined;
+      throw err;
+    }
+  }
+
+  #wire(cache: KvCache): WireCache {
+    const w: WireCache = { layout: cache.layout, tokens: cache.tokens, keys: cache.keys, values: cache.values };
+    if (cache.positions) w.positions = cache.positions;
+    return w;
+  }
+
+  /** The cut of a session below the hot tier. */
+  #plan(meta: SessionMeta): ChainPlan {
+    const s = this.#profile.settings;
+    return planChain(meta.tokens, this.#chunkTokens, s.sinkTokens, s.windowTokens);
+  }
+
+  #keyContext(meta: SessionMeta): KeyContext {
+    return { fingerprint: this.#profile.fingerprint, namespace: meta.namespace ?? '', dtype: meta.layout.dtype, format: this.#format };
+  }
+
+  /**
+   * Encodes a hot session into a host entry (not installed), chunk by chunk on the worker pool:
+   * chunks the host tier holds are referenced, chunks only the disk holds are read back, and only
+   * the others — and the tail — are encoded. `carry` names the chunks a content-keyed session may
+   * reuse. On failure everything taken is released and the session is untouched.
+   */
+  async encodeToHost(meta: SessionMeta, cache: KvCache, carry?: { host: readonly string[]; disk: readonly string[] }): Promise<HostEntry> {
+    const plan = this.#plan(meta);
+    const wire = this.#wire(cache);
+    const ctx = this.#keyContext(meta);
+    const taken: string[] = [];
+    const take = (key: string): boolean => this.#host.refOrLoad(key, () => this.#disk.getChunk(key)) && taken.push(key) > 0;
+    const keys = meta.tokenIds ? tokenChunkKeys(ctx, meta.tokenIds, cache.positions!, plan.chunks, this.#chunkTokens) : undefined;
+    const known = carry ? [...carry.host, ...carry.disk] : [];
+    const salt = keys ? '' : contentSalt(ctx, meta.id);
+    let tail: HostBlock | undefined;
+    try {
+      const refs = await Promise.all(plan.chunks.map(async (seg, i): Promise<ChunkRef> => {
+        const key = keys?.[i];
+        if (key !== undefined && take(key)) return { key, bytes: this.#host.chunks.block(key)!.bytes, tokens: seg.tokens };
+        const r = await this.#pool.encode(wire, this.#format, seg, key === undefined ? { salt, known } : undefined);
+        const k = key ?? r.key!;
+        if (r.skipped) {
+          if (!take(k)) throw new KvtcError('E_INTERNAL', `chunk ${k} of '${meta.id}' was known but is not held`);
+        } else {
+          this.#codecTokens.encodedTokens += seg.tokens;
+          this.#host.chunks.add(k, HostBlock.adopt(r));
+          taken.push(k);
+        }
+        return { key: k, bytes: this.#host.chunks.block(k)!.bytes, tokens: seg.tokens };
+      }));
+      tail = await this.#encodeSegment(wire, plan.tail);
+      const overhead = overheadOf(meta, false);
+      const chunkBytes = refs.reduce((n, c) => n + c.bytes, 0);
+      return { meta, chunks: refs, tail, bytes: tail.bytes + overhead, blobBytes: tail.bytes + chunkBytes, overhead, onDisk: false };
+    } catch (err) {
+      this.#host.chunks.release(taken);
+      tail?.free();
+      throw err;
+    }
+  }
+
+  /** Encodes one segment (the tail) on the pool into a block the caller owns. */
+  async #encodeSegment(wire: WireCache, seg: Segment): Promise<HostBlock> {
+    this.#codecTokens.encodedTokens += seg.tokens;
+    return HostBlock.adopt(await this.#pool.encode(wire, this.#format, seg));
+  }
+
+  /**
+   * The host copy of a hot session's data for the codec: the hot cache itself (CPU backend), or
+   * its device copy downloaded (CUDA backend: chunks are encoded on the CPU pool).
+   */
+  async hostCacheOf(e: HotCache): Promise<KvCache> {
+    return e.cache ?? copyCache(await e.gpu!.toHost(), true);
+  }
+
+  /** Runs a GPU codec step, or the CPU path when device memory is exhausted (nothing is lost). */
+  async gpuOr<T>(gpu: () => Promise<T>, cpu: () => Promise<T>): Promise<T> {
+    try {
+      return await gpu();
+    } catch (err) {
+      if (toError(err).code !== 'E_CAPACITY') throw err;
+      return cpu();
+    }
+  }
+
+  /**
+   * The parts of a session to decode: its chunks (read by `chunk`; undefined = missing, E_CORRUPT)
+   * followed by its tail, in token order.
+   */
+  partsOf(chunks: readonly ChunkRef[], chunk: (c: ChunkRef) => Part['source'] | undefined, tail: Part['source']): Part[] {
+    const parts: Part[] = [];
+    let start = 0;
+    for (const c of chunks) {
+      const source = chunk(c);
+      if (source === undefined) throw new KvtcError('E_CORRUPT', `chunk ${c.key} (tokens ${start}..${start + c.tokens}) is missing`);
+      parts.push({ start, tokens: c.tokens, source });
+      start += c.tokens;
+    }
+    parts.push({ start, tokens: -1, source: tail }); // the tail holds the rest
+    return parts;
+  }
+
+  /**
+   * Decodes a session's parts (host-arena handles, or disk blobs: a loader reads one, again for a
+   * pool retry) into a host cache, or into the caller's device buffers (into), plus the hot copy
+   * when promoting. The parts decode in parallel on the worker pool, each into its place in one
+   * shared output. A session of one part (short, or written by the first version) decodes on the
+   * GPU on the CUDA backend.
+   */
+  async decodeRecord(parts: Part[], format: BlobFormat, meta: SessionMeta, into: DeviceKvTarget | undefined, promote: boolean): Promise<Decoded> {
+    this.#codecTokens.decodedTokens += meta.tokens;
+    // The caller's buffers are checked before anything is decoded into them.
+    if (into && meta.tokens > into.capacityTokens) {
+      throw new KvtcError('E_CAPACITY', `session holds ${meta.tokens} tokens; the target has room for ${into.capacityTokens}`);
+    }
+    if (into && meta.layout.dtype !== into.layout.dtype) {
+      throw new KvtcError('E_LAYOUT', `session holds ${meta.layout.dtype} values; the target is ${into.layout.dtype}`);
+    }
+    const tail = parts.at(-1)!;
+    if (tail.start > meta.tokens) throw new KvtcError('E_CORRUPT', `chunks hold ${tail.start} tokens, the session ${meta.tokens}`);
+    tail.tokens = meta.tokens - tail.start;
+    const viaPool = async (): Promise<Decoded> => {
+      const cache = await this.#decodeParts(parts, format, meta);
+      if (into) await uploadToTarget(cache, into);
+      return { cache, positions: cache.positions!, ...(promote ? { hot: await this.hotCopy(cache) } : {}) };
+    };
+    if (this.#backend === 'cpu' || format === 'raw' || parts.length > 1) return viaPool();
+    const source = typeof tail.source === 'number' ? tail.source : tail.source();
+    return this.gpuOr<Decoded>(async () => {
+      if (into) {
+        const r = await decodeToDevice(source, this.#profile, into);
+        if (r.tokens !== meta.tokens) throw new KvtcError('E_CORRUPT', `record holds ${r.tokens} tokens, its metadata says ${meta.tokens}`);
+        const L = meta.layout.layers;
+        const view: DeviceKvCache = { layout: meta.layout, tokens: r.tokens, keys: into.keys.slice(0, L), values: into.values.slice(0, L), positions: r.positions };
+        return { positions: r.positions, ...(promote ? { hot: await this.hotCopy(view) } : {}) };
+      }
+      if (promote) {
+        const gpu = await this.gpuOr(
+          () => GpuBlock.decode(source, this.#profile, meta.layout, meta.tokens),
+          async () => undefined, // no device memory to promote into: decode for the caller only
+        );
+        if (gpu) {
+          try {
+            const cache = await gpu.toHost();
+            return { cache, positions: cache.positions!, hot: { gpu } };
+          } catch (err) {
+            await gpu.free();
+            throw err;
+          }
+        }
+      }
+      const cache = await decodeSource(source, this.#profile, { gpu: true });
+      return { cache, positions: cache.positions! };
+    }, viaPool);
+  }
+
+  /**
+   * Decodes parts on the pool into one shared cache (laid out as copyCache does: the hot tier can
+   * keep it as it is). A session of one large part borrows the pool's idle threads for it.
+   */
+  async #decodeParts(parts: readonly Part[], format: BlobFormat, meta: SessionMeta): Promise<KvCache> {
+    const layout: KvLayout = { ...this.#profile.layout, dtype: meta.layout.dtype };
+    const T = meta.tokens;
+    const perLayer = T * rowValues(layout) * dtypeBytes(layout.dtype);
+    const perStream = layout.layers * perLayer;
+    let buf: SharedArrayBuffer;
+    try {
+      buf = new SharedArrayBuffer(2 * perStream + 4 * T);
+    } catch (err) {
+      throw new KvtcError('E_CAPACITY', `cannot allocate ${2 * perStream + 4 * T} bytes for a restored session`, { cause: err });
+    }
+    const out = { keys: new Uint8Array(buf, 0, perStream), values: new Uint8Array(buf, perStream, perStream), positions: new Int32Array(buf, 2 * perStream, T), tokens: T, dtype: layout.dtype };
+    const threads = parts.length === 1 && format === 'kvtc' && meta.rawBytes >= PARALLEL_RESTORE_BYTES ? Math.max(1, Math.min(MAX_RESTORE_THREADS, this.#pool.idleThreads())) : 1;
+    const results = await Promise.all(parts.map((p) => this.#pool.decodeSlice(p.source, format, { ...out, offset: p.start, expectTokens: p.tokens }, threads)));
+    const used = new Set<number>();
+    for (const r of results) {
+      this.decodeThreads.add(r.threadId);
+      used.add(r.threadId);
+    }
+    this.restoreThreads.push(parts.length === 1 ? results[0]!.threads : used.size);
+    if (this.restoreThreads.length > 1000) this.restoreThreads.shift();
+    const n = perLayer / dtypeBytes(layout.dtype);
+    const view = (off: number) => (layout.dtype === 'f32' ? new Float32Array(buf, off, n) : new Uint16Array(buf, off, n));
+    return {
+      layout,
+      tokens: T,
+      positions: out.positions,
+      keys: Array.from({ length: layout.layers }, (_, l) => view(l * perLayer)),
+      values: Array.from({ length: layout.layers }, (_, l) => view(perStream + l * perLayer)),
+    };
+  }
+}
