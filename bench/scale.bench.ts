@@ -1,17 +1,21 @@
 /**
  * Scale benchmark: how the store's per-operation costs grow with the number of disk records.
- * For each size (1k, 10k, 100k records; 1M with --full) it fills a disk tier with small sessions
- * (2 layers x 2 x 16, 64 tokens; one encoded blob under every id, written in batched
- * transactions), then measures in a fresh process-like open: open time, get (disk hit, no
- * promotion) and has() p50/p99, stats() time, and the cost of an eviction by disk capacity
- * (puts into a full tier). Prints a table beside the baseline of the smallest size and writes
- * bench/results/scale.json. `--quick`: 1k and 10k only.
+ * For each size (1k, 10k, 100k chunk records; 1M with --full) it fills a disk tier with small
+ * chunked sessions (2 layers x 2 x 16, 136 tokens: 16 encoded chunks of 8 tokens and a tail;
+ * every session's chunks distinct, written in batched transactions), then measures in a fresh
+ * open: open time, get (a disk hit decoding 17 parts, no promotion) and has() p50/p99, stats()
+ * time, and the cost of an eviction by disk capacity (puts into a full tier). Prints a table and
+ * writes bench/results/scale.json. `--quick`: 1k and 10k only.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KvStore, calibrate, encode } from '../src/index.js';
+import { randomBytes } from 'node:crypto';
+import { KvStore, calibrate } from '../src/index.js';
+import { arenaAddon } from '../src/binding.js';
+import { encodeToArena } from '../src/codec/codec.js';
+import { planChain } from '../src/store/chain.js';
 import { DiskTier } from '../src/store/disk-tier.js';
 import { LAYOUT } from '../test/helpers/store.js';
 import { syntheticCache } from '../test/helpers/synthetic.js';
@@ -20,23 +24,48 @@ const quick = process.argv.includes('--quick');
 const full = process.argv.includes('--full');
 const SIZES = quick ? [1_000, 10_000] : full ? [1_000, 10_000, 100_000, 1_000_000] : [1_000, 10_000, 100_000];
 
+/** Pages for n chunk records of ~300 bytes and their manifests, with room to spare. */
+const mapSizeFor = (n: number) => Math.max(64 << 20, n * 2 * 4096);
 const pct = (v: number[], p: number) => [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor((p / 100) * v.length))]!;
 const profile = await calibrate([1, 2, 3].map((s) => syntheticCache({ layout: LAYOUT, tokens: 300, seed: s })), { ratio: 8, windowTokens: 8, sinkTokens: 2 });
-const cache = syntheticCache({ layout: LAYOUT, tokens: 64, seed: 9 });
-const blob = await encode(cache, profile);
-const rawBytes = 2 * LAYOUT.layers * 64 * LAYOUT.kvHeads * LAYOUT.headDim * 4;
+const TOKENS = 136;
+const CHUNK = 8;
+const CHUNKS = 16;
+const cache = syntheticCache({ layout: LAYOUT, tokens: TOKENS, seed: 9 });
+const rawBytes = 2 * LAYOUT.layers * TOKENS * LAYOUT.kvHeads * LAYOUT.headDim * 4;
+/** The session's parts as the store cuts them: 16 chunk blobs and the tail. */
+const plan = planChain(TOKENS, CHUNK, 2, 8);
+if (plan.chunks.length !== CHUNKS) throw new Error(`expected ${CHUNKS} chunks, got ${plan.chunks.length}`);
+const encodeSegment = async (seg: { start: number; tokens: number; sinks: number; window: number }) => {
+  const rv = LAYOUT.kvHeads * LAYOUT.headDim;
+  const cut = (a: ArrayBufferView) => (a as Float32Array).slice(seg.start * rv, (seg.start + seg.tokens) * rv);
+  const part = { layout: LAYOUT, tokens: seg.tokens, keys: cache.keys.map(cut), values: cache.values.map(cut), positions: Int32Array.from({ length: seg.tokens }, (_, i) => seg.start + i) };
+  const a = await encodeToArena(part, profile, { sinks: seg.sinks, window: seg.window });
+  const bytes = arenaAddon.arenaRead(a.handle);
+  arenaAddon.arenaFree(a.handle);
+  return bytes;
+};
+const chunkBlobs = await Promise.all(plan.chunks.map(encodeSegment));
+const blob = await encodeSegment(plan.tail);
 
+/** Fills a disk tier with n chunk records (n / 16 sessions, each with its own chunks). */
 async function fill(path: string, n: number): Promise<number> {
-  const mapSizeBytes = Math.max(64 << 20, n * 4 * 4096);
+  const mapSizeBytes = mapSizeFor(n);
   const t = DiskTier.open({ path, capacityBytes: 1 << 40, mapSizeBytes });
   const now = Date.now();
-  const batch = 5000;
-  for (let i = 0; i < n; i += batch) {
+  const sessions = Math.floor(n / CHUNKS);
+  const batch = 500;
+  for (let i = 0; i < sessions; i += batch) {
     const items = [];
-    for (let j = i; j < Math.min(n, i + batch); j++) {
+    for (let j = i; j < Math.min(sessions, i + batch); j++) {
+      const keys = chunkBlobs.map(() => randomBytes(16).toString('hex'));
       items.push({
-        meta: { id: `s${j}`, fingerprint: profile.fingerprint, layout: LAYOUT, tokens: 64, rawBytes, createdAt: now, lastAccess: now + j, ttlMs: 0, priority: 0, pinned: false, format: 'kvtc' as const },
+        meta: {
+          id: `s${j}`, fingerprint: profile.fingerprint, layout: LAYOUT, tokens: TOKENS, rawBytes, createdAt: now, lastAccess: now + j, ttlMs: 0, priority: 0, pinned: false, format: 'kvtc' as const,
+          chunks: keys.map((key, c) => ({ key, bytes: chunkBlobs[c]!.byteLength, tokens: CHUNK })),
+        },
         blob,
+        chunkBlobs: new Map(keys.map((k, c) => [k, chunkBlobs[c]!])),
       });
     }
     await t.putMany(items);
@@ -53,22 +82,22 @@ for (const n of SIZES) {
     const f0 = performance.now();
     const footprint = await fill(dir, n);
     const fillS = (performance.now() - f0) / 1000;
-    const mapSizeBytes = Math.max(64 << 20, n * 4 * 4096);
+    const mapSizeBytes = mapSizeFor(n);
     const o0 = performance.now();
-    const store = await KvStore.open({ profile, path: dir, tiers: { disk: { capacityBytes: footprint + 1, mapSizeBytes } }, workers: { minThreads: 1, maxThreads: 1 } });
+    const store = await KvStore.open({ profile, path: dir, tiers: { disk: { capacityBytes: footprint + 1, mapSizeBytes } }, chunkTokens: CHUNK, workers: { minThreads: 1, maxThreads: 1 } });
     const openMs = performance.now() - o0;
     const gets: number[] = [];
     const hasT: number[] = [];
     let seed = 12345;
     const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
     for (let i = 0; i < 300; i++) {
-      const id = `s${Math.floor(rnd() * n)}`;
+      const id = `s${Math.floor(rnd() * Math.floor(n / CHUNKS))}`;
       const g0 = performance.now();
       await store.get(id, { promote: false });
       gets.push(performance.now() - g0);
     }
     for (let i = 0; i < 20000; i++) {
-      const id = `s${Math.floor(rnd() * n)}`;
+      const id = `s${Math.floor(rnd() * Math.floor(n / CHUNKS))}`;
       const h0 = performance.now();
       store.has(id);
       hasT.push(performance.now() - h0);
@@ -86,7 +115,8 @@ for (const n of SIZES) {
     const evictMs = (performance.now() - e0) / PUTS;
     await store.close();
     rows.push({
-      records: n,
+      'chunk records': n,
+      sessions: Math.floor(n / CHUNKS),
       'fill s': fillS,
       'open ms': openMs,
       'get p50 ms': pct(gets, 50),
@@ -101,7 +131,7 @@ for (const n of SIZES) {
   }
 }
 
-console.log(`\nscale: disk records of 64-token sessions; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
+console.log(`\nscale: disk chunk records (16 per 136-token session); ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
 const cols = Object.keys(rows[0]!);
 console.log(`| ${cols.join(' | ')} |`);
 console.log(`|${cols.map(() => '---').join('|')}|`);

@@ -17,6 +17,7 @@ export const RECORD_VERSION = 2;
 const READ_VERSIONS = new Set([1, 2]);
 const FINGERPRINT_RE = /^[0-9a-f]{32}$/;
 const CHUNK_KEY_RE = /^[0-9a-f]{32}$/;
+const HEX_RE = /^[0-9a-f]*$/;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Metadata of one disk record. */
@@ -97,7 +98,14 @@ interface StoredLayout {
   rope?: StoredRope;
 }
 
-type StoredMeta = Omit<DiskRecordMeta, 'layout' | 'attachment' | 'tokenIds'> & { layout: StoredLayout; attachment?: string; tokenIds?: string };
+/** A manifest's chunks as stored: the keys concatenated, sizes and token counts (compact: a million chunks parse at open). */
+interface StoredChunks {
+  keys: string;
+  bytes: number[];
+  tokens: number[];
+}
+
+type StoredMeta = Omit<DiskRecordMeta, 'layout' | 'attachment' | 'tokenIds' | 'chunks'> & { layout: StoredLayout; attachment?: string; tokenIds?: string; chunks?: StoredChunks };
 
 export interface StoredQuarantine {
   id: string;
@@ -215,8 +223,9 @@ export function storedMeta(m: DiskRecordMeta): StoredMeta {
     if (l.rope.freqs !== undefined) rope.freqs = float32ToBase64(l.rope.freqs);
     layout.rope = rope;
   }
-  const { attachment, tokenIds, ...rest } = m;
+  const { attachment, tokenIds, chunks, ...rest } = m;
   const out: StoredMeta = { ...rest, layout };
+  if (chunks) out.chunks = { keys: chunks.map((c) => c.key).join(''), bytes: chunks.map((c) => c.bytes), tokens: chunks.map((c) => c.tokens) };
   if (attachment) out.attachment = Buffer.from(attachment.buffer, attachment.byteOffset, attachment.byteLength).toString('base64');
   if (tokenIds) out.tokenIds = Buffer.from(tokenIds.buffer, tokenIds.byteOffset, tokenIds.byteLength).toString('base64');
   return out;
@@ -313,11 +322,30 @@ function parseStoredMeta(v: unknown): DiskRecordMeta | string {
   }
   const chunks = v['chunks'];
   if (chunks !== undefined) {
-    const bad = checkChunkRefs(chunks);
-    if (bad) return bad;
-    out.chunks = (chunks as ChunkRef[]).map((c) => ({ key: c.key, bytes: c.bytes, tokens: c.tokens }));
-    if (out.chunks.reduce((n, c) => n + c.tokens, 0) > tokens) return 'has chunks holding more tokens than the session';
+    const parsed = parseStoredChunks(chunks, tokens);
+    if (typeof parsed === 'string') return parsed;
+    out.chunks = parsed;
   }
+  return out;
+}
+
+/** The chunk references of a stored manifest, or what is wrong with them. */
+function parseStoredChunks(v: unknown, sessionTokens: number): ChunkRef[] | string {
+  if (!isRecord(v)) return 'has bad chunks';
+  const { keys, bytes, tokens } = v;
+  if (typeof keys !== 'string' || !Array.isArray(bytes) || !Array.isArray(tokens)) return 'has bad chunks';
+  const n = bytes.length;
+  if (tokens.length !== n || keys.length !== 32 * n || !HEX_RE.test(keys)) return 'has bad chunk keys';
+  const out: ChunkRef[] = new Array<ChunkRef>(n);
+  let held = 0;
+  for (let i = 0; i < n; i++) {
+    const b = bytes[i] as unknown;
+    const t = tokens[i] as unknown;
+    if (!Number.isSafeInteger(b) || (b as number) <= 0 || !Number.isSafeInteger(t) || (t as number) <= 0) return 'has a bad chunk reference';
+    held += t as number;
+    out[i] = { key: keys.slice(32 * i, 32 * i + 32), bytes: b as number, tokens: t as number };
+  }
+  if (held > sessionTokens) return 'has chunks holding more tokens than the session';
   return out;
 }
 

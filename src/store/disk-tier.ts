@@ -72,6 +72,7 @@ import {
   sameGeneration,
   storedMeta,
 } from './disk-record.js';
+import { ChunkCounts } from './chunk-counts.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { MAX_ID_BYTES, validateId } from './session.js';
 
@@ -192,12 +193,9 @@ export class DiskTier {
   readonly #metaBytes = new Map<string, number>();
   #overhead = 0;
   /** Stored chunks: references from live manifests, and size. */
-  readonly #chunkRefs = new Map<string, { refs: number; bytes: number }>();
+  readonly #chunkRefs = new ChunkCounts();
   /** Chunks held for a session above this tier (`pinChunks`): kept at zero references. */
   readonly #chunkPins = new Map<string, number>();
-  #chunkBytes = 0;
-  #chunkRefTotal = 0;
-  #chunkSaved = 0;
   /** Live records per profile fingerprint. */
   readonly #fingerprints = new Map<string, number>();
   /** Quarantined ids, oldest first, with the bytes each holds (entry plus kept blob). */
@@ -226,6 +224,8 @@ export class DiskTier {
 
   #closed = false;
   #closing: Promise<void> | undefined;
+  /** The background removal of unreferenced chunks started at open (close waits for it). */
+  #orphanSweep: Promise<void> = Promise.resolve();
 
   private constructor(
     opts: DiskTierOptions,
@@ -307,20 +307,21 @@ export class DiskTier {
    * What the store's capacity policy limits.
    */
   get footprintBytes(): number {
-    return this.#bytes + this.#overhead + this.#chunkBytes;
+    return this.#bytes + this.#overhead + this.#chunkRefs.totals().bytes;
   }
 
   /** Totals of the live records (unreadable ones count with their blob's size); chunks count once. */
   totals(): DiskTotals {
+    const c = this.#chunkRefs.totals();
     return {
       entries: this.count,
       rawBytes: this.#rawBytes,
-      storedBytes: this.#bytes + this.#overhead + this.#chunkBytes,
+      storedBytes: this.#bytes + this.#overhead + c.bytes,
       overheadBytes: this.#overhead,
-      chunks: this.#chunkRefs.size,
-      chunkRefs: this.#chunkRefTotal,
-      chunkBytes: this.#chunkBytes,
-      chunkBytesSaved: this.#chunkSaved,
+      chunks: c.chunks,
+      chunkRefs: c.refs,
+      chunkBytes: c.bytes,
+      chunkBytesSaved: c.saved,
     };
   }
 
@@ -335,11 +336,11 @@ export class DiskTier {
    */
   getChunk(key: string): Uint8Array | undefined {
     this.#assertOpen();
-    const c = this.#chunkRefs.get(key);
-    if (!c) return undefined;
+    const bytes = this.#chunkRefs.bytesOf(key);
+    if (bytes === undefined) return undefined;
     try {
       const buf = this.#chunks.getBinary(chunkKey(key));
-      if (buf === undefined || buf.byteLength !== c.bytes) return undefined;
+      if (buf === undefined || buf.byteLength !== bytes) return undefined;
       return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
     } catch {
       return undefined;
@@ -362,14 +363,14 @@ export class DiskTier {
       if (n > 0) this.#chunkPins.set(k, n);
       else {
         this.#chunkPins.delete(k);
-        if (this.#chunkRefs.get(k)?.refs === 0) free.push(k);
+        if (this.#chunkRefs.has(k) && this.#chunkRefs.refs(k) === 0) free.push(k);
       }
     }
     if (free.length === 0 || this.#closed) return;
     await this.#txn('disk chunk release', () => {
       const gone: string[] = [];
       for (const k of free) {
-        if (this.#chunkRefs.get(k)?.refs !== 0 || this.#chunkPins.has(k)) continue;
+        if (!this.#chunkRefs.has(k) || this.#chunkRefs.refs(k) !== 0 || this.#chunkPins.has(k)) continue;
         this.#chunks.removeSync(chunkKey(k));
         gone.push(k);
       }
@@ -495,7 +496,7 @@ export class DiskTier {
       }
     }
     const remove: string[] = [];
-    for (const [k, d] of delta) if (d < 0 && (this.#chunkRefs.get(k)?.refs ?? 0) + d <= 0 && !this.#chunkPins.has(k)) remove.push(k);
+    for (const [k, d] of delta) if (d < 0 && this.#chunkRefs.refs(k) + d <= 0 && !this.#chunkPins.has(k)) remove.push(k);
     return { write: [...write], remove };
   }
 
@@ -816,6 +817,7 @@ export class DiskTier {
       if (this.#accessTimer) clearTimeout(this.#accessTimer);
       this.#accessTimer = undefined;
       await this.#flushAccess();
+      await this.#orphanSweep;
       await this.#chain;
       await this.#env.close();
     })();
@@ -871,25 +873,12 @@ export class DiskTier {
     this.#rawBytes += meta.rawBytes;
     this.#fingerprints.set(meta.fingerprint, (this.#fingerprints.get(meta.fingerprint) ?? 0) + 1);
     this.#place(meta.id, meta.lastAccess);
-    for (const c of meta.chunks ?? []) {
-      const e = this.#chunkRefs.get(c.key);
-      if (e) {
-        if (e.refs > 0) this.#chunkSaved += e.bytes;
-        e.refs++;
-      } else {
-        this.#chunkRefs.set(c.key, { refs: 1, bytes: c.bytes });
-        this.#chunkBytes += c.bytes;
-      }
-      this.#chunkRefTotal++;
-    }
+    for (const c of meta.chunks ?? []) this.#chunkRefs.ref(c.key, c.bytes);
   }
 
   /** Forgets a chunk removed from the chunks db. */
   #dropChunk(key: string): void {
-    const e = this.#chunkRefs.get(key);
-    if (!e) return;
-    this.#chunkRefs.delete(key);
-    this.#chunkBytes -= e.bytes;
+    this.#chunkRefs.drop(key);
   }
 
   #unquarantine(id: string): void {
@@ -912,13 +901,7 @@ export class DiskTier {
       this.#metaBytes.delete(id);
       this.#records.delete(id);
       // References only: a chunk at zero stays counted until its removal is applied (#dropChunk).
-      for (const c of prev.chunks ?? []) {
-        const e = this.#chunkRefs.get(c.key);
-        if (!e) continue;
-        e.refs--;
-        this.#chunkRefTotal--;
-        if (e.refs > 0) this.#chunkSaved -= e.bytes;
-      }
+      for (const c of prev.chunks ?? []) this.#chunkRefs.unref(c.key);
     }
     const broken = this.#broken.get(id);
     if (broken !== undefined) {
@@ -1013,19 +996,43 @@ export class DiskTier {
       this.#broken.set(id, this.#blobs.getBinary(k)?.byteLength ?? 0);
     }
     for (const size of this.#broken.values()) this.#bytes += size;
-    // Chunks no manifest names (a crash cannot leave them: writes and removals share the
-    // manifests' transactions; but a quarantine keeps no chunks) are removed; chunks a manifest
-    // names that are missing make that session a miss ('corrupt') when it is read.
-    const orphans: Buffer[] = [];
-    for (const k of this.#chunks.getKeys({})) {
-      const key = Buffer.from(k).toString('hex');
-      if (!this.#chunkRefs.has(key)) orphans.push(Buffer.from(k));
-    }
-    if (orphans.length > 0) {
-      void this.#txn('disk orphan chunk removal', () => {
-        for (const k of orphans) this.#chunks.removeSync(k);
-        return true;
-      }, () => undefined).catch(() => undefined);
+    // Chunks no manifest names are removed in the background (see #sweepOrphans).
+    this.#orphanSweep = this.#sweepOrphans();
+  }
+
+  /**
+   * Removes chunks no manifest names: left when the process died holding chunks of a session's
+   * previous version (pins are in memory only). Runs after open in slices, off the open path (a
+   * million chunk keys take ~1 s to scan); a chunk a put references meanwhile is kept (re-checked
+   * inside the removal's transaction).
+   */
+  async #sweepOrphans(): Promise<void> {
+    const SLICE = 20_000;
+    let start: Buffer | undefined;
+    for (;;) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (this.#closed) return;
+      const found: Buffer[] = [];
+      let last: Buffer | undefined;
+      let seen = 0;
+      for (const k of this.#chunks.getKeys(start ? { start, limit: SLICE + 1 } : { limit: SLICE })) {
+        const key = Buffer.from(k);
+        if (start && seen === 0 && key.equals(start)) continue; // the slice starts after the last key seen
+        seen++;
+        last = key;
+        if (!this.#chunkRefs.has(key.toString('hex'))) found.push(key);
+      }
+      if (found.length > 0) {
+        await this.#txn('disk orphan chunk removal', () => {
+          for (const k of found) {
+            const hex = k.toString('hex');
+            if (!this.#chunkRefs.has(hex) && !this.#chunkPins.has(hex)) this.#chunks.removeSync(k);
+          }
+          return true;
+        }, () => undefined).catch(() => undefined);
+      }
+      if (!last || seen < SLICE) return;
+      start = last;
     }
   }
 }
