@@ -1011,7 +1011,7 @@ export class DiskTier {
     let start: Buffer | undefined;
     for (;;) {
       await new Promise<void>((resolve) => setImmediate(resolve));
-      if (this.#closed) return;
+      if (this.#closed && start !== undefined) return; // the first slice always runs (a small store's whole sweep)
       const found: Buffer[] = [];
       let last: Buffer | undefined;
       let seen = 0;

@@ -216,6 +216,31 @@ describe('damaged chunks', () => {
   });
 });
 
+describe('unreferenced chunks', () => {
+  it('left on disk (a process killed while holding them) are removed after open', async () => {
+    const t = await tempDir();
+    defer(t.cleanup);
+    const profile = await testProfile();
+    let store = await KvStore.open({ profile, path: t.path, chunkTokens: CHUNK });
+    await store.put('a', session(13, 64), { tokens: ids(64) });
+    await store.evict('a', { to: 'disk' });
+    await store.close();
+    const env = openLmdb<Uint8Array, Uint8Array>({ path: t.path, noSubdir: false, maxDbs: 8 });
+    const chunks = env.openDB<Uint8Array, Uint8Array>('chunks', { encoding: 'binary', keyEncoding: 'binary' });
+    const orphan = Buffer.alloc(16, 0xab);
+    await chunks.put(orphan, Buffer.from('no manifest names me'));
+    await env.close();
+    store = await KvStore.open({ profile, path: t.path, chunkTokens: CHUNK });
+    expect(store.stats().chunks.count).toBe(fullChunks(64)); // never counted
+    await store.close(); // waits for the background removal
+    const env2 = openLmdb<Uint8Array, Uint8Array>({ path: t.path, noSubdir: false, maxDbs: 8 });
+    const chunks2 = env2.openDB<Uint8Array, Uint8Array>('chunks', { encoding: 'binary', keyEncoding: 'binary' });
+    expect(chunks2.getBinary(orphan)).toBeUndefined();
+    expect([...chunks2.getKeys({})].length).toBe(fullChunks(64));
+    await env2.close();
+  });
+});
+
 describe('the first layout', () => {
   it('a directory written one blob per session (record version 1) opens; its sessions restore exactly', async () => {
     const t = await tempDir();
