@@ -85,16 +85,10 @@ export class HostTier {
     return true;
   }
 
-  /** Entries, raw bytes and what they hold (chunks counted once). */
+  /** Entries, raw bytes and what they hold (chunks counted once); O(1). */
   totals(): { entries: number; rawBytes: number; storedBytes: number; overheadBytes: number } {
-    const t = { entries: 0, rawBytes: 0, storedBytes: this.chunks.bytes, overheadBytes: 0 };
-    for (const [, e] of this.#entries.lru()) {
-      t.entries++;
-      t.rawBytes += e.meta.rawBytes;
-      t.storedBytes += e.bytes;
-      t.overheadBytes += e.overhead;
-    }
-    return t;
+    const t = this.#entries.totals();
+    return { ...t, storedBytes: t.storedBytes + this.chunks.bytes };
   }
 
   /** Frees everything (close; hot sessions have released what they carried). */

@@ -507,13 +507,7 @@ export class KvStore {
 
   stats(): StoreStats {
     this.#checkOpen();
-    const dev = { entries: 0, rawBytes: 0, storedBytes: 0, overheadBytes: 0 };
-    for (const [, e] of this.#device.lru()) {
-      dev.entries++;
-      dev.rawBytes += e.meta.rawBytes;
-      dev.storedBytes += e.bytes;
-      dev.overheadBytes += e.overhead;
-    }
+    const dev = this.#device.totals(); // every total below is maintained on change: O(1) at any size
     const host = this.#host.totals();
     const { chunks: diskChunks, chunkRefs: diskRefs, chunkBytes: _diskChunkBytes, chunkBytesSaved: diskSaved, ...disk } = this.#disk.totals();
     const hc = this.#host.chunks.totals();

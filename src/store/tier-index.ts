@@ -1,16 +1,36 @@
 /**
  * An in-memory tier's index: sessions in least-recently-used order (lru-cache, without any
  * automatic eviction — the store decides what leaves a tier, asynchronously) with exact byte
- * accounting.
+ * accounting, maintained on every change (totals are O(1) to read at any size).
  */
 import { LRUCache } from 'lru-cache';
 
-export class TierIndex<T extends { bytes: number }> {
+/** What the index sums of an entry (fixed for the entry's life). */
+export interface Counted {
+  bytes: number;
+  overhead: number;
+  meta: { rawBytes: number };
+}
+
+export class TierIndex<T extends Counted> {
   readonly #lru = new LRUCache<string, T>({ maxSize: Number.MAX_SAFE_INTEGER, sizeCalculation: () => 1 });
   #bytes = 0;
+  #raw = 0;
+  #overhead = 0;
 
   get bytes(): number {
     return this.#bytes;
+  }
+
+  /** Entries, and the sums of their raw bytes, bytes held and overheads. */
+  totals(): { entries: number; rawBytes: number; storedBytes: number; overheadBytes: number } {
+    return { entries: this.#lru.size, rawBytes: this.#raw, storedBytes: this.#bytes, overheadBytes: this.#overhead };
+  }
+
+  #count(e: T, sign: 1 | -1): void {
+    this.#bytes += sign * e.bytes;
+    this.#raw += sign * e.meta.rawBytes;
+    this.#overhead += sign * e.overhead;
   }
 
   get size(): number {
@@ -20,9 +40,9 @@ export class TierIndex<T extends { bytes: number }> {
   /** Inserts or replaces, as most recently used. */
   set(id: string, entry: T): void {
     const old = this.#lru.peek(id);
-    if (old) this.#bytes -= old.bytes;
+    if (old) this.#count(old, -1);
     this.#lru.set(id, entry);
-    this.#bytes += entry.bytes;
+    this.#count(entry, 1);
   }
 
   /** Looks up and marks as most recently used. */
@@ -43,7 +63,7 @@ export class TierIndex<T extends { bytes: number }> {
     const old = this.#lru.peek(id);
     if (!old) return undefined;
     this.#lru.delete(id);
-    this.#bytes -= old.bytes;
+    this.#count(old, -1);
     return old;
   }
 
