@@ -37,7 +37,7 @@ describe('remote frames', () => {
     const f = writeFrame(FrameKind.chunk, FP, KEY, payload);
     for (let i = 0; i < f.length; i++) {
       const d = Buffer.from(f);
-      d[i] ^= 0x10;
+      d[i] = d[i]! ^ 0x10;
       expect(readFrame(d, FrameKind.chunk, FP, KEY)).toMatchObject({ reason: 'corrupt' });
     }
     expect(readFrame(f.subarray(0, f.length - 1), FrameKind.chunk, FP, KEY)).toMatchObject({ reason: 'corrupt' });
