@@ -291,7 +291,9 @@ export class RemoteTier {
         const rk = this.#keys.chunk(k);
         const frame = writeFrame(FrameKind.chunk, this.#fingerprint, k, unique.get(k)!);
         this.#stats.bytesSent += rk.length + frame.length;
-        await this.#cmd.kvtcPutChunk(rk, frame, lease);
+        // Not there when renewed: written unless a concurrent writer of the same content got
+        // there first, whose lease this one then lengthens (content-addressed: same bytes).
+        if ((await this.#client.set(rk, frame, 'PX', lease, 'NX')) === null) await this.#cmd.kvtcRenew(rk, lease);
       });
       const elapsed = performance.now() - started;
       if (deadline.expired) return;
@@ -389,8 +391,10 @@ export class RemoteTier {
         if ((await this.#cmd.kvtcRenew(rk, lease)) !== 1) missing ??= k;
         return;
       }
-      const v = await this.#cmd.kvtcGetRenewBuffer(rk, lease);
-      if (v === null) {
+      // Pipelined together; the renewal runs right after the read, and a chunk that vanished in
+      // between counts as missing, so a manifest is only renewed when all its chunks were.
+      const [v, renewed] = await Promise.all([this.#client.getBuffer(rk), this.#cmd.kvtcRenew(rk, lease)]);
+      if (v === null || renewed !== 1) {
         missing ??= k;
         return;
       }

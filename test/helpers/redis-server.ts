@@ -85,11 +85,9 @@ export class RedisServer {
     this.#proc = spawn(SERVER!, args, { stdio: 'ignore' });
     for (let i = 0; i < 200; i++) {
       if (!this.running) throw new Error(`redis-server exited (${this.#proc.exitCode ?? this.#proc.signalCode}) on port ${this.port}`);
-      try {
-        if (redisCli(this.port, 'ping') === 'PONG') return;
-      } catch {
-        // not listening yet
-      }
+      // A server with --requirepass answers NOAUTH: it is up all the same.
+      const r = spawnSync(CLI!, ['-h', '127.0.0.1', '-p', String(this.port), 'ping'], { encoding: 'utf8' });
+      if (/PONG|NOAUTH/.test(`${r.stdout}${r.stderr}`)) return;
       await sleep(25);
     }
     throw new Error(`redis-server on port ${this.port} did not answer`);

@@ -333,3 +333,31 @@ describe.skipIf(redisServerMissing !== undefined)(`remote tier, redis-server kil
     }
   });
 });
+
+describe.skipIf(redisServerMissing !== undefined)(`remote tier with AUTH and ACL users${redisServerMissing ? ` (skipped: ${redisServerMissing})` : ''}`, () => {
+  it('passes credentials through, and an ACL restricted to one namespace keeps a tenant to its keys', async () => {
+    const server = await RedisServer.start(['--requirepass', 'admin-secret']);
+    const admin = new Redis({ port: server.port, host: '127.0.0.1', password: 'admin-secret' });
+    const tiers: RemoteTier[] = [];
+    try {
+      const probe = await RemoteTier.connect({ url: `redis://:admin-secret@127.0.0.1:${server.port}`, namespace: 'tenant-a' }, FP);
+      tiers.push(probe);
+      // ACL: user alice may touch only the keys of namespace tenant-a.
+      await admin.call('ACL', 'SETUSER', 'alice', 'on', '>alice-pw', 'resetkeys', `~${probe.keyPrefix}*`, '+@all');
+      await expect(RemoteTier.connect({ url: server.url, password: 'wrong', connectTimeoutMs: 500 }, FP)).rejects.toMatchObject({ code: 'E_IO' });
+      const alice = await RemoteTier.connect({ url: server.url, username: 'alice', password: 'alice-pw', namespace: 'tenant-a' }, FP);
+      const aliceElsewhere = await RemoteTier.connect({ url: `redis://alice:alice-pw@127.0.0.1:${server.port}`, namespace: 'tenant-b' }, FP);
+      tiers.push(alice, aliceElsewhere);
+      const s = makeSession(80, 3, 100);
+      await alice.putSession('x', s.manifest, s.chunks);
+      const g = await probe.getSession('x');
+      expect(g.ok && isWhole(g, s)).toBe(true);
+      await expect(aliceElsewhere.putSession('x', s.manifest, s.chunks)).rejects.toMatchObject({ code: 'E_IO' });
+      expect(await aliceElsewhere.getSession('x')).toMatchObject({ ok: false, reason: 'unavailable', detail: expect.stringMatching(/NOPERM/) });
+    } finally {
+      for (const t of tiers) await t.close();
+      admin.disconnect();
+      await server.stop();
+    }
+  });
+});
