@@ -116,6 +116,11 @@ async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: 
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
+/** Carries what the caller's chunkKeys() threw out of getSession() as it was, not as a remote fault. */
+class CallerError {
+  constructor(readonly cause: unknown) {}
+}
+
 /** Marks an operation past its deadline, so that its remaining steps do nothing. */
 class Deadline {
   expired = false;
@@ -199,8 +204,9 @@ export class RemoteTier {
   /**
    * Connects to the server (or cluster) of `options.url`, for values of the codec profile
    * `fingerprint` (32 lowercase hex digits). Options are checked first (E_OPTIONS). With
-   * `waitForReady` (the default) it resolves once the server answers, or fails with E_IO after
-   * `connectTimeoutMs`; without, it resolves at once and keeps reconnecting in the background.
+   * `waitForReady` (the default) it resolves once the server answers, and fails with E_IO when the
+   * first attempt fails (refused, bad credentials, TLS) or takes over `connectTimeoutMs`; without,
+   * it resolves at once and keeps reconnecting in the background with backoff.
    */
   static async connect(options: RemoteOptions, fingerprint: string): Promise<RemoteTier> {
     const o = resolveRemoteOptions(options);
@@ -330,7 +336,8 @@ export class RemoteTier {
    * others are only checked present and renewed. Never throws for the remote's faults: a miss
    * says why ('absent', 'corrupt', 'profile-mismatch', 'timeout' past timeoutMs, 'unavailable').
    * Throws E_CLOSED after close(), E_OPTIONS for a bad id or a chunkKeys answer naming a chunk
-   * the manifest does not.
+   * the manifest does not, and rethrows what chunkKeys throws. The returned bytes are views into
+   * the client's reply buffers: copy what is kept for long.
    */
   async getSession(id: string, chunkKeys?: (manifest: Uint8Array, named: readonly string[]) => Iterable<string>): Promise<RemoteGetResult> {
     this.#checkOpen();
@@ -349,6 +356,7 @@ export class RemoteTier {
       else this.#stats.misses[r.reason]++;
       return r;
     } catch (err) {
+      if (err instanceof CallerError) throw err.cause;
       if (err instanceof KvtcError && err.code === 'E_OPTIONS') throw err;
       const e = this.#commandFault(err, 'getSession');
       return this.#miss(/timed? ?out/i.test(e.message) ? 'timeout' : 'unavailable', e.message);
@@ -373,7 +381,11 @@ export class RemoteTier {
     const named = body.chunkKeys;
     let want: Set<string>;
     if (chunkKeys) {
-      want = new Set(chunkKeys(body.manifest, named));
+      try {
+        want = new Set(chunkKeys(body.manifest, named));
+      } catch (err) {
+        throw new CallerError(err);
+      }
       const namedSet = new Set(named);
       for (const k of want) if (!namedSet.has(k)) throw new KvtcError('E_OPTIONS', `chunkKeys() returned '${String(k)}', a chunk the manifest of '${id}' does not name`);
     } else {

@@ -81,6 +81,11 @@ describe.skipIf(redisServerMissing !== undefined)(`remote tier, one redis-server
     });
     expect(r.ok && [...r.chunks.keys()]).toEqual(s.chunks.slice(0, 2).map((c) => c.key));
     await expect(t.getSession('p', () => ['ee'.repeat(16)])).rejects.toMatchObject({ code: 'E_OPTIONS' });
+    const mine = new Error('caller bug');
+    await expect(t.getSession('p', () => {
+      throw mine;
+    })).rejects.toBe(mine);
+    expect(t.stats().errors).toBe(0);
   });
 
   it('shares sessions between two tiers on one namespace; deleting one session keeps the chunks another uses', async () => {
