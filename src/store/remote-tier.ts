@@ -20,7 +20,9 @@
  *   key, same bytes), so interleaved chunk writes never mix two sessions' data.
  * - A writer killed mid-put leaves chunks without a manifest: invisible, they expire by lease.
  * What leases cannot prevent: the server evicting keys under `maxmemory`, FLUSHALL, a failover to
- * a replica that missed writes. Then a manifest may name a missing chunk: the reader checks every
+ * a replica that missed writes, a server that stalls for longer than the grace between executing
+ * a caller's chunk renewals and its manifest write (the client gives up long before, but a
+ * command already sent still runs). Then a manifest may name a missing chunk: the reader checks every
  * chunk, answers a miss ('absent'), and deletes that manifest if nobody replaced it meanwhile.
  *
  * Trust: every value is framed (remote-frame.ts) and checked before use; a bad one is a miss
@@ -429,6 +431,9 @@ export class RemoteTier {
       this.#cmd.kvtcDeleteIfEqual(mk, raw).catch((err: unknown) => this.#fault(err, 'delete of an incomplete manifest'));
       return { ok: false, reason: 'absent', detail: `chunk ${missing} is missing` };
     }
+    // Past the deadline the caller has its miss already; renewing the manifest that late could
+    // let it outlive the chunk leases renewed long before, so it is left as it is.
+    if (deadline.expired) return { ok: false, reason: 'timeout' };
     const tail = raw.subarray(raw.length - 4);
     await this.#cmd.kvtcRenewIfSame(mk, frame.ttlMs, raw.length, tail);
     return { ok: true, manifest: body.manifest, chunks };
