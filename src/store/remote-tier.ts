@@ -35,7 +35,7 @@
  */
 import { Cluster, Redis } from 'ioredis';
 import { EventEmitter } from 'eventemitter3';
-import { KvtcError, invalidParameter, toKvtcError } from '../errors.js';
+import { KvtcError, describeValue, invalidParameter, toKvtcError } from '../errors.js';
 import { FrameKind, readFrame, readManifestBody, writeFrame, writeManifestBody } from './remote-frame.js';
 import { RemoteKeys, checkChunkKey, checkFingerprint, checkSessionId } from './remote-keys.js';
 import { checkTtl, resolveRemoteOptions, type RemoteOptions, type ResolvedRemoteOptions } from './remote-options.js';
@@ -263,7 +263,8 @@ export class RemoteTier {
    * (`opts.ttlMs`, default the tier's). Resolves once the manifest is written: from then on any
    * process sees the whole session; before, none of it. Replaces a previous session of that id.
    * Fails with E_IO (remote unreachable, slow past putTimeoutMs or a command failed: the manifest
-   * is then not written), E_CAPACITY (capacityBytes), E_OPTIONS (bad arguments), E_CLOSED.
+   * is then not written, unless it was already sent, which the message says; either way the
+   * session is whole or absent), E_CAPACITY (capacityBytes), E_OPTIONS (bad arguments), E_CLOSED.
    */
   async putSession(id: string, manifest: Uint8Array, chunks: readonly RemoteChunk[], opts: { ttlMs?: number } = {}): Promise<void> {
     this.#checkOpen();
@@ -286,6 +287,7 @@ export class RemoteTier {
 
     const started = performance.now();
     const deadline = new Deadline(this.#o.putTimeoutMs);
+    let manifestSent = false;
     const work = (async () => {
       const present = new Array<boolean>(keys.length);
       await forEachLimited(keys, this.#o.maxInFlight, async (k, i) => {
@@ -306,11 +308,12 @@ export class RemoteTier {
       const elapsed = performance.now() - started;
       if (deadline.expired) return;
       if (elapsed > this.#o.leaseGraceMs / 2) {
-        throw new KvtcError('E_IO', `putSession('${id}') spent ${Math.round(elapsed)} ms on its chunks, over half the lease grace (${this.#o.leaseGraceMs} ms): manifest not written`);
+        throw new KvtcError('E_IO', `putSession(${describeValue(id)}) spent ${Math.round(elapsed)} ms on its chunks, over half the lease grace (${this.#o.leaseGraceMs} ms): manifest not written`);
       }
       const mk = this.#keys.manifest(id);
       const frame = writeFrame(FrameKind.manifest, this.#fingerprint, id, writeManifestBody(keys, manifest), ttl);
       this.#stats.bytesSent += mk.length + frame.length;
+      manifestSent = true;
       await this.#client.set(mk, frame, 'PX', ttl);
       let written = 0;
       for (const p of present) if (!p) written++;
@@ -322,7 +325,8 @@ export class RemoteTier {
       const r = await Promise.race([work, deadline.promise]);
       if (r === 'deadline') {
         work.catch(() => undefined);
-        throw new KvtcError('E_IO', `putSession('${id}') timed out after ${this.#o.putTimeoutMs} ms (manifest not written)`);
+        const outcome = manifestSent ? 'its manifest was sent and may still land, whole' : 'manifest not written';
+        throw new KvtcError('E_IO', `putSession(${describeValue(id)}) timed out after ${this.#o.putTimeoutMs} ms (${outcome})`);
       }
     } catch (err) {
       throw this.#commandFault(err, 'putSession');
@@ -389,7 +393,7 @@ export class RemoteTier {
         throw new CallerError(err);
       }
       const namedSet = new Set(named);
-      for (const k of want) if (!namedSet.has(k)) throw new KvtcError('E_OPTIONS', `chunkKeys() returned '${String(k)}', a chunk the manifest of '${id}' does not name`);
+      for (const k of want) if (!namedSet.has(k)) throw new KvtcError('E_OPTIONS', `chunkKeys() returned ${describeValue(k)}, a chunk the manifest of ${describeValue(id)} does not name`);
     } else {
       want = new Set(named);
     }
