@@ -64,7 +64,12 @@ export class RedisServer {
   /** Starts a server on a free port; `extra` are more redis-server arguments (e.g. cluster ones). */
   static async start(extra: string[] = []): Promise<RedisServer> {
     const s = new RedisServer(await freePort(), mkdtempSync(join(tmpdir(), 'kvtc-redis-')), extra);
-    await s.restart();
+    try {
+      await s.restart();
+    } catch (err) {
+      await s.stop();
+      throw err;
+    }
     return s;
   }
 
@@ -90,6 +95,7 @@ export class RedisServer {
       if (/PONG|NOAUTH/.test(`${r.stdout}${r.stderr}`)) return;
       await sleep(25);
     }
+    await this.kill();
     throw new Error(`redis-server on port ${this.port} did not answer`);
   }
 
