@@ -221,6 +221,14 @@ export interface StoreOptions {
    */
   chunkTokens?: number;
   /**
+   * A shared tier on Redis / Valkey (`{ url, namespace, ttlMs, tls, username, password, … }`, see
+   * RemoteOptions): a session leaves the hot tier also to the remote (in the background, or
+   * before the demotion resolves under `writePolicy: 'write-through'`), and a session missing
+   * locally is looked up there — any process pointed at the same remote and namespace, with the
+   * same profile, resumes it. Default: none.
+   */
+  remote?: import('./store/remote-tier.js').RemoteOptions;
+  /**
    * Store each session as one blob below the hot tier (the first version's layout: every demotion
    * re-encodes the whole session, nothing is shared) — a baseline for benchmarks. Default false.
    */
@@ -243,6 +251,7 @@ export interface ResolvedStoreOptions {
   policy: import('./store/policy.js').Policy;
   chunkTokens: number;
   blobPerSession: boolean;
+  remote: import('./store/remote-tier.js').RemoteOptions | undefined;
 }
 
 const GiB = 1024 ** 3;
@@ -287,7 +296,7 @@ function objOpt(v: unknown, field: string, keys: readonly string[]): Record<stri
   return v as Record<string, unknown>;
 }
 
-const STORE_KEYS = ['profile', 'path', 'backend', 'tiers', 'writePolicy', 'compression', 'flushOnClose', 'workers', 'sweepIntervalMs', 'nonFinite', 'foreignRecords', 'policy', 'chunkTokens', 'blobPerSession'] as const satisfies readonly (keyof StoreOptions)[];
+const STORE_KEYS = ['profile', 'path', 'backend', 'tiers', 'writePolicy', 'compression', 'flushOnClose', 'workers', 'sweepIntervalMs', 'nonFinite', 'foreignRecords', 'policy', 'chunkTokens', 'blobPerSession', 'remote'] as const satisfies readonly (keyof StoreOptions)[];
 
 /** Validates store options (all but the profile, which the store loads) and fills defaults. */
 export function resolveStoreOptions(options: StoreOptions, env = readEnv()): ResolvedStoreOptions {
@@ -338,6 +347,7 @@ export function resolveStoreOptions(options: StoreOptions, env = readEnv()): Res
     policy: policyOpt(options.policy),
     chunkTokens: sizeOpt(options.chunkTokens, 'chunkTokens', 256, 1),
     blobPerSession: options.blobPerSession === undefined ? false : boolOpt(options.blobPerSession, 'blobPerSession'),
+    remote: remoteOpt(options.remote),
   };
 }
 
@@ -345,6 +355,13 @@ function policyOpt(v: unknown): Policy {
   if (v === undefined) return new LruPriorityPolicy();
   if (!isPolicy(v)) throw bad('policy', 'an object with deviceVictim, hostVictim, isIdle and admit methods', v);
   return v;
+}
+
+/** The remote tier's options are checked when it connects (RemoteTier.connect); here only their shape. */
+function remoteOpt(v: unknown): import('./store/remote-tier.js').RemoteOptions | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null) throw invalidParameter('options.remote', 'an object ({ url, ... })', v);
+  return v as import('./store/remote-tier.js').RemoteOptions;
 }
 
 function boolOpt(v: unknown, field: string): boolean {

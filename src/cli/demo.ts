@@ -117,7 +117,7 @@ async function runSessions(model: LlamaModel, prompts: string[], storeDir: strin
   if (found.length) console.log(`warm restart: found ${found.length} of ${SESSIONS} sessions on ${store.has(found[0]!)} from the previous run`);
   else console.log('no sessions on disk yet: a fresh start');
 
-  const restoreMs: Record<Tier, number[]> = { device: [], host: [], disk: [] };
+  const restoreMs: Record<Tier, number[]> = { device: [], host: [], disk: [], remote: [] };
   const recomputeMs: number[] = [];
   let klSum = 0;
   let agree = 0;

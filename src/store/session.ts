@@ -6,7 +6,8 @@ import { copyBytes } from '../binding.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
 
-export type Tier = 'device' | 'host' | 'disk';
+/** Where a session is: the local tiers, or (KvStore `remote` option) the shared remote tier. */
+export type Tier = 'device' | 'host' | 'disk' | 'remote';
 
 export interface SessionMeta {
   id: string;

@@ -45,6 +45,11 @@ export interface StoreStats {
     /** Records that failed a check, kept for inspection (bounded by tiers.disk.quarantineBytes). */
     quarantine: { entries: number; bytes: number };
   };
+  /**
+   * The shared remote tier (`remote` option): hits and get latency (as the caller sees them),
+   * sessions and bytes sent and received, faults and misses by reason. Absent without one.
+   */
+  remote?: Pick<TierStats, 'hits' | 'getP50Ms' | 'getP99Ms'> & import('./remote-tier.js').RemoteStats & { pendingWrites: number };
   misses: number;
   /** Tokens encoded and decoded by the store's codec calls, cumulative. */
   codec: { encodedTokens: number; decodedTokens: number };
@@ -64,9 +69,9 @@ export interface StoreStats {
 }
 
 export class StoreCounters {
-  readonly hits: Record<Tier, number> = { device: 0, host: 0, disk: 0 };
+  readonly hits: Record<Tier, number> = { device: 0, host: 0, disk: 0, remote: 0 };
   misses = 0;
-  readonly #lat: Record<Tier, Ring> = { device: new Ring(), host: new Ring(), disk: new Ring() };
+  readonly #lat: Record<Tier, Ring> = { device: new Ring(), host: new Ring(), disk: new Ring(), remote: new Ring() };
 
   hit(tier: Tier, ms: number): void {
     this.hits[tier]++;

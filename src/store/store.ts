@@ -30,6 +30,7 @@ import {
   validateDeviceTarget,
 } from '../cuda/device.js';
 import { KvtcError, checkKeys, invalidParameter, toKvtcError as toError } from '../errors.js';
+import { crc32c } from '../binding.js';
 import { type KvCache, rowValues, validateCache } from '../layout.js';
 import { type ResolvedStoreOptions, type StoreOptions, resolveStoreOptions } from '../options.js';
 import { CodecPool } from '../workers/pool.js';
@@ -37,6 +38,8 @@ import type { BlobFormat } from '../workers/tasks.js';
 import { lockDirectory } from './dir-lock.js';
 import { type ChunkRef, DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
 import { type HostEntry, HostTier } from './host-tier.js';
+import { RemoteTier } from './remote-tier.js';
+import { decodeRemoteManifest, encodeRemoteManifest } from './remote-manifest.js';
 import { type MissReason, type StoreEvent, type StoreEventName, StoreEvents } from './events.js';
 import { Lanes } from './lanes.js';
 import { PrefixIndex } from './prefix-index.js';
@@ -168,6 +171,11 @@ export class KvStore {
   readonly #events = new StoreEvents();
   readonly #device = new TierIndex<DeviceEntry>();
   readonly #host = new HostTier();
+  /** The shared tier (options.remote), and the sessions whose current version it holds (sent or read by this store). */
+  readonly #remote: RemoteTier | undefined;
+  readonly #onRemote = new Map<string, SessionMeta>();
+  /** Background remote writes in flight (write-back): settled() and close() wait for them. */
+  readonly #remoteWrites = new Set<Promise<void>>();
   readonly #counters = new StoreCounters();
   /** Where encodes and decodes run (and the tokens they coded). */
   readonly #codec: CodecRouting;
@@ -183,8 +191,12 @@ export class KvStore {
   #pathKey = '';
   #unlock: () => void = () => undefined;
 
-  private constructor(options: ResolvedStoreOptions, profile: CodecProfile, disk: DiskTier, pool: CodecPool, backend: Backend) {
+  private constructor(options: ResolvedStoreOptions, profile: CodecProfile, disk: DiskTier, pool: CodecPool, backend: Backend, remote: RemoteTier | undefined) {
     this.options = options;
+    this.#remote = remote;
+    // The remote's faults and damaged values are the store's events (it keeps serving locally).
+    remote?.on('error', (error) => this.#emit('error', { id: '', from: 'remote', reason: 'remote tier fault', error }));
+    remote?.on('corrupt', (e) => this.#emit('corrupt', { id: e.id, from: 'remote', reason: e.detail }));
     this.profile = profile;
     this.backend = backend;
     this.#format = options.compression === 'none' ? 'raw' : 'kvtc';
@@ -263,8 +275,20 @@ export class KvStore {
       unlock();
       throw err;
     }
+    // The shared tier: E_IO when it cannot be reached at open (unless remote.waitForReady is false).
+    let remote: RemoteTier | undefined;
+    if (resolved.remote) {
+      try {
+        remote = await RemoteTier.connect(resolved.remote, profile.fingerprint);
+      } catch (err) {
+        await pool.destroy();
+        await disk.close();
+        unlock();
+        throw err;
+      }
+    }
     OPEN_PATHS.add(key);
-    const store = new KvStore(resolved, profile, disk, pool, backend);
+    const store = new KvStore(resolved, profile, disk, pool, backend, remote);
     store.#pathKey = key;
     store.#unlock = unlock;
     return store;
@@ -389,6 +413,7 @@ export class KvStore {
         }
         await this.#forgetOr(id, () => this.#host.free(entry));
         await this.#installHost(entry);
+        await this.#toRemote(entry);
         this.#index(meta);
         this.#emit('put', { id, to: 'host', bytes: entry.blobBytes, rawBytes, ms: performance.now() - t0 });
       }
@@ -481,8 +506,14 @@ export class KvStore {
       const from = this.has(id);
       await this.#forget(id);
       this.#prefixes.remove(id);
-      if (from) this.#emit('delete', { id, from });
-      return from !== undefined;
+      // On the remote too (another process may have put it): a fault there is an 'error' event.
+      const remote = await this.#remote?.deleteSession(id).catch((err: unknown) => {
+        this.#emit('error', { id, from: 'remote', reason: 'remote delete failed', error: toError(err) });
+        return false;
+      });
+      const was = from ?? (remote ? 'remote' : undefined);
+      if (was) this.#emit('delete', { id, from: was });
+      return was !== undefined;
     });
   }
 
@@ -496,6 +527,7 @@ export class KvStore {
     if (this.#device.has(id)) return 'device';
     if (this.#host.has(id)) return 'host';
     if (this.#disk.has(id) && this.#ownRecord(id)) return 'disk';
+    if (this.#onRemote.has(id)) return 'remote';
     return undefined;
   }
 
@@ -518,6 +550,9 @@ export class KvStore {
       device: { ...dev, hits: this.#counters.hits.device, ...this.#counters.latency('device') },
       host: { ...host, hits: this.#counters.hits.host, ...this.#counters.latency('host') },
       disk: { ...disk, hits: this.#counters.hits.disk, ...this.#counters.latency('disk'), quarantine: this.#disk.quarantineTotals() },
+      ...(this.#remote
+        ? { remote: { ...this.#remote.stats(), hits: this.#counters.hits.remote, ...this.#counters.latency('remote'), pendingWrites: this.#remoteWrites.size } }
+        : {}),
       misses: this.#counters.misses,
       codec: this.#codec.tokens,
       chunks: { count: hc.chunks + diskChunks, refs: hc.refs + diskRefs, bytesSaved: hc.bytesSaved + diskSaved },
@@ -580,6 +615,8 @@ export class KvStore {
     };
     for (const [id] of [...this.#device.lru()]) await release(() => this.#dropHot(id));
     this.#host.clear(); // after the hot entries released the chunks they carried
+    await Promise.allSettled([...this.#remoteWrites]);
+    if (this.#remote) await release(() => this.#remote!.close());
     await release(() => this.#pool.destroy());
     await release(() => this.#disk.close());
     this.#unlock();
@@ -661,6 +698,7 @@ export class KvStore {
     for (;;) {
       const pending = this.#lanes.pending();
       if (this.#rebalancing) pending.push(this.#rebalancing);
+      pending.push(...this.#remoteWrites);
       if (pending.length === 0) return;
       await Promise.allSettled(pending);
     }
@@ -727,12 +765,22 @@ export class KvStore {
     await this.#dropHot(id);
     this.#host.drop(id);
     if (this.#disk.has(id)) await this.#disk.delete(id);
+    // The remote keeps the previous version until the new one leaves the hot tier (or a delete).
+    this.#onRemote.delete(id);
   }
 
 
   /** The disk record of a session (a manifest of its chunks with its tail), written with the chunks the disk lacks. */
   async #persist(e: HostEntry): Promise<void> {
-    const meta = e.meta;
+    const chunkBlobs = new Map<string, Uint8Array>();
+    for (const c of e.chunks) {
+      if (!this.#disk.hasChunk(c.key)) chunkBlobs.set(c.key, this.#host.chunks.block(c.key)!.read());
+    }
+    await this.#disk.putMany([{ meta: this.#recordOf(e.meta, e.chunks), blob: e.tail.read(), chunkBlobs }]);
+  }
+
+  /** A session's record (the disk tier's, and the remote manifest's), naming its chunks. */
+  #recordOf(meta: SessionMeta, chunks: readonly ChunkRef[]): Omit<DiskRecordMeta, 'checksum' | 'storedBytes'> {
     const record: Omit<DiskRecordMeta, 'checksum' | 'storedBytes'> = {
       id: meta.id,
       fingerprint: this.profile.fingerprint,
@@ -749,12 +797,34 @@ export class KvStore {
     if (meta.attachment) record.attachment = meta.attachment;
     if (meta.tokenIds) record.tokenIds = meta.tokenIds;
     if (meta.namespace !== undefined) record.namespace = meta.namespace;
-    if (e.chunks.length > 0) record.chunks = e.chunks;
-    const chunkBlobs = new Map<string, Uint8Array>();
-    for (const c of e.chunks) {
-      if (!this.#disk.hasChunk(c.key)) chunkBlobs.set(c.key, this.#host.chunks.block(c.key)!.read());
-    }
-    await this.#disk.putMany([{ meta: record, blob: e.tail.read(), chunkBlobs }]);
+    if (chunks.length > 0) record.chunks = [...chunks];
+    return record;
+  }
+
+  /**
+   * Sends a session's encoded copy to the remote tier, once per version: awaited under
+   * write-through, in the background otherwise. A failure is an 'error' event, never the
+   * caller's: the session stays in the local tiers.
+   */
+  async #toRemote(e: HostEntry): Promise<void> {
+    const remote = this.#remote;
+    const meta = e.meta;
+    if (!remote || this.#onRemote.get(meta.id) === meta) return;
+    // Read now: the entry may be freed before the write runs.
+    const chunks = e.chunks.map((c) => ({ key: c.key, blob: this.#host.chunks.block(c.key)!.read() }));
+    const tail = e.tail.read();
+    const { manifest, tailKey } = encodeRemoteManifest({ ...this.#recordOf(meta, e.chunks) }, tail);
+    chunks.push({ key: tailKey, blob: tail });
+    // Marked at once (a second demotion of this version sends nothing); unmarked if the write fails.
+    // Sending a version again is cheap: chunks already there only have their lease renewed.
+    this.#onRemote.set(meta.id, meta);
+    const send = remote.putSession(meta.id, manifest, chunks, meta.ttlMs > 0 ? { ttlMs: meta.ttlMs } : {}).catch((err: unknown) => {
+      if (this.#onRemote.get(meta.id) === meta) this.#onRemote.delete(meta.id);
+      this.#emit('error', { id: meta.id, from: 'remote', reason: 'remote write failed', error: toError(err) });
+    });
+    if (this.options.writePolicy === 'write-through') return send;
+    this.#remoteWrites.add(send);
+    void send.finally(() => this.#remoteWrites.delete(send));
   }
 
 
@@ -800,18 +870,26 @@ export class KvStore {
     }
     if (to === 'host') {
       if (entry !== shadow) await this.#installHost(entry!);
+      await this.#toRemote(entry!);
       await this.#dropHot(id);
       this.#emit('demote', { id, from: 'device', to: 'host', bytes: entry!.blobBytes, rawBytes: e.meta.rawBytes, ms: performance.now() - t0 });
       return;
     }
     let bytes = this.#disk.meta(id)?.storedBytes ?? 0;
-    if (!e.onDisk) {
-      try {
+    try {
+      if (!e.onDisk) {
         await this.#persist(entry!);
-      } finally {
-        if (built) this.#host.free(entry!);
+        bytes = entry!.blobBytes;
       }
-      bytes = entry!.blobBytes;
+      if (this.#remote && this.#onRemote.get(id) !== e.meta) {
+        if (!entry) {
+          entry = this.#loadFromDisk(e.meta);
+          built = entry !== undefined;
+        }
+        if (entry) await this.#toRemote(entry);
+      }
+    } finally {
+      if (built) this.#host.free(entry!);
     }
     if (shadow) this.#host.drop(id);
     await this.#dropHot(id);
@@ -891,6 +969,10 @@ export class KvStore {
     const r = this.#disk.get(id, this.profile.fingerprint, now);
     if (!r.ok) {
       if (r.reason === 'corrupt') return this.#badRecord(id, 'disk', new KvtcError('E_CORRUPT', r.detail));
+      if (r.reason === 'missing' && this.#remote) {
+        const found = await this.#restoreRemote(id, promote, into, t0);
+        if (found !== undefined) return found;
+      }
       this.#counters.misses++;
       if (r.reason === 'missing') return this.#gone.get(id) ?? 'absent';
       if (r.reason === 'expired') {
@@ -974,6 +1056,70 @@ export class KvStore {
     this.#emit('promote', { id, from, to: 'device', bytes, rawBytes: meta.rawBytes, ms: performance.now() - t0 });
   }
 
+  /**
+   * A session missing locally, looked up on the remote tier: its manifest is checked like a disk
+   * record (profile, layout, chunk sizes, the tail's checksum) and decoded like one; promoted like
+   * any hit. undefined when the remote does not have it (absent, slow, unreachable: a miss).
+   */
+  async #restoreRemote(id: string, promote: boolean, into: DeviceKvTarget | undefined, t0: number): Promise<Restored | MissReason | undefined> {
+    const g = await this.#remote!.getSession(id);
+    if (!g.ok) {
+      if (g.reason !== 'corrupt' && g.reason !== 'profile-mismatch') return undefined;
+      this.#counters.misses++;
+      return g.reason; // the remote reported it ('corrupt' event)
+    }
+    const d = decodeRemoteManifest(g.manifest, id);
+    const bad = (detail: string) => this.#badRecord(id, 'remote', new KvtcError('E_CORRUPT', detail));
+    if (!d.ok) return bad(d.detail);
+    const m = d.meta;
+    if (m.fingerprint !== this.profile.fingerprint) return bad(`remote session '${id}' was encoded with profile ${m.fingerprint}`);
+    const tail = g.chunks.get(d.tailKey);
+    if (!tail || tail.byteLength !== m.storedBytes || crc32c(tail) >>> 0 !== m.checksum) return bad(`remote session '${id}': its tail does not match its manifest`);
+    const meta: SessionMeta = {
+      id,
+      layout: m.layout,
+      tokens: m.tokens,
+      rawBytes: m.rawBytes,
+      pinned: m.pinned,
+      priority: m.priority,
+      ttlMs: m.ttlMs,
+      createdAt: m.createdAt,
+      lastAccess: Date.now(),
+    };
+    if (m.attachment) meta.attachment = m.attachment;
+    if (m.tokenIds) meta.tokenIds = m.tokenIds;
+    if (m.namespace !== undefined) meta.namespace = m.namespace;
+    let got: Decoded;
+    try {
+      // Each part is read as a copy (a pool task transfers what it is given; a retry reads it again).
+      const chunk = (c: ChunkRef) => {
+        const b = g.chunks.get(c.key);
+        return b && b.byteLength === c.bytes ? () => new Uint8Array(b) : undefined;
+      };
+      got = await this.#codec.decodeRecord(this.#codec.partsOf(m.chunks ?? [], chunk, () => new Uint8Array(tail)), m.format, meta, into, promote && this.#fitsHot(id, meta));
+    } catch (err) {
+      return this.#badRecord(id, 'remote', err);
+    }
+    this.#onRemote.set(id, meta);
+    this.#index(meta);
+    // The local tiers cache what the remote sent: a host entry of the same bytes, so the session is
+    // clean (demoting it encodes nothing).
+    const taken: string[] = [];
+    const chunks = m.chunks ?? [];
+    if (chunks.every((c) => this.#host.refOrLoad(c.key, () => g.chunks.get(c.key)) && taken.push(c.key) > 0)) {
+      const tailBlock = HostBlock.copyOf(tail);
+      const overhead = overheadOf(meta, false);
+      const blobBytes = tail.byteLength + chunks.reduce((n, c) => n + c.bytes, 0);
+      this.#host.set({ meta, chunks: [...chunks], tail: tailBlock, bytes: tailBlock.bytes + overhead, blobBytes, overhead, onDisk: false });
+    } else {
+      this.#host.chunks.release(taken);
+    }
+    if (got.hot) this.#promote(id, meta, got.hot, false, 'remote', g.manifest.byteLength, t0);
+    const ms = performance.now() - t0;
+    this.#counters.hit('remote', ms);
+    return { ...got, fresh: got.hot?.cache !== got.cache, meta, tier: 'remote', ms };
+  }
+
   /** A record that fails a check is a miss: report it, take it out, never return its data. */
   async #badRecord(id: string, from: Tier, err: unknown): Promise<MissReason> {
     const error = toError(err);
@@ -981,6 +1127,8 @@ export class KvStore {
     this.#counters.misses++;
     if (from === 'host') {
       this.#host.drop(id);
+    } else if (from === 'remote') {
+      this.#onRemote.delete(id); // the remote deletes values that fail its own checks; a decode failure stays there
     } else {
       await this.#disk.quarantine(id, error.message);
     }

@@ -25,7 +25,7 @@ function workerFile(): string {
 /** A blob whose buffer is its own (so it can be transferred): itself, or a copy. */
 function ownBuffer(blob: Uint8Array): Uint8Array {
   const own = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer;
-  return own ? blob : blob.slice();
+  return own ? blob : new Uint8Array(blob); // a copy (Buffer#slice would be a view of the same memory)
 }
 
 export interface PoolOptions {
