@@ -44,6 +44,7 @@ export {
   type PrefixOptions,
 } from './store/store.js';
 export type { QuarantinedRecord } from './store/disk-tier.js';
+export type { RemoteOptions, RemoteStats } from './store/remote-tier.js';
 export type { StoreStats, TierStats } from './store/stats.js';
 export { LruPriorityPolicy, type Policy, type PolicyEntry, type TierState } from './store/policy.js';
 export { registerStoreMetrics, type StoreMetricsOptions } from './store/metrics.js';
