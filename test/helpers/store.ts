@@ -3,7 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { afterEach } from 'vitest';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { calibrate, type CodecProfile, type KvCache, type KvLayout } from '../../src/index.js';
+import { calibrate, decode, encode, type CodecProfile, type KvCache, type KvLayout } from '../../src/index.js';
+import { tokenBitsEqual } from './metrics.js';
 import { syntheticCache } from './synthetic.js';
 
 export const LAYOUT: KvLayout = { layers: 2, kvHeads: 2, headDim: 16, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
@@ -22,6 +23,19 @@ export function testProfile(): Promise<CodecProfile> {
 /** A session's cache: `tokens` tokens, distinct data per seed. */
 export function session(seed: number, tokens = 64): KvCache {
   return syntheticCache({ layout: LAYOUT, tokens, seed });
+}
+
+/** What the codec gives for a cache encoded whole with the test profile: a stored session below the hot tier restores exactly this. */
+export async function codecRoundTrip(c: KvCache): Promise<KvCache> {
+  const p = await testProfile();
+  return decode(await encode(c, p), p);
+}
+
+/** Two caches of the same tokens are bit-identical. */
+export function sameBits(a: KvCache, b: KvCache): boolean {
+  if (a.tokens !== b.tokens) return false;
+  for (let t = 0; t < a.tokens; t++) if (!tokenBitsEqual(a, b, t)) return false;
+  return true;
 }
 
 /** Raw bytes of a session of LAYOUT (f32). */

@@ -6,11 +6,10 @@
  */
 import { open as openLmdb } from 'lmdb';
 import { describe, expect, it } from 'vitest';
-import { KvStore, decode, encode, type KvCache } from '../../src/index.js';
+import { KvStore, type KvCache } from '../../src/index.js';
 import { planChain } from '../../src/store/chain.js';
-import { tokenBitsEqual } from '../helpers/metrics.js';
 import { mulberry32 } from '../helpers/synthetic.js';
-import { session, storeKit, tempDir, testProfile } from '../helpers/store.js';
+import { codecRoundTrip, sameBits, session, storeKit, tempDir, testProfile } from '../helpers/store.js';
 
 const { defer, openStore } = storeKit();
 const CHUNK = 8; // the test profile keeps 2 sinks and a window of 8
@@ -35,17 +34,7 @@ function joinedIds(base: Int32Array, own: Int32Array, n: number): Int32Array {
   return out;
 }
 
-/** What the codec gives for a cache encoded whole: chunked storage must restore exactly this. */
-async function expected(c: KvCache): Promise<KvCache> {
-  const p = await testProfile();
-  return decode(await encode(c, p), p);
-}
 
-function sameBits(a: KvCache, b: KvCache): boolean {
-  if (a.tokens !== b.tokens) return false;
-  for (let t = 0; t < a.tokens; t++) if (!tokenBitsEqual(a, b, t)) return false;
-  return true;
-}
 
 /** Full chunks of a session of n tokens in this file's setup. */
 const fullChunks = (n: number) => planChain(n, CHUNK, 2, 8).chunks.length;
@@ -74,8 +63,8 @@ describe('shared prefixes', () => {
     expect(st.host.storedBytes).toBeLessThan(2 * aAlone - st.chunks.bytesSaved / 2);
     expect(st.host.storedBytes).toBe(2 * aAlone - st.chunks.bytesSaved);
     // Both restore exactly what the codec gives for each session encoded whole.
-    expect(sameBits((await store.get('a', { promote: false }))!, await expected(a))).toBe(true);
-    expect(sameBits((await store.get('b', { promote: false }))!, await expected(b))).toBe(true);
+    expect(sameBits((await store.get('a', { promote: false }))!, await codecRoundTrip(a))).toBe(true);
+    expect(sameBits((await store.get('b', { promote: false }))!, await codecRoundTrip(b))).toBe(true);
   });
 
   it('deleting one sharer keeps the others intact; a chunk goes with its last reference', async () => {
@@ -91,7 +80,7 @@ describe('shared prefixes', () => {
     expect(store.stats().chunks).toMatchObject({ count: 9, refs: 14 });
     await store.delete('a');
     expect(store.stats().chunks).toMatchObject({ count: 7, refs: 7, bytesSaved: 0 });
-    expect(sameBits((await store.get('b', { promote: false }))!, await expected(b))).toBe(true);
+    expect(sameBits((await store.get('b', { promote: false }))!, await codecRoundTrip(b))).toBe(true);
     await store.delete('b');
     expect(store.stats().chunks).toMatchObject({ count: 0, refs: 0 });
     expect(arenaStats().blocks).toBe(before);
@@ -114,10 +103,10 @@ describe('shared prefixes', () => {
     store = await KvStore.open({ profile, path: t.path, chunkTokens: CHUNK });
     defer(() => store.close());
     expect(store.stats().chunks).toEqual(onDisk);
-    expect(sameBits((await store.get('a', { promote: false }))!, await expected(a))).toBe(true);
+    expect(sameBits((await store.get('a', { promote: false }))!, await codecRoundTrip(a))).toBe(true);
     await store.delete('a');
     expect(store.stats().chunks).toMatchObject({ count: 7, refs: 7 });
-    expect(sameBits((await store.get('b', { promote: false }))!, await expected(b))).toBe(true);
+    expect(sameBits((await store.get('b', { promote: false }))!, await codecRoundTrip(b))).toBe(true);
     expect(store.stats().disk.storedBytes).toBeGreaterThan(0);
   });
 });
@@ -143,7 +132,7 @@ describe('growing sessions', () => {
         const oldChainEnd = prev === 0 ? 0 : fullChunks(prev) * CHUNK;
         expect(encoded).toBe(n - oldChainEnd); // the new chunks and the tail, nothing before
         expect(encoded).toBeLessThanOrEqual(n - prev + CHUNK + 8); // appended + chunkTokens + window
-        expect(sameBits((await store.get('s', { promote: false }))!, await expected(turn(n)))).toBe(true);
+        expect(sameBits((await store.get('s', { promote: false }))!, await codecRoundTrip(turn(n)))).toBe(true);
         prev = n;
       }
       // A clean demotion encodes nothing.
@@ -165,7 +154,7 @@ describe('growing sessions', () => {
     await store.put('s', changed);
     await store.evict('s');
     expect(store.stats().codec.encodedTokens - before).toBe(CHUNK + 8); // chunk 2 and the tail; the other chunks reused
-    expect(sameBits((await store.get('s', { promote: false }))!, await expected(changed))).toBe(true);
+    expect(sameBits((await store.get('s', { promote: false }))!, await codecRoundTrip(changed))).toBe(true);
   });
 });
 
@@ -207,12 +196,12 @@ describe('damaged chunks', () => {
     expect(status).toMatchObject({ result: 'miss', reason: 'corrupt' });
     expect(await store.get('b')).toBeUndefined();
     expect(corrupt).toEqual(['a', 'b']);
-    expect(sameBits((await store.get('c', { promote: false }))!, await expected(c))).toBe(true);
+    expect(sameBits((await store.get('c', { promote: false }))!, await codecRoundTrip(c))).toBe(true);
     // The damaged chunk went with its last reference; the same prefix can be stored again.
     expect(store.stats().chunks).toMatchObject({ count: fullChunks(64), refs: fullChunks(64) });
     await store.put('a', a, { tokens: ids(64) });
     await store.evict('a', { to: 'disk' });
-    expect(sameBits((await store.get('a', { promote: false }))!, await expected(a))).toBe(true);
+    expect(sameBits((await store.get('a', { promote: false }))!, await codecRoundTrip(a))).toBe(true);
   });
 });
 
@@ -263,7 +252,7 @@ describe('the first layout', () => {
     store = await KvStore.open({ profile, path: t.path, chunkTokens: CHUNK });
     defer(() => store.close());
     expect(store.has('old')).toBe('disk');
-    expect(sameBits((await store.get('old'))!, await expected(a))).toBe(true);
+    expect(sameBits((await store.get('old'))!, await codecRoundTrip(a))).toBe(true);
     expect(await store.matchPrefix(ids(64))).toBe(64);
     // Demoted again it is clean: nothing is encoded; put again it is chunked.
     const before = store.stats().codec.encodedTokens;
@@ -295,7 +284,7 @@ describe('random operations over shared chunks', () => {
         const own = session(100 + step, n);
         const cache = joined(prompts[p]!, own, shared);
         await store.put(id, cache, { tokens: joinedIds(promptIds[p]!, ids(n, 100 + step), shared) });
-        live.set(id, { cache, want: await expected(cache) });
+        live.set(id, { cache, want: await codecRoundTrip(cache) });
       } else if (op < 0.65) {
         await store.evict(id, { to: rand() < 0.5 ? 'host' : 'disk' });
       } else if (op < 0.75) {

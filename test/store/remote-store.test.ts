@@ -10,25 +10,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KvStore, decode, encode, type KvCache, type StoreEvent } from '../../src/index.js';
-import { tokenBitsEqual } from '../helpers/metrics.js';
+import { KvStore, type StoreEvent } from '../../src/index.js';
 import { RedisServer, redisServerMissing } from '../helpers/redis-server.js';
-import { session, storeKit, tempDir, testProfile } from '../helpers/store.js';
+import { codecRoundTrip, sameBits, session, storeKit, tempDir, testProfile } from '../helpers/store.js';
 
 const { defer, openStore } = storeKit();
 const CHUNK = 8;
 const ids = (n: number, seed = 1) => Int32Array.from({ length: n }, (_, i) => (i * 7 + seed * 13) % 500);
 
-async function expected(c: KvCache): Promise<KvCache> {
-  const p = await testProfile();
-  return decode(await encode(c, p), p);
-}
 
-function sameBits(a: KvCache, b: KvCache): boolean {
-  if (a.tokens !== b.tokens) return false;
-  for (let t = 0; t < a.tokens; t++) if (!tokenBitsEqual(a, b, t)) return false;
-  return true;
-}
 
 if (redisServerMissing) console.warn(`test/store/remote-store skipped: ${redisServerMissing}`);
 
@@ -58,7 +48,7 @@ describe.skipIf(redisServerMissing !== undefined)(`a store with a remote tier${r
     expect(status).toMatchObject({ result: 'hit', tier: 'remote' });
     expect(got?.tier).toBe('remote');
     expect(Array.from(got!.attachment!)).toEqual([7, 8]);
-    expect(sameBits(got!.cache, await expected(s))).toBe(true);
+    expect(sameBits(got!.cache, await codecRoundTrip(s))).toBe(true);
     expect(b.has('conv')).toBe('device');
     expect(await b.matchPrefix(ids(64))).toBe(64); // its token ids came with it
     // Cached locally as it came: demoting it encodes nothing.
@@ -126,7 +116,7 @@ describe.skipIf(redisServerMissing !== undefined)(`a store with a remote tier${r
     await a.evict('k'); // the remote write fails in the background
     await a.settled();
     expect(errors.some((e) => e.from === 'remote')).toBe(true);
-    expect(sameBits((await a.get('k', { promote: false }))!, await expected(s))).toBe(true);
+    expect(sameBits((await a.get('k', { promote: false }))!, await codecRoundTrip(s))).toBe(true);
     expect(await a.get('never-put')).toBeUndefined(); // a remote lookup that fails fast: a miss
     // Back up: writes reach it again.
     await own.restart();
@@ -175,7 +165,7 @@ await store.close();`,
     expect(out.status, out.stderr).toBe(0);
     const res = JSON.parse(out.stdout.trim().split('\n').at(-1)!) as { tier: string; tokens: number; keys: string };
     expect(res).toMatchObject({ tier: 'remote', tokens: 64 });
-    const want = await expected(s);
+    const want = await codecRoundTrip(s);
     expect(res.keys).toBe(Buffer.concat(want.keys.map((k) => Buffer.from(k.buffer, k.byteOffset, k.byteLength))).toString('base64'));
   });
 });
