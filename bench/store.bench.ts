@@ -11,7 +11,7 @@
  * this store (chunks), the single-blob store as it was (`blobPerSession`), and raw lower tiers.
  * Writes bench/results/store.json. `--quick` runs smaller workloads; `--only=zipf|multiturn`.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -119,7 +119,16 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
   };
 }
 
-const results: Record<string, unknown> = { date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, quick };
+// A run of one workload (--only) keeps the other's last results.
+const resultsFile = new URL('./results/store.json', import.meta.url);
+const previous = (() => {
+  try {
+    return JSON.parse(readFileSync(resultsFile, 'utf8')) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+})();
+const results: Record<string, unknown> = { ...previous, date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, quick };
 const fmt = (v: unknown) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : String(v));
 function table(rows: Record<string, unknown>[], names: string[]): void {
   console.log(`| metric | ${names.join(' | ')} |`);
@@ -149,7 +158,7 @@ if (only === undefined || only === 'multiturn') {
 }
 
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-writeFileSync(new URL('./results/store.json', import.meta.url), JSON.stringify(results, null, 2));
+writeFileSync(resultsFile, JSON.stringify(results, null, 2));
 console.log('\nwrote bench/results/store.json');
 
 // ------------------------------------------------------------------------------------------------

@@ -90,10 +90,20 @@ export async function writeReport(dir: string): Promise<string[]> {
       '',
     );
   }
-  if (store) {
-    const rows = store['rows'] as Row[];
+  const rows = store?.['rows'] as Row[] | undefined;
+  if (rows?.length) {
     const cols = Object.keys(rows[0] ?? {}).filter((c) => c !== 'compression');
     md.push('## Store under a Zipf workload (kvtc vs raw lower tiers)', '', mdTable(cols.map((c) => ({ metric: c, kvtc: rows[0]![c]!, raw: rows[1]![c]! }))), '');
+  }
+  const turns = store?.['multiTurn'] as Row[] | undefined;
+  if (turns?.length) {
+    const cols = Object.keys(turns[0] ?? {}).filter((c) => c !== 'store');
+    md.push(
+      '## Store under a multi-turn workload (chunks vs one blob per session vs raw lower tiers)',
+      '',
+      mdTable(cols.map((c) => Object.fromEntries([['metric', c], ...turns.map((r) => [String(r['store']), r[c]!])]) as Row)),
+      '',
+    );
   }
   save('report.md', md.join('\n'));
   return written;

@@ -443,6 +443,42 @@ export class RemoteTier {
     return { ok: true, manifest: body.manifest, chunks };
   }
 
+  /**
+   * The caller's manifest bytes of session `id`, read and checked (frame, profile, name) without
+   * its chunks or any lease renewal: what a store compares its local copy's version with. Never
+   * throws for the remote's faults (a miss says why, as getSession's); E_CLOSED after close().
+   */
+  async peekManifest(id: string): Promise<{ ok: true; manifest: Uint8Array } | { ok: false; reason: RemoteMissReason; detail?: string }> {
+    this.#checkOpen();
+    checkSessionId(id, 'id');
+    if (this.#client.status !== 'ready') return { ok: false, reason: 'unavailable', detail: `client ${this.#client.status}` };
+    const deadline = new Deadline(this.#o.timeoutMs);
+    const mk = this.#keys.manifest(id);
+    const work = (async () => {
+      this.#stats.bytesSent += mk.length;
+      const raw = await this.#client.getBuffer(mk);
+      if (raw === null) return { ok: false as const, reason: 'absent' as const };
+      this.#stats.bytesReceived += raw.length;
+      const f = readFrame(raw, FrameKind.manifest, this.#fingerprint, id);
+      const body = 'payload' in f ? readManifestBody(f.payload) : undefined;
+      if (body === undefined) return { ok: false as const, reason: 'corrupt' as const };
+      return { ok: true as const, manifest: body.manifest };
+    })();
+    try {
+      const r = await Promise.race([work, deadline.promise]);
+      if (r === 'deadline') {
+        work.catch(() => undefined);
+        return { ok: false, reason: 'timeout' };
+      }
+      return r;
+    } catch (err) {
+      const e = this.#commandFault(err, 'peekManifest');
+      return { ok: false, reason: 'unavailable', detail: e.message };
+    } finally {
+      deadline.clear();
+    }
+  }
+
   /** Whether a manifest for `id` is on the remote and passes its checks (its chunks are not checked: getSession does). E_IO when the remote cannot answer. */
   async hasSession(id: string): Promise<boolean> {
     this.#checkOpen();

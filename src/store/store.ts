@@ -934,6 +934,7 @@ export class KvStore {
   async #restore(id: string, promote: boolean, into?: DeviceKvTarget): Promise<Restored | MissReason> {
     const t0 = performance.now();
     const now = Date.now();
+    if (this.#remote) await this.#dropIfStale(id);
     const d = this.#device.touch(id);
     if (d) {
       d.meta.lastAccess = now;
@@ -1054,6 +1055,25 @@ export class KvStore {
     const overhead = overheadOf(meta, true);
     this.#device.set(id, { meta, ...hot, bytes: meta.rawBytes + overhead, overhead, onDisk });
     this.#emit('promote', { id, from, to: 'device', bytes, rawBytes: meta.rawBytes, ms: performance.now() - t0 });
+  }
+
+  /**
+   * With a remote tier, another process may have put a newer version of a session this store
+   * holds (a fleet without session affinity): the local copy is compared with the remote
+   * manifest's version (its put time, createdAt) and, when the remote's is newer, dropped, so the
+   * lookup goes on to the remote. One manifest read per get; a remote that cannot answer leaves the
+   * local copy served. Two puts of one id within the same millisecond count as one version.
+   */
+  async #dropIfStale(id: string): Promise<void> {
+    const local = this.#device.peek(id)?.meta ?? this.#host.peek(id)?.meta ?? this.#disk.meta(id);
+    if (!local) return;
+    const peek = await this.#remote!.peekManifest(id);
+    if (!peek.ok) return;
+    const d = decodeRemoteManifest(peek.manifest, id);
+    if (!d.ok || d.meta.createdAt <= local.createdAt) return;
+    const from = this.#tierOf(id) ?? 'disk';
+    await this.#forget(id);
+    this.#emit('evict', { id, from, to: 'remote' }); // superseded: the remote's newer version is restored instead
   }
 
   /**

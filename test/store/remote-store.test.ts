@@ -63,6 +63,32 @@ describe.skipIf(redisServerMissing !== undefined)(`a store with a remote tier${r
     expect(await c.get('conv')).toBeUndefined();
   });
 
+  it("a process holding an older version of a session serves the newer one another process put", async () => {
+    const r = remote();
+    const a = await openStore({ chunkTokens: CHUNK, remote: r });
+    const b = await openStore({ chunkTokens: CHUNK, remote: r });
+    const v1 = session(7, 40);
+    const v2 = session(8, 72);
+    await a.put('turns', v1, { tokens: ids(40) });
+    await a.evict('turns');
+    await a.settled();
+    expect((await b.getEntry('turns'))?.tier).toBe('remote'); // b now holds v1 (hot)
+    await new Promise((resolve) => setTimeout(resolve, 2)); // a later put time
+    await b.put('turns', v2, { tokens: ids(72, 2) }); // the next turn lands on b (other token ids: other data)
+    await b.evict('turns');
+    await b.settled();
+    // a still holds v1 in its host tier; a get there serves v2.
+    expect(a.has('turns')).toBe('host');
+    const got = await a.getEntry('turns');
+    expect(got?.tier).toBe('remote');
+    expect(sameBits(got!.cache, await codecRoundTrip(v2))).toBe(true);
+    // And a version a process put itself, not yet sent, is newer than the remote's: served locally.
+    const v3 = session(9, 80);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    await a.put('turns', v3, { tokens: ids(80, 3) });
+    expect((await a.getEntry('turns'))?.tier).toBe('device');
+  });
+
   it('namespaces never see each other; shared prefix chunks are sent once', async () => {
     const shared = remote();
     const a = await openStore({ chunkTokens: CHUNK, remote: shared });
