@@ -6,7 +6,8 @@
  * kvtc chunks against raw chunks on the remote. Each turn: get the session, append 32–128 tokens,
  * put it back and let it go idle (evict to the host tier, which sends it to the remote).
  *
- * Prints per mode: hit rate, caller-visible get p50/p99 per tier, bytes sent to and received
+ * Prints per mode: hit rate, how often the version the previous turn left was served (a process
+ * alone may hold an older version of the conversation: a hit, but stale), caller-visible get p50/p99 per tier, bytes sent to and received
  * from the remote, tokens encoded; writes bench/results/fleet.json. `--quick` runs fewer turns.
  * Needs redis-server on PATH. The processes are this file run as a child (`--node`).
  */
@@ -59,7 +60,7 @@ if (process.argv.includes('--node')) {
         await store.put(`s${m.id}`, cache, { tokens });
         await store.evict(`s${m.id}`);
         await store.settled();
-        process.send!({ hit: got !== undefined, tier: status.tier, ms });
+        process.send!({ hit: got !== undefined, tier: status.tier, ms, tokens: got?.tokens ?? 0 });
       } else if (m.op === 'stats') {
         const s = store.stats();
         process.send!({ sent: s.remote?.bytesSent ?? 0, received: s.remote?.bytesReceived ?? 0, encoded: s.codec.encodedTokens });
@@ -124,12 +125,16 @@ if (process.argv.includes('--node')) {
     });
     const lat: Record<string, number[]> = { device: [], host: [], disk: [], remote: [] };
     let hits = 0;
+    let current = 0;
+    const last = new Map<number, number>();
     for (const s of schedule) {
-      const r = await ask<{ hit: boolean; tier?: string; ms: number }>(s.node, { op: 'turn', id: s.id, len: s.len });
+      const r = await ask<{ hit: boolean; tier?: string; ms: number; tokens: number }>(s.node, { op: 'turn', id: s.id, len: s.len });
       if (r.hit) {
         hits++;
         lat[r.tier!]!.push(r.ms);
+        if (r.tokens === last.get(s.id)) current++; // the version the previous turn left, not an older one
       }
+      last.set(s.id, s.len);
     }
     const st = await Promise.all([0, 1].map((k) => ask<{ sent: number; received: number; encoded: number }>(k, { op: 'stats' })));
     await Promise.all([0, 1].map((k) => ask(k, { op: 'close' })));
@@ -139,6 +144,7 @@ if (process.argv.includes('--node')) {
       mode: mode.name,
       'hit %': (100 * hits) / TURNS,
       'hit % of turns after the first': (100 * hits) / (TURNS - first),
+      'current version % of turns after the first': (100 * current) / (TURNS - first),
       'remote hits': lat.remote!.length,
       'caller device p50 ms': pct(lat.device!, 50),
       'caller host p50 ms': pct(lat.host!, 50),
