@@ -3,6 +3,8 @@
 #include "js_arena.h"
 
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "crc32c.h"
 #include "host_arena.h"
@@ -63,6 +65,47 @@ Napi::Value CopyBytes(const Napi::CallbackInfo& info) {
   });
 }
 
+// copyBytesAsync([[dst, src], ...]): the same copies on the addon's thread pool, so a store
+// moving a whole cache (hundreds of MB for a long session of a large model) never holds the event
+// loop for it. Resolves when every copy is done; the arrays must not change meanwhile.
+class CopyWorker : public PromiseWorker {
+ public:
+  CopyWorker(Napi::Env env, const Napi::Array& pairs) : PromiseWorker(env) {
+    for (uint32_t i = 0; i < pairs.Length(); i++) {
+      const Napi::Value p = pairs.Get(i);
+      if (!p.IsArray() || p.As<Napi::Array>().Length() != 2) fail("E_INTERNAL", "copyBytesAsync takes [dst, src] pairs");
+      const Napi::Array pair = p.As<Napi::Array>();
+      size_t dn = 0, sn = 0;
+      void* d = view_data(pair.Get(0u), dn);
+      const void* s = view_data(pair.Get(1u), sn);
+      if (dn != sn) fail("E_LAYOUT", "copyBytesAsync: byte lengths differ");
+      Keep(pair.Get(0u));
+      Keep(pair.Get(1u));
+      copies_.push_back({d, s, dn});
+    }
+  }
+  void Run() override {
+    for (const Copy& c : copies_)
+      if (c.n) std::memmove(c.dst, c.src, c.n);
+  }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  struct Copy {
+    void* dst;
+    const void* src;
+    size_t n;
+  };
+  std::vector<Copy> copies_;
+};
+
+Napi::Value CopyBytesAsync(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsArray()) fail("E_INTERNAL", "copyBytesAsync takes an array of [dst, src] pairs");
+    return start(std::make_unique<CopyWorker>(info.Env(), info[0].As<Napi::Array>()));
+  });
+}
+
 Napi::Value Crc32c(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     size_t len;
@@ -75,6 +118,7 @@ Napi::Value Crc32c(const Napi::CallbackInfo& info) {
 
 void register_arena(Napi::Env env, Napi::Object exports) {
   exports.Set("copyBytes", Napi::Function::New(env, CopyBytes));
+  exports.Set("copyBytesAsync", Napi::Function::New(env, CopyBytesAsync));
   exports.Set("arenaPut", Napi::Function::New(env, ArenaPut));
   exports.Set("arenaRead", Napi::Function::New(env, ArenaRead));
   exports.Set("arenaFree", Napi::Function::New(env, ArenaFree));

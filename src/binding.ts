@@ -192,6 +192,7 @@ interface NativeAddon {
   scanNonFinite(cache: NativeCache, layers: number, rowValues: number): Promise<{ stream: 'keys' | 'values'; layer: number; token: number } | null>;
   /** memcpy between two typed arrays of equal byte length (fast for SharedArrayBuffer views too). */
   copyBytes(dst: ArrayBufferView, src: ArrayBufferView): void;
+  copyBytesAsync(pairs: [ArrayBufferView, ArrayBufferView][]): Promise<void>;
   /** Host arena: encoded blobs in native (page-locked when CUDA is usable) memory, by handle. */
   arenaPut(blob: Uint8Array): number;
   arenaRead(handle: number): Uint8Array;
@@ -315,6 +316,11 @@ export const buildInfoAddon: Pick<NativeAddon, 'buildInfo'> = native;
 /** memcpy between two views of equal byte length (V8's own copy to or from shared memory goes element by element). */
 export function copyBytes(dst: ArrayBufferView, src: ArrayBufferView): void {
   native.copyBytes(dst, src);
+}
+
+/** The same copies (dst, src pairs) on the addon's thread pool: whole caches never hold the event loop. */
+export function copyBytesAsync(pairs: [ArrayBufferView, ArrayBufferView][]): Promise<void> {
+  return callNative(() => native.copyBytesAsync(pairs));
 }
 
 /** CRC-32C (Castagnoli) of `bytes`, as an unsigned 32-bit integer: the checksum of every record. */

@@ -737,6 +737,17 @@ export class DiskTier {
   }
 
   /**
+   * The sessions put with token ids, for the prefix index at open: without copying every record
+   * (a million chunk references). The token ids are the tier's own: read, never modify them.
+   */
+  *prefixSessions(fingerprint: string): Generator<{ id: string; namespace: string; tokenIds: Int32Array }> {
+    this.#assertOpen();
+    for (const m of this.#records.values()) {
+      if (m.tokenIds && m.fingerprint === fingerprint) yield { id: m.id, namespace: m.namespace ?? '', tokenIds: m.tokenIds };
+    }
+  }
+
+  /**
    * Live ids whose metadata could not be decoded when the tier was opened, or blobs found without
    * metadata. `get` reports them 'corrupt'; they come first in `lruOrder` so eviction clears them.
    */
@@ -1007,7 +1018,7 @@ export class DiskTier {
    * inside the removal's transaction).
    */
   async #sweepOrphans(): Promise<void> {
-    const SLICE = 20_000;
+    const SLICE = 4096; // ~3 ms of the event loop per slice
     let start: Buffer | undefined;
     for (;;) {
       await new Promise<void>((resolve) => setImmediate(resolve));

@@ -2,7 +2,7 @@
  * What the store knows about one session, whatever tier holds it, and the helpers that copy
  * caches in and out of store-owned (shared) memory.
  */
-import { copyBytes } from '../binding.js';
+import { copyBytes, copyBytesAsync } from '../binding.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
 
@@ -77,6 +77,24 @@ export function rawBytesOf(layout: KvLayout, tokens: number): number {
  * to or from shared memory goes element by element.
  */
 export function copyCache(cache: KvCache, shared: boolean): KvCache {
+  const { out, pairs } = layoutCopy(cache, shared);
+  for (const [dst, src] of pairs) copyBytes(dst, src);
+  return out;
+}
+
+/**
+ * copyCache with the bytes moved on the addon's thread pool (the store's copies of whole caches:
+ * a long session of a large model is hundreds of MB, which must not hold the event loop). The
+ * source arrays must not change until it resolves.
+ */
+export async function copyCacheAsync(cache: KvCache, shared: boolean): Promise<KvCache> {
+  const { out, pairs } = layoutCopy(cache, shared);
+  await copyBytesAsync(pairs);
+  return out;
+}
+
+/** The new cache of a copy (one buffer: keys, values, positions) and the copies that fill it. */
+function layoutCopy(cache: KvCache, shared: boolean): { out: KvCache; pairs: [ArrayBufferView, ArrayBufferView][] } {
   const { layout, tokens } = cache;
   const perLayer = tokens * rowValues(layout) * dtypeBytes(layout.dtype);
   const total = 2 * layout.layers * perLayer + 4 * tokens;
@@ -84,20 +102,22 @@ export function copyCache(cache: KvCache, shared: boolean): KvCache {
   const bytes = new Uint8Array(buf);
   const n = tokens * rowValues(layout);
   const views: ArrayBufferView[] = [];
+  const pairs: [ArrayBufferView, ArrayBufferView][] = [];
   let off = 0;
   for (const src of [...cache.keys, ...cache.values]) {
-    copyBytes(bytes.subarray(off, off + src.byteLength), src);
+    pairs.push([bytes.subarray(off, off + src.byteLength), src]);
     views.push(layout.dtype === 'f32' ? new Float32Array(buf, off, n) : new Uint16Array(buf, off, n));
     off += perLayer;
   }
   const positions = new Int32Array(buf, off, tokens);
-  if (cache.positions) copyBytes(positions, cache.positions);
+  if (cache.positions) pairs.push([positions, cache.positions]);
   else for (let i = 0; i < tokens; i++) positions[i] = i;
-  return {
+  const out: KvCache = {
     layout: { ...layout },
     tokens,
     positions,
     keys: views.slice(0, layout.layers),
     values: views.slice(layout.layers),
   };
+  return { out, pairs };
 }

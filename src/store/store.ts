@@ -46,7 +46,7 @@ import { PrefixIndex } from './prefix-index.js';
 import { type PolicyEntry, policyEntry } from './policy.js';
 import { HostBlock, arenaStats } from './host-block.js';
 import { CodecRouting, type Decoded, type HotCache } from './codec-routing.js';
-import { type SessionMeta, type Tier, copyCache, overheadOf, rawBytesOf, validateId } from './session.js';
+import { type SessionMeta, type Tier, copyCache, copyCacheAsync, overheadOf, rawBytesOf, validateId } from './session.js';
 import { StoreCounters, type StoreStats } from './stats.js';
 import { TierIndex } from './tier-index.js';
 
@@ -215,9 +215,7 @@ export class KvStore {
     this.#timer.unref();
     this.#prefixes = new PrefixIndex(profile.fingerprint, options.chunkTokens);
     // Sessions that reached disk before are found by prefix again after a restart.
-    for (const m of disk.list()) {
-      if (m.tokenIds && m.fingerprint === profile.fingerprint) this.#prefixes.add({ id: m.id, namespace: m.namespace ?? '', tokenIds: m.tokenIds });
-    }
+    for (const m of disk.prefixSessions(profile.fingerprint)) this.#prefixes.add(m);
     storeTestHooks.set(this, { pool, decodeThreads: this.#codec.decodeThreads, restoreThreads: this.#codec.restoreThreads });
   }
 
@@ -333,7 +331,8 @@ export class KvStore {
   /**
    * Stores a cache in the hot tier (replacing any previous version of the session). On the CUDA
    * backend the cache may be a DeviceKvCache (device addresses of an engine in this process): it
-   * is copied device to device. The store always keeps its own copy.
+   * is copied device to device. The store always keeps its own copy, made off the event loop:
+   * the cache's arrays must not be modified until the put resolves.
    */
   async put(id: string, cache: KvCache | DeviceKvCache, options: PutOptions = {}): Promise<void> {
     this.#checkOpen();
@@ -368,10 +367,14 @@ export class KvStore {
       meta.tokenIds = opts.tokens;
       meta.namespace = opts.namespace;
     }
-    // The caller may reuse its arrays once put resolves. Device caches are copied on the chain.
-    const owned = onDevice ? undefined : copyCache(cache, true);
+    // The caller may reuse its arrays once put resolves. The store's copy is made on the addon's
+    // thread pool, started now (call order is kept: the chain waits for it). Device caches are
+    // copied on the chain.
+    const copying = onDevice ? undefined : copyCacheAsync(cache, true);
+    copying?.catch(() => undefined); // awaited on the chain; a failure rejects the put there
     this.#bump(id);
     await this.#serial(id, async () => {
+      const owned = await copying;
       // Scanned off the main thread (a device cache on the GPU), in call order with the
       // session's other operations.
       if (this.options.nonFinite === 'reject') {
@@ -445,7 +448,7 @@ export class KvStore {
     this.#emit('hit', { id, from: r.tier, ms: r.ms });
     // Every caller gets its own copy of a stored session: nobody can alter it through the result.
     // A restore the store keeps no reference to goes to its first caller as it is.
-    const entry: SessionEntry = { cache: !joined && r.fresh ? r.cache! : copyCache(r.cache!, false), tier: r.tier };
+    const entry: SessionEntry = { cache: !joined && r.fresh ? r.cache! : await copyCacheAsync(r.cache!, false), tier: r.tier };
     if (r.meta.attachment) entry.attachment = new Uint8Array(r.meta.attachment);
     return entry;
   }
