@@ -60,10 +60,23 @@ export interface NativeProfileGroup {
   totalEnergy: number;
   meanSquare: number;
   predictedError: number;
+  weight: number;
+  plannedBits: number;
   plan: { start: number; size: number; bits: number }[];
   bitsPerToken: number;
   rowBytes: number;
   eigenvalues: Float32Array;
+}
+
+/** A bit plan as native/bitplan.h returns it. */
+export interface NativePlan {
+  groups: { start: number; size: number; bits: number }[];
+  /** Squared error summed over the sample (dropped components included). */
+  error: number;
+  /** Pre-entropy bits per token. */
+  bitsPerToken: number;
+  /** Bits per token under the cost model (entropy-coded or packed). */
+  costBits: number;
 }
 
 export interface NativeProfileInfo {
@@ -81,6 +94,10 @@ export interface NativeProfileInfo {
   ratio: number;
   seed: number;
   calibrationTokens: number;
+  allocation: 'global' | 'stream';
+  weighting: 'attention' | 'mse';
+  targetTokens: number;
+  expectedRatio: number;
   groups: NativeProfileGroup[];
 }
 
@@ -98,6 +115,11 @@ export interface NativeCalibrateSettings {
   maxFeatures: number;
   groupSizes: number[];
   widths: number[];
+  /** 0 stream, 1 global. */
+  allocation: number;
+  /** 0 mse, 1 attention. */
+  weighting: number;
+  targetTokens: number;
   /** Worker threads for calibratorAdd (stream groups in parallel). Default 1. */
   threads?: number;
 }
@@ -201,6 +223,13 @@ interface NativeAddon {
     threads: number,
   ): Promise<ArrayBuffer>;
   internals: {
+    /** The per-stream bit plan of n x kmax projections (native/bitplan.h). */
+    planBits(proj: Float32Array, n: number, kmax: number, budgetBits: number, widths: number[], sizes: number[], entropy: boolean): NativePlan;
+    /** The whole-cache allocation over several stream groups' projections, then each group's plan. */
+    planSplit(
+      projs: Float32Array[], n: number, kmaxs: number[], weights: number[], totalBits: number, unitBits: number,
+      capBits: number[], widths: number[], sizes: number[], entropy: boolean,
+    ): { units: number[]; plans: NativePlan[]; objective: number };
     /** path: 'reference' (the classic tred2/tql2 solver) or a vector path to force ('avx512' | 'avx2' | 'generic'). */
     symEig(a: Float64Array, n: number, path?: string): { values: Float64Array; vectors: Float64Array };
     /** The vector path symEig uses on this CPU. */

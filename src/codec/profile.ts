@@ -27,6 +27,10 @@ export interface ProfileGroup {
   meanSquare: number;
   /** Predicted squared error per token on the calibration sample. */
   predictedError: number;
+  /** Distortion weight of a unit of this group's squared error in the allocation (1: unweighted). */
+  weight: number;
+  /** Bits per token the plan expects to cost: entropy-coded under the global allocation, pre-entropy under 'stream'. */
+  plannedBits: number;
 }
 
 /** Settings the profile was calibrated with. */
@@ -37,6 +41,13 @@ export interface ProfileSettings {
   pcaGroupLayers: number;
   seed: number;
   calibrationTokens: number;
+  /** How the budget was split ('stream' for profiles of format version 1). */
+  allocation: 'global' | 'stream';
+  weighting: 'attention' | 'mse';
+  /** Cache length the ratio was aimed at (0: the coded tokens only). */
+  targetTokens: number;
+  /** Whole-blob ratio vs fp16 calibration expects for a cache of targetTokens (0: unknown). */
+  expectedRatio: number;
 }
 
 /**
@@ -67,6 +78,10 @@ export class CodecProfile {
       pcaGroupLayers: info.groupLayers,
       seed: info.seed,
       calibrationTokens: info.calibrationTokens,
+      allocation: info.allocation,
+      weighting: info.weighting,
+      targetTokens: info.targetTokens,
+      expectedRatio: info.expectedRatio,
     };
     this.groups = info.groups.map((g) => ({
       stream: g.stream,
@@ -80,6 +95,8 @@ export class CodecProfile {
       totalEnergy: g.totalEnergy,
       meanSquare: g.meanSquare,
       predictedError: g.predictedError,
+      weight: g.weight,
+      plannedBits: g.plannedBits,
     }));
   }
 
