@@ -63,11 +63,14 @@ describe('int8 decode path', () => {
   it.skipIf(!vnni)('int8 reconstruction stays within the int8 basis rounding of f32, escapes exact', async () => {
     const layout: KvLayout = { layers: 4, kvHeads: 2, headDim: 64, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
     const samples = [0, 1, 2].map((i) => syntheticCache({ layout, tokens: 500, seed: 60 + i }));
-    for (const [ratio, groupLayers] of [
-      [4, 1],
-      [12, 2],
+    // The default widths (1..6, 8) and the odd widths alone: every width the plan may pick.
+    for (const [ratio, groupLayers, widths] of [
+      [4, 1, undefined],
+      [12, 2, undefined],
+      [5, 1, [1, 3, 5, 6]],
     ] as const) {
-      const profile = await calibrate(samples, { ratio, windowTokens: 16, pcaGroupLayers: groupLayers });
+      const profile = await calibrate(samples, { ratio, windowTokens: 16, pcaGroupLayers: groupLayers, ...(widths ? { widths: [...widths] } : {}) });
+      if (widths) expect(new Set(profile.groups.flatMap((g) => g.plan.map((p) => p.bits))).size).toBeGreaterThanOrEqual(2);
       const cache = syntheticCache({ layout, tokens: 377, seed: 5, positionStart: 20 });
       const rv = layout.kvHeads * layout.headDim;
       (cache.keys[2] as Float32Array)[100 * rv + 7] = Number.POSITIVE_INFINITY; // escaped token
