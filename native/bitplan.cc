@@ -28,12 +28,18 @@ double entropy_cost_bits(const uint8_t* rows, int n, const RowLayout& rl) {
   return n > 0 ? bits / n : 0;
 }
 
+// Steps of the MSE-optimal uniform quantizer of a unit Gaussian, for 2, 4, ..., 256 levels.
+constexpr double kGaussStep[8] = {1.5958, 0.9957, 0.5860, 0.3352, 0.1881, 0.1041, 0.0568, 0.0307};
+
 inline int units_of(double cost, double unit) {
-  // Packed costs are whole multiples of 8 bits: exact in double, so this is the old ceil.
+  // Packed costs are whole multiples of 8 bits: exact. Entropy costs are fractional and rounded
+  // up (never below the budget), so calibration uses a fine unit (1/4 bit) to lose little per group.
   return int(std::ceil(cost / unit - 1e-9));
 }
 
 }  // namespace
+
+double static_step(uint32_t bits, double sigma) { return kGaussStep[std::min<uint32_t>(std::max<uint32_t>(bits, 1), 8) - 1] * sigma; }
 
 PlanTable plan_table(const PlanRequest& req) {
   PlanTable t;
@@ -52,6 +58,9 @@ PlanTable plan_table(const PlanRequest& req) {
   if (req.weight)
     for (int c = 0; c < K; c++) energy[c] *= req.weight[c];
   for (int c = K - 1; c >= 0; c--) t.suffix[c] = t.suffix[c + 1] + energy[c];
+  // The raw energies (the static candidates size their step from them).
+  if (req.weight)
+    for (int c = 0; c < K; c++) energy[c] = req.weight[c] > 0 ? energy[c] / req.weight[c] : 0.0;
 
   std::vector<uint8_t> bytes;
   std::vector<float> rec;
@@ -63,7 +72,7 @@ PlanTable plan_table(const PlanRequest& req) {
       const uint32_t eff = uint32_t(std::min(s, K - i));
       if (std::find(seen.begin(), seen.end(), eff) != seen.end()) continue;
       seen.push_back(eff);
-      t.at[i].push_back({eff, 0, 0.0, t.suffix[i] - t.suffix[i + eff]});
+      t.at[i].push_back({eff, 0, kGroupMinMax, 0.0f, 0.0f, 0.0, t.suffix[i] - t.suffix[i + eff]});
       for (int b : req.widths) {
         if (b < 1 || b > 8) continue;
         double err = 0;
@@ -88,7 +97,37 @@ PlanTable plan_table(const PlanRequest& req) {
             }
           }
         }
-        t.at[i].push_back({eff, uint8_t(b), cost, err});
+        t.at[i].push_back({eff, uint8_t(b), kGroupMinMax, 0.0f, 0.0f, cost, err});
+      }
+      if (!req.static_groups) continue;
+      // Static candidates: one step for the group, sized for its widest component (the first:
+      // components come in descending variance), codes centred on the mean (zero).
+      const double sigma = std::sqrt(std::max(0.0, energy[i]) / req.n);
+      if (!(sigma > 0)) continue;
+      for (int b : req.widths) {
+        if (b < 1 || b > 8) continue;
+        const double step = static_step(uint32_t(b), sigma);
+        const float scale = float(step);
+        const float shift = float(-0.5 * double((1u << b) - 1) * step);
+        if (!(scale > 0) || !std::isfinite(shift)) continue;
+        const PlanGroup pg{0, eff, uint8_t(b), kGroupStatic, shift, scale};
+        const RowLayout rl = make_row_layout({pg});
+        bytes.resize(size_t(req.n) * rl.rowBytes);
+        quantize_rows(rl, req.proj + i, size_t(req.n), size_t(req.ld), bytes.data());
+        rec.resize(size_t(req.n) * eff);
+        dequantize_rows(rl, bytes.data(), size_t(req.n), rec.data(), eff);
+        double err = 0;
+        for (int r = 0; r < req.n; r++) {
+          const float* x = req.proj + size_t(r) * req.ld + i;
+          const float* y = rec.data() + size_t(r) * eff;
+          for (uint32_t j = 0; j < eff; j++) {
+            const double e = double(x[j]) - double(y[j]);
+            err += (req.weight ? req.weight[i + j] : 1.0) * e * e;
+          }
+        }
+        const double cost = req.cost == PlanCost::Entropy ? entropy_cost_bits(bytes.data(), req.n, rl)
+                                                          : double(group_cost_bits(eff, uint32_t(b), kGroupStatic));
+        t.at[i].push_back({eff, uint8_t(b), kGroupStatic, shift, scale, cost, err});
       }
     }
   }
@@ -153,7 +192,7 @@ PlanResult plan_from_table(const PlanTable& t, double unit, int U, std::vector<d
     const size_t cell = size_t(i) * W + u;
     const PlanCandidate& c = t.at[from_pos[cell]][choice[cell]];
     if (c.bits > 0) {
-      rev.push_back({uint32_t(from_pos[cell]), c.size, c.bits});
+      rev.push_back({uint32_t(from_pos[cell]), c.size, c.bits, c.mode, c.shift, c.scale});
       res.cost_bits += c.cost;
     }
     i = from_pos[cell];
@@ -161,7 +200,7 @@ PlanResult plan_from_table(const PlanTable& t, double unit, int U, std::vector<d
   }
   res.groups.assign(rev.rbegin(), rev.rend());
   res.error = best;
-  for (const PlanGroup& g : res.groups) res.bits_per_token += group_cost_bits(g.size, g.bits);
+  for (const PlanGroup& g : res.groups) res.bits_per_token += group_cost_bits(g.size, g.bits, g.mode);
   return res;
 }
 

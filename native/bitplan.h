@@ -34,6 +34,8 @@ struct PlanRequest {
   // kmax relative weights of each component's squared error (nullptr: all 1); borrowed. The
   // errors of weighted candidates are measured on the codec's own reconstruction.
   const double* weight = nullptr;
+  // Also offer static groups (no per-token shift/scale; see quant.h) at each size and width.
+  bool static_groups = false;
 };
 
 struct PlanResult {
@@ -47,6 +49,8 @@ struct PlanResult {
 struct PlanCandidate {
   uint32_t size = 0;   // effective size (clipped at kmax)
   uint8_t bits = 0;
+  uint8_t mode = kGroupMinMax;
+  float shift = 0, scale = 0;  // static candidates
   double cost = 0;     // bits per token under the cost model
   double err = 0;      // squared error summed over the sample
 };
@@ -68,6 +72,10 @@ PlanResult plan_from_table(const PlanTable& t, double unit_bits, int units, std:
 
 // The unit plan_bits uses for a budget: 8 bits, doubled while the table would exceed 16M cells.
 double plan_unit_bits(int kmax, double budget_bits);
+
+// The step of a static group of `bits` for values of standard deviation sigma: the uniform
+// quantizer of least mean squared error for a Gaussian with 2^bits levels (Max, 1960).
+double static_step(uint32_t bits, double sigma);
 
 // The per-stream plan: plan_table + plan_from_table at plan_unit_bits.
 PlanResult plan_bits(const PlanRequest& req);

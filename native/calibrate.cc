@@ -380,6 +380,7 @@ void Calibrator::plan_table_for(const Accumulator& a, Fit& f, uint32_t kmax_limi
   req.sizes = set_.sizes;
   req.widths = set_.widths;
   req.cost = cost;
+  req.static_groups = cost == PlanCost::Entropy;  // the whole-cache plan: both quantizers
   if (weight && !weight->empty()) req.weight = weight->data();
   f.table = plan_table(req);
   f.tail = 0;
@@ -536,7 +537,7 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
   }
   if (global) {
     // Each group may take up to 4x its share (never less than 64 bits, never more than ~10 bits
-    // a value); the unit is 1 bit, coarsened while the DP or the allocation would be too large.
+    // a value); the unit is 1/4 bit, coarsened while the DP or the allocation would be too large.
     std::vector<double> cap_bits(total);
     double cap_sum = 0;
     for (size_t i = 0; i < total; i++) {
@@ -544,7 +545,7 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
       cap_bits[i] = std::min(budget, std::min(std::max(4 * budget * p / P, 64.0), 10 * p + 64));
       cap_sum += cap_bits[i];
     }
-    double unit = 1;
+    double unit = 0.25;
     for (;;) {
       double cells = 0;
       for (size_t i = 0; i < total; i++) {

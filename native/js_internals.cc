@@ -123,6 +123,7 @@ Napi::Object plan_object(Napi::Env env, const PlanResult& r) {
     g.Set("start", r.groups[j].start);
     g.Set("size", r.groups[j].size);
     g.Set("bits", uint32_t(r.groups[j].bits));
+    g.Set("quantizer", r.groups[j].mode == kGroupStatic ? "static" : "minmax");
     groups.Set(uint32_t(j), g);
   }
   o.Set("groups", groups);

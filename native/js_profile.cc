@@ -59,8 +59,13 @@ Napi::Object profile_info(Napi::Env env, const Profile& pr) {
         pg.Set("start", g.plan[j].start);
         pg.Set("size", g.plan[j].size);
         pg.Set("bits", uint32_t(g.plan[j].bits));
+        pg.Set("quantizer", g.plan[j].mode == kGroupStatic ? "static" : "minmax");
+        if (g.plan[j].mode == kGroupStatic) {
+          pg.Set("shift", g.plan[j].shift);
+          pg.Set("scale", g.plan[j].scale);
+        }
         plan.Set(uint32_t(j), pg);
-        bits += group_cost_bits(g.plan[j].size, g.plan[j].bits);
+        bits += group_cost_bits(g.plan[j].size, g.plan[j].bits, g.plan[j].mode);
       }
       go.Set("plan", plan);
       go.Set("bitsPerToken", bits);

@@ -16,7 +16,8 @@ void StreamGroup::derive() {
   if (basis.size() != size_t(k) * p || mean.size() != p || eigen.size() != p)
     fail("E_PROFILE", "profile group arrays do not match their dimensions");
   for (const PlanGroup& g : plan) {
-    if (g.size == 0 || g.bits == 0 || g.bits > 8 || uint64_t(g.start) + g.size > k)
+    if (g.size == 0 || g.bits == 0 || g.bits > 8 || uint64_t(g.start) + g.size > k || g.mode > kGroupStatic ||
+        (g.mode == kGroupStatic && !(g.scale > 0 && std::isfinite(g.scale) && std::isfinite(g.shift))))
       fail("E_PROFILE", "profile bit plan is inconsistent");
   }
   row = make_row_layout(plan);
@@ -35,7 +36,11 @@ void StreamGroup::derive() {
   } catch (const KvtcException&) {
     // An invalid KVTC_DECODE fails the decode that needs it, not the profile load.
   }
-  if (int8) decode_i8 = make_int8_basis(row, basis.data(), int(k), int(p));
+  // The int8 path reads each group's shift and scale from the row: a plan with static groups
+  // decodes on the float path instead (explicitly: decode_i8 stays empty).
+  bool any_static = false;
+  for (const PlanGroup& g : plan) any_static |= g.mode == kGroupStatic;
+  if (int8 && !any_static) decode_i8 = make_int8_basis(row, basis.data(), int(k), int(p));
 }
 
 std::vector<uint8_t> serialize_profile(const Profile& pr) {
@@ -79,6 +84,9 @@ std::vector<uint8_t> serialize_profile(const Profile& pr) {
         w.put<uint32_t>(pg.start);
         w.put<uint32_t>(pg.size);
         w.put<uint32_t>(pg.bits);
+        w.put<uint32_t>(pg.mode);
+        w.put<float>(pg.shift);
+        w.put<float>(pg.scale);
       }
       w.array(g.eigen);
       w.array(g.mean);
@@ -169,6 +177,13 @@ std::shared_ptr<Profile> parse_profile(const uint8_t* data, size_t len) {
         const uint32_t bits = r.get<uint32_t>("plan bits");
         if (bits == 0 || bits > 8) fail("E_PROFILE", "profile plan width is invalid");
         pg.bits = uint8_t(bits);
+        if (version >= 2) {
+          const uint32_t mode = r.get<uint32_t>("plan mode");
+          if (mode > kGroupStatic) fail("E_PROFILE", "profile plan quantizer is invalid");
+          pg.mode = uint8_t(mode);
+          pg.shift = r.get<float>("plan shift");
+          pg.scale = r.get<float>("plan scale");
+        }
       }
       r.array(g.eigen, g.p, "eigenvalues");
       r.array(g.mean, g.p, "mean");
@@ -176,7 +191,7 @@ std::shared_ptr<Profile> parse_profile(const uint8_t* data, size_t len) {
       r.array(g.freqs, size_t(nplan) * kContextsPerGroup * 256, "entropy tables");
       r.align(4);
       if (version < 2)
-        for (const PlanGroup& pg : g.plan) g.planned_bits += group_cost_bits(pg.size, pg.bits);
+        for (const PlanGroup& pg : g.plan) g.planned_bits += group_cost_bits(pg.size, pg.bits, pg.mode);
       g.derive();
     }
     if (next_layer != pr->layers) fail("E_PROFILE", "profile groups do not cover every layer");

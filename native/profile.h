@@ -20,8 +20,9 @@ namespace kvtc {
 
 // Version 2 added the whole-cache allocation's record: per profile the allocation and weighting
 // modes, the cache length the ratio was aimed at and the blob ratio expected there; per stream
-// group its distortion weight and planned bits. Version 1 profiles still load (the per-stream
-// plan, weight 1).
+// group its distortion weight and planned bits, per plan group its quantizer (min/max or static,
+// with the static shift and scale). Version 1 profiles still load (the per-stream plan, weight 1,
+// min/max groups).
 constexpr uint32_t kProfileVersion = 2;
 
 // How calibration split the bit budget: equal per-stream budgets over the coded tokens (the

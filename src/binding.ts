@@ -62,7 +62,7 @@ export interface NativeProfileGroup {
   predictedError: number;
   weight: number;
   plannedBits: number;
-  plan: { start: number; size: number; bits: number }[];
+  plan: { start: number; size: number; bits: number; quantizer: 'minmax' | 'static'; shift?: number; scale?: number }[];
   bitsPerToken: number;
   rowBytes: number;
   eigenvalues: Float32Array;
@@ -70,7 +70,7 @@ export interface NativeProfileGroup {
 
 /** A bit plan as native/bitplan.h returns it. */
 export interface NativePlan {
-  groups: { start: number; size: number; bits: number }[];
+  groups: { start: number; size: number; bits: number; quantizer: 'minmax' | 'static' }[];
   /** Squared error summed over the sample (dropped components included). */
   error: number;
   /** Pre-entropy bits per token. */

@@ -5,6 +5,17 @@ import { KvtcError } from '../errors.js';
 import type { KvLayout } from '../layout.js';
 import { layoutFromProfileInfo } from './marshal.js';
 
+/** One group of principal components of a bit plan. */
+export interface PlanGroupInfo {
+  start: number;
+  size: number;
+  bits: number;
+  quantizer: 'minmax' | 'static';
+  /** Static groups: value = shift + code * scale. */
+  shift?: number;
+  scale?: number;
+}
+
 /** One PCA group of one stream (keys or values) of a profile. */
 export interface ProfileGroup {
   stream: 'keys' | 'values';
@@ -15,8 +26,11 @@ export interface ProfileGroup {
   features: number;
   /** Principal components kept (coded with > 0 bits). */
   components: number;
-  /** The bit plan: contiguous component groups with their code width. */
-  plan: readonly { start: number; size: number; bits: number }[];
+  /**
+   * The bit plan: contiguous component groups with their code width and quantizer — 'minmax'
+   * (fp16 shift and scale per token) or 'static' (shift and scale fixed at calibration, given here).
+   */
+  plan: readonly PlanGroupInfo[];
   /** Pre-entropy bits per token, fp16 shift/scale included. */
   bitsPerToken: number;
   /** Calibration eigenvalues (descending): per-component variance, for rate–distortion bounds. */

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { calibrate, type CalibrateOptions, decode, encode, inspect, type KvCache } from '../../src/index.js';
 import { collectStates } from '../../src/adapters/llama-cpp/collect.js';
-import { makeProbe, probeFidelity } from '../../src/adapters/llama-cpp/fidelity.js';
+import { type FidelityProbe, makeProbe, probeFidelity } from '../../src/adapters/llama-cpp/fidelity.js';
 import { int4PerHead, int8PerHead } from '../../bench/baselines.js';
 import { disposeModel, loadPrompts, realCaches, sharedModel } from '../helpers/real-kv.js';
 import { relMse } from '../helpers/metrics.js';
@@ -32,8 +32,9 @@ describe('real stories260K KV', () => {
   ] as const) {
     it(`at no more bytes than per-head ${name} absmax, kvtc has lower K and V error`, async () => {
       const ref = baseline(test[0]!);
-      // Same bytes: calibrate at the baseline's ratio with every token coded but the sinks.
-      const profile = await calibrate(train, { ratio: ref.ratio, windowTokens: 0, pcaGroupLayers: 'all' });
+      // No more bytes: calibrate 5% above the baseline's ratio (the whole-blob plan delivers its
+      // ratio within 5%) with every token coded but the sinks.
+      const profile = await calibrate(train, { ratio: 1.05 * ref.ratio, windowTokens: 0, pcaGroupLayers: 'all' });
       let kvtcBytes = 0;
       let baseBytes = 0;
       let kK = 0;
@@ -79,7 +80,7 @@ describe('real stories260K KV', () => {
     const { model } = await sharedModel();
     const prompts = loadPrompts();
     const half = Math.floor(prompts.length / 2);
-    const probes = [];
+    const probes: FidelityProbe[] = [];
     for (const p of prompts.slice(half, half + 6)) probes.push(await makeProbe(model, p, TOKENS, 16));
     const states = await collectStates(model, { prompts: prompts.slice(0, half), tokens: TOKENS });
     const run = async (opts: CalibrateOptions) => {

@@ -2,8 +2,9 @@
  * Rewrites a version-2 profile into the version-1 format (before the whole-cache allocation's
  * record), to check that old profiles keep loading. Offsets follow native/profile.cc
  * (serialize_profile): v2 added 16 bytes after the calibration token count (allocation,
- * weighting, reserved, target tokens, expected ratio) and 16 bytes per stream group after its
- * predicted error (weight, planned bits).
+ * weighting, reserved, target tokens, expected ratio), 16 bytes per stream group after its
+ * predicted error (weight, planned bits) and 12 per plan group (quantizer, static shift and
+ * scale). Only profiles of min/max groups have a version-1 form.
  */
 import { native } from '../../src/binding.js';
 
@@ -32,7 +33,12 @@ export function profileToVersion1(v2: Uint8Array): Uint8Array {
     const nplan = dv.getUint32(at + 16, true);
     keep(at + 20 + 24); // dimensions, then energy, mean square, predicted error
     at += 16; // weight f64, planned bits f64
-    let end = at + 12 * nplan + 4 * p + 4 * p + 4 * k * p + 2 * nplan * KV_CONTEXTS_PER_GROUP * 256;
+    for (let j = 0; j < nplan; j++) {
+      if (dv.getUint32(at + 12, true) !== 0) throw new Error('profileToVersion1: static groups have no version-1 form');
+      keep(at + 12); // start, size, bits
+      at += 12; // quantizer u32, shift f32, scale f32
+    }
+    let end = at + 4 * p + 4 * p + 4 * k * p + 2 * nplan * KV_CONTEXTS_PER_GROUP * 256;
     end = Math.ceil(end / 4) * 4; // aligned relative to the start; the dropped fields are 16 bytes
     keep(end);
   }

@@ -17,7 +17,8 @@ describe('profile versions', () => {
     const v2 = await calibrate(samples, { ratio: 6, windowTokens: 8, allocation: 'stream', widths: [1, 3, 5, 6] });
     const bytes1 = profileToVersion1(v2.toBytes());
     expect(new DataView(bytes1.buffer).getUint32(4, true)).toBe(1);
-    expect(bytes1.length).toBe(v2.toBytes().length - 16 - 16 * v2.groups.length);
+    const planGroups = v2.groups.reduce((s, g) => s + g.plan.length, 0);
+    expect(bytes1.length).toBe(v2.toBytes().length - 16 - 16 * v2.groups.length - 12 * planGroups);
     const v1 = CodecProfile.fromBytes(bytes1);
     expect(v1.settings.allocation).toBe('stream');
     expect(v1.settings.targetTokens).toBe(0);
