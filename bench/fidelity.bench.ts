@@ -104,8 +104,8 @@ async function kvtc(plan: string, label: string, ratio: number, opts: CalibrateO
   });
 }
 
-for (const ratio of quick ? [4, 8, 16] : [3, 4, 6, 8, 12, 16, 24, 32]) await kvtc('whole-cache', 'whole-cache', ratio, {});
-for (const ratio of quick ? [4, 8, 16] : [3, 4, 6, 8, 12, 16, 24, 32]) await kvtc('per-stream', 'per-stream', ratio, { allocation: 'stream', widths: [2, 4, 8] });
+for (const ratio of quick ? [4, 8, 16] : [2, 2.5, 3, 4, 6, 8, 12, 16, 24, 32]) await kvtc('whole-cache', 'whole-cache', ratio, {});
+for (const ratio of quick ? [4, 8, 16] : [2, 2.5, 3, 4, 6, 8, 12, 16, 24, 32]) await kvtc('per-stream', 'per-stream', ratio, { allocation: 'stream', widths: [2, 4, 8] });
 
 /** Baselines reconstruct in f32; the model's cache is f16, so round back before loading. */
 function asF16(r: BaselineResult): KvCache {
