@@ -39,7 +39,7 @@ console.log(`fidelity: ${testPrompts.length} test prompts, prefix ${PREFIX} toke
 const probes: FidelityProbe[] = [];
 for (const p of testPrompts) probes.push(await makeProbe(model, p, PREFIX, STEPS));
 
-type Row = { method: string; plan?: string; ratio: number; relMseK: number; relMseV: number; meanKl: number; top1: number };
+type Row = { method: string; plan?: string; ratio: number; relMseK: number; relMseV: number; meanKl: number; top1: number; weightedError: number };
 type BoundRow = { method: string; stream: string; layers: string; bitsPerValue: number; boundBitsPerValue: number; factor: number };
 const rows: Row[] = [];
 const bounds: BoundRow[] = [];
@@ -59,10 +59,14 @@ function groupErrors(profile: CodecProfile, a: KvCache, b: KvCache, coded: numbe
   });
 }
 
+// The attention weights of a whole-cache profile (calibration's estimate of what the model feels)
+// score every method's reconstruction: does the weighted error order the methods as the KL does?
+const reference = await calibrate(train.map((s) => s.cache), { ratio: 8, sinkTokens: SINKS, windowTokens: WINDOW });
+
 async function measure(method: string, reconstruct: (c: KvCache) => Promise<{ cache: KvCache; bytes: number }>, plan?: string): Promise<Row> {
   let bytes = 0;
   let raw = 0;
-  const acc = { k: 0, v: 0, kl: 0, top1: 0 };
+  const acc = { k: 0, v: 0, kl: 0, top1: 0, w: 0 };
   for (const probe of probes) {
     const c = probe.state.cache;
     const r = await reconstruct(c);
@@ -70,11 +74,13 @@ async function measure(method: string, reconstruct: (c: KvCache) => Promise<{ ca
     raw += 2 * c.layout.layers * c.tokens * c.layout.kvHeads * c.layout.headDim * 2;
     acc.k += relMse(c, r.cache, 'keys') / probes.length;
     acc.v += relMse(c, r.cache, 'values') / probes.length;
+    const coded = c.tokens - SINKS - WINDOW;
+    acc.w += groupErrors(reference, c, r.cache, coded).reduce((s, e, i) => s + reference.groups[i]!.weight * e, 0) / probes.length;
     const f = await probeFidelity(model, probe, r.cache);
     acc.kl += f.meanKl / probes.length;
     acc.top1 += f.top1Agreement / probes.length;
   }
-  const row: Row = { method, ratio: raw / bytes, relMseK: acc.k, relMseV: acc.v, meanKl: acc.kl, top1: acc.top1 };
+  const row: Row = { method, ratio: raw / bytes, relMseK: acc.k, relMseV: acc.v, meanKl: acc.kl, top1: acc.top1, weightedError: acc.w };
   if (plan) row.plan = plan;
   rows.push(row);
   console.log(`  ${method.padEnd(26)} ratio ${(raw / bytes).toFixed(2).padStart(6)}  KL ${acc.kl.toExponential(2)}  top-1 ${(100 * acc.top1).toFixed(1)}%  relMSE K ${acc.k.toExponential(2)} V ${acc.v.toExponential(2)}`);
@@ -172,6 +178,35 @@ for (const [name, target] of [
     console.log(`| ${name} | ${b.meanKl.toExponential(2)} | ${b.ratio.toFixed(2)} | ${plan} | ${r === null ? 'outside the curve' : r.toFixed(2)} | ${multiple === null ? '-' : `${multiple.toFixed(2)}x`} | >= ${target}x |`);
   }
 }
+/** Spearman rank correlation. */
+function spearman(a: number[], b: number[]): number {
+  const rank = (x: number[]) => {
+    const order = x.map((v, i) => [v, i] as const).sort((p, q) => p[0] - q[0]);
+    const r = new Array<number>(x.length);
+    order.forEach(([, i], k) => (r[i] = k));
+    return r;
+  };
+  const ra = rank(a);
+  const rb = rank(b);
+  const n = a.length;
+  const d2 = ra.reduce((s, r, i) => s + (r - rb[i]!) ** 2, 0);
+  return 1 - (6 * d2) / (n * (n * n - 1));
+}
+const kl = rows.map((r) => r.meanKl);
+const ordering = {
+  methods: rows.length,
+  weightedError: spearman(rows.map((r) => r.weightedError), kl),
+  relMseSum: spearman(rows.map((r) => r.relMseK + r.relMseV), kl),
+  relMseK: spearman(rows.map((r) => r.relMseK), kl),
+  relMseV: spearman(rows.map((r) => r.relMseV), kl),
+};
+console.log(`\nHow well each error measure orders all ${rows.length} methods by next-token KL (Spearman rank correlation; weights of a whole-cache 8x profile):\n`);
+console.log('| measure | Spearman vs KL |');
+console.log('|---|---|');
+console.log(`| attention-weighted squared error (the allocation's objective) | ${ordering.weightedError.toFixed(3)} |`);
+console.log(`| relMSE K + relMSE V | ${ordering.relMseSum.toFixed(3)} |`);
+console.log(`| relMSE K | ${ordering.relMseK.toFixed(3)} |`);
+console.log(`| relMSE V | ${ordering.relMseV.toFixed(3)} |`);
 console.log(`\nBits per value against the Gaussian rate–distortion bound at the achieved squared error (coded tokens, per stream group; target: within 1.5x):\n`);
 console.log('| method | stream | layers | achieved bits/value | bound bits/value | achieved / bound |');
 console.log('|---|---|---|---|---|---|');
@@ -182,7 +217,7 @@ mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
 writeFileSync(
   new URL('./results/fidelity.json', import.meta.url),
   JSON.stringify(
-    { date: new Date().toISOString(), machine, quick, prefix: PREFIX, steps: STEPS, sinks: SINKS, window: WINDOW, prompts: testPrompts.length, rows, equalKl, bounds },
+    { date: new Date().toISOString(), machine, quick, prefix: PREFIX, steps: STEPS, sinks: SINKS, window: WINDOW, prompts: testPrompts.length, rows, equalKl, ordering, bounds },
     null,
     2,
   ),
