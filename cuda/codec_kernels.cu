@@ -128,16 +128,24 @@ __global__ void quantize_kernel(const float* D, uint32_t ldd, uint32_t n, Kernel
   const uint64_t idx = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= uint64_t(n) * g.plan_groups) return;
   const uint64_t i = idx / g.plan_groups;
-  const uint32_t* pg = g.plan + 4 * (idx % g.plan_groups);
-  quantize_group(D + i * ldd + pg[0], pg[1], pg[2], rows + i * g.row_bytes + pg[3]);
+  const uint32_t* pg = g.plan + kKernelPlanWords * (idx % g.plan_groups);
+  if (pg[4] == kGroupStatic)
+    quantize_group_static(D + i * ldd + pg[0], pg[1], pg[2], __uint_as_float(pg[5]), __uint_as_float(pg[6]),
+                          rows + i * g.row_bytes + pg[3]);
+  else
+    quantize_group(D + i * ldd + pg[0], pg[1], pg[2], rows + i * g.row_bytes + pg[3]);
 }
 
 __global__ void dequantize_kernel(const uint8_t* rows, uint32_t n, KernelGroup g, float* D, uint32_t ldd) {
   const uint64_t idx = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= uint64_t(n) * g.plan_groups) return;
   const uint64_t i = idx / g.plan_groups;
-  const uint32_t* pg = g.plan + 4 * (idx % g.plan_groups);
-  dequantize_group(rows + i * g.row_bytes + pg[3], pg[1], pg[2], D + i * ldd + pg[0]);
+  const uint32_t* pg = g.plan + kKernelPlanWords * (idx % g.plan_groups);
+  if (pg[4] == kGroupStatic)
+    dequantize_group_static(rows + i * g.row_bytes + pg[3], pg[1], pg[2], __uint_as_float(pg[5]), __uint_as_float(pg[6]),
+                            D + i * ldd + pg[0]);
+  else
+    dequantize_group(rows + i * g.row_bytes + pg[3], pg[1], pg[2], D + i * ldd + pg[0]);
 }
 
 __global__ void rans_encode_kernel(const RansEncodeJob* jobs, uint32_t count, uint64_t* starts) {

@@ -22,12 +22,15 @@ struct KernelLayout {
   int rope_dims;
 };
 
+constexpr uint32_t kKernelPlanWords = 7;
+
 // One stream group's constants in device memory.
 struct KernelGroup {
   uint32_t layer_start, layer_count, p, k;
   const float* mean;         // p
   uint32_t plan_groups;      // coded plan groups
-  const uint32_t* plan;      // plan_groups x {start, size, bits, offset}
+  const uint32_t* plan;      // plan_groups x kKernelPlanWords: {start, size, bits, offset, mode, shift, scale}
+                             // (shift and scale: float bits, static groups only)
   uint32_t row_bytes;
 };
 

@@ -52,7 +52,10 @@ std::vector<uint32_t> plan_table(const StreamGroup& g) {
   std::vector<uint32_t> plan;
   for (size_t j = 0; j < g.row.groups.size(); j++) {
     const PlanGroup& pg = g.row.groups[j];
-    plan.insert(plan.end(), {pg.start, pg.size, uint32_t(pg.bits), g.row.offset[j]});
+    uint32_t shift, scale;  // static groups' parameters, as float bits
+    std::memcpy(&shift, &pg.shift, 4);
+    std::memcpy(&scale, &pg.scale, 4);
+    plan.insert(plan.end(), {pg.start, pg.size, uint32_t(pg.bits), g.row.offset[j], uint32_t(pg.mode), shift, scale});
   }
   return plan;
 }

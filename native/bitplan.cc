@@ -4,43 +4,67 @@
 #include <cmath>
 #include <limits>
 
+#include "rans.h"
 
 namespace kvtc {
 namespace {
 
-struct Candidate {
-  uint32_t size;   // effective size (clipped at kmax)
-  uint8_t bits;    // 0 = dropped
-  uint32_t units;  // cost in budget units
-  double err;
-};
+// Bits per token the rANS coder spends on rows of one group: each of its contexts (shift and
+// scale bytes, code bytes) coded with the normalized table of its own histogram.
+double entropy_cost_bits(const uint8_t* rows, int n, const RowLayout& rl) {
+  std::vector<uint64_t> counts(size_t(rl.numContexts()) * 256, 0);
+  for (int t = 0; t < n; t++) {
+    const uint8_t* r = rows + size_t(t) * rl.rowBytes;
+    for (uint32_t b = 0; b < rl.rowBytes; b++) counts[size_t(rl.context[b]) * 256 + r[b]]++;
+  }
+  double bits = 0;
+  uint16_t freq[256];
+  for (uint32_t c = 0; c < rl.numContexts(); c++) {
+    const uint64_t* cc = &counts[size_t(c) * 256];
+    rans_normalize(cc, freq);
+    for (int s = 0; s < 256; s++)
+      if (cc[s]) bits += double(cc[s]) * (double(kRansProbBits) - std::log2(double(freq[s])));
+  }
+  return n > 0 ? bits / n : 0;
+}
+
+// Steps of the MSE-optimal uniform quantizer of a unit Gaussian, for 2, 4, ..., 256 levels.
+constexpr double kGaussStep[8] = {1.5958, 0.9957, 0.5860, 0.3352, 0.1881, 0.1041, 0.0568, 0.0307};
+
+inline int units_of(double cost, double unit) {
+  // Packed costs are whole multiples of 8 bits: exact. Entropy costs are fractional and rounded
+  // up (never below the budget), so calibration uses a fine unit (1/4 bit) to lose little per group.
+  return int(std::ceil(cost / unit - 1e-9));
+}
 
 }  // namespace
 
-PlanResult plan_bits(const PlanRequest& req) {
+double static_step(uint32_t bits, double sigma) { return kGaussStep[std::min<uint32_t>(std::max<uint32_t>(bits, 1), 8) - 1] * sigma; }
+
+PlanTable plan_table(const PlanRequest& req) {
+  PlanTable t;
   const int K = req.kmax;
-  PlanResult res;
-  if (K <= 0 || req.n <= 0) return res;
+  t.kmax = std::max(K, 0);
+  t.suffix.assign(size_t(t.kmax) + 1, 0.0);
+  t.at.resize(t.kmax);
+  if (K <= 0 || req.n <= 0) return t;
 
   // Energy of each component over the sample: the error of dropping it.
   std::vector<double> energy(K, 0.0);
-  for (int t = 0; t < req.n; t++) {
-    const float* row = req.proj + size_t(t) * req.ld;
+  for (int r = 0; r < req.n; r++) {
+    const float* row = req.proj + size_t(r) * req.ld;
     for (int c = 0; c < K; c++) energy[c] += double(row[c]) * row[c];
   }
-  std::vector<double> suffix(K + 1, 0.0);
-  for (int c = K - 1; c >= 0; c--) suffix[c] = suffix[c + 1] + energy[c];
+  if (req.weight)
+    for (int c = 0; c < K; c++) energy[c] *= req.weight[c];
+  for (int c = K - 1; c >= 0; c--) t.suffix[c] = t.suffix[c + 1] + energy[c];
+  // The raw energies (the static candidates size their step from them).
+  if (req.weight)
+    for (int c = 0; c < K; c++) energy[c] = req.weight[c] > 0 ? energy[c] / req.weight[c] : 0.0;
 
-  // Costs are multiples of 8 bits; coarsen the unit only if the table would be huge.
-  const double max_cells = 16.0 * 1024 * 1024;
-  uint32_t unit = 8;
-  while (double(K + 1) * (req.budget_bits / unit + 1) > max_cells) unit *= 2;
-  const int U = int(std::floor(req.budget_bits / unit));
-  if (U <= 0) return res;
-
+  std::vector<uint8_t> bytes;
+  std::vector<float> rec;
   // Candidate groups per start position: sizes must be aligned to their start.
-  std::vector<std::vector<Candidate>> cand(K);
-  std::vector<float> tmp;
   for (int i = 0; i < K; i++) {
     std::vector<uint32_t> seen;
     for (int s : req.sizes) {
@@ -48,18 +72,75 @@ PlanResult plan_bits(const PlanRequest& req) {
       const uint32_t eff = uint32_t(std::min(s, K - i));
       if (std::find(seen.begin(), seen.end(), eff) != seen.end()) continue;
       seen.push_back(eff);
-      double drop = suffix[i] - suffix[i + eff];
-      cand[i].push_back({eff, 0, 0, drop});
+      t.at[i].push_back({eff, 0, kGroupMinMax, 0.0f, 0.0f, 0.0, t.suffix[i] - t.suffix[i + eff]});
       for (int b : req.widths) {
-        const uint32_t cost = group_cost_bits(eff, uint32_t(b));
-        const uint32_t units = (cost + unit - 1) / unit;
-        if (int(units) > U) continue;
+        if (b < 1 || b > 8) continue;
         double err = 0;
-        for (int t = 0; t < req.n; t++) err += group_sq_error(req.proj + size_t(t) * req.ld + i, eff, uint32_t(b));
-        cand[i].push_back({eff, uint8_t(b), units, err});
+        double cost = group_cost_bits(eff, uint32_t(b));
+        if (!req.weight)
+          for (int r = 0; r < req.n; r++) err += group_sq_error(req.proj + size_t(r) * req.ld + i, eff, uint32_t(b));
+        if (req.cost == PlanCost::Entropy || req.weight) {
+          const RowLayout rl = make_row_layout({PlanGroup{0, eff, uint8_t(b)}});
+          bytes.resize(size_t(req.n) * rl.rowBytes);
+          quantize_rows(rl, req.proj + i, size_t(req.n), size_t(req.ld), bytes.data());
+          if (req.cost == PlanCost::Entropy) cost = entropy_cost_bits(bytes.data(), req.n, rl);
+          if (req.weight) {
+            rec.resize(size_t(req.n) * eff);
+            dequantize_rows(rl, bytes.data(), size_t(req.n), rec.data(), eff);
+            for (int r = 0; r < req.n; r++) {
+              const float* x = req.proj + size_t(r) * req.ld + i;
+              const float* y = rec.data() + size_t(r) * eff;
+              for (uint32_t j = 0; j < eff; j++) {
+                const double e = double(x[j]) - double(y[j]);
+                err += req.weight[i + j] * e * e;
+              }
+            }
+          }
+        }
+        t.at[i].push_back({eff, uint8_t(b), kGroupMinMax, 0.0f, 0.0f, cost, err});
+      }
+      if (!req.static_groups) continue;
+      // Static candidates: one step for the group, sized for its widest component (the first:
+      // components come in descending variance), codes centred on the mean (zero).
+      const double sigma = std::sqrt(std::max(0.0, energy[i]) / req.n);
+      if (!(sigma > 0)) continue;
+      for (int b : req.widths) {
+        if (b < 1 || b > 8) continue;
+        const double step = static_step(uint32_t(b), sigma);
+        const float scale = float(step);
+        const float shift = float(-0.5 * double((1u << b) - 1) * step);
+        if (!(scale > 0) || !std::isfinite(shift)) continue;
+        const PlanGroup pg{0, eff, uint8_t(b), kGroupStatic, shift, scale};
+        const RowLayout rl = make_row_layout({pg});
+        bytes.resize(size_t(req.n) * rl.rowBytes);
+        quantize_rows(rl, req.proj + i, size_t(req.n), size_t(req.ld), bytes.data());
+        rec.resize(size_t(req.n) * eff);
+        dequantize_rows(rl, bytes.data(), size_t(req.n), rec.data(), eff);
+        double err = 0;
+        for (int r = 0; r < req.n; r++) {
+          const float* x = req.proj + size_t(r) * req.ld + i;
+          const float* y = rec.data() + size_t(r) * eff;
+          for (uint32_t j = 0; j < eff; j++) {
+            const double e = double(x[j]) - double(y[j]);
+            err += (req.weight ? req.weight[i + j] : 1.0) * e * e;
+          }
+        }
+        const double cost = req.cost == PlanCost::Entropy ? entropy_cost_bits(bytes.data(), req.n, rl)
+                                                          : double(group_cost_bits(eff, uint32_t(b), kGroupStatic));
+        t.at[i].push_back({eff, uint8_t(b), kGroupStatic, shift, scale, cost, err});
       }
     }
   }
+  return t;
+}
+
+PlanResult plan_from_table(const PlanTable& t, double unit, int U, std::vector<double>* curve) {
+  PlanResult res;
+  const int K = t.kmax;
+  const double total = t.suffix.empty() ? 0.0 : t.suffix[0];
+  if (curve) curve->assign(size_t(std::max(U, 0)) + 1, total);
+  res.error = total;
+  if (K <= 0 || U <= 0) return res;
 
   const double INF = std::numeric_limits<double>::infinity();
   const size_t W = size_t(U) + 1;
@@ -69,17 +150,19 @@ PlanResult plan_bits(const PlanRequest& req) {
   dp[0] = 0;
   for (int i = 0; i < K; i++) {
     const double* from = &dp[size_t(i) * W];
-    for (size_t ci = 0; ci < cand[i].size(); ci++) {
-      const Candidate& c = cand[i][ci];
+    for (size_t ci = 0; ci < t.at[i].size(); ci++) {
+      const PlanCandidate& c = t.at[i][ci];
+      const int cu = c.bits ? units_of(c.cost, unit) : 0;
+      if (cu > U) continue;
       double* to = &dp[size_t(i + c.size) * W];
       uint8_t* ch = &choice[size_t(i + c.size) * W];
-      for (int u = 0; u + int(c.units) <= U; u++) {
+      for (int u = 0; u + cu <= U; u++) {
         if (from[u] == INF) continue;
         const double v = from[u] + c.err;
-        if (v < to[u + c.units]) {
-          to[u + c.units] = v;
-          ch[u + c.units] = uint8_t(ci);
-          from_pos[size_t(i + c.size) * W + u + c.units] = i;
+        if (v < to[u + cu]) {
+          to[u + cu] = v;
+          ch[u + cu] = uint8_t(ci);
+          from_pos[size_t(i + c.size) * W + u + cu] = i;
         }
       }
     }
@@ -87,29 +170,95 @@ PlanResult plan_bits(const PlanRequest& req) {
   // Any position may end the plan: everything after it is dropped.
   double best = INF;
   int bi = 0, bu = 0;
+  std::vector<double> at_u(curve ? W : 0, INF);
   for (int i = 0; i <= K; i++)
     for (int u = 0; u <= U; u++) {
-      const double v = dp[size_t(i) * W + u] + suffix[i];
+      const double v = dp[size_t(i) * W + u] + t.suffix[i];
       if (v < best) {
         best = v;
         bi = i;
         bu = u;
       }
+      if (curve && v < at_u[u]) at_u[u] = v;
     }
+  if (curve) {
+    double run = INF;
+    for (size_t u = 0; u < W; u++) (*curve)[u] = run = std::min(run, at_u[u]);
+  }
   // Walk back through the choices.
   std::vector<PlanGroup> rev;
   int i = bi, u = bu;
   while (i > 0) {
     const size_t cell = size_t(i) * W + u;
-    const Candidate& c = cand[from_pos[cell]][choice[cell]];
-    if (c.bits > 0) rev.push_back({uint32_t(from_pos[cell]), c.size, c.bits});
+    const PlanCandidate& c = t.at[from_pos[cell]][choice[cell]];
+    if (c.bits > 0) {
+      rev.push_back({uint32_t(from_pos[cell]), c.size, c.bits, c.mode, c.shift, c.scale});
+      res.cost_bits += c.cost;
+    }
     i = from_pos[cell];
-    u -= int(c.units);
+    u -= c.bits ? units_of(c.cost, unit) : 0;
   }
   res.groups.assign(rev.rbegin(), rev.rend());
   res.error = best;
-  for (const PlanGroup& g : res.groups) res.bits_per_token += group_cost_bits(g.size, g.bits);
+  for (const PlanGroup& g : res.groups) res.bits_per_token += group_cost_bits(g.size, g.bits, g.mode);
   return res;
+}
+
+double plan_unit_bits(int kmax, double budget_bits) {
+  // Costs are multiples of 8 bits; coarsen the unit only if the table would be huge.
+  const double max_cells = 16.0 * 1024 * 1024;
+  uint32_t unit = 8;
+  while (double(kmax + 1) * (budget_bits / unit + 1) > max_cells) unit *= 2;
+  return unit;
+}
+
+PlanResult plan_bits(const PlanRequest& req) {
+  if (req.kmax <= 0 || req.n <= 0) return {};
+  const double unit = plan_unit_bits(req.kmax, req.budget_bits);
+  const int U = int(std::floor(req.budget_bits / unit));
+  if (U <= 0) return {};
+  return plan_from_table(plan_table(req), unit, U, nullptr);
+}
+
+BudgetSplit allocate_units(const std::vector<std::vector<double>>& curves, const std::vector<double>& weights,
+                          int total) {
+  BudgetSplit a;
+  const size_t S = curves.size();
+  a.units.assign(S, 0);
+  if (S == 0) return a;
+  total = std::max(total, 0);
+  const size_t W = size_t(total) + 1;
+  // F[x]: least weighted error of the groups so far within x units (non-increasing in x).
+  std::vector<double> F(W, 0.0), G(W);
+  std::vector<int32_t> pick(S * W, 0);
+  for (size_t s = 0; s < S; s++) {
+    const std::vector<double>& e = curves[s];
+    const double w = weights[s];
+    const int cap = int(e.size()) - 1;
+    if (cap < 0) continue;  // a group that can take nothing: pick stays 0
+    for (size_t x = 0; x < W; x++) {
+      double best = std::numeric_limits<double>::infinity();
+      int bu = 0;
+      const int top = std::min<int>(cap, int(x));
+      for (int u = 0; u <= top; u++) {
+        const double v = F[x - u] + w * e[u];
+        if (v <= best) {  // ties: more units to this group
+          best = v;
+          bu = u;
+        }
+      }
+      G[x] = best;
+      pick[s * W + x] = bu;
+    }
+    F.swap(G);
+  }
+  a.objective = F[total];
+  size_t x = size_t(total);
+  for (size_t s = S; s-- > 0;) {
+    a.units[s] = pick[s * W + x];
+    x -= size_t(a.units[s]);
+  }
+  return a;
 }
 
 }  // namespace kvtc

@@ -153,6 +153,8 @@ void Calibrator::add(const CacheView& c) {
     if (set_.max_tokens && seen_ + toks.size() >= set_.max_tokens) break;
     toks.push_back(t);
   }
+  sample_tokens_ += c.tokens;
+  samples_++;
   if (toks.empty()) return;
   // Reservoir decisions are made once per token so every stream group samples the same tokens.
   std::vector<int64_t> slot(toks.size(), -1);
@@ -202,10 +204,39 @@ void Calibrator::add(const CacheView& c) {
   seen_ += toks.size();
 }
 
-StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
+AttentionWeights attention_weights(double key_energy, double value_energy, double value_mean_square,
+                                   uint32_t heads, uint32_t head_dim) {
+  AttentionWeights w;
+  const double h = std::max<uint32_t>(heads, 1);
+  (void)head_dim;  // it cancels: d from the 1/√d of the logits against d in the query scale
+  const double vark = key_energy / h, varv = value_energy / h, msv = value_mean_square / h;
+  // A stream of zeros has nothing to lose: weight 1 keeps the allocation well defined.
+  if (!(msv > 0) || !(vark > 0)) return w;
+  w.value = 1.0 / msv;
+  w.key = kLogitVariance * varv / (msv * vark);
+  if (!(w.key > 0) || !std::isfinite(w.key)) w.key = w.value;
+  return w;
+}
+
+// One stream group between its PCA and its plan.
+struct Calibrator::Fit {
+  StreamGroup g;             // mean, eigenvalues, energies (no plan, basis or tables yet)
+  std::vector<float> dirs;   // kdirs x p principal directions as floats, row c = component c
+  uint32_t kdirs = 0;        // directions available (rank)
+  uint32_t ns = 0;           // sample rows
+  uint32_t kmax = 0;         // components the plan may use
+  double tail = 0;           // energy beyond kmax (per token)
+  PlanTable table;
+  std::vector<double> curve;  // Global: least error within u units, u = 0..cap
+  // Keys with a covariance: per direction c, Σ_h u_chᵀ M_h u_ch over the heads h (M_h: the
+  // head's key second moment, the stand-in for its queries'); empty otherwise.
+  std::vector<double> head_moment;
+};
+
+void Calibrator::fit_pca(const Accumulator& a, Fit& f, bool is_key) const {
   const uint32_t p = a.p;
   const double n = double(seen_);
-  StreamGroup g;
+  StreamGroup& g = f.g;
   g.layer_start = a.layer_start;
   g.layer_count = a.layer_count;
   g.p = p;
@@ -219,9 +250,7 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
   for (uint32_t j = 0; j < p; j++) mean_sq += mean[j] * mean[j];
   g.mean.assign(mean.begin(), mean.end());
   const uint32_t ns = uint32_t(a.sample.size() / p);
-  std::vector<float> Xs(a.sample);
-  for (uint32_t t = 0; t < ns; t++)
-    for (uint32_t j = 0; j < p; j++) Xs[size_t(t) * p + j] -= g.mean[j];
+  f.ns = ns;
 
   // evecs: row c = principal direction c (p values); evals: variance along it.
   std::vector<double> evals, evecs;
@@ -234,12 +263,52 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
         C[size_t(i) * p + j] = v;
         C[size_t(j) * p + i] = v;
       }
+    // Per-head diagonal blocks of the keys' second moment, before the eigensolver takes C.
+    const uint32_t d = base_.head_dim, heads = p / d;
+    std::vector<double> blocks;
+    if (is_key) {
+      blocks.resize(size_t(heads) * d * d);
+      for (uint32_t h = 0; h < heads; h++)
+        for (uint32_t x = 0; x < d; x++)
+          for (uint32_t y = 0; y < d; y++) {
+            const uint32_t i = h * d + x, j = h * d + y;
+            blocks[(size_t(h) * d + x) * d + y] = C[size_t(i) * p + j];
+          }
+    }
     const double te = thread_cpu_seconds();
     sym_eig_desc(int(p), C, evals, evecs);
     add_seconds(stage_.eigen, thread_cpu_seconds() - te);
+    if (is_key) {
+      const uint32_t dirs = uint32_t(evecs.size() / p);
+      f.head_moment.assign(dirs, 0.0);
+      for (uint32_t c = 0; c < dirs; c++) {
+        const double* u = evecs.data() + size_t(c) * p;
+        double m = 0;
+        for (uint32_t h = 0; h < heads; h++) {
+          const double* B = blocks.data() + size_t(h) * d * d;
+          const double* uh = u + size_t(h) * d;
+          double q = 0, tr2 = 0;
+          for (uint32_t x = 0; x < d; x++) {
+            double row = 0;
+            for (uint32_t y = 0; y < d; y++) {
+              row += B[size_t(x) * d + y] * uh[y];
+              tr2 += B[size_t(x) * d + y] * B[size_t(x) * d + y];
+            }
+            q += uh[x] * row;
+          }
+          // Queries like the head's keys, scaled to the logit variance s²: M_h = α_h Σ_h with
+          // α_h = s²·d / tr(Σ_h²) (see attention_weights; s² is applied in the stream weight).
+          if (tr2 > 0) m += q * double(d) / tr2;
+        }
+        f.head_moment[c] = std::max(0.0, m);
+      }
+    }
   } else {
     // Xs = U S V^T: eigenvectors u of the Gram matrix Xs Xs^T give directions v = Xs^T u / s.
     if (ns < 2) fail("E_CALIBRATION", "too few sample tokens for a wide PCA group");
+    std::vector<float> Xs(a.sample);
+    for (uint32_t t = 0; t < ns; t++)
+      for (uint32_t j = 0; j < p; j++) Xs[size_t(t) * p + j] -= g.mean[j];
     const double tg = thread_cpu_seconds();
     std::vector<float> XsT(size_t(p) * ns), Gf(size_t(ns) * ns);
     for (uint32_t t = 0; t < ns; t++)
@@ -275,53 +344,120 @@ StreamGroup Calibrator::fit_group(const Accumulator& a, bool /*is_key*/) const {
     g.total_energy += g.eigen[i];
   }
   g.mean_square = g.total_energy + mean_sq;
-  const uint32_t directions = uint32_t(evecs.size() / p);
+  f.kdirs = uint32_t(evecs.size() / p);
+  f.dirs.resize(size_t(f.kdirs) * p);
+  for (size_t i = 0; i < f.dirs.size(); i++) f.dirs[i] = float(evecs[i]);
+}
 
-  // Projections of the reservoir sample on the components the budget could possibly use
-  // (every coded component costs at least 2 bits).
+namespace {
+// Centered sample rows (ns x p) and their projections on the first k directions (ns x k).
+void project_sample(const std::vector<float>& sample, const StreamGroup& g, const std::vector<float>& dirs,
+                    uint32_t k, std::vector<float>& Ds) {
+  const uint32_t p = g.p, ns = uint32_t(sample.size() / p);
+  std::vector<float> Xs(sample);
+  for (uint32_t t = 0; t < ns; t++)
+    for (uint32_t j = 0; j < p; j++) Xs[size_t(t) * p + j] -= g.mean[j];
+  std::vector<float> Et(size_t(p) * std::max<uint32_t>(k, 1));
+  Ds.assign(size_t(ns) * std::max<uint32_t>(k, 1), 0.0f);
+  for (uint32_t c = 0; c < k; c++)
+    for (uint32_t j = 0; j < p; j++) Et[size_t(j) * k + c] = dirs[size_t(c) * p + j];
+  if (k > 0 && ns > 0) gemm_f32(int(ns), int(k), int(p), Xs.data(), int(p), Et.data(), int(k), Ds.data(), int(k), false);
+}
+}  // namespace
+
+// The plan's table of candidates on the sample's projections onto the first kmax components.
+void Calibrator::plan_table_for(const Accumulator& a, Fit& f, uint32_t kmax_limit, PlanCost cost,
+                                const std::vector<double>* weight) const {
   const double tp = thread_cpu_seconds();
-  const double budget = 16.0 * p / set_.ratio;
-  const uint32_t kmax = std::min<uint32_t>(directions, uint32_t(budget / 2));
-  std::vector<float> Et(size_t(p) * std::max<uint32_t>(kmax, 1)), Ds(size_t(ns) * std::max<uint32_t>(kmax, 1));
-  for (uint32_t c = 0; c < kmax; c++)
-    for (uint32_t j = 0; j < p; j++) Et[size_t(j) * kmax + c] = float(evecs[size_t(c) * p + j]);
-  if (kmax > 0) gemm_f32(int(ns), int(kmax), int(p), Xs.data(), int(p), Et.data(), int(kmax), Ds.data(), int(kmax), false);
-
+  f.kmax = std::min(f.kdirs, kmax_limit);
+  std::vector<float> Ds;
+  project_sample(a.sample, f.g, f.dirs, f.kmax, Ds);
   PlanRequest req;
   req.proj = Ds.data();
-  req.n = int(ns);
-  req.kmax = int(kmax);
-  req.ld = int(kmax);
-  req.budget_bits = budget;
+  req.n = int(f.ns);
+  req.kmax = int(f.kmax);
+  req.ld = int(f.kmax);
   req.sizes = set_.sizes;
   req.widths = set_.widths;
-  PlanResult plan = plan_bits(req);
+  req.cost = cost;
+  req.static_groups = cost == PlanCost::Entropy;  // the whole-cache plan: both quantizers
+  if (weight && !weight->empty()) req.weight = weight->data();
+  f.table = plan_table(req);
+  f.tail = 0;
+  for (uint32_t c = f.kmax; c < f.g.p; c++) f.tail += f.g.eigen[c];
   add_seconds(stage_.plan, thread_cpu_seconds() - tp);
+}
+
+StreamGroup Calibrator::finish_group(const Accumulator& a, Fit& f, const PlanResult& plan) const {
+  StreamGroup g = std::move(f.g);
+  const uint32_t p = g.p;
   g.plan = plan.groups;
+  g.planned_bits = plan.cost_bits;
   g.k = 0;
   for (const PlanGroup& pg : g.plan) g.k = std::max(g.k, pg.start + pg.size);
-  // Error of the sample: the plan's error on the kmax components plus the energy beyond them.
-  double tail = 0;
-  for (uint32_t c = kmax; c < p; c++) tail += g.eigen[c];
-  g.predicted_err = (ns ? plan.error / ns : 0) + tail;
-  g.basis.resize(size_t(g.k) * p);
-  for (uint32_t c = 0; c < g.k; c++)
-    for (uint32_t j = 0; j < p; j++) g.basis[size_t(c) * p + j] = float(evecs[size_t(c) * p + j]);
+  g.basis.assign(f.dirs.begin(), f.dirs.begin() + size_t(g.k) * p);
 
   // Entropy statistics: byte histograms of the sample's quantized rows, per row context.
   const double tt = thread_cpu_seconds();
+  std::vector<float> Ds;
+  project_sample(a.sample, g, f.dirs, g.k, Ds);
   RowLayout rl = make_row_layout(g.plan);
   std::vector<uint64_t> counts(size_t(rl.numContexts()) * 256, 0);
   std::vector<uint8_t> row(rl.rowBytes);
-  for (uint32_t t = 0; t < ns && rl.rowBytes; t++) {
-    quantize_row(rl, Ds.data() + size_t(t) * kmax, row.data());
+  std::vector<float> rec(std::max<uint32_t>(g.k, 1));
+  double err = 0;
+  for (uint32_t t = 0; t < f.ns && rl.rowBytes; t++) {
+    const float* d = Ds.data() + size_t(t) * g.k;
+    quantize_row(rl, d, row.data());
     for (uint32_t b = 0; b < rl.rowBytes; b++) counts[size_t(rl.context[b]) * 256 + row[b]]++;
+    dequantize_row(rl, row.data(), rec.data());
+    for (uint32_t c = 0; c < g.k; c++) err += (double(d[c]) - rec[c]) * (double(d[c]) - rec[c]);
   }
+  // Error of the sample (unweighted): the coded components' on the codec's reconstruction, and
+  // the variance of every component beyond them.
+  double dropped = 0;
+  for (uint32_t c = g.k; c < p; c++) dropped += g.eigen[c];
+  g.predicted_err = (f.ns ? err / f.ns : 0) + dropped;
   g.freqs.resize(counts.size());
   for (uint32_t c = 0; c < rl.numContexts(); c++) rans_normalize(&counts[size_t(c) * 256], &g.freqs[size_t(c) * 256]);
   add_seconds(stage_.tables, thread_cpu_seconds() - tt);
+  f.dirs.clear();
+  f.table = PlanTable();
   return g;
 }
+
+namespace {
+// Runs fn(i) for i in [0, count) on up to `threads` threads; the first exception is rethrown.
+// progress (optional) is told done/count after each item, under a lock.
+template <typename Fn>
+void run_items(size_t count, int threads, Fn&& fn, const std::function<void(size_t)>& progress) {
+  std::atomic<size_t> next{0}, done{0};
+  std::mutex err_mu, prog_mu;
+  std::exception_ptr err;
+  auto work = [&]() {
+    for (size_t i; (i = next.fetch_add(1)) < count;) {
+      try {
+        fn(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> l(err_mu);
+        if (!err) err = std::current_exception();
+        next = count;
+      }
+      const size_t d = ++done;
+      if (progress) {
+        std::lock_guard<std::mutex> l(prog_mu);
+        progress(d);
+      }
+    }
+  };
+  const int nt = std::max(1, std::min<int>(threads, int(count)));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < nt; t++) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  if (err) std::rethrow_exception(err);
+}
+}  // namespace
 
 std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -336,38 +472,164 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
   pr.ratio = set_.ratio;
   pr.seed = set_.seed;
   pr.calib_tokens = seen_;
+  pr.allocation = set_.allocation;
+  pr.weighting = set_.allocation == Allocation::Global ? set_.weighting : Weighting::Mse;
   const size_t ng = acc_[0].size();
   pr.groups[0].resize(ng);
   pr.groups[1].resize(ng);
   const size_t total = 2 * ng;
-  std::atomic<size_t> next{0}, done{0};
-  std::mutex err_mu, prog_mu;
-  std::exception_ptr err;
-  auto work = [&]() {
-    for (size_t i; (i = next.fetch_add(1)) < total;) {
-      try {
-        const int s = int(i / ng);
-        const double tf = thread_cpu_seconds();
-        pr.groups[s][i % ng] = fit_group(acc_[s][i % ng], s == 0);
-        add_seconds(stage_.fit, thread_cpu_seconds() - tf);
-      } catch (...) {
-        std::lock_guard<std::mutex> l(err_mu);
-        if (!err) err = std::current_exception();
-        next = total;
-      }
-      const size_t d = ++done;
-      if (progress) {
-        std::lock_guard<std::mutex> l(prog_mu);
-        progress(double(d) / double(total), "fit");
-      }
+  auto acc_of = [&](size_t i) -> const Accumulator& { return acc_[i / ng][i % ng]; };
+  // Progress: the PCA and tables of each group, half of the work each.
+  const std::function<void(size_t)> prog1 = progress ? std::function<void(size_t)>([&](size_t d) {
+    progress(0.5 * double(d) / double(total), "fit");
+  }) : nullptr;
+  const std::function<void(size_t)> prog2 = progress ? std::function<void(size_t)>([&](size_t d) {
+    progress(0.5 + 0.5 * double(d) / double(total), "fit");
+  }) : nullptr;
+  int min_width = 8;
+  for (int w : set_.widths) min_width = std::max(1, std::min(min_width, w));
+
+  // The whole blob of a cache of L tokens: raw sinks and window, header, chunk tables, and the
+  // coded rows of the rest. The coded tokens get what the target leaves.
+  const uint32_t L = set_.target_tokens
+                         ? set_.target_tokens
+                         : uint32_t(samples_ ? (sample_tokens_ + samples_ / 2) / samples_ : 0);
+  const uint32_t raw_t = std::min(set_.sinks, L) + std::min(set_.window, L - std::min(set_.sinks, L));
+  const uint32_t C = L - raw_t;
+  double P = 0;
+  for (size_t i = 0; i < total; i++) P += acc_of(i).p;
+  auto fixed_bits = [&](const std::vector<double>& row_bytes) {
+    BlobHeader h = make_header(pr, L, base_.dtype, nullptr);
+    h.sections.resize(1 + total);
+    std::vector<uint8_t> hdr;
+    write_blob_header(h, hdr);
+    double bits = 8.0 * (double(hdr.size()) + 4);  // + CRC
+    bits += double(raw_t) * P * 8 * dtype_bytes(base_.dtype);
+    for (double rb : row_bytes) {  // chunk table and rANS states of each coded section
+      const double chunks = std::max(1.0, std::ceil(double(C) * rb / kRansChunkTargetBytes));
+      bits += 8.0 * (8 + chunks * (4 + kRansStateBytes));
     }
+    return bits;
   };
-  const int nt = std::max(1, std::min<int>(threads, int(total)));
-  std::vector<std::thread> pool;
-  for (int t = 1; t < nt; t++) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-  if (err) std::rethrow_exception(err);
+  const double target_bits = double(L) * P * 16 / set_.ratio;
+  auto expected_ratio = [&](const std::vector<double>& planned) {
+    std::vector<double> rb;
+    double coded = 0;
+    for (double b : planned) {
+      rb.push_back(b / 8);
+      coded += b;
+    }
+    const double blob = fixed_bits(rb) + double(C) * coded;
+    return blob > 0 ? double(L) * P * 16 / blob : 0.0;
+  };
+
+  std::vector<Fit> fits(total);
+  std::vector<PlanResult> plans(total);
+  bool global = set_.allocation == Allocation::Global;
+  double budget = 0;  // Global: bits per coded token over all stream groups
+  if (global) {
+    std::vector<double> share(total);
+    for (size_t i = 0; i < total; i++) share[i] = target_bits / std::max<double>(L, 1) * acc_of(i).p / P / 8;
+    budget = C > 0 ? (target_bits - fixed_bits(share)) / C : 0;
+    // Raw tokens alone over the target: no whole-blob plan exists; the coded tokens get the
+    // per-stream budgets instead (expected_ratio says what the blob will be).
+    if (!(budget >= 8.0 * total)) global = false;
+  }
+  if (global) {
+    // Each group may take up to 4x its share (never less than 64 bits, never more than ~10 bits
+    // a value); the unit is 1/4 bit, coarsened while the DP or the allocation would be too large.
+    std::vector<double> cap_bits(total);
+    double cap_sum = 0;
+    for (size_t i = 0; i < total; i++) {
+      const double p = acc_of(i).p;
+      cap_bits[i] = std::min(budget, std::min(std::max(4 * budget * p / P, 64.0), 10 * p + 64));
+      cap_sum += cap_bits[i];
+    }
+    double unit = 0.25;
+    for (;;) {
+      double cells = 0;
+      for (size_t i = 0; i < total; i++) {
+        const double k = std::min<double>(acc_of(i).p, 2 * cap_bits[i]);
+        cells = std::max(cells, (k + 1) * (cap_bits[i] / unit + 1));
+      }
+      if (cells <= 4e6 && (budget / unit + 1) * (cap_sum / unit + total) <= 3e8) break;
+      unit *= 2;
+    }
+    // The PCA of every group first: the weights of a layer group's keys need its values' moments.
+    run_items(total, threads, [&](size_t i) {
+      const double tf = thread_cpu_seconds();
+      fit_pca(acc_of(i), fits[i], i < ng && pr.weighting == Weighting::Attention);
+      add_seconds(stage_.fit, thread_cpu_seconds() - tf);
+    }, nullptr);
+    // Distortion weights per layer group (keys and values of group j cover the same layers):
+    // a stream weight each, and for keys with a covariance a relative weight per component
+    // (its query-side moment over the isotropic one, see attention_weights).
+    std::vector<double> weights(total, 1.0);
+    std::vector<std::vector<double>> rel(total);
+    if (pr.weighting == Weighting::Attention)
+      for (size_t j = 0; j < ng; j++) {
+        const StreamGroup& k = fits[j].g;
+        const StreamGroup& v = fits[ng + j].g;
+        const uint32_t heads = k.layer_count * base_.kv_heads;
+        const AttentionWeights w = attention_weights(k.total_energy, v.total_energy, v.mean_square, heads, base_.head_dim);
+        weights[j] = w.key;
+        weights[ng + j] = w.value;
+        // The isotropic moment uᵀMu = d / tr(Σ_h) that w.key assumes.
+        const double iso = k.total_energy > 0 ? double(base_.head_dim) * heads / k.total_energy : 0;
+        if (!fits[j].head_moment.empty() && iso > 0) {
+          rel[j].resize(fits[j].head_moment.size());
+          for (size_t c = 0; c < rel[j].size(); c++) rel[j][c] = fits[j].head_moment[c] / iso;
+        }
+      }
+    run_items(total, threads, [&](size_t i) {
+      const double tf = thread_cpu_seconds();
+      plan_table_for(acc_of(i), fits[i], uint32_t(std::min<double>(acc_of(i).p, 2 * cap_bits[i])), PlanCost::Entropy,
+                     &rel[i]);
+      const double tp = thread_cpu_seconds();
+      plan_from_table(fits[i].table, unit, int(std::floor(cap_bits[i] / unit)), &fits[i].curve);
+      add_seconds(stage_.plan, thread_cpu_seconds() - tp);
+      add_seconds(stage_.fit, thread_cpu_seconds() - tf);
+    }, prog1);
+    std::vector<std::vector<double>> curves(total);
+    for (size_t i = 0; i < total; i++) curves[i] = std::move(fits[i].curve);
+    const double ta = thread_cpu_seconds();
+    const BudgetSplit alloc = allocate_units(curves, weights, int(std::floor(budget / unit)));
+    add_seconds(stage_.plan, thread_cpu_seconds() - ta);
+    run_items(total, threads, [&](size_t i) {
+      const double tf = thread_cpu_seconds();
+      const double tp = thread_cpu_seconds();
+      plans[i] = plan_from_table(fits[i].table, unit, alloc.units[i], nullptr);
+      add_seconds(stage_.plan, thread_cpu_seconds() - tp);
+      StreamGroup g = finish_group(acc_of(i), fits[i], plans[i]);
+      g.weight = weights[i];
+      pr.groups[i / ng][i % ng] = std::move(g);
+      add_seconds(stage_.fit, thread_cpu_seconds() - tf);
+    }, prog2);
+    pr.target_tokens = L;
+  } else {
+    // The per-stream plan: each group's budget is 16·p/ratio bits per coded token, packed costs.
+    pr.allocation = Allocation::Stream;
+    pr.weighting = Weighting::Mse;
+    run_items(total, threads, [&](size_t i) {
+      const double tf = thread_cpu_seconds();
+      const Accumulator& a = acc_of(i);
+      fit_pca(a, fits[i], false);
+      const double b = 16.0 * a.p / set_.ratio;
+      plan_table_for(a, fits[i], uint32_t(b / min_width), PlanCost::Packed, nullptr);
+      const double tp = thread_cpu_seconds();
+      const double unit = plan_unit_bits(int(fits[i].kmax), b);
+      plans[i] = plan_from_table(fits[i].table, unit, int(std::floor(b / unit)), nullptr);
+      add_seconds(stage_.plan, thread_cpu_seconds() - tp);
+      pr.groups[i / ng][i % ng] = finish_group(a, fits[i], plans[i]);
+      add_seconds(stage_.fit, thread_cpu_seconds() - tf);
+    }, progress ? std::function<void(size_t)>([&](size_t d) { progress(double(d) / double(total), "fit"); })
+                : std::function<void(size_t)>());
+    pr.target_tokens = set_.allocation == Allocation::Global ? L : 0;
+  }
+  std::vector<double> planned;
+  for (int s = 0; s < 2; s++)
+    for (const StreamGroup& g : pr.groups[s]) planned.push_back(g.planned_bits);
+  pr.expected_ratio = L > 0 ? expected_ratio(planned) : 0;
   finished_ = true;
   acc_[0].clear();
   acc_[1].clear();

@@ -1,6 +1,11 @@
 // Calibration: learns a Profile from sample caches. Samples stream in (add), each stream group
 // keeps an f64 covariance accumulator plus a reservoir sample of feature rows; finish() runs the
 // eigensolver, the bit-plan DP and the entropy statistics for every stream group.
+//
+// Under Allocation::Global (the default) finish() plans the whole cache at once: the budget is
+// the whole blob's at the asked ratio for a cache of target_tokens (raw sinks and window, header
+// and chunk tables taken off first), every stream group's rate–distortion curve is computed with
+// entropy-coded costs, and one weighted allocation (allocate_units) splits the budget.
 #pragma once
 #include <atomic>
 #include <functional>
@@ -9,6 +14,7 @@
 #include <vector>
 
 #include "codec.h"
+#include "bitplan.h"
 #include "profile.h"
 
 namespace kvtc {
@@ -22,9 +28,42 @@ struct CalibrateSettings {
   uint64_t max_tokens = 0;            // stop accumulating after this many tokens (0 = all)
   uint32_t max_features = 2048;       // wider PCA groups use the sample's Gram matrix, not a covariance
   std::vector<int> sizes{1, 16, 64, 256, 1024};
-  std::vector<int> widths{2, 4, 8};
+  std::vector<int> widths{1, 2, 3, 4, 5, 6, 8};
   uint32_t threads = 1;               // worker threads for add() (finish() takes its own count)
+  Allocation allocation = Allocation::Global;
+  Weighting weighting = Weighting::Attention;  // Global only
+  uint32_t target_tokens = 0;         // cache length the ratio is aimed at (0: the mean sample length)
 };
+
+// Distortion weights of one PCA group of layers, per unit of squared error of its keys and of its
+// values, estimated from the caches alone. First order, per head of dimension d, for a query q
+// attending with weights a_j over tokens j (output o = Σ a_j v_j):
+//   a value error δv_j moves o by Σ a_j δv_j:                 E|Δo|² = Σ a_j² · |δv|²
+//   a key error δk_j moves logit j by q·δk_j/√d, and o by Σ a_j Δlogit_j (v_j − o):
+//                                                             E|Δo|² ≈ Σ a_j² · δkᵀ E[qqᵀ] δk / d · E|v − v̄|²
+// (errors independent of q and of each other). The attention factor Σ a_j² is common to both and
+// cancels. Queries are not in a cache, so E[qqᵀ] is modelled as the head's key covariance Σ_h
+// scaled so that the logits q·k/√d spread with variance s² = kLogitVariance: E[qqᵀ] = α Σ_h,
+// α = s²·d / tr(Σ_h²) — query directions like the keys' (the directions that tell keys apart), at
+// the scale a trained model gives its logits; a constant shift of all keys never matters (softmax).
+// Each layer's output error is taken relative to its output scale E|v|², so that no layer counts
+// more for larger activations. For isotropic Σ_h = (tr Σ_h / d)·I this gives the stream weights
+//   w_V = 1 / E|v|²,   w_K = s² · E|v − v̄|² / (E|v|² · E|k − k̄|²)        (per head)
+// and calibration refines w_K per principal component c by Σ_h α_h u_chᵀ Σ_h u_ch over the isotropic
+// value (error along low-variance key directions moves the logits less). Inputs are per token over
+// the group's heads: key_energy = E Σ|k − k̄|², value_energy = E Σ|v − v̄|², value_mean_square =
+// E Σ|v|²; heads = layers in the group × kvHeads.
+//
+// s² = 10 (logits spread by ~3 nats) was chosen on stories260K training prompts (a sweep over
+// 0.3..30 calibrating on prompts 0–15 and measuring next-token KL on prompts 16–23), never on the
+// held-out prompts of the fidelity bench.
+constexpr double kLogitVariance = 10.0;
+
+struct AttentionWeights {
+  double key = 1, value = 1;
+};
+AttentionWeights attention_weights(double key_mean_square, double value_energy, double value_mean_square,
+                                   uint32_t heads, uint32_t head_dim);
 
 // Where calibration spent its time: CPU seconds summed over the worker threads, per stage.
 struct CalibrateStageSeconds {
@@ -73,13 +112,18 @@ class Calibrator {
   // toks: token indices to accumulate; slot: reservoir row for each (-1 = not kept).
   void add_group(Accumulator& acc, bool is_key, const CacheView& cache, const std::vector<uint32_t>& toks,
                  const std::vector<int64_t>& slot, AddScratch& scratch) const;
-  StreamGroup fit_group(const Accumulator& acc, bool is_key) const;
+  struct Fit;  // one stream group between the PCA and the plan
+  void fit_pca(const Accumulator& acc, Fit& f, bool is_key) const;
+  void plan_table_for(const Accumulator& acc, Fit& f, uint32_t kmax_limit, PlanCost cost,
+                      const std::vector<double>* weight) const;
+  StreamGroup finish_group(const Accumulator& acc, Fit& f, const PlanResult& plan) const;
 
   Profile base_;
   CalibrateSettings set_;
   std::vector<Accumulator> acc_[2];
   uint32_t reservoir_rows_ = 0;
   uint64_t seen_ = 0;     // tokens accumulated
+  uint64_t sample_tokens_ = 0, samples_ = 0;  // lengths of the caches added (for target_tokens)
   uint64_t rng_state_;
   std::mutex mu_;
   mutable struct {

@@ -317,7 +317,8 @@ void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, vo
                          g.tables.data());
       src = sc.rows.data();
     }
-    sc.D.resize(size_t(kBatch) * std::max<uint32_t>(g.k, 1));
+    // Zeros: components inside k that the plan drops (a gap between its groups) are never written.
+    sc.D.assign(size_t(kBatch) * std::max<uint32_t>(g.k, 1), 0.0f);
     sc.X.resize(size_t(kBatch) * g.p);
     const bool rope = s == 0 && any_rope;
     for (size_t b0 = 0; b0 < coded.size(); b0 += kBatch) {

@@ -61,6 +61,9 @@ Napi::Value CalibratorCreate(const Napi::CallbackInfo& info) {
     s.max_features = o.Get("maxFeatures").As<Napi::Number>().Uint32Value();
     s.sizes = int_list(o.Get("groupSizes"));
     s.widths = int_list(o.Get("widths"));
+    s.allocation = o.Get("allocation").As<Napi::Number>().Uint32Value() == 1 ? Allocation::Global : Allocation::Stream;
+    s.weighting = o.Get("weighting").As<Napi::Number>().Uint32Value() == 1 ? Weighting::Attention : Weighting::Mse;
+    s.target_tokens = o.Get("targetTokens").As<Napi::Number>().Uint32Value();
     if (o.Has("threads") && o.Get("threads").IsNumber()) s.threads = std::max(1u, o.Get("threads").As<Napi::Number>().Uint32Value());
     auto* c = new CalibratorPtr(std::make_shared<Calibrator>(layout, s));
     return Napi::External<CalibratorPtr>::New(info.Env(), c, [](Napi::Env, CalibratorPtr* p) { delete p; });

@@ -3,8 +3,10 @@
 // the API: src/internal and the tests are their only callers.
 #include "js_internals.h"
 
+#include <cmath>
 #include <cstring>
 
+#include "bitplan.h"
 #include "eigen.h"
 #include "js_gemm.h"
 #include "js_kernels.h"
@@ -106,6 +108,95 @@ Napi::Value RansDecode(const Napi::CallbackInfo& info) {
   });
 }
 
+std::vector<int> int_array(const Napi::Value& v) {
+  std::vector<int> out;
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) out.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+  return out;
+}
+
+Napi::Object plan_object(Napi::Env env, const PlanResult& r) {
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array groups = Napi::Array::New(env, r.groups.size());
+  for (size_t j = 0; j < r.groups.size(); j++) {
+    Napi::Object g = Napi::Object::New(env);
+    g.Set("start", r.groups[j].start);
+    g.Set("size", r.groups[j].size);
+    g.Set("bits", uint32_t(r.groups[j].bits));
+    g.Set("quantizer", r.groups[j].mode == kGroupStatic ? "static" : "minmax");
+    groups.Set(uint32_t(j), g);
+  }
+  o.Set("groups", groups);
+  o.Set("error", r.error);
+  o.Set("bitsPerToken", r.bits_per_token);
+  o.Set("costBits", r.cost_bits);
+  return o;
+}
+
+// The request of one stream group: proj (n x kmax Float32Array), widths, sizes, entropy costs.
+PlanRequest plan_request(const Napi::Value& proj, int n, int kmax, const Napi::Value& widths, const Napi::Value& sizes,
+                         bool entropy) {
+  Napi::Float32Array p = proj.As<Napi::Float32Array>();
+  if (n <= 0 || kmax <= 0 || p.ElementLength() != size_t(n) * kmax) fail("E_LAYOUT", "plan: proj must be n*kmax floats");
+  PlanRequest req;
+  req.proj = p.Data();
+  req.n = n;
+  req.kmax = kmax;
+  req.ld = kmax;
+  req.widths = int_array(widths);
+  req.sizes = int_array(sizes);
+  req.cost = entropy ? PlanCost::Entropy : PlanCost::Packed;
+  return req;
+}
+
+// planBits(proj, n, kmax, budgetBits, widths, sizes, entropy): the per-stream plan.
+Napi::Value PlanBits(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    PlanRequest req = plan_request(info[0], info[1].As<Napi::Number>().Int32Value(), info[2].As<Napi::Number>().Int32Value(),
+                                   info[4], info[5], info[6].ToBoolean());
+    req.budget_bits = info[3].As<Napi::Number>().DoubleValue();
+    return plan_object(info.Env(), plan_bits(req));
+  });
+}
+
+// planSplit(projs[], n, kmaxs[], weights[], totalBits, unitBits, capBits[], widths, sizes, entropy):
+// the whole-cache allocation over several stream groups, as calibration runs it.
+Napi::Value PlanSplit(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Array projs = info[0].As<Napi::Array>();
+    const int n = info[1].As<Napi::Number>().Int32Value();
+    const std::vector<int> kmaxs = int_array(info[2]);
+    Napi::Array wa = info[3].As<Napi::Array>();
+    const double total_bits = info[4].As<Napi::Number>().DoubleValue();
+    const double unit = info[5].As<Napi::Number>().DoubleValue();
+    Napi::Array caps = info[6].As<Napi::Array>();
+    const size_t S = projs.Length();
+    if (kmaxs.size() != S || wa.Length() != S || caps.Length() != S || !(unit > 0))
+      fail("E_LAYOUT", "planSplit: one kmax, weight and cap per stream group, unit > 0");
+    std::vector<PlanTable> tables(S);
+    std::vector<std::vector<double>> curves(S);
+    std::vector<double> weights(S);
+    for (size_t s = 0; s < S; s++) {
+      const PlanRequest req = plan_request(projs.Get(uint32_t(s)), n, kmaxs[s], info[7], info[8], info[9].ToBoolean());
+      tables[s] = plan_table(req);
+      weights[s] = wa.Get(uint32_t(s)).As<Napi::Number>().DoubleValue();
+      const double cap = caps.Get(uint32_t(s)).As<Napi::Number>().DoubleValue();
+      plan_from_table(tables[s], unit, int(std::floor(cap / unit)), &curves[s]);
+    }
+    const BudgetSplit split = allocate_units(curves, weights, int(std::floor(total_bits / unit)));
+    Napi::Object o = Napi::Object::New(info.Env());
+    Napi::Array units = Napi::Array::New(info.Env(), S), plans = Napi::Array::New(info.Env(), S);
+    for (size_t s = 0; s < S; s++) {
+      units.Set(uint32_t(s), split.units[s]);
+      plans.Set(uint32_t(s), plan_object(info.Env(), plan_from_table(tables[s], unit, split.units[s], nullptr)));
+    }
+    o.Set("units", units);
+    o.Set("plans", plans);
+    o.Set("objective", split.objective);
+    return o;
+  });
+}
+
 }  // namespace
 
 void register_internals(Napi::Env env, Napi::Object internals) {
@@ -115,6 +206,8 @@ void register_internals(Napi::Env env, Napi::Object internals) {
   internals.Set("rope", Napi::Function::New(env, Rope));
   internals.Set("ransEncode", Napi::Function::New(env, RansEncode));
   internals.Set("ransDecode", Napi::Function::New(env, RansDecode));
+  internals.Set("planBits", Napi::Function::New(env, PlanBits));
+  internals.Set("planSplit", Napi::Function::New(env, PlanSplit));
   register_kernel_internals(env, internals);
 }
 

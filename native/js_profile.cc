@@ -33,6 +33,10 @@ Napi::Object profile_info(Napi::Env env, const Profile& pr) {
   o.Set("ratio", pr.ratio);
   o.Set("seed", double(pr.seed));
   o.Set("calibrationTokens", double(pr.calib_tokens));
+  o.Set("allocation", pr.allocation == Allocation::Global ? "global" : "stream");
+  o.Set("weighting", pr.weighting == Weighting::Attention ? "attention" : "mse");
+  o.Set("targetTokens", pr.target_tokens);
+  o.Set("expectedRatio", pr.expected_ratio);
   Napi::Array groups = Napi::Array::New(env);
   uint32_t gi = 0;
   for (int s = 0; s < 2; s++)
@@ -46,6 +50,8 @@ Napi::Object profile_info(Napi::Env env, const Profile& pr) {
       go.Set("totalEnergy", g.total_energy);
       go.Set("meanSquare", g.mean_square);
       go.Set("predictedError", g.predicted_err);
+      go.Set("weight", g.weight);
+      go.Set("plannedBits", g.planned_bits);
       uint32_t bits = 0;
       Napi::Array plan = Napi::Array::New(env, g.plan.size());
       for (size_t j = 0; j < g.plan.size(); j++) {
@@ -53,8 +59,13 @@ Napi::Object profile_info(Napi::Env env, const Profile& pr) {
         pg.Set("start", g.plan[j].start);
         pg.Set("size", g.plan[j].size);
         pg.Set("bits", uint32_t(g.plan[j].bits));
+        pg.Set("quantizer", g.plan[j].mode == kGroupStatic ? "static" : "minmax");
+        if (g.plan[j].mode == kGroupStatic) {
+          pg.Set("shift", g.plan[j].shift);
+          pg.Set("scale", g.plan[j].scale);
+        }
         plan.Set(uint32_t(j), pg);
-        bits += group_cost_bits(g.plan[j].size, g.plan[j].bits);
+        bits += group_cost_bits(g.plan[j].size, g.plan[j].bits, g.plan[j].mode);
       }
       go.Set("plan", plan);
       go.Set("bitsPerToken", bits);

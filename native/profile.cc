@@ -16,7 +16,8 @@ void StreamGroup::derive() {
   if (basis.size() != size_t(k) * p || mean.size() != p || eigen.size() != p)
     fail("E_PROFILE", "profile group arrays do not match their dimensions");
   for (const PlanGroup& g : plan) {
-    if (g.size == 0 || g.bits == 0 || g.bits > 8 || uint64_t(g.start) + g.size > k)
+    if (g.size == 0 || g.bits == 0 || g.bits > 8 || uint64_t(g.start) + g.size > k || g.mode > kGroupStatic ||
+        (g.mode == kGroupStatic && !(g.scale > 0 && std::isfinite(g.scale) && std::isfinite(g.shift))))
       fail("E_PROFILE", "profile bit plan is inconsistent");
   }
   row = make_row_layout(plan);
@@ -35,7 +36,11 @@ void StreamGroup::derive() {
   } catch (const KvtcException&) {
     // An invalid KVTC_DECODE fails the decode that needs it, not the profile load.
   }
-  if (int8) decode_i8 = make_int8_basis(row, basis.data(), int(k), int(p));
+  // The int8 path reads each group's shift and scale from the row: a plan with static groups
+  // decodes on the float path instead (explicitly: decode_i8 stays empty).
+  bool any_static = false;
+  for (const PlanGroup& g : plan) any_static |= g.mode == kGroupStatic;
+  if (int8 && !any_static) decode_i8 = make_int8_basis(row, basis.data(), int(k), int(p));
 }
 
 std::vector<uint8_t> serialize_profile(const Profile& pr) {
@@ -57,6 +62,11 @@ std::vector<uint8_t> serialize_profile(const Profile& pr) {
   w.put<double>(pr.ratio);
   w.put<uint64_t>(pr.seed);
   w.put<uint64_t>(pr.calib_tokens);
+  w.put<uint8_t>(uint8_t(pr.allocation));
+  w.put<uint8_t>(uint8_t(pr.weighting));
+  w.put<uint16_t>(0);
+  w.put<uint32_t>(pr.target_tokens);
+  w.put<double>(pr.expected_ratio);
   w.put<uint32_t>(uint32_t(pr.groups[0].size()));
   for (int s = 0; s < 2; s++) {
     for (const StreamGroup& g : pr.groups[s]) {
@@ -68,10 +78,15 @@ std::vector<uint8_t> serialize_profile(const Profile& pr) {
       w.put<double>(g.total_energy);
       w.put<double>(g.mean_square);
       w.put<double>(g.predicted_err);
+      w.put<double>(g.weight);
+      w.put<double>(g.planned_bits);
       for (const PlanGroup& pg : g.plan) {
         w.put<uint32_t>(pg.start);
         w.put<uint32_t>(pg.size);
         w.put<uint32_t>(pg.bits);
+        w.put<uint32_t>(pg.mode);
+        w.put<float>(pg.shift);
+        w.put<float>(pg.scale);
       }
       w.array(g.eigen);
       w.array(g.mean);
@@ -91,7 +106,7 @@ std::shared_ptr<Profile> parse_profile(const uint8_t* data, size_t len) {
   ByteReader r(data, len - 4, "E_PROFILE");
   if (r.get<uint32_t>("magic") != kProfileMagic) fail("E_PROFILE", "not a kvtc profile (bad magic)");
   const uint32_t version = r.get<uint32_t>("version");
-  if (version != kProfileVersion)
+  if (version < 1 || version > kProfileVersion)
     fail("E_PROFILE", "unsupported profile version " + std::to_string(version) + " (this build reads " +
                           std::to_string(kProfileVersion) + ")");
   if (crc32c(0, data, len - 4) != stored_crc) fail("E_PROFILE", "profile checksum mismatch (file is damaged)");
@@ -121,6 +136,16 @@ std::shared_ptr<Profile> parse_profile(const uint8_t* data, size_t len) {
   pr->ratio = r.get<double>("ratio");
   pr->seed = r.get<uint64_t>("seed");
   pr->calib_tokens = r.get<uint64_t>("calibration tokens");
+  if (version >= 2) {
+    const uint8_t alloc = r.get<uint8_t>("allocation");
+    const uint8_t weighting = r.get<uint8_t>("weighting");
+    r.get<uint16_t>("reserved");
+    if (alloc > 1 || weighting > 1) fail("E_PROFILE", "profile allocation mode is invalid");
+    pr->allocation = Allocation(alloc);
+    pr->weighting = Weighting(weighting);
+    pr->target_tokens = r.get<uint32_t>("target tokens");
+    pr->expected_ratio = r.get<double>("expected ratio");
+  }
   const uint32_t ng = r.get<uint32_t>("group count");
   if (ng == 0 || ng > pr->layers) fail("E_PROFILE", "profile group count is invalid");
   for (int s = 0; s < 2; s++) {
@@ -139,6 +164,12 @@ std::shared_ptr<Profile> parse_profile(const uint8_t* data, size_t len) {
       g.total_energy = r.get<double>("energy");
       g.mean_square = r.get<double>("mean square");
       g.predicted_err = r.get<double>("predicted error");
+      if (version >= 2) {
+        g.weight = r.get<double>("weight");
+        g.planned_bits = r.get<double>("planned bits");
+        if (!(g.weight >= 0) || !std::isfinite(g.weight) || !(g.planned_bits >= 0))
+          fail("E_PROFILE", "profile group weight is invalid");
+      }
       g.plan.resize(nplan);
       for (PlanGroup& pg : g.plan) {
         pg.start = r.get<uint32_t>("plan start");
@@ -146,12 +177,21 @@ std::shared_ptr<Profile> parse_profile(const uint8_t* data, size_t len) {
         const uint32_t bits = r.get<uint32_t>("plan bits");
         if (bits == 0 || bits > 8) fail("E_PROFILE", "profile plan width is invalid");
         pg.bits = uint8_t(bits);
+        if (version >= 2) {
+          const uint32_t mode = r.get<uint32_t>("plan mode");
+          if (mode > kGroupStatic) fail("E_PROFILE", "profile plan quantizer is invalid");
+          pg.mode = uint8_t(mode);
+          pg.shift = r.get<float>("plan shift");
+          pg.scale = r.get<float>("plan scale");
+        }
       }
       r.array(g.eigen, g.p, "eigenvalues");
       r.array(g.mean, g.p, "mean");
       r.array(g.basis, size_t(g.k) * g.p, "basis");
       r.array(g.freqs, size_t(nplan) * kContextsPerGroup * 256, "entropy tables");
       r.align(4);
+      if (version < 2)
+        for (const PlanGroup& pg : g.plan) g.planned_bits += group_cost_bits(pg.size, pg.bits, pg.mode);
       g.derive();
     }
     if (next_layer != pr->layers) fail("E_PROFILE", "profile groups do not cover every layer");

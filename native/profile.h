@@ -18,7 +18,19 @@
 
 namespace kvtc {
 
-constexpr uint32_t kProfileVersion = 1;
+// Version 2 added the whole-cache allocation's record: per profile the allocation and weighting
+// modes, the cache length the ratio was aimed at and the blob ratio expected there; per stream
+// group its distortion weight and planned bits, per plan group its quantizer (min/max or static,
+// with the static shift and scale). Version 1 profiles still load (the per-stream plan, weight 1,
+// min/max groups).
+constexpr uint32_t kProfileVersion = 2;
+
+// How calibration split the bit budget: equal per-stream budgets over the coded tokens (the
+// paper's plan, version 1), or one budget for the whole blob over every stream group.
+enum class Allocation : uint8_t { Stream = 0, Global = 1 };
+// What the whole-cache allocation minimizes: plain squared error, or squared error weighted by
+// its effect on attention (see attention_weights in calibrate.h).
+enum class Weighting : uint8_t { Mse = 0, Attention = 1 };
 
 struct StreamGroup {
   uint32_t layer_start = 0, layer_count = 0;
@@ -27,6 +39,8 @@ struct StreamGroup {
   double total_energy = 0;    // sum of eigenvalues: per-token variance of the features
   double mean_square = 0;     // E||x||^2 over calibration tokens (mean included)
   double predicted_err = 0;   // per-token squared error of the plan on the calibration sample
+  double weight = 1;          // distortion weight of a unit of squared error (version 2; 1 before)
+  double planned_bits = 0;    // bits per token the plan expects to cost (entropy-coded under Global)
   std::vector<float> eigen;   // p eigenvalues, descending
   std::vector<float> mean;    // p
   std::vector<float> basis;   // k x p, row c = principal component c
@@ -57,6 +71,10 @@ struct Profile {
   uint32_t sinks = 0, window = 0, group_layers = 0;
   double ratio = 0;
   uint64_t seed = 0, calib_tokens = 0;
+  Allocation allocation = Allocation::Stream;
+  Weighting weighting = Weighting::Mse;
+  uint32_t target_tokens = 0;   // cache length the ratio was aimed at (0: coded tokens only)
+  double expected_ratio = 0;    // whole-blob ratio vs fp16 expected at target_tokens (0: unknown)
   std::vector<StreamGroup> groups[2];  // [0] keys, [1] values
   std::array<uint8_t, 16> fingerprint{};  // set by the loader (sha-256 prefix of the bytes)
   std::shared_ptr<BackendCache> backend_cache = std::make_shared<BackendCache>();

@@ -22,10 +22,11 @@ RowLayout make_row_layout(const std::vector<PlanGroup>& groups) {
     const PlanGroup& g = groups[j];
     l.offset.push_back(off);
     const uint16_t base = uint16_t(j * kContextsPerGroup);
-    for (uint16_t c = 0; c < 4; c++) l.context.push_back(base + c);
+    const uint32_t hb = group_header_bytes(g.mode);
+    for (uint16_t c = 0; c < hb; c++) l.context.push_back(base + c);
     const uint32_t nb = packed_bytes(g.size, g.bits);
     for (uint32_t b = 0; b < nb; b++) l.context.push_back(base + 4);
-    off += 4 + nb;
+    off += hb + nb;
     l.k = std::max(l.k, g.start + g.size);
   }
   l.rowBytes = off;
@@ -411,7 +412,9 @@ void quantize_rows_path(SimdPath p, const RowLayout& layout, const float* D, siz
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < layout.groups.size(); j++) {
       const PlanGroup& pg = layout.groups[j];
-      quantize_group_on(p, D + i * ld + pg.start, pg.size, pg.bits, rows + i * layout.rowBytes + layout.offset[j]);
+      uint8_t* out = rows + i * layout.rowBytes + layout.offset[j];
+      if (pg.mode == kGroupStatic) quantize_group_static(D + i * ld + pg.start, pg.size, pg.bits, pg.shift, pg.scale, out);
+      else quantize_group_on(p, D + i * ld + pg.start, pg.size, pg.bits, out);
     }
 }
 
@@ -419,7 +422,9 @@ void dequantize_rows_path(SimdPath p, const RowLayout& layout, const uint8_t* ro
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < layout.groups.size(); j++) {
       const PlanGroup& pg = layout.groups[j];
-      dequantize_group_on(p, rows + i * layout.rowBytes + layout.offset[j], pg.size, pg.bits, D + i * ld + pg.start);
+      const uint8_t* in = rows + i * layout.rowBytes + layout.offset[j];
+      if (pg.mode == kGroupStatic) dequantize_group_static(in, pg.size, pg.bits, pg.shift, pg.scale, D + i * ld + pg.start);
+      else dequantize_group_on(p, in, pg.size, pg.bits, D + i * ld + pg.start);
     }
 }
 

@@ -2,6 +2,10 @@
 // quantized token row. Each coded group of a row is [shift f16][scale f16][packed codes], codes
 // packed LSB-first and padded to a whole byte, so every group starts on a byte boundary and the
 // entropy coder can give each byte a context by its position in the row.
+//
+// A static group (profile version 2) has no per-token shift and scale: calibration fixed them
+// (a uniform step for the group's spread at its width, codes clamped), so its row part is the
+// packed codes alone — at small budgets the 32 bits a min/max group pays per token dominate.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -13,11 +17,18 @@
 
 namespace kvtc {
 
+enum : uint8_t { kGroupMinMax = 0, kGroupStatic = 1 };
+
 struct PlanGroup {
   uint32_t start = 0;  // first principal component of the group
   uint32_t size = 0;   // number of components
   uint8_t bits = 0;    // code width (> 0; dropped components are simply not in the plan)
+  uint8_t mode = kGroupMinMax;
+  float shift = 0, scale = 0;  // static groups: value = shift + code * scale (scale > 0)
 };
+
+// Bytes of a group's per-token header: fp16 shift and scale, none for a static group.
+KVTC_HD uint32_t group_header_bytes(uint8_t mode) { return mode == kGroupStatic ? 0u : 4u; }
 
 // Entropy-coding contexts per group: shift lo/hi byte, scale lo/hi byte, code bytes.
 constexpr int kContextsPerGroup = 5;
@@ -34,8 +45,10 @@ struct RowLayout {
 // Bytes of packed codes for a group: ceil(size*bits/8).
 inline uint32_t packed_bytes(uint32_t size, uint32_t bits) { return (size * bits + 7) / 8; }
 
-// Bits a group costs per token, fp16 shift and scale included.
-inline uint32_t group_cost_bits(uint32_t size, uint32_t bits) { return 8 * packed_bytes(size, bits) + 32; }
+// Bits a group costs per token, fp16 shift and scale included (none for a static group).
+inline uint32_t group_cost_bits(uint32_t size, uint32_t bits, uint8_t mode = kGroupMinMax) {
+  return 8 * packed_bytes(size, bits) + 8 * group_header_bytes(mode);
+}
 
 // One group's quantization parameters. The fp16-rounded shift and scale are what the decoder
 // sees, so the encoder quantizes against exactly those values.
@@ -95,6 +108,46 @@ KVTC_HD void quantize_group(const float* x, uint32_t size, uint32_t bits, uint8_
     }
   }
   if (nacc > 0) *out = uint8_t(acc);
+}
+
+// Packs codes of a static group (no header): code = clamp(rint((x - shift) / scale)).
+KVTC_HD void quantize_group_static(const float* x, uint32_t size, uint32_t bits, float shift, float scale,
+                                   uint8_t* out) {
+  GroupParams g;
+  g.shift = shift;
+  g.scale = scale;
+  g.inv_scale = scale > 0 ? 1.0f / scale : 0.0f;
+  const uint32_t maxq = (1u << bits) - 1;
+  uint64_t acc = 0;
+  uint32_t nacc = 0;
+  for (uint32_t i = 0; i < size; i++) {
+    // A NaN codes as 0 (escaped tokens never get here; the zeros that stand in for them do).
+    const float v = x[i];
+    acc |= uint64_t(v == v ? code_of(v, g, maxq) : 0u) << nacc;
+    nacc += bits;
+    while (nacc >= 8) {
+      *out++ = uint8_t(acc);
+      acc >>= 8;
+      nacc -= 8;
+    }
+  }
+  if (nacc > 0) *out = uint8_t(acc);
+}
+
+KVTC_HD void dequantize_group_static(const uint8_t* in, uint32_t size, uint32_t bits, float shift, float scale,
+                                     float* x) {
+  const uint32_t mask = (1u << bits) - 1;
+  uint64_t acc = 0;
+  uint32_t nacc = 0;
+  for (uint32_t i = 0; i < size; i++) {
+    while (nacc < bits) {
+      acc |= uint64_t(*in++) << nacc;
+      nacc += 8;
+    }
+    x[i] = shift + float(uint32_t(acc) & mask) * scale;
+    acc >>= bits;
+    nacc -= bits;
+  }
 }
 
 // Reconstructs one group's `size` coefficients from its bytes (the inverse of quantize_group).

@@ -63,10 +63,23 @@ export interface NativeProfileGroup {
   totalEnergy: number;
   meanSquare: number;
   predictedError: number;
-  plan: { start: number; size: number; bits: number }[];
+  weight: number;
+  plannedBits: number;
+  plan: { start: number; size: number; bits: number; quantizer: 'minmax' | 'static'; shift?: number; scale?: number }[];
   bitsPerToken: number;
   rowBytes: number;
   eigenvalues: Float32Array;
+}
+
+/** A bit plan as native/bitplan.h returns it. */
+export interface NativePlan {
+  groups: { start: number; size: number; bits: number; quantizer: 'minmax' | 'static' }[];
+  /** Squared error summed over the sample (dropped components included). */
+  error: number;
+  /** Pre-entropy bits per token. */
+  bitsPerToken: number;
+  /** Bits per token under the cost model (entropy-coded or packed). */
+  costBits: number;
 }
 
 export interface NativeProfileInfo {
@@ -84,6 +97,10 @@ export interface NativeProfileInfo {
   ratio: number;
   seed: number;
   calibrationTokens: number;
+  allocation: 'global' | 'stream';
+  weighting: 'attention' | 'mse';
+  targetTokens: number;
+  expectedRatio: number;
   groups: NativeProfileGroup[];
 }
 
@@ -101,6 +118,11 @@ export interface NativeCalibrateSettings {
   maxFeatures: number;
   groupSizes: number[];
   widths: number[];
+  /** 0 stream, 1 global. */
+  allocation: number;
+  /** 0 mse, 1 attention. */
+  weighting: number;
+  targetTokens: number;
   /** Worker threads for calibratorAdd (stream groups in parallel). Default 1. */
   threads?: number;
 }
@@ -208,6 +230,13 @@ interface NativeAddon {
     threads: number,
   ): Promise<ArrayBuffer>;
   internals: {
+    /** The per-stream bit plan of n x kmax projections (native/bitplan.h). */
+    planBits(proj: Float32Array, n: number, kmax: number, budgetBits: number, widths: number[], sizes: number[], entropy: boolean): NativePlan;
+    /** The whole-cache allocation over several stream groups' projections, then each group's plan. */
+    planSplit(
+      projs: Float32Array[], n: number, kmaxs: number[], weights: number[], totalBits: number, unitBits: number,
+      capBits: number[], widths: number[], sizes: number[], entropy: boolean,
+    ): { units: number[]; plans: NativePlan[]; objective: number };
     /** path: 'reference' (the classic tred2/tql2 solver) or a vector path to force ('avx512' | 'avx2' | 'generic'). */
     symEig(a: Float64Array, n: number, path?: string): { values: Float64Array; vectors: Float64Array };
     /** The vector path symEig uses on this CPU. */

@@ -21,7 +21,11 @@ export interface CalibrationProgress {
 }
 
 export interface CalibrateOptions {
-  /** Target compression of the coded (middle) tokens relative to fp16. Default 16; must be > 1. */
+  /**
+   * Target compression relative to fp16. Default 16; must be > 1. Under `allocation: 'global'`
+   * it is the ratio of the whole blob (sinks, window and header included) for a cache of
+   * `targetTokens` tokens; under 'stream' it is the pre-entropy ratio of the coded (middle) tokens.
+   */
   ratio?: number;
   /** Leading tokens (attention sinks) stored losslessly. Default 4. */
   sinkTokens?: number;
@@ -39,8 +43,23 @@ export interface CalibrateOptions {
   sampleTokens?: number;
   /** Seed of the reservoir sampling. Default 0. Same samples + seed = identical profile bytes. */
   seed?: number;
-  /** Quantizer widths (bits) the plan may choose, besides 0 (dropped). Default [2, 4, 8]. */
+  /** Quantizer widths (bits) the plan may choose, besides 0 (dropped). Default [1, 2, 3, 4, 5, 6, 8]. */
   widths?: number[];
+  /**
+   * How the bit budget is split. 'global' (default): one budget for the whole cache, spread over
+   * every component of every PCA group of keys and values where it lowers the weighted error the
+   * most, with entropy-coded costs. 'stream': the paper's plan, each stream group its equal share
+   * of 16·features/ratio bits per coded token at pre-entropy cost.
+   */
+  allocation?: 'global' | 'stream';
+  /**
+   * What the global allocation minimizes. 'attention' (default): squared errors weighted by their
+   * first-order effect on each layer's attention output (keys through the logits, values through
+   * the output; estimated from the sample caches). 'mse': plain squared error.
+   */
+  weighting?: 'attention' | 'mse';
+  /** Cache length (tokens) the global budget is aimed at. Default 0: the mean sample length. */
+  targetTokens?: number;
   /** Component-group sizes the plan may choose. Default [1, 16, 64, 256, 1024]. */
   groupSizes?: number[];
   /**
@@ -66,12 +85,15 @@ export interface ResolvedCalibrateOptions {
   seed: number;
   widths: number[];
   groupSizes: number[];
+  allocation: 'global' | 'stream';
+  weighting: 'attention' | 'mse';
+  targetTokens: number;
   maxFeatures: number;
   threads: number;
   onProgress: ((progress: CalibrationProgress) => void) | undefined;
 }
 
-const CALIBRATE_KEYS = ['ratio', 'sinkTokens', 'windowTokens', 'pcaGroupLayers', 'maxTokens', 'sampleTokens', 'seed', 'widths', 'groupSizes', 'maxFeatures', 'threads', 'onProgress'] as const satisfies readonly (keyof CalibrateOptions)[];
+const CALIBRATE_KEYS = ['ratio', 'sinkTokens', 'windowTokens', 'pcaGroupLayers', 'maxTokens', 'sampleTokens', 'seed', 'widths', 'groupSizes', 'maxFeatures', 'threads', 'allocation', 'weighting', 'targetTokens', 'onProgress'] as const satisfies readonly (keyof CalibrateOptions)[];
 
 export const CALIBRATE_DEFAULTS = {
   ratio: 16,
@@ -81,9 +103,12 @@ export const CALIBRATE_DEFAULTS = {
   maxTokens: 262144,
   sampleTokens: 4096,
   seed: 0,
-  widths: [2, 4, 8],
+  widths: [1, 2, 3, 4, 5, 6, 8],
   groupSizes: [1, 16, 64, 256, 1024],
   maxFeatures: 2048,
+  allocation: 'global',
+  weighting: 'attention',
+  targetTokens: 0,
 } as const;
 
 function bad(field: string, want: string, got: unknown) {
@@ -127,6 +152,9 @@ export function resolveCalibrateOptions(options: CalibrateOptions = {}): Resolve
     widths: intList(o.widths, 'widths', (x) => x >= 1 && x <= 8, 'a non-empty array of integers in 1..8'),
     groupSizes: intList(o.groupSizes, 'groupSizes', (x) => x >= 1 && x <= 65536, 'a non-empty array of integers in 1..65536'),
     maxFeatures: int(o.maxFeatures, 'maxFeatures', 1, 1 << 16),
+    allocation: oneOf(o.allocation, 'allocation', ['global', 'stream'] as const, 'global'),
+    weighting: oneOf(o.weighting, 'weighting', ['attention', 'mse'] as const, 'attention'),
+    targetTokens: int(o.targetTokens, 'targetTokens', 0, 0x7fffffff),
     threads: options.threads === undefined ? availableParallelism() : int(options.threads, 'threads', 1, 1024),
     onProgress: options.onProgress,
   };

@@ -77,7 +77,8 @@ export async function writeReport(dir: string): Promise<string[]> {
   }
   if (fidelity) {
     const rows = fidelity['rows'] as { method: string; ratio: number; meanKl: number; top1: number; relMseK: number; relMseV: number }[];
-    const pts: RdPoint[] = rows.map((r) => ({ method: r.method.startsWith('kvtc') ? 'kvtc' : r.method, ratio: r.ratio, value: Math.max(r.meanKl, 1e-9) }));
+    // kvtc rows are one curve per plan ("kvtc whole-cache 8x" -> "kvtc whole-cache").
+    const pts: RdPoint[] = rows.map((r) => ({ method: r.method.startsWith('kvtc') ? r.method.replace(/ [\d.]+x$/, '') : r.method, ratio: r.ratio, value: Math.max(r.meanKl, 1e-9) }));
     plot('rd-kl', await renderSvg(rateDistortionSpec(pts, 'next-token KL, nats (log)', 'stories260K continuing from a restored cache')));
     md.push(
       '## Next-token fidelity on a real model',

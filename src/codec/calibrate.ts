@@ -8,7 +8,9 @@ import { CodecProfile } from './profile.js';
 /**
  * Learns a CodecProfile from sample caches of one model: per PCA group of layers and per stream,
  * the mean and principal basis (streaming f64 covariance + symmetric eigensolver), the bit plan
- * (dynamic programming under the budget 16·features/ratio bits per token) and the rANS tables.
+ * (by default one budget for the whole blob at the asked ratio, split over every stream group by
+ * attention-weighted rate–distortion curves; `allocation: 'stream'` gives each stream group
+ * 16·features/ratio bits per coded token) and the rANS tables.
  * Samples may come from any (async) iterable; each is consumed once, off the main thread.
  * Sink tokens are left out (they are always stored raw). All samples must share one model shape.
  */

@@ -38,6 +38,9 @@ export function nativeCalibrateSettings(opts: ResolvedCalibrateOptions, layout: 
     maxFeatures: opts.maxFeatures,
     groupSizes: opts.groupSizes,
     widths: opts.widths,
+    allocation: opts.allocation === 'global' ? 1 : 0,
+    weighting: opts.weighting === 'attention' ? 1 : 0,
+    targetTokens: opts.targetTokens,
     threads: opts.threads,
   };
 }

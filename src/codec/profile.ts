@@ -5,6 +5,17 @@ import { KvtcError } from '../errors.js';
 import type { KvLayout } from '../layout.js';
 import { layoutFromProfileInfo } from './marshal.js';
 
+/** One group of principal components of a bit plan. */
+export interface PlanGroupInfo {
+  start: number;
+  size: number;
+  bits: number;
+  quantizer: 'minmax' | 'static';
+  /** Static groups: value = shift + code * scale. */
+  shift?: number;
+  scale?: number;
+}
+
 /** One PCA group of one stream (keys or values) of a profile. */
 export interface ProfileGroup {
   stream: 'keys' | 'values';
@@ -15,8 +26,11 @@ export interface ProfileGroup {
   features: number;
   /** Principal components kept (coded with > 0 bits). */
   components: number;
-  /** The bit plan: contiguous component groups with their code width. */
-  plan: readonly { start: number; size: number; bits: number }[];
+  /**
+   * The bit plan: contiguous component groups with their code width and quantizer — 'minmax'
+   * (fp16 shift and scale per token) or 'static' (shift and scale fixed at calibration, given here).
+   */
+  plan: readonly PlanGroupInfo[];
   /** Pre-entropy bits per token, fp16 shift/scale included. */
   bitsPerToken: number;
   /** Calibration eigenvalues (descending): per-component variance, for rate–distortion bounds. */
@@ -27,6 +41,10 @@ export interface ProfileGroup {
   meanSquare: number;
   /** Predicted squared error per token on the calibration sample. */
   predictedError: number;
+  /** Distortion weight of a unit of this group's squared error in the allocation (1: unweighted). */
+  weight: number;
+  /** Bits per token the plan expects to cost: entropy-coded under the global allocation, pre-entropy under 'stream'. */
+  plannedBits: number;
 }
 
 /** Settings the profile was calibrated with. */
@@ -37,6 +55,13 @@ export interface ProfileSettings {
   pcaGroupLayers: number;
   seed: number;
   calibrationTokens: number;
+  /** How the budget was split ('stream' for profiles of format version 1). */
+  allocation: 'global' | 'stream';
+  weighting: 'attention' | 'mse';
+  /** Cache length the ratio was aimed at (0: the coded tokens only). */
+  targetTokens: number;
+  /** Whole-blob ratio vs fp16 calibration expects for a cache of targetTokens (0: unknown). */
+  expectedRatio: number;
 }
 
 /**
@@ -67,6 +92,10 @@ export class CodecProfile {
       pcaGroupLayers: info.groupLayers,
       seed: info.seed,
       calibrationTokens: info.calibrationTokens,
+      allocation: info.allocation,
+      weighting: info.weighting,
+      targetTokens: info.targetTokens,
+      expectedRatio: info.expectedRatio,
     };
     this.groups = info.groups.map((g) => ({
       stream: g.stream,
@@ -80,6 +109,8 @@ export class CodecProfile {
       totalEnergy: g.totalEnergy,
       meanSquare: g.meanSquare,
       predictedError: g.predictedError,
+      weight: g.weight,
+      plannedBits: g.plannedBits,
     }));
   }
 

@@ -113,8 +113,9 @@ describe('ratio', () => {
   const errors: number[] = [];
 
   for (const ratio of [4, 8, 16, 32]) {
-    it(`ratio ${ratio}: plan within 10% of the budget, whole blob >= 0.9x the target`, async () => {
-      const profile = await calibrate(train, { ratio, windowTokens: 0, pcaGroupLayers: 'all' });
+    it(`ratio ${ratio}, per-stream plan: plan within 10% of the budget, whole blob >= 0.9x the target`, async () => {
+      const profile = await calibrate(train, { ratio, windowTokens: 0, pcaGroupLayers: 'all', allocation: 'stream', widths: [2, 4, 8] });
+      expect(profile.settings.allocation).toBe('stream');
       for (const g of profile.groups) {
         const budget = (16 * g.features) / ratio;
         expect(g.bitsPerToken).toBeLessThanOrEqual(budget);
@@ -137,6 +138,47 @@ describe('ratio', () => {
   it('error falls as the ratio falls', () => {
     expect(errors).toHaveLength(4);
     for (let i = 1; i < errors.length; i++) expect(errors[i]!).toBeGreaterThan(errors[i - 1]!);
+  });
+
+  // The whole-cache allocation aims at the whole blob of a cache of the calibration length:
+  // sinks, window, header and chunk tables included.
+  const sameLength = withDtype(syntheticCache({ layout, tokens: 600, seed: 78 }), 'f16');
+  const globalErrors: number[] = [];
+  for (const [ratio, window] of [
+    [4, 0],
+    [8, 0],
+    [8, 64],
+    [16, 0],
+    [32, 0],
+  ] as const) {
+    it(`ratio ${ratio}, window ${window}, whole-cache plan: the blob of a calibration-length cache is within 5% of the ratio`, async () => {
+      const profile = await calibrate(train, { ratio, windowTokens: window, pcaGroupLayers: 1 });
+      expect(profile.settings.allocation).toBe('global');
+      expect(profile.settings.targetTokens).toBe(600);
+      expect(Math.abs(profile.settings.expectedRatio / ratio - 1)).toBeLessThan(0.05);
+      for (const cache of [train[0]!, sameLength]) {
+        const info = inspect(await encode(cache, profile));
+        expect(Math.abs(info.ratio / ratio - 1), `delivered ${info.ratio}`).toBeLessThan(0.05);
+      }
+      if (window === 0) {
+        const out = await decode(await encode(sameLength, profile), profile);
+        globalErrors.push(relMse(sameLength, out, 'keys') + relMse(sameLength, out, 'values'));
+      }
+    });
+  }
+
+  it('whole-cache plan: error falls as the ratio falls', () => {
+    expect(globalErrors).toHaveLength(4);
+    for (let i = 1; i < globalErrors.length; i++) expect(globalErrors[i]!).toBeGreaterThan(globalErrors[i - 1]!);
+  });
+
+  it('a target the raw tokens alone exceed falls back to the per-stream plan and says what to expect', async () => {
+    // 600 tokens with a 300-token raw window cannot be 16x smaller than fp16.
+    const profile = await calibrate(train, { ratio: 16, windowTokens: 300, pcaGroupLayers: 1 });
+    expect(profile.settings.allocation).toBe('stream');
+    expect(profile.settings.expectedRatio).toBeLessThan(2.1);
+    const info = inspect(await encode(sameLength, profile));
+    expect(Math.abs(info.ratio / profile.settings.expectedRatio - 1)).toBeLessThan(0.1);
   });
 });
 

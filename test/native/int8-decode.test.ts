@@ -63,11 +63,15 @@ describe('int8 decode path', () => {
   it.skipIf(!vnni)('int8 reconstruction stays within the int8 basis rounding of f32, escapes exact', async () => {
     const layout: KvLayout = { layers: 4, kvHeads: 2, headDim: 64, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
     const samples = [0, 1, 2].map((i) => syntheticCache({ layout, tokens: 500, seed: 60 + i }));
-    for (const [ratio, groupLayers] of [
-      [4, 1],
-      [12, 2],
+    // Min/max groups (the per-stream plan) at every width the plan may pick: 1..6 and 8, and the
+    // odd widths alone.
+    for (const [ratio, groupLayers, widths] of [
+      [4, 1, [1, 2, 3, 4, 5, 6, 8]],
+      [12, 2, [1, 2, 3, 4, 5, 6, 8]],
+      [5, 1, [1, 3, 5, 6]],
     ] as const) {
-      const profile = await calibrate(samples, { ratio, windowTokens: 16, pcaGroupLayers: groupLayers });
+      const profile = await calibrate(samples, { ratio, windowTokens: 16, pcaGroupLayers: groupLayers, allocation: 'stream', widths: [...widths] });
+      expect(new Set(profile.groups.flatMap((g) => g.plan.map((p) => p.bits))).size).toBeGreaterThanOrEqual(2);
       const cache = syntheticCache({ layout, tokens: 377, seed: 5, positionStart: 20 });
       const rv = layout.kvHeads * layout.headDim;
       (cache.keys[2] as Float32Array)[100 * rv + 7] = Number.POSITIVE_INFINITY; // escaped token
@@ -98,5 +102,18 @@ describe('int8 decode path', () => {
       expect(errQ / energy, `ratio ${ratio}`).toBeLessThan(errF / energy + 1e-4);
       expect(diff).toBeGreaterThan(0); // it really ran the other path
     }
+  });
+
+  it.skipIf(!vnni)('a plan with static groups decodes on the float path under KVTC_DECODE=int8 (explicit fallback)', async () => {
+    const layout: KvLayout = { layers: 2, kvHeads: 2, headDim: 32, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
+    const samples = [0, 1].map((i) => syntheticCache({ layout, tokens: 400, seed: 70 + i }));
+    const profile = await calibrate(samples, { ratio: 10, windowTokens: 0, pcaGroupLayers: 1 });
+    expect(profile.groups.some((g) => g.plan.some((p) => p.quantizer === 'static'))).toBe(true);
+    writeFileSync(join(dir, 'profile.bin'), profile.toBytes());
+    writeFileSync(join(dir, 'blob.bin'), await encode(syntheticCache({ layout, tokens: 300, seed: 3 }), profile, { backend: 'cpu' }));
+    expect(child('f32')).toEqual({ mode: 'f32', e: null });
+    expect(child('int8')).toEqual({ mode: 'int8', e: null });
+    const read = (m: string) => Buffer.from(readFileSync(join(dir, `dec_${m}.bin`)));
+    expect(read('int8').equals(read('f32'))).toBe(true);
   });
 });
