@@ -499,7 +499,7 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
   double P = 0;
   for (size_t i = 0; i < total; i++) P += acc_of(i).p;
   auto fixed_bits = [&](const std::vector<double>& row_bytes) {
-    BlobHeader h = make_header(pr, L, base_.dtype, nullptr);
+    BlobHeader h = make_header(pr, L, base_.dtype, nullptr, pr.sinks, pr.window);
     h.sections.resize(1 + total);
     std::vector<uint8_t> hdr;
     write_blob_header(h, hdr);
