@@ -9,7 +9,8 @@
  * Then a multi-turn workload (the chunked store's case): sessions grow by 32–128 tokens per turn
  * and are put again; 30% start with one of 4 shared system prompts of 1–2K tokens. Side by side:
  * this store (chunks), the single-blob store as it was (`blobPerSession`), and raw lower tiers.
- * Writes bench/results/store.json. `--quick` runs smaller workloads; `--only=zipf|multiturn`.
+ * Writes bench/results/store.json. `--quick` runs smaller workloads; `--only=zipf|multiturn`;
+ * `--mode=<part of a store's name>` (e.g. `blob`, `raw`) runs only those multi-turn stores (profiling).
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -219,7 +220,8 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     { store: 'chunks (raw)', options: { compression: 'none' as const } },
   ];
   const rows: Record<string, unknown>[] = [];
-  for (const mode of modes) {
+  const pick1 = process.argv.find((a) => a.startsWith('--mode='))?.slice(7);
+  for (const mode of modes.filter((m) => pick1 === undefined || m.store.includes(pick1))) {
     console.log(`running ${TURNS} turns, ${mode.store}`);
     const dir = await mkdtemp(join(tmpdir(), 'kvtc-bench-mt-'));
     const store = await KvStore.open({
