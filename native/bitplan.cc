@@ -64,6 +64,9 @@ PlanTable plan_table(const PlanRequest& req) {
 
   std::vector<uint8_t> bytes;
   std::vector<float> rec;
+  int narrowest = 9;
+  for (int b : req.widths)
+    if (b >= 1 && b <= 8) narrowest = std::min(narrowest, b);
   // Candidate groups per start position: sizes must be aligned to their start.
   for (int i = 0; i < K; i++) {
     std::vector<uint32_t> seen;
@@ -75,6 +78,9 @@ PlanTable plan_table(const PlanRequest& req) {
       t.at[i].push_back({eff, 0, kGroupMinMax, 0.0f, 0.0f, 0.0, t.suffix[i] - t.suffix[i + eff]});
       for (int b : req.widths) {
         if (b < 1 || b > 8) continue;
+        // A min/max group of one component is its shift (min = max): every width reconstructs it
+        // alike, so only the narrowest is a candidate (the others cost more for the same error).
+        if (eff == 1 && b != narrowest) continue;
         double err = 0;
         double cost = group_cost_bits(eff, uint32_t(b));
         if (!req.weight)
