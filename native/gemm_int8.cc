@@ -56,14 +56,15 @@ void unpack_codes(const uint8_t* in, uint32_t size, uint32_t bits, uint8_t* out,
 
 #if defined(__x86_64__)
 // MR tokens x NV panels of 16 columns. Per plan group: int32 sums of codes x int8 basis
-// (vpdpbusd: 4 components per step), then f += scale·sum + shift·colsum; at the end
-// X = f·col_scale + mean.
+// (vpdpbusd: 4 components per step), then f += scale·sum + shift·colsum (a residual part has no
+// shift term: its colsum is 0); at the end X = f·col_scale + mean.
 template <int MR, int NV>
-__attribute__((target("avx512f,avx512vnni"))) void tile_int8(int G, const int* gq, const uint8_t* U, size_t ldu,
-                                                             const float* SS, size_t ldss, const int8_t* Bp,
-                                                             size_t pstride, const float* colsum, size_t ldcs,
-                                                             const float* cscale, const float* mean, float* X,
-                                                             size_t ldx, __mmask16 last) {
+__attribute__((target("avx512f,avx512vnni"))) void tile_int8(int G, const int* gq, const uint8_t* res,
+                                                             const uint8_t* U, size_t ldu, const float* SS,
+                                                             size_t ldss, const int8_t* Bp, size_t pstride,
+                                                             const float* colsum, size_t ldcs, const float* cscale,
+                                                             const float* mean, float* X, size_t ldx,
+                                                             __mmask16 last) {
   __m512 f[MR][NV];
 #pragma GCC unroll 4
   for (int r = 0; r < MR; r++)
@@ -99,7 +100,7 @@ __attribute__((target("avx512f,avx512vnni"))) void tile_int8(int G, const int* g
 #pragma GCC unroll 3
       for (int v = 0; v < NV; v++) {
         f[r][v] = _mm512_fmadd_ps(sc, _mm512_maskz_cvtepi32_ps(0xffff, acc[r][v]), f[r][v]);  // (maskz: GCC 12 warns in the plain one)
-        f[r][v] = _mm512_fmadd_ps(sh, cs[v], f[r][v]);
+        if (!res[g]) f[r][v] = _mm512_fmadd_ps(sh, cs[v], f[r][v]);
       }
     }
   }
@@ -112,7 +113,24 @@ __attribute__((target("avx512f,avx512vnni"))) void tile_int8(int G, const int* g
   }
 }
 
-using TileInt8 = void (*)(int, const int*, const uint8_t*, size_t, const float*, size_t, const int8_t*, size_t,
+__attribute__((target("avx512f,avx512vnni"))) __attribute__((noinline)) double peak_vnni(int64_t iterations) {
+  __m512i acc[12];
+  for (int r = 0; r < 12; r++) acc[r] = _mm512_set1_epi32(r);
+  const __m512i a = _mm512_set1_epi32(0x01020304), b = _mm512_set1_epi32(0x7f01ff02);
+  for (int64_t i = 0; i < iterations; i++) {
+#pragma GCC unroll 12
+    for (int r = 0; r < 12; r++) acc[r] = _mm512_dpbusd_epi32(acc[r], a, b);
+  }
+  __m512i s = acc[0];
+  for (int r = 1; r < 12; r++) s = _mm512_add_epi32(s, acc[r]);
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(lanes, s);
+  volatile int32_t sink = lanes[0];
+  (void)sink;
+  return 2.0 * 64 * 12 * double(iterations);
+}
+
+using TileInt8 = void (*)(int, const int*, const uint8_t*, const uint8_t*, size_t, const float*, size_t, const int8_t*, size_t,
                           const float*, size_t, const float*, const float*, float*, size_t, __mmask16);
 #define KVTC_TI8(mr) {tile_int8<mr, 1>, tile_int8<mr, 2>, tile_int8<mr, 3>}
 constexpr TileInt8 kTilesInt8[4][3] = {KVTC_TI8(1), KVTC_TI8(2), KVTC_TI8(3), KVTC_TI8(4)};
@@ -166,6 +184,14 @@ Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, in
   }
   b.data = std::shared_ptr<const int8_t>(d, std::free);
   return b;
+}
+
+double int8_peak_loop(int64_t iterations) {
+#if defined(__x86_64__)
+  if (has_vnni()) return peak_vnni(iterations);
+#endif
+  (void)iterations;
+  fail("E_OPTIONS", "the int8 peak loop needs AVX-512 VNNI");
 }
 
 bool int8_decode_selected() {
@@ -226,7 +252,7 @@ void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* 
     const __mmask16 last = __mmask16((1u << last_cols) - 1);
     for (int i = 0; i < nb; i += 4) {
       const int mr = std::min(4, nb - i);
-      kTilesInt8[mr - 1][nv - 1](G, b.part_quads.data(), U + i * ldu, ldu, SS + i * ldss, ldss,
+      kTilesInt8[mr - 1][nv - 1](G, b.part_quads.data(), b.part_residual.data(), U + i * ldu, ldu, SS + i * ldss, ldss,
                                  b.data.get() + size_t(j) * pstride, pstride, b.colsum.data() + j * 16, size_t(pw),
                                  b.col_scale.data() + j * 16, mean + j * 16, X + size_t(i) * ldx + j * 16, size_t(ldx),
                                  last);

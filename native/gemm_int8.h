@@ -43,4 +43,8 @@ bool int8_decode_selected();
 void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* mean, const uint8_t* rows, int nb,
                       float* X, int ldx, std::vector<uint8_t>& scratch);
 
+// A register-only loop of iterations x 12 independent vpdpbusd (the int8 ceiling of one core,
+// for the benchmarks); returns its int8 operations (2 per multiply-add). E_OPTIONS without VNNI.
+double int8_peak_loop(int64_t iterations);
+
 }  // namespace kvtc
