@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "cpu_dispatch.h"
 #include "errors.h"
 #include "half.h"
 
@@ -234,6 +235,9 @@ bool int8_decode_selected() {
       c.error = std::string("KVTC_DECODE must be f32 or int8, got '") + env + "'";
     else if (!has_vnni())
       c.error = "KVTC_DECODE=int8 needs a CPU with AVX-512 VNNI";
+    else if (simd_best() != SimdPath::Avx512)  // KVTC_SIMD forced a narrower path: no AVX-512 behind its back
+      c.error = std::string("KVTC_DECODE=int8 runs on the avx512 path only, and KVTC_SIMD selects ") +
+                simd_name(simd_best());
     else
       c.int8 = true;
     return c;

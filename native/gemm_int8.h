@@ -35,7 +35,7 @@ Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, in
 
 // Whether decoding should take the int8 path: KVTC_DECODE=int8 and a CPU with AVX-512 VNNI.
 // KVTC_DECODE=f32 or unset: false. Throws E_OPTIONS for any other value, or int8 on a CPU
-// without VNNI.
+// without VNNI or with KVTC_SIMD below avx512 (there is no AVX2 int8 path).
 bool int8_decode_selected();
 
 // Decodes nb quantized rows (rowBytes apart) of one group into X[nb][p] (row stride ldx):
