@@ -19,13 +19,15 @@ import { fileURLToPath } from 'node:url';
 import { deflateRawSync } from 'node:zlib';
 import { compress as zstdCompress } from '@bokuweb/zstd-wasm';
 import { calibrate, CodecProfile, decode, encode, inspect, buildInfo, type KvCache, type KvLayout } from '../src/index.js';
-import { native } from '../src/binding.js';
+import { codecAddon, native } from '../src/binding.js';
 import { toFloat32 } from '../src/half.js';
 import { fp16, fp8, gaussianRdBound, int4PerHead, int8PerHead, kivi, type BaselineResult } from './baselines.js';
 import { codedPayload, deflateSections, initZstd, zstdSections } from './payload.js';
 import { disposeModel, loadPrompts, realCaches } from '../test/helpers/real-kv.js';
 import { relMse } from '../test/helpers/metrics.js';
 import { llamaShaped } from './llama-shaped.js';
+import { kernels } from '../test/helpers/kernels.js';
+import { mulberry32 } from '../test/helpers/synthetic.js';
 
 const quick = process.argv.includes('--quick');
 const out: Record<string, unknown> = {
@@ -204,20 +206,29 @@ async function codecSpeed(profileFile: string, tokens: number, threads: number) 
   const cache = llamaShaped(tokens, 2);
   const rawBytes = 2 * 32 * tokens * 1024 * 2;
   let blob = await encode(cache, profile, { backend: 'cpu', threads });
+  // decode() allocates fresh output (as every caller gets it); the same decode into buffers
+  // already written once shows what first-touch page faults still cost.
+  const handle = await profile.nativeHandle();
+  const prep = await codecAddon.decodePrepare(handle, blob);
+  const touched = [new Uint8Array(prep.bytesPerStream).fill(1), new Uint8Array(prep.bytesPerStream).fill(1), new Int32Array(prep.tokens)] as const;
   const enc = { wall: Infinity, cpu: Infinity };
   const dec = { wall: Infinity, cpu: Infinity };
+  const pre = { wall: Infinity, cpu: Infinity };
   for (let r = 0; r < 3; r++) {
     const e = await timed(async () => {
       blob = await encode(cache, profile, { backend: 'cpu', threads });
     });
     const d = await timed(() => decode(blob, profile, { backend: 'cpu', threads }));
+    const q = await timed(() => codecAddon.decodeInto(handle, blob, touched[0], touched[1], touched[2], false, threads));
     enc.wall = Math.min(enc.wall, e.wall);
     enc.cpu = Math.min(enc.cpu, e.cpu);
     dec.wall = Math.min(dec.wall, d.wall);
     dec.cpu = Math.min(dec.cpu, d.cpu);
+    pre.wall = Math.min(pre.wall, q.wall);
+    pre.cpu = Math.min(pre.cpu, q.cpu);
   }
   const rate = (ms: number) => rawBytes / 1e3 / ms;
-  return { enc: rate(enc.wall), dec: rate(dec.wall), encCpu: rate(enc.cpu), decCpu: rate(dec.cpu), bytes: blob.length };
+  return { enc: rate(enc.wall), dec: rate(dec.wall), encCpu: rate(enc.cpu), decCpu: rate(dec.cpu), decTouched: rate(pre.wall), decTouchedCpu: rate(pre.cpu), bytes: blob.length };
 }
 
 /**
@@ -305,6 +316,41 @@ async function throughput(): Promise<void> {
     gemmRows.push(row);
   }
   table(`(b) FP32 GEMM on the codec's shapes (m x n x k; packed basis), one core of ${cpuName}; core peak = best path's FMA loop`, gemmRows);
+  // The int8 reconstruction (KVTC_DECODE=int8) on the same decode shapes, against the int8 ceiling
+  // of this core (a register-only vpdpbusd loop), with the 8B-shaped profiles' plans of group 0.
+  let int8Rows: Record<string, string | number>[] = [];
+  if (buildInfo().simd.includes('avx512vnni')) {
+    const pk = kernels.int8Peak(20_000_000);
+    const int8Peak = pk.ops / pk.seconds / 1e9;
+    peaks.int8 = int8Peak;
+    const plans: [string, number[]][] = [
+      ['decode k=224 (key plan)', [16, 8, 16, 4, 16, 4, 16, 4, 64, 4, 64, 2, 16, 2, 16, 2]],
+      ['decode k=320 (value plan)', [16, 8, 16, 4, 16, 2, 16, 2, 64, 2, 64, 2, 64, 2, 64, 2]],
+    ];
+    const gi = mulberry32(3);
+    const row: Record<string, string | number> = { path: 'avx512 + VNNI int8', 'int8 peak GOPS': int8Peak };
+    for (const [name, pairs] of plans) {
+      const g: number[] = [];
+      let k = 0, quads = 0;
+      for (let i = 0; i < pairs.length; i += 2) {
+        g.push(k, pairs[i]!, pairs[i + 1]!);
+        k += pairs[i]!;
+        quads += Math.ceil(pairs[i]! / 4) * (pairs[i + 1]! >= 6 ? 2 : 1);
+      }
+      const plan = new Uint32Array(g);
+      const D = Float32Array.from({ length: 64 * k }, (_, i) => (gi() - 0.5) * 8 / Math.sqrt(1 + (i % k)));
+      const rb = g.reduce((s, _, i) => (i % 3 === 0 ? s + 4 + Math.ceil((g[i + 1]! * g[i + 2]!) / 8) : s), 0);
+      const rowsQ = new Uint8Array(64 * rb);
+      kernels.quantize(plan, D, 64, k, rowsQ, 'avx512');
+      const B = Float32Array.from({ length: k * 1024 }, () => gi() - 0.5);
+      const sec = kernels.int8Decode(plan, B, 1024, rowsQ, 64, new Float32Array(1024), new Float32Array(64 * 1024), 300);
+      const gops = (2 * 64 * quads * 4 * 1024) / sec / 1e9;
+      row[`${name} GOPS`] = gops;
+      row[`${name} % int8 peak`] = (100 * gops) / int8Peak;
+    }
+    int8Rows = [row];
+    table(`(b) int8 reconstruction on the decode shapes (64 tokens x p=1024 per call, codes as quads of 4), one core of ${cpuName}; int8 peak = vpdpbusd loop`, int8Rows);
+  }
 
   const profileFile = join(mkdtempSync(join(tmpdir(), 'kvtc-bench-')), 'profile-1layer.bin');
   for (const groupLayers of [1, 4, 32]) {
@@ -341,20 +387,20 @@ async function throughput(): Promise<void> {
   const pathRows: Record<string, string | number>[] = [];
   for (const p of paths) {
     const r = await codecSpeedOn(p, profileFile, tokens, 1);
-    pathRows.push({ path: p, threads: 1, 'encode MB/s': r.enc, 'decode MB/s': r.dec, 'encode MB/cpu-s': r.encCpu, 'decode MB/cpu-s': r.decCpu, ratio: rawBytes / r.bytes });
+    pathRows.push({ path: p, threads: 1, 'encode MB/s': r.enc, 'decode MB/s': r.dec, 'encode MB/cpu-s': r.encCpu, 'decode MB/cpu-s': r.decCpu, 'decode MB/s, pre-touched output': r.decTouched, ratio: rawBytes / r.bytes });
   }
   if (buildInfo().simd.includes('avx512vnni')) {
     // The int8 reconstruction (KVTC_DECODE=int8): decode only differs; encode is the f32 path's.
     const r = await codecSpeedOn('avx512', profileFile, tokens, 1, 'int8');
-    pathRows.push({ path: 'avx512 + int8 decode', threads: 1, 'encode MB/s': r.enc, 'decode MB/s': r.dec, 'encode MB/cpu-s': r.encCpu, 'decode MB/cpu-s': r.decCpu, ratio: rawBytes / r.bytes });
+    pathRows.push({ path: 'avx512 + int8 decode', threads: 1, 'encode MB/s': r.enc, 'decode MB/s': r.dec, 'encode MB/cpu-s': r.encCpu, 'decode MB/cpu-s': r.decCpu, 'decode MB/s, pre-touched output': r.decTouched, ratio: rawBytes / r.bytes });
   }
   const threads = Math.min(2, availableParallelism());
   if (threads > 1) {
     const r = await codecSpeed(profileFile, tokens, threads);
-    pathRows.push({ path: buildInfo().codecGemm, threads, 'encode MB/s': r.enc, 'decode MB/s': r.dec, 'encode MB/cpu-s': r.encCpu, 'decode MB/cpu-s': r.decCpu, ratio: rawBytes / r.bytes });
+    pathRows.push({ path: buildInfo().codecGemm, threads, 'encode MB/s': r.enc, 'decode MB/s': r.dec, 'encode MB/cpu-s': r.encCpu, 'decode MB/cpu-s': r.decCpu, 'decode MB/s, pre-touched output': r.decTouched, ratio: rawBytes / r.bytes });
   }
   table(`(b) kvtc 16x, 1-layer PCA groups, per SIMD path (KVTC_SIMD), ${tokens} tokens, ${cpuName} (${availableParallelism()} cores)`, pathRows);
-  out.throughput = { cpu: cpuName, tokens, rawBytes, peaks, gemm: gemmRows, rows, paths: pathRows };
+  out.throughput = { cpu: cpuName, tokens, rawBytes, peaks, gemm: gemmRows, int8: int8Rows, rows, paths: pathRows };
 }
 
 const speedChild = process.argv.find((a) => a.startsWith('--speed-child='))?.slice('--speed-child='.length);

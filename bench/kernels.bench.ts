@@ -6,6 +6,9 @@
  *    Llama-3.1-8B-shaped bf16 cache (ratio 16, 1-layer PCA groups); streams checked identical.
  *  - quantize+pack / unpack+dequantize on the first key group's plan, per SIMD path (scalar is
  *    the code as it was), MB/s of f32 coefficients.
+ *  - the int8 reconstruction of the decoder (KVTC_DECODE=int8, AVX-512 VNNI) on the profile's first
+ *    key and value plans (p = 1024): int8 GOPS against the register-only vpdpbusd loop, for one
+ *    64-token batch (the codec's, output in L2) and for 4096 tokens into one 16 MB output.
  *  - f16/bf16 <-> f32 row conversion per path, on an L2-resident 64 x 1024 block (as the codec
  *    converts rows) and a 16 MB array (memory-bound), GB/s of f32.
  * Times are the fastest of several repetitions in thread CPU time (the hooks in
@@ -104,6 +107,41 @@ const memQ = kernels.memcpy(D, back, reps);
 qRows.unshift({ path: 'memcpy (f32 coefs)', 'quantize+pack MB/s': coefMB / memQ, 'unpack+dequantize MB/s': coefMB / memQ });
 table(`quantization, key group 0 of the profile: k=${k}, plan ${sizes.join(' ')}, ${n} tokens; MB/s of f32 coefficients, ${cpu}`, qRows);
 out.quant = { k, plan: sizes, tokens: n, rows: qRows };
+
+// ---- int8 reconstruction (VNNI) ----------------------------------------------------------------
+if (simd.paths.includes('avx512') && (await import('../src/index.js')).buildInfo().simd.includes('avx512vnni')) {
+  const peakRun = kernels.int8Peak(quick ? 5_000_000 : 20_000_000);
+  const peak = peakRun.ops / peakRun.seconds / 1e9;
+  const iRows: Record<string, string | number>[] = [{ kernel: 'vpdpbusd peak loop (12 chains)', 'int8 GOPS': peak, '% of int8 peak': 100 }];
+  const p = 1024;
+  const gi = gaussian(mulberry32(11));
+  for (const stream of [0, 1]) {
+    const planI = kernels.profileTables(handle, stream, 0).groups;
+    const kI = rowK(planI), rbI = rowBytes(planI);
+    let quads = 0;
+    for (let i = 0; i < planI.length; i += 3) quads += Math.ceil(planI[i + 1]! / 4) * (planI[i + 2]! >= 6 ? 2 : 1);
+    const B = Float32Array.from({ length: kI * p }, () => gi() * 0.05);
+    const mean = new Float32Array(p);
+    const Dq = Float32Array.from({ length: 4096 * kI }, (_, i) => (gi() * 4) / Math.sqrt(1 + (i % kI)));
+    const rowsI = new Uint8Array(4096 * rbI);
+    kernels.quantize(planI, Dq, 4096, kI, rowsI, simd.best);
+    for (const n of [64, 4096]) {
+      const X = new Float32Array(n * p);
+      const sec = kernels.int8Decode(planI, B, p, rowsI, n, mean, X, n === 64 ? (quick ? 50 : 300) : reps);
+      const ops = 2 * n * quads * 4 * p;
+      iRows.push({
+        kernel: `${stream === 0 ? 'key' : 'value'} group 0, k=${kI} (${quads} quads), ${n} tokens`,
+        'int8 GOPS': ops / sec / 1e9,
+        '% of int8 peak': (100 * ops) / sec / 1e9 / peak,
+        'ms per 4096 tokens': (sec * 1e3 * 4096) / n,
+      });
+    }
+  }
+  table(`int8 reconstruction (codes x int8 basis, p=${p}; GOPS = 2 per multiply-add), one core of ${cpu}`, iRows);
+  out.int8 = iRows;
+} else {
+  console.log('\nint8 reconstruction: skipped (no AVX-512 VNNI on this CPU)');
+}
 
 // ---- dtype conversion --------------------------------------------------------------------------------
 const cRows: Record<string, string | number>[] = [];

@@ -14,6 +14,7 @@
 #include "errors.h"
 #include "gemm.h"
 #include "rans.h"
+#include "rope_simd.h"
 
 namespace kvtc {
 namespace {
@@ -336,8 +337,8 @@ void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, vo
         for (uint32_t l = 0; l < g.layer_count; l++) {
           float* seg = x + size_t(l) * rv;
           if (rope)
-            rope_rotate_row(pr.rope, seg, int(pr.kv_heads), int(pr.head_dim), ang.cos_at(b0 + i), ang.sin_at(b0 + i),
-                            false);
+            rope_rotate_row_path(path, pr.rope, seg, int(pr.kv_heads), int(pr.head_dim), ang.cos_at(b0 + i),
+                                 ang.sin_at(b0 + i), false);
           store_row(seg, h.dtype, int(rv), out_row(s, g.layer_start + l, t));
         }
       }

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "cpu_dispatch.h"
 #include "errors.h"
 #include "half.h"
 
@@ -55,15 +56,43 @@ void unpack_codes(const uint8_t* in, uint32_t size, uint32_t bits, uint8_t* out,
 }
 
 #if defined(__x86_64__)
+// unpack_codes, 16 codes per step for the widths plans use most (4 and 2 bits: every 16 codes
+// start on a byte), the rest by the scalar code. Only the VNNI path calls it.
+__attribute__((target("avx512f,avx512vnni"))) void unpack_codes_simd(const uint8_t* in, uint32_t size, uint32_t bits,
+                                                                     uint8_t* out, uint32_t padded) {
+  uint32_t i = 0;
+  if (bits == 4) {
+    const __m128i lo = _mm_set1_epi16(0x000f), hi = _mm_set1_epi16(0x0f00);
+    for (; i + 16 <= size; i += 16) {  // byte b -> codes (b & 15, b >> 4)
+      const __m128i w = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + i / 2)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                       _mm_or_si128(_mm_and_si128(w, lo), _mm_and_si128(_mm_slli_epi16(w, 4), hi)));
+    }
+  } else if (bits == 2) {
+    for (; i + 16 <= size; i += 16) {  // byte b -> codes (b & 3, b >> 2 & 3, b >> 4 & 3, b >> 6)
+      int32_t b4;
+      std::memcpy(&b4, in + i / 4, 4);
+      const __m128i w = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(b4));
+      const __m128i r = _mm_or_si128(
+          _mm_or_si128(_mm_and_si128(w, _mm_set1_epi32(0x3)), _mm_and_si128(_mm_slli_epi32(w, 6), _mm_set1_epi32(0x300))),
+          _mm_or_si128(_mm_and_si128(_mm_slli_epi32(w, 12), _mm_set1_epi32(0x30000)),
+                       _mm_and_si128(_mm_slli_epi32(w, 18), _mm_set1_epi32(0x3000000))));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), r);
+    }
+  }
+  unpack_codes(in + i * bits / 8, size - i, bits, out + i, padded - i);
+}
+
 // MR tokens x NV panels of 16 columns. Per plan group: int32 sums of codes x int8 basis
-// (vpdpbusd: 4 components per step), then f += scale·sum + shift·colsum; at the end
-// X = f·col_scale + mean.
+// (vpdpbusd: 4 components per step), then f += scale·sum + shift·colsum (a residual part has no
+// shift term: its colsum is 0); at the end X = f·col_scale + mean.
 template <int MR, int NV>
-__attribute__((target("avx512f,avx512vnni"))) void tile_int8(int G, const int* gq, const uint8_t* U, size_t ldu,
-                                                             const float* SS, size_t ldss, const int8_t* Bp,
-                                                             size_t pstride, const float* colsum, size_t ldcs,
-                                                             const float* cscale, const float* mean, float* X,
-                                                             size_t ldx, __mmask16 last) {
+__attribute__((target("avx512f,avx512vnni"))) void tile_int8(int G, const int* gq, const uint8_t* res,
+                                                             const uint8_t* U, size_t ldu, const float* SS,
+                                                             size_t ldss, const int8_t* Bp, size_t pstride,
+                                                             const float* colsum, size_t ldcs, const float* cscale,
+                                                             const float* mean, float* X, size_t ldx,
+                                                             __mmask16 last) {
   __m512 f[MR][NV];
 #pragma GCC unroll 4
   for (int r = 0; r < MR; r++)
@@ -99,7 +128,7 @@ __attribute__((target("avx512f,avx512vnni"))) void tile_int8(int G, const int* g
 #pragma GCC unroll 3
       for (int v = 0; v < NV; v++) {
         f[r][v] = _mm512_fmadd_ps(sc, _mm512_maskz_cvtepi32_ps(0xffff, acc[r][v]), f[r][v]);  // (maskz: GCC 12 warns in the plain one)
-        f[r][v] = _mm512_fmadd_ps(sh, cs[v], f[r][v]);
+        if (!res[g]) f[r][v] = _mm512_fmadd_ps(sh, cs[v], f[r][v]);
       }
     }
   }
@@ -112,7 +141,24 @@ __attribute__((target("avx512f,avx512vnni"))) void tile_int8(int G, const int* g
   }
 }
 
-using TileInt8 = void (*)(int, const int*, const uint8_t*, size_t, const float*, size_t, const int8_t*, size_t,
+__attribute__((target("avx512f,avx512vnni"))) __attribute__((noinline)) double peak_vnni(int64_t iterations) {
+  __m512i acc[12];
+  for (int r = 0; r < 12; r++) acc[r] = _mm512_set1_epi32(r);
+  const __m512i a = _mm512_set1_epi32(0x01020304), b = _mm512_set1_epi32(0x7f01ff02);
+  for (int64_t i = 0; i < iterations; i++) {
+#pragma GCC unroll 12
+    for (int r = 0; r < 12; r++) acc[r] = _mm512_dpbusd_epi32(acc[r], a, b);
+  }
+  __m512i s = acc[0];
+  for (int r = 1; r < 12; r++) s = _mm512_add_epi32(s, acc[r]);
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(lanes, s);
+  volatile int32_t sink = lanes[0];
+  (void)sink;
+  return 2.0 * 64 * 12 * double(iterations);
+}
+
+using TileInt8 = void (*)(int, const int*, const uint8_t*, const uint8_t*, size_t, const float*, size_t, const int8_t*, size_t,
                           const float*, size_t, const float*, const float*, float*, size_t, __mmask16);
 #define KVTC_TI8(mr) {tile_int8<mr, 1>, tile_int8<mr, 2>, tile_int8<mr, 3>}
 constexpr TileInt8 kTilesInt8[4][3] = {KVTC_TI8(1), KVTC_TI8(2), KVTC_TI8(3), KVTC_TI8(4)};
@@ -168,6 +214,14 @@ Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, in
   return b;
 }
 
+double int8_peak_loop(int64_t iterations) {
+#if defined(__x86_64__)
+  if (has_vnni()) return peak_vnni(iterations);
+#endif
+  (void)iterations;
+  fail("E_OPTIONS", "the int8 peak loop needs AVX-512 VNNI");
+}
+
 bool int8_decode_selected() {
   struct Choice {
     bool int8 = false;
@@ -181,6 +235,9 @@ bool int8_decode_selected() {
       c.error = std::string("KVTC_DECODE must be f32 or int8, got '") + env + "'";
     else if (!has_vnni())
       c.error = "KVTC_DECODE=int8 needs a CPU with AVX-512 VNNI";
+    else if (simd_best() != SimdPath::Avx512)  // KVTC_SIMD forced a narrower path: no AVX-512 behind its back
+      c.error = std::string("KVTC_DECODE=int8 runs on the avx512 path only, and KVTC_SIMD selects ") +
+                simd_name(simd_best());
     else
       c.int8 = true;
     return c;
@@ -215,7 +272,7 @@ void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* 
       }
       ss[2 * q] = f16_to_f32(uint16_t(in[0] | (in[1] << 8)));
       ss[2 * q + 1] = scale;
-      unpack_codes(in + 4, pg.size, pg.bits, u + size_t(b.part_quad[q]) * 4, padded);
+      unpack_codes_simd(in + 4, pg.size, pg.bits, u + size_t(b.part_quad[q]) * 4, padded);
     }
   }
   const int np = b.panels(), pw = np * 16;
@@ -226,7 +283,7 @@ void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* 
     const __mmask16 last = __mmask16((1u << last_cols) - 1);
     for (int i = 0; i < nb; i += 4) {
       const int mr = std::min(4, nb - i);
-      kTilesInt8[mr - 1][nv - 1](G, b.part_quads.data(), U + i * ldu, ldu, SS + i * ldss, ldss,
+      kTilesInt8[mr - 1][nv - 1](G, b.part_quads.data(), b.part_residual.data(), U + i * ldu, ldu, SS + i * ldss, ldss,
                                  b.data.get() + size_t(j) * pstride, pstride, b.colsum.data() + j * 16, size_t(pw),
                                  b.col_scale.data() + j * 16, mean + j * 16, X + size_t(i) * ldx + j * 16, size_t(ldx),
                                  last);

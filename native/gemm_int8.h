@@ -35,12 +35,16 @@ Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, in
 
 // Whether decoding should take the int8 path: KVTC_DECODE=int8 and a CPU with AVX-512 VNNI.
 // KVTC_DECODE=f32 or unset: false. Throws E_OPTIONS for any other value, or int8 on a CPU
-// without VNNI.
+// without VNNI or with KVTC_SIMD below avx512 (there is no AVX2 int8 path).
 bool int8_decode_selected();
 
 // Decodes nb quantized rows (rowBytes apart) of one group into X[nb][p] (row stride ldx):
 // X = mean + reconstruction. scratch is reused between calls.
 void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* mean, const uint8_t* rows, int nb,
                       float* X, int ldx, std::vector<uint8_t>& scratch);
+
+// A register-only loop of iterations x 12 independent vpdpbusd (the int8 ceiling of one core,
+// for the benchmarks); returns its int8 operations (2 per multiply-add). E_OPTIONS without VNNI.
+double int8_peak_loop(int64_t iterations);
 
 }  // namespace kvtc

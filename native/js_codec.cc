@@ -13,6 +13,7 @@
 #include "container.h"
 #include "host_arena.h"
 #include "js_util.h"
+#include "out_pages.h"
 #include "profile.h"
 
 namespace kvtc {
@@ -201,6 +202,9 @@ class DecodeIntoWorker : public PromiseWorker {
       if (klen_ != per_token * out_.tokens || vlen_ != klen_ || plen_ != out_.tokens)
         fail("E_INTERNAL", "decodeInto output buffers do not match the output slice");
     }
+    // The whole views, also where this blob fills one slice of them: the advice changes no data.
+    prepare_output_pages(kp_, klen_);
+    prepare_output_pages(vp_, vlen_);
 #ifdef KVTC_WITH_CUDA
     if (gpu_) {
       if (out_.tokens != 0) fail("E_BACKEND", "a GPU decode writes whole outputs only");

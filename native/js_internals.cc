@@ -14,6 +14,7 @@
 #include "profile.h"
 #include "rans.h"
 #include "rope.h"
+#include "rope_simd.h"
 
 namespace kvtc {
 namespace {
@@ -54,7 +55,8 @@ Napi::Value SymEig(const Napi::CallbackInfo& info) {
 
 Napi::Value SymEigPath(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), sym_eig_path()); }
 
-// rope(x, kvHeads, headDim, style, freqs, positions, inverse): rotates token rows of x in place.
+// rope(x, kvHeads, headDim, style, freqs, positions, inverse, path?): rotates token rows of x in
+// place; with a path, by the decoder's rotation on that SIMD path (rope_simd.h).
 Napi::Value Rope(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Napi::Float32Array x = info[0].As<Napi::Float32Array>();
@@ -67,12 +69,23 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
     rp.dims = int(rp.freqs.size() * 2);
     Napi::Int32Array pos = info[5].As<Napi::Int32Array>();
     const bool inverse = info[6].ToBoolean();
+    bool simd = false;
+    SimdPath path = SimdPath::Scalar;
+    if (info.Length() > 7 && !info[7].IsUndefined()) {
+      const std::string name = info[7].As<Napi::String>().Utf8Value();
+      if (!simd_parse(name.c_str(), path) || !simd_has(path)) fail("E_BACKEND", "rope: no such SIMD path here: " + name);
+      simd = true;
+    }
     if (heads <= 0 || dim <= 0 || rp.dims > dim || x.ElementLength() != pos.ElementLength() * size_t(heads) * dim)
       fail("E_LAYOUT", "rope: inconsistent shapes");
     std::vector<float> cs(std::max(2, rp.dims));
     for (size_t t = 0; t < pos.ElementLength(); t++) {
       rope_angles(rp, pos[t], cs.data(), cs.data() + rp.dims / 2);
-      rope_rotate_row(rp, x.Data() + t * heads * dim, heads, dim, cs.data(), cs.data() + rp.dims / 2, inverse);
+      float* row = x.Data() + t * heads * dim;
+      if (simd)
+        rope_rotate_row_path(path, rp, row, heads, dim, cs.data(), cs.data() + rp.dims / 2, inverse);
+      else
+        rope_rotate_row(rp, row, heads, dim, cs.data(), cs.data() + rp.dims / 2, inverse);
     }
     return info.Env().Undefined();
   });

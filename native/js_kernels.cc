@@ -11,6 +11,7 @@
 
 #include "cpu_dispatch.h"
 #include "errors.h"
+#include "gemm_int8.h"
 #include "js_kernels.h"
 #include "js_util.h"
 #include "quant.h"
@@ -190,6 +191,45 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   });
 }
 
+// int8Decode(groups, basis, p, rows, n, mean, X, reps?) -> seconds: the int8 reconstruction
+// (gemm_int8.h) of n quantized rows against the k x p basis (k = the plan's end), X = mean +
+// rows x basis, in the codec's 64-row batches. E_OPTIONS without VNNI.
+Napi::Value Int8Decode(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const RowLayout l = layout_of(info[0]);
+    size_t nb, nr, nm, nx;
+    const float* B = typed_of<float>(info[1], nb, "basis");
+    const int p = info[2].As<Napi::Number>().Int32Value();
+    const uint8_t* rows = typed_of<uint8_t>(info[3], nr, "rows");
+    const size_t n = info[4].As<Napi::Number>().Uint32Value();
+    const float* mean = typed_of<float>(info[5], nm, "mean");
+    float* X = typed_of<float>(info[6], nx, "X");
+    if (p < 1 || nb != size_t(l.k) * p || nm != size_t(p) || nr < n * l.rowBytes || nx < n * size_t(p))
+      fail("E_LAYOUT", "int8Decode: shapes");
+    const Int8Basis b = make_int8_basis(l, B, int(l.k), p);
+    std::vector<uint8_t> scratch;
+    return Napi::Number::New(info.Env(), best_seconds(reps_of(info, 7), [&] {
+      for (size_t i = 0; i < n; i += 64) {
+        const int m = int(std::min<size_t>(64, n - i));
+        decode_rows_int8(l, b, mean, rows + i * l.rowBytes, m, X + i * size_t(p), p, scratch);
+      }
+    }));
+  });
+}
+
+// int8Peak(iterations) -> { ops, seconds }: the register-only vpdpbusd loop (thread CPU time).
+Napi::Value Int8Peak(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const int64_t it = info[0].As<Napi::Number>().Int64Value();
+    double ops = 0;
+    const double s = best_seconds(1, [&] { ops = int8_peak_loop(it); });
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("ops", ops);
+    o.Set("seconds", s);
+    return o;
+  });
+}
+
 // groupSqError(d, size, bits, path) -> number.
 Napi::Value GroupSqError(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
@@ -291,6 +331,8 @@ void register_kernel_internals(Napi::Env env, Napi::Object internals) {
   k.Set("loadRow", Napi::Function::New(env, LoadRow));
   k.Set("storeRow", Napi::Function::New(env, StoreRow));
   k.Set("memcpy", Napi::Function::New(env, Memcpy));
+  k.Set("int8Decode", Napi::Function::New(env, Int8Decode));
+  k.Set("int8Peak", Napi::Function::New(env, Int8Peak));
   k.Set("profileTables", Napi::Function::New(env, ProfileTables));
   internals.Set("kernels", k);
 }

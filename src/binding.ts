@@ -271,7 +271,10 @@ interface NativeAddon {
     fmaPeak(path: string | null, iterations: number): number;
     /** SIMD paths this CPU can run, widest first. */
     simdPaths(): string[];
-    /** Rotates token rows of x in place (style 1 interleaved, 2 neox); inverse undoes. */
+    /**
+     * Rotates token rows of x in place (style 1 interleaved, 2 neox); inverse undoes. path: the
+     * decoder's SIMD rotation on that path (rope_simd.h); absent, the scalar rotation.
+     */
     rope(
       x: Float32Array,
       kvHeads: number,
@@ -280,6 +283,7 @@ interface NativeAddon {
       freqs: Float32Array,
       positions: Int32Array,
       inverse: boolean,
+      path?: string,
     ): void;
   };
 }

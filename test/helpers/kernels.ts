@@ -22,6 +22,10 @@ export interface Kernels {
   loadRow(src: ArrayBufferView, dtype: number, out: Float32Array, path: SimdPath, reps?: number): number;
   storeRow(src: Float32Array, dtype: number, out: ArrayBufferView, path: SimdPath, reps?: number): number;
   memcpy(src: ArrayBufferView, dst: ArrayBufferView, reps?: number): number;
+  /** X = mean + rows x basis by the int8 (VNNI) reconstruction; basis is k x p, k the plan's end. */
+  int8Decode(groups: Uint32Array, basis: Float32Array, p: number, rows: Uint8Array, n: number, mean: Float32Array, X: Float32Array, reps?: number): number;
+  /** The register-only vpdpbusd loop: int8 operations and thread CPU seconds. */
+  int8Peak(iterations: number): { ops: number; seconds: number };
   profileTables(profile: NativeProfileHandle, stream: number, group: number): { freqs: Uint16Array; context: Uint16Array; groups: Uint32Array };
 }
 

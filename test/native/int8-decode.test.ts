@@ -31,12 +31,12 @@ const script = `
   } catch (err) { e = err.code + ': ' + err.message; }
   console.log(JSON.stringify({ mode: buildInfo().codecDecode, e }));
 `;
-const child = (mode: string) =>
+const child = (mode: string, simd?: string) =>
   JSON.parse(
     execFileSync(process.execPath, ['--input-type=module', '-e', script, dir, mode], {
       cwd: new URL('../../', import.meta.url),
       encoding: 'utf8',
-      env: { ...process.env, KVTC_DECODE: mode },
+      env: { ...process.env, KVTC_DECODE: mode, ...(simd ? { KVTC_SIMD: simd } : {}) },
     }).trim(),
   ) as { mode: string; e: string | null };
 
@@ -58,6 +58,8 @@ describe('int8 decode path', () => {
     expect(r.e).toBe(`E_OPTIONS: ${r.mode}`);
     expect(child('f32')).toEqual({ mode: 'f32', e: null });
     if (!vnni) expect(child('int8').e).toBe('E_OPTIONS: KVTC_DECODE=int8 needs a CPU with AVX-512 VNNI');
+    // A forced narrower path is not overridden by the int8 path's AVX-512 kernels.
+    if (vnni) expect(child('int8', 'avx2').e).toBe('E_OPTIONS: KVTC_DECODE=int8 runs on the avx512 path only, and KVTC_SIMD selects avx2');
   });
 
   it.skipIf(!vnni)('int8 reconstruction stays within the int8 basis rounding of f32, escapes exact', async () => {
