@@ -83,6 +83,39 @@ KVTC_HD uint32_t code_of(float x, const GroupParams& g, uint32_t maxq) {
   return q <= 0.0f ? 0u : (q >= float(maxq) ? maxq : uint32_t(q));
 }
 
+// Packs `size` codes of `bits` bits (code(i) for i in [0, size)) little-endian into out.
+template <class Code>
+KVTC_HD void pack_codes(uint32_t size, uint32_t bits, uint8_t* out, Code code) {
+  uint64_t acc = 0;
+  uint32_t nacc = 0;
+  for (uint32_t i = 0; i < size; i++) {
+    acc |= uint64_t(code(i)) << nacc;
+    nacc += bits;
+    while (nacc >= 8) {
+      *out++ = uint8_t(acc);
+      acc >>= 8;
+      nacc -= 8;
+    }
+  }
+  if (nacc > 0) *out = uint8_t(acc);
+}
+
+// The inverse of pack_codes, each code c reconstructed as shift + c * scale into x.
+KVTC_HD void dequantize_codes(const uint8_t* in, uint32_t size, uint32_t bits, float shift, float scale, float* x) {
+  const uint32_t mask = (1u << bits) - 1;
+  uint64_t acc = 0;
+  uint32_t nacc = 0;
+  for (uint32_t i = 0; i < size; i++) {
+    while (nacc < bits) {
+      acc |= uint64_t(*in++) << nacc;
+      nacc += 8;
+    }
+    x[i] = shift + float(uint32_t(acc) & mask) * scale;
+    acc >>= bits;
+    nacc -= bits;
+  }
+}
+
 // Quantizes one group of `size` coefficients with `bits` into out: [shift f16][scale f16][codes].
 KVTC_HD void quantize_group(const float* x, uint32_t size, uint32_t bits, uint8_t* out) {
   const GroupParams g = group_params(x, size, bits);
@@ -96,18 +129,7 @@ KVTC_HD void quantize_group(const float* x, uint32_t size, uint32_t bits, uint8_
     for (uint32_t i = 0; i < size; i++) out[i] = uint8_t(code_of(x[i], g, maxq));
     return;
   }
-  uint64_t acc = 0;
-  uint32_t nacc = 0;
-  for (uint32_t i = 0; i < size; i++) {
-    acc |= uint64_t(code_of(x[i], g, maxq)) << nacc;
-    nacc += bits;
-    while (nacc >= 8) {
-      *out++ = uint8_t(acc);
-      acc >>= 8;
-      nacc -= 8;
-    }
-  }
-  if (nacc > 0) *out = uint8_t(acc);
+  pack_codes(size, bits, out, [&](uint32_t i) { return code_of(x[i], g, maxq); });
 }
 
 // Packs codes of a static group (no header): code = clamp(rint((x - shift) / scale)).
@@ -118,36 +140,13 @@ KVTC_HD void quantize_group_static(const float* x, uint32_t size, uint32_t bits,
   g.scale = scale;
   g.inv_scale = scale > 0 ? 1.0f / scale : 0.0f;
   const uint32_t maxq = (1u << bits) - 1;
-  uint64_t acc = 0;
-  uint32_t nacc = 0;
-  for (uint32_t i = 0; i < size; i++) {
-    // A NaN codes as 0 (escaped tokens never get here; the zeros that stand in for them do).
-    const float v = x[i];
-    acc |= uint64_t(v == v ? code_of(v, g, maxq) : 0u) << nacc;
-    nacc += bits;
-    while (nacc >= 8) {
-      *out++ = uint8_t(acc);
-      acc >>= 8;
-      nacc -= 8;
-    }
-  }
-  if (nacc > 0) *out = uint8_t(acc);
+  // A NaN codes as 0 (escaped tokens never get here; the zeros that stand in for them do).
+  pack_codes(size, bits, out, [&](uint32_t i) { return x[i] == x[i] ? code_of(x[i], g, maxq) : 0u; });
 }
 
 KVTC_HD void dequantize_group_static(const uint8_t* in, uint32_t size, uint32_t bits, float shift, float scale,
                                      float* x) {
-  const uint32_t mask = (1u << bits) - 1;
-  uint64_t acc = 0;
-  uint32_t nacc = 0;
-  for (uint32_t i = 0; i < size; i++) {
-    while (nacc < bits) {
-      acc |= uint64_t(*in++) << nacc;
-      nacc += 8;
-    }
-    x[i] = shift + float(uint32_t(acc) & mask) * scale;
-    acc >>= bits;
-    nacc -= bits;
-  }
+  dequantize_codes(in, size, bits, shift, scale, x);
 }
 
 // Reconstructs one group's `size` coefficients from its bytes (the inverse of quantize_group).
@@ -159,18 +158,7 @@ KVTC_HD void dequantize_group(const uint8_t* in, uint32_t size, uint32_t bits, f
     for (uint32_t i = 0; i < size; i++) x[i] = shift + float(in[i]) * scale;
     return;
   }
-  const uint32_t mask = (1u << bits) - 1;
-  uint64_t acc = 0;
-  uint32_t nacc = 0;
-  for (uint32_t i = 0; i < size; i++) {
-    while (nacc < bits) {
-      acc |= uint64_t(*in++) << nacc;
-      nacc += 8;
-    }
-    x[i] = shift + float(uint32_t(acc) & mask) * scale;
-    acc >>= bits;
-    nacc -= bits;
-  }
+  dequantize_codes(in, size, bits, shift, scale, x);
 }
 
 RowLayout make_row_layout(const std::vector<PlanGroup>& groups);
