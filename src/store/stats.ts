@@ -33,7 +33,7 @@ export interface TierStats {
   /** The part of storedBytes that is not cache data: attachments, positions, metadata. */
   overheadBytes: number;
   hits: number;
-  /** get() latency in ms, over the most recent hits of this tier. */
+  /** get() latency in ms as the caller saw it (queue wait and copy included), over the most recent hits of this tier. */
   getP50Ms: number | undefined;
   getP99Ms: number | undefined;
 }

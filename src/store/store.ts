@@ -96,7 +96,7 @@ export interface GetOptions {
   promote?: boolean;
   /**
    * An object the call fills in to explain its outcome (like lru-cache's status): `result`,
-   * and the `tier` of a hit or the `reason` of a miss, and the restore's `ms`.
+   * and the `tier` of a hit or the `reason` of a miss, and the call's `ms` (what stats() reports).
    */
   status?: GetStatus;
 }
@@ -435,6 +435,7 @@ export class KvStore {
     validateId(id);
     const promote = checkPromote(options);
     const status = checkStatus(options);
+    const t0 = performance.now();
     // Concurrent gets of one id share one restore.
     const { promise, joined } = this.#lanes.shared(id, () => this.#restore(id, promote));
     const r = await promise;
@@ -444,12 +445,15 @@ export class KvStore {
       this.#emit('miss', { id, reason: r });
       return undefined;
     }
-    if (status) Object.assign(status, { result: 'hit', tier: r.tier, ms: r.ms });
-    this.#emit('hit', { id, from: r.tier, ms: r.ms });
     // Every caller gets its own copy of a stored session: nobody can alter it through the result.
     // A restore the store keeps no reference to goes to its first caller as it is.
     const entry: SessionEntry = { cache: !joined && r.fresh ? r.cache! : await copyCacheAsync(r.cache!, false), tier: r.tier };
     if (r.meta.attachment) entry.attachment = new Uint8Array(r.meta.attachment);
+    // The latency the caller saw (its wait on the session's queue and its copy included) is the one reported.
+    const ms = performance.now() - t0;
+    this.#counters.hit(r.tier, ms);
+    if (status) Object.assign(status, { result: 'hit', tier: r.tier, ms });
+    this.#emit('hit', { id, from: r.tier, ms });
     return entry;
   }
 
@@ -467,13 +471,16 @@ export class KvStore {
     if (this.backend !== 'cuda') throw new KvtcError('E_BACKEND', `getInto needs the cuda backend; this store runs on the ${this.backend}`);
     checkProfileFits(target.layout, this.profile);
     const promote = checkPromote(options);
+    const t0 = performance.now();
     const r = await this.#serial(id, () => this.#restore(id, promote, target));
     this.#rebalanceLater();
     if (typeof r === 'string') {
       this.#emit('miss', { id, reason: r });
       return undefined;
     }
-    this.#emit('hit', { id, from: r.tier, ms: r.ms });
+    const ms = performance.now() - t0;
+    this.#counters.hit(r.tier, ms);
+    this.#emit('hit', { id, from: r.tier, ms });
     const entry: DeviceSessionEntry = { tokens: r.meta.tokens, positions: r.positions!, tier: r.tier };
     if (r.meta.attachment) entry.attachment = new Uint8Array(r.meta.attachment);
     return entry;
@@ -952,7 +959,6 @@ export class KvStore {
         r = { cache: d.cache, fresh: false, meta: d.meta, tier: 'device', positions: d.cache!.positions! };
       }
       const ms = performance.now() - t0;
-      this.#counters.hit('device', ms);
       return { ...r, ms };
     }
     const h = this.#host.touch(id);
@@ -967,7 +973,6 @@ export class KvStore {
       h.meta.lastAccess = now;
       if (got.hot) this.#promote(id, h.meta, got.hot, h.onDisk, 'host', h.blobBytes, t0);
       const ms = performance.now() - t0;
-      this.#counters.hit('host', ms);
       return { ...got, fresh: got.hot?.cache !== got.cache, meta: h.meta, tier: 'host', ms };
     }
     const r = this.#disk.get(id, this.profile.fingerprint, now);
@@ -1025,7 +1030,6 @@ export class KvStore {
     this.#disk.touch(id, now);
     if (got.hot) this.#promote(id, meta, got.hot, true, 'disk', r.meta.storedBytes, t0);
     const ms = performance.now() - t0;
-    this.#counters.hit('disk', ms);
     return { ...got, fresh: got.hot?.cache !== got.cache, meta, tier: 'disk', ms };
   }
 
@@ -1139,7 +1143,6 @@ export class KvStore {
     }
     if (got.hot) this.#promote(id, meta, got.hot, false, 'remote', g.manifest.byteLength, t0);
     const ms = performance.now() - t0;
-    this.#counters.hit('remote', ms);
     return { ...got, fresh: got.hot?.cache !== got.cache, meta, tier: 'remote', ms };
   }
 
