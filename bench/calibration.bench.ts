@@ -22,6 +22,7 @@ import { rowValues } from '../src/layout.js';
 import { resolveCalibrateOptions } from '../src/options.js';
 import { gaussian, mulberry32 } from '../test/helpers/synthetic.js';
 import { llamaShaped } from './llama-shaped.js';
+import { eigenQuality } from '../test/helpers/eigen-quality.js';
 
 const quick = process.argv.includes('--quick');
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
@@ -68,31 +69,6 @@ function covarianceLike(p: number, samples: number, seed: number): Float64Array 
   return c;
 }
 
-/** max_i |A v_i - l_i v_i| / |l_max| and max |V V^T - I|. */
-function quality(a: Float64Array, n: number, values: Float64Array, vectors: Float64Array): { residual: number; ortho: number } {
-  const scale = Math.max(...Array.from(values, Math.abs));
-  let residual = 0;
-  let ortho = 0;
-  for (let i = 0; i < n; i++) {
-    const v = vectors.subarray(i * n, (i + 1) * n);
-    let r2 = 0;
-    for (let row = 0; row < n; row++) {
-      let s = 0;
-      const o = row * n;
-      for (let k = 0; k < n; k++) s += a[o + k]! * v[k]!;
-      r2 += (s - values[i]! * v[row]!) ** 2;
-    }
-    residual = Math.max(residual, Math.sqrt(r2) / scale);
-    for (let j = 0; j <= i; j++) {
-      const w = vectors.subarray(j * n, (j + 1) * n);
-      let d = 0;
-      for (let k = 0; k < n; k++) d += v[k]! * w[k]!;
-      ortho = Math.max(ortho, Math.abs(d - (i === j ? 1 : 0)));
-    }
-  }
-  return { residual, ortho };
-}
-
 function eigensolver(): void {
   const n = 1024;
   console.log(`\neigensolver: ${n} x ${n} covariance-like matrix (1020 samples, rank 16 + noise)`);
@@ -114,7 +90,7 @@ function eigensolver(): void {
       refMs = ms;
       refVals = res!.values;
     }
-    const q = quality(a, n, res!.values, res!.vectors);
+    const q = eigenQuality(a, n, res!.values, res!.vectors);
     let dl = 0;
     for (let i = 0; i < n; i++) dl = Math.max(dl, Math.abs(res!.values[i]! - refVals![i]!) / Math.abs(refVals![0]!));
     rows.push({

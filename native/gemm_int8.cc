@@ -39,18 +39,7 @@ void unpack_codes(const uint8_t* in, uint32_t size, uint32_t bits, uint8_t* out,
   } else if (bits == 2) {
     for (uint32_t i = 0; i < size; i++) out[i] = (in[i / 4] >> (2 * (i % 4))) & 3;
   } else {
-    const uint32_t mask = (1u << bits) - 1;
-    uint64_t acc = 0;
-    uint32_t nacc = 0;
-    for (uint32_t i = 0; i < size; i++) {
-      while (nacc < bits) {
-        acc |= uint64_t(*in++) << nacc;
-        nacc += 8;
-      }
-      out[i] = uint8_t(acc & mask);
-      acc >>= bits;
-      nacc -= bits;
-    }
+    for_each_code(in, size, bits, [&](uint32_t i, uint32_t c) { out[i] = uint8_t(c); });
   }
   std::memset(out + size, 0, padded - size);
 }

@@ -100,8 +100,9 @@ KVTC_HD void pack_codes(uint32_t size, uint32_t bits, uint8_t* out, Code code) {
   if (nacc > 0) *out = uint8_t(acc);
 }
 
-// The inverse of pack_codes, each code c reconstructed as shift + c * scale into x.
-KVTC_HD void dequantize_codes(const uint8_t* in, uint32_t size, uint32_t bits, float shift, float scale, float* x) {
+// The inverse of pack_codes: calls put(i, code) for the `size` codes of `bits` bits in `in`.
+template <class Put>
+KVTC_HD void for_each_code(const uint8_t* in, uint32_t size, uint32_t bits, Put put) {
   const uint32_t mask = (1u << bits) - 1;
   uint64_t acc = 0;
   uint32_t nacc = 0;
@@ -110,10 +111,15 @@ KVTC_HD void dequantize_codes(const uint8_t* in, uint32_t size, uint32_t bits, f
       acc |= uint64_t(*in++) << nacc;
       nacc += 8;
     }
-    x[i] = shift + float(uint32_t(acc) & mask) * scale;
+    put(i, uint32_t(acc) & mask);
     acc >>= bits;
     nacc -= bits;
   }
+}
+
+// Each code c of a packed group reconstructed as shift + c * scale into x.
+KVTC_HD void dequantize_codes(const uint8_t* in, uint32_t size, uint32_t bits, float shift, float scale, float* x) {
+  for_each_code(in, size, bits, [&](uint32_t i, uint32_t c) { x[i] = shift + float(c) * scale; });
 }
 
 // Quantizes one group of `size` coefficients with `bits` into out: [shift f16][scale f16][codes].

@@ -43,12 +43,10 @@ export interface ChainPlan {
  */
 export function planChain(tokens: number, chunkTokens: number, sinks: number, window: number): ChainPlan {
   const full = chunkTokens > 0 ? Math.floor(Math.max(0, tokens - window) / chunkTokens) : 0;
-  const segment = (start: number, n: number, w: number): Segment => ({
-    start,
-    tokens: n,
-    sinks: Math.min(n, Math.max(0, sinks - start)),
-    window: Math.min(w, n - Math.min(n, Math.max(0, sinks - start))),
-  });
+  const segment = (start: number, n: number, w: number): Segment => {
+    const s = Math.min(n, Math.max(0, sinks - start));
+    return { start, tokens: n, sinks: s, window: Math.min(w, n - s) };
+  };
   const chunks: Segment[] = [];
   for (let i = 0; i < full; i++) chunks.push(segment(i * chunkTokens, chunkTokens, 0));
   const start = full * chunkTokens;

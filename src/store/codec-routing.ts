@@ -18,8 +18,8 @@ import type { ChunkRef } from './disk-record.js';
 import type { DiskTier } from './disk-tier.js';
 import { GpuBlock } from './gpu-block.js';
 import { HostBlock } from './host-block.js';
-import type { HostEntry, HostTier } from './host-tier.js';
-import { type SessionMeta, copyCache, overheadOf } from './session.js';
+import { type HostEntry, type HostTier, hostEntry } from './host-tier.js';
+import { type SessionMeta, copyCache } from './session.js';
 
 /** A hot session: host arrays (CPU backend) or a device allocation (CUDA backend). */
 export type HotCache = { cache: KvCache; gpu?: undefined } | { gpu: GpuBlock; cache?: undefined };
@@ -149,9 +149,7 @@ export class CodecRouting {
         return { key: k, bytes: this.#host.chunks.block(k)!.bytes, tokens: seg.tokens };
       }));
       tail = await this.#encodeSegment(wire, plan.tail);
-      const overhead = overheadOf(meta, false);
-      const chunkBytes = refs.reduce((n, c) => n + c.bytes, 0);
-      return { meta, chunks: refs, tail, bytes: tail.bytes + overhead, blobBytes: tail.bytes + chunkBytes, overhead, onDisk: false };
+      return hostEntry(meta, refs, tail, false);
     } catch (err) {
       this.#host.chunks.release(taken);
       tail?.free();

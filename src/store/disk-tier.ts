@@ -392,6 +392,11 @@ export class DiskTier {
     return out;
   }
 
+  /** When the live record `id` was put (its version, ms since the epoch); undefined for none. No copy. */
+  createdAtOf(id: string): number | undefined {
+    return this.#records.get(id)?.createdAt;
+  }
+
   /** The fingerprint of a live, readable record; undefined for none (or an unreadable one). */
   fingerprintOf(id: string): string | undefined {
     return this.#records.get(id)?.fingerprint;

@@ -7,7 +7,7 @@
 import type { ChunkRef } from './disk-record.js';
 import { HostBlock } from './host-block.js';
 import { HostChunks } from './host-chunks.js';
-import type { SessionMeta } from './session.js';
+import { type SessionMeta, overheadOf } from './session.js';
 import { TierIndex } from './tier-index.js';
 
 export interface HostEntry {
@@ -23,6 +23,16 @@ export interface HostEntry {
   overhead: number;
   /** An identical copy is persisted. */
   onDisk: boolean;
+}
+
+/**
+ * A new entry (not installed) of a session whose `chunks` it already references and whose own
+ * blob is `tail`: its byte figures (the tail and the overhead on its own, the chunks once in the tier).
+ */
+export function hostEntry(meta: SessionMeta, chunks: readonly ChunkRef[], tail: HostBlock, onDisk: boolean): HostEntry {
+  const overhead = overheadOf(meta, false);
+  const blobBytes = tail.bytes + chunks.reduce((n, c) => n + c.bytes, 0);
+  return { meta, chunks: [...chunks], tail, bytes: tail.bytes + overhead, blobBytes, overhead, onDisk };
 }
 
 export class HostTier {
@@ -82,6 +92,22 @@ export class HostTier {
     const blob = load();
     if (!blob) return false;
     this.chunks.add(key, HostBlock.copyOf(blob));
+    return true;
+  }
+
+  /**
+   * References every chunk of `chunks` (held already, or copied into the arena from `load(key)`,
+   * another tier's copy), or none of them: false when one cannot be had.
+   */
+  refAll(chunks: readonly ChunkRef[], load: (key: string) => Uint8Array | undefined): boolean {
+    const taken: string[] = [];
+    for (const c of chunks) {
+      if (!this.refOrLoad(c.key, () => load(c.key))) {
+        this.chunks.release(taken);
+        return false;
+      }
+      taken.push(c.key);
+    }
     return true;
   }
 

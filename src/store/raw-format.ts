@@ -5,7 +5,7 @@
  *
  *   u32 magic "KVRW" | u32 version | u32 headerLength | header JSON | keys | values | positions | u32 crc
  */
-import { crc32c } from '../binding.js';
+import { copyBytes, crc32c } from '../binding.js';
 import { ByteReader } from '../bytes.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
@@ -50,8 +50,11 @@ export function encodeRaw(cache: KvCache): Uint8Array {
   return out;
 }
 
-/** Parses a raw blob into a cache with the given model layout; throws E_CORRUPT on any damage. */
-function decodeRaw(blob: Uint8Array, modelLayout: KvLayout): KvCache {
+/**
+ * Checks a raw blob against the model layout (E_CORRUPT on any damage) and locates its data: a
+ * view into the blob of keys, values and positions, nothing copied.
+ */
+function readRaw(blob: Uint8Array, modelLayout: KvLayout): { dtype: KvLayout['dtype']; layers: number; tokens: number; perLayer: number; data: Uint8Array } {
   const corrupt = (why: string) => new KvtcError('E_CORRUPT', `corrupt raw blob: ${why}`);
   if (blob.length < 16) throw corrupt('too short');
   const r = new ByteReader(blob, (what) => corrupt(`${what} past the end`));
@@ -71,32 +74,25 @@ function decodeRaw(blob: Uint8Array, modelLayout: KvLayout): KvCache {
   if (h.layers !== modelLayout.layers || h.kvHeads !== modelLayout.kvHeads || h.headDim !== modelLayout.headDim) {
     throw corrupt('layout does not match the store');
   }
-  const layout: KvLayout = { ...modelLayout, dtype: h.dtype };
-  const perLayer = h.tokens * rowValues(layout) * dtypeBytes(layout.dtype);
+  const perLayer = h.tokens * rowValues(modelLayout) * dtypeBytes(h.dtype);
   if (12 + hlen + 2 * h.layers * perLayer + 4 * h.tokens + 4 !== blob.length) throw corrupt('size');
-  const data = new Uint8Array(2 * h.layers * perLayer + 4 * h.tokens);
-  data.set(blob.subarray(12 + hlen, blob.length - 4));
-  const n = perLayer / dtypeBytes(layout.dtype);
-  const view = (i: number) =>
-    layout.dtype === 'f32' ? new Float32Array(data.buffer, i * perLayer, n) : new Uint16Array(data.buffer, i * perLayer, n);
-  return {
-    layout,
-    tokens: h.tokens,
-    keys: Array.from({ length: h.layers }, (_, l) => view(l)),
-    values: Array.from({ length: h.layers }, (_, l) => view(h.layers + l)),
-    positions: new Int32Array(data.buffer, 2 * h.layers * perLayer, h.tokens),
-  };
+  return { dtype: h.dtype, layers: h.layers, tokens: h.tokens, perLayer, data: blob.subarray(12 + hlen, blob.length - 4) };
 }
 
 /** Parses a raw blob of exactly `expectTokens` tokens into its place in a larger output (see decodeSlice). */
 export function decodeRawSlice(blob: Uint8Array, modelLayout: KvLayout, out: OutputSlice, expectTokens: number): void {
-  const c = decodeRaw(blob, modelLayout);
-  if (c.tokens !== expectTokens || c.layout.dtype !== out.dtype) {
-    throw new KvtcError('E_CORRUPT', `chunk holds ${c.tokens} ${c.layout.dtype} tokens, its session expects ${expectTokens} ${out.dtype} tokens`);
+  const c = readRaw(blob, modelLayout);
+  if (c.tokens !== expectTokens || c.dtype !== out.dtype) {
+    throw new KvtcError('E_CORRUPT', `chunk holds ${c.tokens} ${c.dtype} tokens, its session expects ${expectTokens} ${out.dtype} tokens`);
   }
-  const rb = rowValues(c.layout) * dtypeBytes(c.layout.dtype);
+  // Straight from the blob into the (shared) output, by native memcpy.
+  const rb = c.tokens > 0 ? c.perLayer / c.tokens : 0;
   const layerBytes = out.tokens * rb;
-  c.keys.forEach((a, l) => out.keys.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), l * layerBytes + out.offset * rb));
-  c.values.forEach((a, l) => out.values.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), l * layerBytes + out.offset * rb));
-  out.positions.set(c.positions!, out.offset);
+  const at = (dst: Uint8Array, layer: number) => dst.subarray(layer * layerBytes + out.offset * rb, layer * layerBytes + (out.offset + c.tokens) * rb);
+  for (let l = 0; l < c.layers; l++) {
+    copyBytes(at(out.keys, l), c.data.subarray(l * c.perLayer, (l + 1) * c.perLayer));
+    copyBytes(at(out.values, l), c.data.subarray((c.layers + l) * c.perLayer, (c.layers + l + 1) * c.perLayer));
+  }
+  const positions = new Uint8Array(out.positions.buffer, out.positions.byteOffset + 4 * out.offset, 4 * c.tokens);
+  copyBytes(positions, c.data.subarray(2 * c.layers * c.perLayer));
 }

@@ -37,7 +37,7 @@ import { CodecPool } from '../workers/pool.js';
 import type { BlobFormat } from '../workers/tasks.js';
 import { lockDirectory } from './dir-lock.js';
 import { type ChunkRef, DiskTier, type DiskRecordMeta, type QuarantinedRecord } from './disk-tier.js';
-import { type HostEntry, HostTier } from './host-tier.js';
+import { type HostEntry, HostTier, hostEntry } from './host-tier.js';
 import { RemoteTier } from './remote-tier.js';
 import { decodeRemoteManifest, encodeRemoteManifest } from './remote-manifest.js';
 import { type MissReason, type StoreEvent, type StoreEventName, StoreEvents } from './events.js';
@@ -132,7 +132,6 @@ interface Restored {
   fresh: boolean;
   meta: SessionMeta;
   tier: Tier;
-  ms: number;
   positions?: Int32Array;
 }
 
@@ -915,17 +914,8 @@ export class KvStore {
     const r = this.#disk.get(meta.id, this.profile.fingerprint);
     if (!r.ok || r.meta.tokens !== meta.tokens || r.meta.format !== this.#format) return undefined;
     const chunks = r.meta.chunks ?? [];
-    const taken: string[] = [];
-    for (const c of chunks) {
-      if (!this.#host.refOrLoad(c.key, () => this.#disk.getChunk(c.key))) {
-        this.#host.chunks.release(taken);
-        return undefined;
-      }
-      taken.push(c.key);
-    }
-    const tail = HostBlock.copyOf(r.blob);
-    const overhead = overheadOf(meta, false);
-    return { meta, chunks, tail, bytes: tail.bytes + overhead, blobBytes: tail.bytes + chunks.reduce((n, c) => n + c.bytes, 0), overhead, onDisk: true };
+    if (!this.#host.refAll(chunks, (key) => this.#disk.getChunk(key))) return undefined;
+    return hostEntry(meta, chunks, HostBlock.copyOf(r.blob), true);
   }
 
   /** host -> disk. The blob stays in the host tier if the write fails. */
@@ -948,7 +938,7 @@ export class KvStore {
     const d = this.#device.touch(id);
     if (d) {
       d.meta.lastAccess = now;
-      let r: Omit<Restored, 'ms'>;
+      let r: Restored;
       if (d.gpu && into) {
         await d.gpu.copyTo(into);
         r = { fresh: true, meta: d.meta, tier: 'device', positions: Int32Array.from(d.gpu.positions) };
@@ -958,8 +948,7 @@ export class KvStore {
       } else {
         r = { cache: d.cache, fresh: false, meta: d.meta, tier: 'device', positions: d.cache!.positions! };
       }
-      const ms = performance.now() - t0;
-      return { ...r, ms };
+      return r;
     }
     const h = this.#host.touch(id);
     if (h) {
@@ -972,8 +961,7 @@ export class KvStore {
       }
       h.meta.lastAccess = now;
       if (got.hot) this.#promote(id, h.meta, got.hot, h.onDisk, 'host', h.blobBytes, t0);
-      const ms = performance.now() - t0;
-      return { ...got, fresh: got.hot?.cache !== got.cache, meta: h.meta, tier: 'host', ms };
+      return { ...got, fresh: got.hot?.cache !== got.cache, meta: h.meta, tier: 'host' };
     }
     const r = this.#disk.get(id, this.profile.fingerprint, now);
     if (!r.ok) {
@@ -993,20 +981,7 @@ export class KvStore {
       // Another profile's record (a store opened with foreignRecords: 'miss') is left as it is.
       return 'profile-mismatch';
     }
-    const meta: SessionMeta = {
-      id,
-      layout: r.meta.layout,
-      tokens: r.meta.tokens,
-      rawBytes: r.meta.rawBytes,
-      pinned: r.meta.pinned,
-      priority: r.meta.priority,
-      ttlMs: r.meta.ttlMs,
-      createdAt: r.meta.createdAt,
-      lastAccess: now,
-    };
-    if (r.meta.attachment) meta.attachment = r.meta.attachment;
-    if (r.meta.tokenIds) meta.tokenIds = r.meta.tokenIds;
-    if (r.meta.namespace !== undefined) meta.namespace = r.meta.namespace;
+    const meta = sessionMetaOf(r.meta, now);
     let got: Decoded;
     try {
       let first: Uint8Array | undefined = r.blob;
@@ -1029,8 +1004,7 @@ export class KvStore {
     }
     this.#disk.touch(id, now);
     if (got.hot) this.#promote(id, meta, got.hot, true, 'disk', r.meta.storedBytes, t0);
-    const ms = performance.now() - t0;
-    return { ...got, fresh: got.hot?.cache !== got.cache, meta, tier: 'disk', ms };
+    return { ...got, fresh: got.hot?.cache !== got.cache, meta, tier: 'disk' };
   }
 
 
@@ -1072,12 +1046,13 @@ export class KvStore {
    * local copy served. Two puts of one id within the same millisecond count as one version.
    */
   async #dropIfStale(id: string): Promise<void> {
-    const local = this.#device.peek(id)?.meta ?? this.#host.peek(id)?.meta ?? this.#disk.meta(id);
-    if (!local) return;
+    // On a hot path (every get): the local version read without copying any record.
+    const local = this.#device.peek(id)?.meta.createdAt ?? this.#host.peek(id)?.meta.createdAt ?? this.#disk.createdAtOf(id);
+    if (local === undefined) return;
     const peek = await this.#remote!.peekManifest(id);
     if (!peek.ok) return;
     const d = decodeRemoteManifest(peek.manifest, id);
-    if (!d.ok || d.meta.createdAt <= local.createdAt) return;
+    if (!d.ok || d.meta.createdAt <= local) return;
     const from = this.#tierOf(id) ?? 'disk';
     await this.#forget(id);
     this.#emit('evict', { id, from, to: 'remote' }); // superseded: the remote's newer version is restored instead
@@ -1102,20 +1077,7 @@ export class KvStore {
     if (m.fingerprint !== this.profile.fingerprint) return bad(`remote session '${id}' was encoded with profile ${m.fingerprint}`);
     const tail = g.chunks.get(d.tailKey);
     if (!tail || tail.byteLength !== m.storedBytes || crc32c(tail) >>> 0 !== m.checksum) return bad(`remote session '${id}': its tail does not match its manifest`);
-    const meta: SessionMeta = {
-      id,
-      layout: m.layout,
-      tokens: m.tokens,
-      rawBytes: m.rawBytes,
-      pinned: m.pinned,
-      priority: m.priority,
-      ttlMs: m.ttlMs,
-      createdAt: m.createdAt,
-      lastAccess: Date.now(),
-    };
-    if (m.attachment) meta.attachment = m.attachment;
-    if (m.tokenIds) meta.tokenIds = m.tokenIds;
-    if (m.namespace !== undefined) meta.namespace = m.namespace;
+    const meta = sessionMetaOf(m, Date.now());
     let got: Decoded;
     try {
       // Each part is read as a copy (a pool task transfers what it is given; a retry reads it again).
@@ -1131,19 +1093,10 @@ export class KvStore {
     this.#index(meta);
     // The local tiers cache what the remote sent: a host entry of the same bytes, so the session is
     // clean (demoting it encodes nothing).
-    const taken: string[] = [];
     const chunks = m.chunks ?? [];
-    if (chunks.every((c) => this.#host.refOrLoad(c.key, () => g.chunks.get(c.key)) && taken.push(c.key) > 0)) {
-      const tailBlock = HostBlock.copyOf(tail);
-      const overhead = overheadOf(meta, false);
-      const blobBytes = tail.byteLength + chunks.reduce((n, c) => n + c.bytes, 0);
-      this.#host.set({ meta, chunks: [...chunks], tail: tailBlock, bytes: tailBlock.bytes + overhead, blobBytes, overhead, onDisk: false });
-    } else {
-      this.#host.chunks.release(taken);
-    }
+    if (this.#host.refAll(chunks, (key) => g.chunks.get(key))) this.#host.set(hostEntry(meta, chunks, HostBlock.copyOf(tail), false));
     if (got.hot) this.#promote(id, meta, got.hot, false, 'remote', g.manifest.byteLength, t0);
-    const ms = performance.now() - t0;
-    return { ...got, fresh: got.hot?.cache !== got.cache, meta, tier: 'remote', ms };
+    return { ...got, fresh: got.hot?.cache !== got.cache, meta, tier: 'remote' };
   }
 
   /** A record that fails a check is a miss: report it, take it out, never return its data. */
@@ -1316,6 +1269,25 @@ export class KvStore {
 /** A tier's sessions as the policy sees them, least recently used first, filtered by `keep`. */
 function* candidates<T extends { meta: SessionMeta; bytes: number }>(tier: { lru(): IterableIterator<[string, T]> }, keep: (e: T) => boolean): Generator<PolicyEntry> {
   for (const [, e] of tier.lru()) if (keep(e)) yield policyEntry(e.meta, e.bytes);
+}
+
+/** What the store keeps of a session read from a record (disk, or the remote's manifest). */
+function sessionMetaOf(r: DiskRecordMeta, lastAccess: number): SessionMeta {
+  const meta: SessionMeta = {
+    id: r.id,
+    layout: r.layout,
+    tokens: r.tokens,
+    rawBytes: r.rawBytes,
+    pinned: r.pinned,
+    priority: r.priority,
+    ttlMs: r.ttlMs,
+    createdAt: r.createdAt,
+    lastAccess,
+  };
+  if (r.attachment) meta.attachment = r.attachment;
+  if (r.tokenIds) meta.tokenIds = r.tokenIds;
+  if (r.namespace !== undefined) meta.namespace = r.namespace;
+  return meta;
 }
 
 /** Token ids as the index keeps them: an Int32Array copy; E_OPTIONS naming `field` for anything else. */

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { native } from '../../src/binding.js';
 import { toKvtcError } from '../../src/errors.js';
 import { gaussian, mulberry32 } from '../helpers/synthetic.js';
+import { eigenQuality } from '../helpers/eigen-quality.js';
 
 const { symEig, symEigPath } = native.internals;
 const best = symEigPath();
@@ -79,48 +80,11 @@ function withSpectrum(d: number[], q: Float64Array): Float64Array {
   return a;
 }
 
-interface Quality {
-  residual: number; // max_i |A v_i - l_i v_i| / max |l|
-  ortho: number; // max |V V^T - I|
-  sorted: boolean;
-  signOk: boolean;
-}
-
-function quality(a: Float64Array, n: number, values: Float64Array, vectors: Float64Array): Quality {
-  const scale = Math.max(...Array.from(values, Math.abs), Number.MIN_VALUE);
-  let residual = 0;
-  let ortho = 0;
-  let signOk = true;
-  for (let i = 0; i < n; i++) {
-    const v = vectors.subarray(i * n, (i + 1) * n);
-    let r2 = 0;
-    for (let row = 0; row < n; row++) {
-      let s = 0;
-      const o = row * n;
-      for (let k = 0; k < n; k++) s += a[o + k]! * v[k]!;
-      r2 += (s - values[i]! * v[row]!) ** 2;
-    }
-    residual = Math.max(residual, Math.sqrt(r2) / scale);
-    for (let j = 0; j <= i; j++) {
-      const w = vectors.subarray(j * n, (j + 1) * n);
-      let d = 0;
-      for (let k = 0; k < n; k++) d += v[k]! * w[k]!;
-      ortho = Math.max(ortho, Math.abs(d - (i === j ? 1 : 0)));
-    }
-    let arg = 0;
-    for (let k = 1; k < n; k++) if (Math.abs(v[k]!) > Math.abs(v[arg]!)) arg = k;
-    if (!(v[arg]! > 0)) signOk = false;
-  }
-  let sorted = true;
-  for (let i = 1; i < n; i++) if (!(values[i - 1]! >= values[i]!)) sorted = false;
-  return { residual, ortho, sorted, signOk };
-}
-
 function expectContract(a: Float64Array, n: number, path?: string) {
   const input = a.slice();
   const out = symEig(a, n, path);
   expect(Array.from(a.subarray(0, Math.min(a.length, 4096)))).toEqual(Array.from(input.subarray(0, 4096)));
-  const q = quality(a, n, out.values, out.vectors);
+  const q = eigenQuality(a, n, out.values, out.vectors);
   expect(q.residual, `residual n=${n} ${path}`).toBeLessThan(1e-12);
   expect(q.ortho, `orthogonality n=${n} ${path}`).toBeLessThan(1e-12);
   expect(q.sorted).toBe(true);
