@@ -284,6 +284,11 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     const st = store.stats();
     const pct = (v: number[], p: number) => (v.length ? [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor((p / 100) * v.length))]! : NaN);
     const hits = st.device.hits + st.host.hits + st.disk.hits;
+    // What sharing alone could save at the end state: every session's tokens held once each (one
+    // blob per session) against each shared prompt's tokens held once in all (chunks).
+    const usedPrompts = new Set(state.filter((s) => s.prompt >= 0).map((s) => s.prompt));
+    const perSessionTokens = state.reduce((n, s) => n + s.len, 0);
+    const uniqueTokens = state.reduce((n, s) => n + s.len - s.promptTokens, 0) + [...usedPrompts].reduce((n, p) => n + promptLens[p]!, 0);
     rows.push({
       store: mode.store,
       'device hit %': (100 * st.device.hits) / hits,
@@ -309,6 +314,7 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
       'peak disk MB': peakDisk / 1e6,
       'chunk refs / chunks': st.chunks.count > 0 ? st.chunks.refs / st.chunks.count : NaN,
       'MB saved by sharing': st.chunks.bytesSaved / 1e6,
+      'tokens per session / unique tokens (the most sharing can save)': perSessionTokens / uniqueTokens,
       misses,
     });
     await store.close();

@@ -8,6 +8,7 @@
 #include "js_gpu.h"
 #include "js_internals.h"
 #include "js_profile.h"
+#include "js_util.h"
 
 namespace {
 
@@ -20,6 +21,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   kvtc::register_arena(env, exports);
   kvtc::register_internals(env, internals);
   kvtc::register_gpu(env, exports);
+  kvtc::register_threading(env, exports);
   exports.Set("internals", internals);
   return exports;
 }

@@ -13,16 +13,43 @@ Napi::Error make_error(Napi::Env env, const std::string& code, const std::string
 void PromiseWorker::Execute() {
   try {
     Run();
+    return;
   } catch (const KvtcException& e) {
     code_ = e.code;
-    SetError(e.what());
+    message_ = e.what();
   } catch (const std::bad_alloc&) {
     code_ = "E_CAPACITY";
-    SetError("out of memory");
+    message_ = "out of memory";
   } catch (const std::exception& e) {
     code_ = "E_INTERNAL";
-    SetError(e.what());
+    message_ = e.what();
   }
+  failed_ = true;
+  SetError(message_);
+}
+
+void PromiseWorker::RunInline() {
+  std::unique_ptr<PromiseWorker> self(this);
+  Execute();
+  if (!failed_) return OnOK();
+  Napi::HandleScope scope(Env());
+  deferred_.Reject(make_error(Env(), code_, message_).Value());
+}
+
+namespace {
+thread_local bool g_inline = false;
+
+// setInlineExecution(on): see register_threading in js_util.h.
+Napi::Value SetInlineExecution(const Napi::CallbackInfo& info) {
+  g_inline = info[0].ToBoolean();
+  return info.Env().Undefined();
+}
+}  // namespace
+
+bool inline_execution() { return g_inline; }
+
+void register_threading(Napi::Env env, Napi::Object exports) {
+  exports.Set("setInlineExecution", Napi::Function::New(env, SetInlineExecution));
 }
 
 void PromiseWorker::OnOK() {

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "codec.h"
@@ -39,6 +40,8 @@ class PromiseWorker : public Napi::AsyncWorker {
  public:
   explicit PromiseWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
+  // Runs on the calling thread and settles the promise now; deletes the worker (never queued).
+  void RunInline();
 
  protected:
   virtual void Run() = 0;
@@ -53,7 +56,17 @@ class PromiseWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::vector<Napi::ObjectReference> refs_;
   std::string code_ = "E_INTERNAL";
+  std::string message_;  // set with code_ when Run() failed
+  bool failed_ = false;
 };
+
+// Whether promise workers started on this thread run inline (see set_inline_execution).
+bool inline_execution();
+
+// The store's codec workers turn this on for their own thread: the codec then runs on the worker
+// thread itself, whose scheduling priority the store controls (background encodes run niced),
+// instead of on libuv's shared pool, where it would compete at normal priority with the main thread.
+void register_threading(Napi::Env env, Napi::Object exports);
 
 // Parses the plain object the TypeScript side passes for a cache:
 // { tokens, dtype: 0|1|2, keys: TypedArray[], values: TypedArray[], positions?: Int32Array }.
@@ -70,6 +83,12 @@ const char* dtype_name(DType t);
 template <typename W>
 Napi::Promise start(std::unique_ptr<W> w) {
   Napi::Promise p = w->Promise();
+  if constexpr (std::is_base_of_v<PromiseWorker, W>) {
+    if (inline_execution()) {
+      w.release()->RunInline();
+      return p;
+    }
+  }
   w.release()->Queue();
   return p;
 }

@@ -215,6 +215,8 @@ interface NativeAddon {
   /** memcpy between two typed arrays of equal byte length (fast for SharedArrayBuffer views too). */
   copyBytes(dst: ArrayBufferView, src: ArrayBufferView): void;
   copyBytesAsync(pairs: [ArrayBufferView, ArrayBufferView][]): Promise<void>;
+  /** The calling thread runs the addon's async work itself (a codec worker), not libuv's pool. */
+  setInlineExecution(on: boolean): void;
   /** Host arena: encoded blobs in native (page-locked when CUDA is usable) memory, by handle. */
   arenaPut(blob: Uint8Array): number;
   arenaRead(handle: number): Uint8Array;
@@ -345,6 +347,16 @@ export const arenaAddon: Pick<NativeAddon, 'arenaPut' | 'arenaRead' | 'arenaFree
 export const gpuAddon: NativeGpu | undefined = native.gpu;
 /** What was compiled in, raw (src/backend; users call buildInfo()). */
 export const buildInfoAddon: Pick<NativeAddon, 'buildInfo'> = native;
+
+/**
+ * For the store's codec workers: the addon's work (encode, decode, copies) started on this
+ * thread runs on it, synchronously, and its promises settle before the call returns. The work
+ * then runs at the worker thread's own priority (background encodes are niced) and on as many
+ * threads as the pool has, instead of on libuv's pool next to the main thread.
+ */
+export function runAddonWorkOnThisThread(): void {
+  native.setInlineExecution(true);
+}
 
 /** memcpy between two views of equal byte length (V8's own copy to or from shared memory goes element by element). */
 export function copyBytes(dst: ArrayBufferView, src: ArrayBufferView): void {

@@ -269,7 +269,10 @@ export class CodecRouting {
     }
     const out = { keys: new Uint8Array(buf, 0, perStream), values: new Uint8Array(buf, perStream, perStream), positions: new Int32Array(buf, 2 * perStream, T), tokens: T, dtype: layout.dtype };
     const threads = parts.length === 1 && format === 'kvtc' && meta.rawBytes >= PARALLEL_RESTORE_BYTES ? Math.max(1, Math.min(MAX_RESTORE_THREADS, this.#pool.idleThreads())) : 1;
-    const results = await Promise.all(parts.map((p) => this.#pool.decodeSlice(p.source, format, { ...out, offset: p.start, expectTokens: p.tokens }, threads)));
+    const batches = batchesOf(parts, this.#pool.maxThreads);
+    const results = await Promise.all(
+      batches.map((b) => this.#pool.decodeParts(b.map((p) => ({ source: p.source, offset: p.start, expectTokens: p.tokens })), format, out, threads)),
+    );
     const used = new Set<number>();
     for (const r of results) {
       this.decodeThreads.add(r.threadId);
@@ -287,4 +290,29 @@ export class CodecRouting {
       values: Array.from({ length: layout.layers }, (_, l) => view(perStream + l * perLayer)),
     };
   }
+}
+
+/**
+ * A session's parts in at most `n` runs of neighbouring parts with about equal tokens each: one
+ * task per restore worker, so a restore of many chunks costs a few round trips between the
+ * threads instead of one per chunk.
+ */
+export function batchesOf<P extends { tokens: number }>(parts: readonly P[], n: number): P[][] {
+  const total = parts.reduce((s, p) => s + p.tokens, 0);
+  const runs = Math.max(1, Math.min(n, parts.length));
+  const out: P[][] = [];
+  let run: P[] = [];
+  let acc = 0;
+  for (let i = 0; i < parts.length; i++) {
+    run.push(parts[i]!);
+    acc += parts[i]!.tokens;
+    // Close the run at its share of the tokens, keeping one part at least for each run left.
+    const left = parts.length - i - 1;
+    if (out.length < runs - 1 && (acc >= ((out.length + 1) * total) / runs || left === runs - 1 - out.length)) {
+      out.push(run);
+      run = [];
+    }
+  }
+  if (run.length > 0) out.push(run);
+  return out;
 }

@@ -1023,20 +1023,28 @@ export class DiskTier {
    * inside the removal's transaction).
    */
   async #sweepOrphans(): Promise<void> {
-    const SLICE = 4096; // ~3 ms of the event loop per slice
+    // A slice holds the event loop ~1 ms at most, so a restore's replies (which come back between
+    // slices) are barely delayed while a large store is swept.
+    const SLICE_MS = 1;
     let start: Buffer | undefined;
     for (;;) {
       await new Promise<void>((resolve) => setImmediate(resolve));
       if (this.#closed && start !== undefined) return; // the first slice always runs (a small store's whole sweep)
       const found: Buffer[] = [];
       let last: Buffer | undefined;
+      let done = true;
+      const t0 = performance.now();
       let seen = 0;
-      for (const k of this.#chunks.getKeys(start ? { start, limit: SLICE + 1 } : { limit: SLICE })) {
+      for (const k of this.#chunks.getKeys(start ? { start } : {})) {
         const key = Buffer.from(k);
         if (start && seen === 0 && key.equals(start)) continue; // the slice starts after the last key seen
         seen++;
         last = key;
         if (!this.#chunkRefs.has(key.toString('hex'))) found.push(key);
+        if ((seen & 255) === 0 && performance.now() - t0 > SLICE_MS) {
+          done = false;
+          break;
+        }
       }
       if (found.length > 0) {
         await this.#txn('disk orphan chunk removal', () => {
@@ -1047,7 +1055,7 @@ export class DiskTier {
           return true;
         }, () => undefined).catch(() => undefined);
       }
-      if (!last || seen < SLICE) return;
+      if (done || !last) return;
       start = last;
     }
   }

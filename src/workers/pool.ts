@@ -1,8 +1,14 @@
 /**
- * The store's codec workers: a Piscina pool running src/workers/worker.ts (built to
+ * The store's codec workers: two Piscina pools running src/workers/worker.ts (built to
  * dist/workers/worker.js). The main thread only routes: caches go out as SharedArrayBuffer views,
  * blobs come back as host-arena handles, restored caches come back shared; disk blobs are
  * transferred.
+ *
+ * Restores (a caller waits) run on the restore pool at normal priority; encodes (policy work: a
+ * demotion, a put's chunks) run on the background pool, whose threads are niced
+ * (BACKGROUND_NICE, Piscina's `niceIncrement`). Each worker runs the codec on its own thread
+ * (binding.ts runAddonWorkOnThisThread), so the kernel schedules by those priorities: a restore
+ * or the event loop preempts a running encode instead of waiting for its end or its time slice.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -29,23 +35,26 @@ function ownBuffer(blob: Uint8Array): Uint8Array {
 }
 
 export interface PoolOptions {
+  /** Per pool (restores, background encodes). */
   minThreads: number;
   maxThreads: number;
 }
 
+/** Nice value added to background encode threads (Unix; Windows: below-normal priority). */
+const BACKGROUND_NICE = 10;
+
+type TaskKind = 'restore' | 'background';
+
 export class CodecPool {
-  readonly #pool: Piscina;
+  readonly #pools: Record<TaskKind, Piscina>;
   readonly #profile: WireProfile;
   readonly #maxThreads: number;
 
   constructor(profile: CodecProfile, options: PoolOptions) {
     this.#maxThreads = options.maxThreads;
-    this.#pool = new Piscina({
-      filename: workerFile(),
-      minThreads: options.minThreads,
-      maxThreads: options.maxThreads,
-      idleTimeout: 30_000,
-    });
+    const pool = (niceIncrement: number) =>
+      new Piscina({ filename: workerFile(), minThreads: options.minThreads, maxThreads: options.maxThreads, idleTimeout: 30_000, niceIncrement });
+    this.#pools = { restore: pool(0), background: pool(BACKGROUND_NICE) };
     // Profile bytes are shared once; every task references the same SharedArrayBuffer.
     const bytes = profile.toBytes();
     const shared = new Uint8Array(new SharedArrayBuffer(bytes.byteLength));
@@ -53,16 +62,17 @@ export class CodecPool {
     this.#profile = { fingerprint: profile.fingerprint, bytes: shared };
   }
 
+  /** Worker threads started (both pools). */
   get threads(): number {
-    return this.#pool.threads.length;
+    return this.#pools.restore.threads.length + this.#pools.background.threads.length;
   }
 
-  /** Tasks running or queued now. */
-  #busy = 0;
+  /** Tasks running or queued now, per pool. */
+  readonly #busy: Record<TaskKind, number> = { restore: 0, background: 0 };
 
-  /** Worker threads no task is using now (the capacity a large restore may borrow). */
+  /** Restore threads no task is using now (the capacity a large restore may borrow). */
   idleThreads(): number {
-    return Math.max(0, this.#maxThreads - this.#busy);
+    return Math.max(0, this.#maxThreads - this.#busy.restore);
   }
 
   #crashes = 0;
@@ -74,35 +84,35 @@ export class CodecPool {
     this.#crashWorker = crashWorker;
   }
 
-  /** Tasks running on the workers (at most maxThreads: beyond that they wait here, not in Piscina). */
-  #running = 0;
-  /** Tasks waiting for a worker: restores (a caller waits for them) go before encodes (policy work). */
-  readonly #waiting: { restore: (() => void)[]; background: (() => void)[] } = { restore: [], background: [] };
+  /** Tasks running per pool (at most maxThreads: beyond that they wait here, not in Piscina). */
+  readonly #running: Record<TaskKind, number> = { restore: 0, background: 0 };
+  /** Tasks waiting for a worker of their pool, in order. */
+  readonly #waiting: Record<TaskKind, (() => void)[]> = { restore: [], background: [] };
 
   /**
-   * Runs a task when a worker is free. `task` may be a function building the task per attempt
-   * (for inputs that are transferred). Decodes are restores, served before queued encodes: a
-   * get never waits behind the demotions that other sessions' promotions caused.
+   * Runs a task when a worker of its pool is free. `task` may be a function building the task
+   * per attempt (for inputs that are transferred). Decodes are restores, on their own pool: a get
+   * never waits behind the demotions that other sessions' promotions caused.
    */
-  async #run<T>(task: object | (() => { task: object; transfer: ArrayBuffer[] }), kind: 'restore' | 'background'): Promise<T> {
-    this.#busy++;
+  async #run<T>(task: object | (() => { task: object; transfer: ArrayBuffer[] }), kind: TaskKind): Promise<T> {
+    this.#busy[kind]++;
     try {
-      if (this.#running < this.#maxThreads) this.#running++;
+      if (this.#running[kind] < this.#maxThreads) this.#running[kind]++;
       else await new Promise<void>((resolve) => this.#waiting[kind].push(resolve));
       try {
-        return await this.#attempt<T>(task);
+        return await this.#attempt<T>(task, kind);
       } finally {
-        // The worker goes to the next waiting task (restores first), or becomes free.
-        const next = this.#waiting.restore.shift() ?? this.#waiting.background.shift();
+        // The worker goes to the next waiting task of its pool, or becomes free.
+        const next = this.#waiting[kind].shift();
         if (next) next();
-        else this.#running--;
+        else this.#running[kind]--;
       }
     } finally {
-      this.#busy--;
+      this.#busy[kind]--;
     }
   }
 
-  async #attempt<T>(task: object | (() => { task: object; transfer: ArrayBuffer[] })): Promise<T> {
+  async #attempt<T>(task: object | (() => { task: object; transfer: ArrayBuffer[] }), kind: TaskKind): Promise<T> {
     let reply: WorkerReply | undefined;
     // A worker that dies mid-task (killed, out of memory, a crash) is replaced by Piscina; the
     // task is retried once on a fresh worker. Inputs survive a failed attempt: caches are shared,
@@ -113,7 +123,7 @@ export class CodecPool {
       const { task: t, transfer } = typeof task === 'function' ? task() : { task, transfer: [] };
       try {
         const options = { ...(transfer.length ? { transferList: transfer } : {}), ...(crash ? { filename: this.#crashWorker } : {}) };
-        reply = (await this.#pool.run(t, options)) as WorkerReply;
+        reply = (await this.#pools[kind].run(t, options)) as WorkerReply;
       } catch (err) {
         if (attempt >= 1) throw new KvtcError('E_INTERNAL', `codec worker failed twice: ${(err as Error).message}`, { cause: err });
       }
@@ -130,16 +140,29 @@ export class CodecPool {
     return this.#run({ op: 'encode', profile: this.#profile, cache, format, ...(segment ? { segment } : {}), ...(contentKey ? { contentKey } : {}) }, 'background');
   }
 
-  /** Decodes a host-arena blob, or a blob read from disk (transferred), into its place in a shared output. */
-  decodeSlice(source: number | (() => Uint8Array), format: BlobFormat, into: OutputSlice & { expectTokens: number }, threads = 1): Promise<DecodeResult> {
-    if (typeof source === 'number') return this.#run({ op: 'decode', profile: this.#profile, format, source: { handle: source }, into, threads }, 'restore');
+  /** Threads per pool. */
+  get maxThreads(): number {
+    return this.#maxThreads;
+  }
+
+  /**
+   * Decodes host-arena blobs, or blobs read from disk (read by a loader, transferred), into their
+   * places in a shared output, one after the other on one restore worker.
+   */
+  decodeParts(parts: readonly { source: number | (() => Uint8Array); offset: number; expectTokens: number }[], format: BlobFormat, into: Omit<OutputSlice, 'offset'>, threads = 1): Promise<DecodeResult> {
     return this.#run(() => {
-      const b = ownBuffer(source());
-      return { task: { op: 'decode', profile: this.#profile, format, source: { blob: b }, into, threads }, transfer: [b.buffer as ArrayBuffer] };
+      const transfer: ArrayBuffer[] = [];
+      const wire = parts.map((p) => {
+        if (typeof p.source === 'number') return { source: { handle: p.source }, offset: p.offset, expectTokens: p.expectTokens };
+        const b = ownBuffer(p.source());
+        transfer.push(b.buffer as ArrayBuffer);
+        return { source: { blob: b }, offset: p.offset, expectTokens: p.expectTokens };
+      });
+      return { task: { op: 'decode', profile: this.#profile, format, parts: wire, into, threads }, transfer };
     }, 'restore');
   }
 
   async destroy(): Promise<void> {
-    await this.#pool.destroy();
+    await Promise.all([this.#pools.restore.destroy(), this.#pools.background.destroy()]);
   }
 }

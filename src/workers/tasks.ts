@@ -42,12 +42,23 @@ export interface DecodeTask {
   op: 'decode';
   profile: WireProfile;
   format: BlobFormat;
+  /**
+   * The blobs to decode, in order, each into its place in the one shared output: several parts
+   * of a session in one task cost one round trip between the threads, not one each.
+   */
+  parts: DecodePart[];
+  /** Threads for each decode (kvtc blobs; default 1): idle pool capacity lent to a large restore. */
+  threads?: number;
+  /** The shared output (its `offset` is each part's). */
+  into: Omit<OutputSlice, 'offset'>;
+}
+
+export interface DecodePart {
   /** A host-arena handle, or a blob (transferred). */
   source: { handle: number } | { blob: Uint8Array };
-  /** Threads for this one decode (kvtc blobs; default 1): idle pool capacity lent to a large restore. */
-  threads?: number;
-  /** Where the blob's tokens go: their place in a shared output (one part of a session). */
-  into: OutputSlice & { expectTokens: number };
+  /** The part's first token in the output, and its token count. */
+  offset: number;
+  expectTokens: number;
 }
 
 export type CodecTask = EncodeTask | DecodeTask;

@@ -5,7 +5,7 @@
  * so arena handles made here are valid on every thread.
  */
 import { threadId } from 'node:worker_threads';
-import { arenaAddon } from '../binding.js';
+import { arenaAddon, runAddonWorkOnThisThread } from '../binding.js';
 import { CodecProfile } from '../codec/profile.js';
 import { decodeSlice, encodeToArena } from '../codec/codec.js';
 import { contentChunkKey, segmentHash } from '../store/chain.js';
@@ -13,6 +13,9 @@ import { decodeRawSlice, encodeRaw } from '../store/raw-format.js';
 import { dtypeBytes, rowValues } from '../layout.js';
 import type { CodecTask, DecodeResult, EncodeResult, WireProfile, WorkerReply } from './tasks.js';
 import type { KvCache } from '../layout.js';
+
+// A worker thread is a codec thread: the native work runs here, at this thread's priority.
+runAddonWorkOnThisThread();
 
 const profiles = new Map<string, CodecProfile>();
 
@@ -53,14 +56,17 @@ async function encodeTask(task: Extract<CodecTask, { op: 'encode' }>): Promise<E
   return { handle: r.handle, bytes: r.bytes, threadId, ...(key ? { key } : {}) };
 }
 
-/** Decodes a blob into its place in a shared output (one part of a session). */
+/** Decodes blobs into their places in a shared output (parts of one session). */
 async function decodeTask(task: Extract<CodecTask, { op: 'decode' }>): Promise<DecodeResult> {
   const profile = profileOf(task.profile);
-  const src = 'handle' in task.source ? task.source.handle : task.source.blob;
-  if (task.format === 'raw') {
-    decodeRawSlice(typeof src === 'number' ? arenaAddon.arenaRead(src) : src, profile.layout, task.into, task.into.expectTokens);
-  } else {
-    await decodeSlice(src, profile, task.into, task.into.expectTokens, task.threads ?? 1);
+  for (const part of task.parts) {
+    const src = 'handle' in part.source ? part.source.handle : part.source.blob;
+    const into = { ...task.into, offset: part.offset };
+    if (task.format === 'raw') {
+      decodeRawSlice(typeof src === 'number' ? arenaAddon.arenaRead(src) : src, profile.layout, into, part.expectTokens);
+    } else {
+      await decodeSlice(src, profile, into, part.expectTokens, task.threads ?? 1);
+    }
   }
   return { threadId, threads: task.format === 'raw' ? 1 : task.threads ?? 1 };
 }
