@@ -11,13 +11,13 @@ import { crc32c } from '../binding.js';
 import { KvtcError, describeValue as describe } from '../errors.js';
 import { DTYPES, validateLayout } from '../layout.js';
 import type { DType, KvLayout, RopeSpec } from '../layout.js';
+import { fromMemRecord, type MemRecord, packStored } from './packed-chunks.js';
 
 export const RECORD_VERSION = 2;
 /** Versions this format reads. */
 const READ_VERSIONS = new Set([1, 2]);
 const FINGERPRINT_RE = /^[0-9a-f]{32}$/;
 const CHUNK_KEY_RE = /^[0-9a-f]{32}$/;
-const HEX_RE = /^[0-9a-f]*$/;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Metadata of one disk record. */
@@ -261,6 +261,12 @@ type DecodedMeta = { ok: true; meta: DiskRecordMeta } | { ok: false; detail: str
 
 /** Decodes and fully validates a metadata record stored under `id`; never throws. */
 export function decodeMeta(bytes: Uint8Array, id: string): DecodedMeta {
+  const d = decodeMemRecord(bytes, id);
+  return d.ok ? { ok: true, meta: fromMemRecord(d.meta) } : d;
+}
+
+/** decodeMeta with the chunk list left packed (the disk tier's in-memory form; what open loads). */
+export function decodeMemRecord(bytes: Uint8Array, id: string): { ok: true; meta: MemRecord } | { ok: false; detail: string } {
   const framed = decodeFramed(bytes);
   if (!framed.ok) return framed;
   const meta = parseStoredMeta(framed.value);
@@ -274,7 +280,7 @@ export function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 /** The metadata a stored JSON value stands for, or a string saying what is wrong with it. */
-function parseStoredMeta(v: unknown): DiskRecordMeta | string {
+function parseStoredMeta(v: unknown): MemRecord | string {
   if (!isRecord(v)) return 'is not an object';
   const num = (f: string): number | undefined => (typeof v[f] === 'number' && Number.isFinite(v[f]) ? v[f] : undefined);
   const id = v['id'];
@@ -301,7 +307,7 @@ function parseStoredMeta(v: unknown): DiskRecordMeta | string {
   }
   const layout = parseStoredLayout(v['layout']);
   if (typeof layout === 'string') return layout;
-  const out: DiskRecordMeta = { id, fingerprint, layout, tokens, rawBytes, storedBytes, createdAt, lastAccess, ttlMs, priority, pinned: v['pinned'], checksum, format };
+  const out: MemRecord = { id, fingerprint, layout, tokens, rawBytes, storedBytes, createdAt, lastAccess, ttlMs, priority, pinned: v['pinned'], checksum, format };
   const att = v['attachment'];
   if (att !== undefined) {
     if (typeof att !== 'string') return 'has a bad attachment';
@@ -324,29 +330,30 @@ function parseStoredMeta(v: unknown): DiskRecordMeta | string {
   if (chunks !== undefined) {
     const parsed = parseStoredChunks(chunks, tokens);
     if (typeof parsed === 'string') return parsed;
-    out.chunks = parsed;
+    out.packedChunks = parsed;
   }
   return out;
 }
 
-/** The chunk references of a stored manifest, or what is wrong with them. */
-function parseStoredChunks(v: unknown, sessionTokens: number): ChunkRef[] | string {
+/** The chunk references of a stored manifest, packed (packed-chunks.ts), or what is wrong with them. */
+function parseStoredChunks(v: unknown, sessionTokens: number): Uint8Array | string {
   if (!isRecord(v)) return 'has bad chunks';
   const { keys, bytes, tokens } = v;
   if (typeof keys !== 'string' || !Array.isArray(bytes) || !Array.isArray(tokens)) return 'has bad chunks';
   const n = bytes.length;
-  if (tokens.length !== n || keys.length !== 32 * n || !HEX_RE.test(keys)) return 'has bad chunk keys';
-  const out: ChunkRef[] = new Array<ChunkRef>(n);
+  if (tokens.length !== n || keys.length !== 32 * n) return 'has bad chunk keys';
+  // Hex decoding stops at the first pair that is not hex: a short result is a bad key.
+  const keyBytes = Buffer.from(keys, 'hex');
+  if (keyBytes.length !== 16 * n) return 'has bad chunk keys';
   let held = 0;
   for (let i = 0; i < n; i++) {
     const b = bytes[i] as unknown;
     const t = tokens[i] as unknown;
-    if (!Number.isSafeInteger(b) || (b as number) <= 0 || !Number.isSafeInteger(t) || (t as number) <= 0) return 'has a bad chunk reference';
+    if (!Number.isSafeInteger(b) || (b as number) <= 0 || (b as number) > 0xffffffff || !Number.isSafeInteger(t) || (t as number) <= 0) return 'has a bad chunk reference';
     held += t as number;
-    out[i] = { key: keys.slice(32 * i, 32 * i + 32), bytes: b as number, tokens: t as number };
   }
   if (held > sessionTokens) return 'has chunks holding more tokens than the session';
-  return out;
+  return packStored(keyBytes, bytes as number[], tokens as number[]);
 }
 
 function parseStoredLayout(v: unknown): KvLayout | string {
@@ -385,19 +392,19 @@ export function decodeQuarantine(bytes: Uint8Array, id: string): QuarantinedReco
   if (typeof v['reason'] !== 'string' || typeof v['quarantinedAt'] !== 'number') return undefined;
   const q: QuarantinedRecord = { id, reason: v['reason'], quarantinedAt: v['quarantinedAt'] };
   const meta = v['meta'] === null ? undefined : parseStoredMeta(v['meta']);
-  if (meta !== undefined && typeof meta !== 'string') q.meta = meta;
+  if (meta !== undefined && typeof meta !== 'string') q.meta = fromMemRecord(meta);
   if (typeof v['blobBytes'] === 'number') q.blobBytes = v['blobBytes'];
   if (v['blobKept'] === false) q.blobKept = false;
   return q;
 }
 
 /** Same record (not only the same id): a replacement has another checksum or creation time. */
-export function sameGeneration(a: DiskRecordMeta, b: DiskRecordMeta): boolean {
+export function sameGeneration(a: Pick<DiskRecordMeta, 'checksum' | 'createdAt' | 'storedBytes'>, b: Pick<DiskRecordMeta, 'checksum' | 'createdAt' | 'storedBytes'>): boolean {
   return a.checksum === b.checksum && a.createdAt === b.createdAt && a.storedBytes === b.storedBytes;
 }
 
 
-export function isExpired(m: DiskRecordMeta, now: number): boolean {
+export function isExpired(m: Pick<DiskRecordMeta, 'ttlMs' | 'lastAccess'>, now: number): boolean {
   return m.ttlMs > 0 && now >= m.lastAccess + m.ttlMs;
 }
 

@@ -61,6 +61,7 @@ import {
   type QuarantinedRecord,
   type StoredQuarantine,
   cloneMeta,
+  decodeMemRecord,
   decodeMeta,
   decodeQuarantine,
   encodeFramed,
@@ -73,6 +74,7 @@ import {
   storedMeta,
 } from './disk-record.js';
 import { ChunkCounts } from './chunk-counts.js';
+import { chunksOf, fromMemRecord, type MemRecord, toMemRecord } from './packed-chunks.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { MAX_ID_BYTES, validateId } from './session.js';
 
@@ -151,6 +153,7 @@ interface PageStats {
 
 interface DbStats extends PageStats {
   pageSize: number;
+  entryCount: number;
   lastPageNumber: number;
   root: PageStats;
   free: PageStats;
@@ -184,7 +187,7 @@ export class DiskTier {
   readonly #qblobs: Bytes;
 
   /** Live records with readable metadata: the in-memory mirror of the meta db. */
-  readonly #records = new Map<string, DiskRecordMeta>();
+  readonly #records = new Map<string, MemRecord>();
   /** Live ids whose metadata could not be decoded (or blobs without metadata), with their blob sizes. */
   readonly #broken = new Map<string, number>();
   #bytes = 0;
@@ -491,7 +494,7 @@ export class DiskTier {
     const delta = new Map<string, number>();
     const write = new Map<string, Uint8Array>();
     for (const p of puts) {
-      for (const c of this.#records.get(p.id)?.chunks ?? []) delta.set(c.key, (delta.get(c.key) ?? 0) - 1);
+      for (const c of chunksOf(this.#records.get(p.id))) delta.set(c.key, (delta.get(c.key) ?? 0) - 1);
       for (const c of p.chunks) {
         delta.set(c.key, (delta.get(c.key) ?? 0) + 1);
         if (this.#chunkRefs.has(c.key) || write.has(c.key)) continue;
@@ -587,7 +590,7 @@ export class DiskTier {
   meta(id: string): DiskRecordMeta | undefined {
     this.#assertOpen();
     const m = this.#records.get(id);
-    return m ? cloneMeta(m) : undefined;
+    return m ? cloneMeta(fromMemRecord(m)) : undefined;
   }
 
   /** True when `id` is a live record (unreadable ones included). */
@@ -738,7 +741,7 @@ export class DiskTier {
   /** Every live record with readable metadata (copies). `count - list().length` = `unreadable().length`. */
   list(): DiskRecordMeta[] {
     this.#assertOpen();
-    return [...this.#records.values()].map(cloneMeta);
+    return [...this.#records.values()].map((m) => cloneMeta(fromMemRecord(m)));
   }
 
   /**
@@ -877,11 +880,11 @@ export class DiskTier {
 
   #applyPut(meta: DiskRecordMeta, metaBytes: number): void {
     this.#forget(meta.id);
-    this.#add(meta, metaBytes);
+    this.#add(toMemRecord(meta), metaBytes);
   }
 
   /** Adds a readable live record to the in-memory mirror and the totals. */
-  #add(meta: DiskRecordMeta, metaBytes: number): void {
+  #add(meta: MemRecord, metaBytes: number): void {
     this.#records.set(meta.id, meta);
     this.#metaBytes.set(meta.id, metaBytes);
     this.#bytes += meta.storedBytes;
@@ -889,7 +892,7 @@ export class DiskTier {
     this.#rawBytes += meta.rawBytes;
     this.#fingerprints.set(meta.fingerprint, (this.#fingerprints.get(meta.fingerprint) ?? 0) + 1);
     this.#place(meta.id, meta.lastAccess);
-    for (const c of meta.chunks ?? []) this.#chunkRefs.ref(c.key, c.bytes);
+    if (meta.packedChunks) this.#chunkRefs.refPacked(meta.packedChunks);
   }
 
   /** Forgets a chunk removed from the chunks db. */
@@ -917,7 +920,7 @@ export class DiskTier {
       this.#metaBytes.delete(id);
       this.#records.delete(id);
       // References only: a chunk at zero stays counted until its removal is applied (#dropChunk).
-      for (const c of prev.chunks ?? []) this.#chunkRefs.unref(c.key);
+      if (prev.packedChunks) this.#chunkRefs.unrefPacked(prev.packedChunks);
     }
     const broken = this.#broken.get(id);
     if (broken !== undefined) {
@@ -980,15 +983,16 @@ export class DiskTier {
 
   /** Loads the accounting and LRU order from the meta db (and finds blobs without metadata). */
   #rebuild(): void {
-    const loaded: { meta: DiskRecordMeta; bytes: number }[] = [];
+    const loaded: { meta: MemRecord; bytes: number }[] = [];
     for (const { key, value } of this.#meta.getRange({})) {
       const id = keyId(key);
       if (id === undefined) continue;
-      const decoded = decodeMeta(value, id);
+      const decoded = decodeMemRecord(value, id);
       if (decoded.ok) loaded.push({ meta: decoded.meta, bytes: value.length });
       else this.#broken.set(id, 0);
     }
     loaded.sort((a, b) => a.meta.lastAccess - b.meta.lastAccess);
+    this.#chunkRefs.reserve(statsOf(this.#chunks).entryCount);
     for (const { meta, bytes } of loaded) this.#add(meta, bytes);
     // The quarantine's size, oldest first (the order `quarantine` drops them in).
     const q: { id: string; at: number; bytes: number }[] = [];

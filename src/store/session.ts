@@ -98,7 +98,9 @@ function layoutCopy(cache: KvCache, shared: boolean): { out: KvCache; pairs: [Ar
   const { layout, tokens } = cache;
   const perLayer = tokens * rowValues(layout) * dtypeBytes(layout.dtype);
   const total = 2 * layout.layers * perLayer + 4 * tokens;
-  const buf = shared ? new SharedArrayBuffer(total) : new ArrayBuffer(total);
+  // Every byte is written below, so a private copy skips the zero fill (allocUnsafeSlow: a whole,
+  // unpooled ArrayBuffer); a large cache's fill would otherwise be a pass over it on the event loop.
+  const buf = shared ? new SharedArrayBuffer(total) : Buffer.allocUnsafeSlow(total).buffer;
   const bytes = new Uint8Array(buf);
   const n = tokens * rowValues(layout);
   const views: ArrayBufferView[] = [];
