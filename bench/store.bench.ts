@@ -16,7 +16,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { KvStore, calibrate, type GetStatus, type KvCache, type KvLayout } from '../src/index.js';
 import { mulberry32 } from '../test/helpers/synthetic.js';
 import { syntheticCache, withDtype } from '../test/helpers/synthetic.js';
@@ -28,6 +28,23 @@ const OPS = quick ? 400 : 2400;
 const CLIENTS = 4;
 const TOKENS = 256;
 const layout: KvLayout = { layers: 8, kvHeads: 4, headDim: 64, dtype: 'f16', rope: { theta: 10000, style: 'neox' } };
+
+/** Main-thread GC pauses while a workload runs (the event loop's delay has this as one cause). */
+function watchGc(): { stop(): { 'GC pauses > 5 ms': number; 'GC pause max ms': number; 'GC ms / s': number } } {
+  const pauses: number[] = [];
+  const t0 = performance.now();
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) pauses.push(e.duration);
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  return {
+    stop() {
+      obs.disconnect();
+      const s = (performance.now() - t0) / 1000;
+      return { 'GC pauses > 5 ms': pauses.filter((d) => d > 5).length, 'GC pause max ms': Math.max(0, ...pauses), 'GC ms / s': pauses.reduce((a, b) => a + b, 0) / s };
+    },
+  };
+}
 
 function zipf(n: number, s: number, rand: () => number): () => number {
   const w = Array.from({ length: n }, (_, i) => 1 / (i + 1) ** s);
@@ -64,6 +81,7 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
   const pick = zipf(SESSIONS, 1.1, mulberry32(7));
   const histogram = monitorEventLoopDelay({ resolution: 1 });
   histogram.enable();
+  const gc = watchGc();
   const t0 = performance.now();
   let done = 0;
   let misses = 0;
@@ -88,6 +106,7 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
   await Promise.all(Array.from({ length: CLIENTS }, client));
   const seconds = (performance.now() - t0) / 1000;
   histogram.disable();
+  const gcs = gc.stop();
   const s = store.stats();
   const pct = (v: number[], p: number) => (v.length ? [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor((p / 100) * v.length))]! : NaN);
   await store.close();
@@ -113,6 +132,7 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
     'decoded tokens / op': (s.codec.decodedTokens - codec0.decodedTokens) / OPS,
     'ops/s': OPS / seconds,
     'event-loop p99 ms': histogram.percentile(99) / 1e6,
+    ...gcs,
     'host MB held': s.host.storedBytes / 1e6,
     'disk MB held': s.disk.storedBytes / 1e6,
     'mean ratio': s.meanRatio ?? NaN,
@@ -241,6 +261,7 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     const pick = zipf(N, 1.1, mulberry32(11));
     const histogram = monitorEventLoopDelay({ resolution: 1 });
     histogram.enable();
+    const gc = watchGc();
     const seen: Record<string, number[]> = { device: [], host: [], disk: [] };
     // Sessions differ in size (shared prompts are long): latency per MB restored compares tiers and stores fairly.
     const perMb: Record<string, number[]> = { device: [], host: [], disk: [] };
@@ -281,6 +302,7 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     const seconds = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     histogram.disable();
+    const gcs = gc.stop();
     const st = store.stats();
     const pct = (v: number[], p: number) => (v.length ? [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor((p / 100) * v.length))]! : NaN);
     const hits = st.device.hits + st.host.hits + st.disk.hits;
@@ -307,6 +329,7 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
       'CPU ms / turn (all threads)': (cpu.user + cpu.system) / 1000 / TURNS,
       'turns/s': TURNS / seconds,
       'event-loop p99 ms': histogram.percentile(99) / 1e6,
+      ...gcs,
       'host MB held (end)': st.host.storedBytes / 1e6,
       'disk MB held (end)': st.disk.storedBytes / 1e6,
       'host+disk MB (end)': (st.host.storedBytes + st.disk.storedBytes) / 1e6,

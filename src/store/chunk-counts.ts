@@ -121,6 +121,14 @@ export class ChunkCounts {
     }
   }
 
+  /** `has` for a key given as its 16 bytes (the disk tier's sweep reads a million LMDB keys). */
+  hasKeyBytes(key: Uint8Array): boolean {
+    if (key.length !== 16) return false;
+    const p = this.#probe;
+    for (let w = 0; w < 4; w++) p[w] = ((key[4 * w]! << 24) | (key[4 * w + 1]! << 16) | (key[4 * w + 2]! << 8) | key[4 * w + 3]!) >>> 0;
+    return this.#findProbe() >= 0;
+  }
+
   /** Room for `n` chunks without rehashing (a store's chunk count is known at open). */
   reserve(n: number): void {
     while (2 * n > this.#slots) this.#grow();

@@ -1040,12 +1040,13 @@ export class DiskTier {
       const t0 = performance.now();
       let seen = 0;
       for (const k of this.#chunks.getKeys(start ? { start } : {})) {
-        const key = Buffer.from(k);
+        // lmdb reuses the key's buffer: it is read here and copied only when kept.
+        const key = k as Buffer;
         if (start && seen === 0 && key.equals(start)) continue; // the slice starts after the last key seen
         seen++;
-        last = key;
-        if (!this.#chunkRefs.has(key.toString('hex'))) found.push(key);
+        if (!this.#chunkRefs.hasKeyBytes(key)) found.push(Buffer.from(key));
         if ((seen & 255) === 0 && performance.now() - t0 > SLICE_MS) {
+          last = Buffer.from(key);
           done = false;
           break;
         }
@@ -1053,8 +1054,7 @@ export class DiskTier {
       if (found.length > 0) {
         await this.#txn('disk orphan chunk removal', () => {
           for (const k of found) {
-            const hex = k.toString('hex');
-            if (!this.#chunkRefs.has(hex) && !this.#chunkPins.has(hex)) this.#chunks.removeSync(k);
+            if (!this.#chunkRefs.hasKeyBytes(k) && !this.#chunkPins.has(k.toString('hex'))) this.#chunks.removeSync(k);
           }
           return true;
         }, () => undefined).catch(() => undefined);
