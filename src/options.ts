@@ -219,7 +219,11 @@ export interface StoreOptions {
   compression?: 'kvtc' | 'none';
   /** Persist hot and warm sessions to disk on close() so nothing acknowledged is lost. Default true. */
   flushOnClose?: boolean;
-  /** Codec worker threads. Default min 1, max min(cores, 8). */
+  /**
+   * Codec worker threads, per pool: restores run on one pool at normal priority, background
+   * encodes on another whose threads are niced (so restores and the event loop go first).
+   * Default min 1, max min(cores, 8).
+   */
   workers?: { minThreads?: number; maxThreads?: number };
   /** How often idle/TTL policies are checked. Default: a quarter of the smallest idle/TTL, 50..5000 ms. */
   sweepIntervalMs?: number;
