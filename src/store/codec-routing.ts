@@ -134,33 +134,53 @@ export class CodecRouting {
     const salt = keys ? '' : contentSalt(ctx, meta.id);
     let tail: HostBlock | undefined;
     try {
-      const refs = await Promise.all(plan.chunks.map(async (seg, i): Promise<ChunkRef> => {
-        const key = keys?.[i];
-        if (key !== undefined && take(key)) return { key, bytes: this.#host.chunks.block(key)!.bytes, tokens: seg.tokens };
-        const r = await this.#pool.encode(wire, this.#format, seg, key === undefined ? { salt, known } : undefined);
-        const k = key ?? r.key!;
-        if (r.skipped) {
-          if (!take(k)) throw new KvtcError('E_INTERNAL', `chunk ${k} of '${meta.id}' was known but is not held`);
-        } else {
-          this.#codecTokens.encodedTokens += seg.tokens;
-          this.#host.chunks.add(k, HostBlock.adopt(r));
-          taken.push(k);
+      const refs: ChunkRef[] = new Array<ChunkRef>(plan.chunks.length);
+      // What must be encoded — the chunks no tier holds, and the tail — in a few tasks, one per
+      // background worker (a task per chunk would cost a round trip between the threads each).
+      const todo: { at: number; key: string | undefined; seg: Segment; tokens: number }[] = [];
+      plan.chunks.forEach((seg, at) => {
+        const key = keys?.[at];
+        if (key !== undefined && take(key)) refs[at] = { key, bytes: this.#host.chunks.block(key)!.bytes, tokens: seg.tokens };
+        else todo.push({ at, key, seg, tokens: seg.tokens });
+      });
+      todo.push({ at: -1, key: undefined, seg: plan.tail, tokens: plan.tail.tokens });
+      const batches = batchesOf(todo, this.#pool.maxThreads);
+      const settled = await Promise.allSettled(
+        batches.map((b) => this.#pool.encode(wire, this.#format, b.map((t) => ({ segment: t.seg, ...(t.at >= 0 && t.key === undefined ? { contentKey: { salt, known } } : {}) })))),
+      );
+      // Every blob made is owned here before any failure is thrown (the catch below frees them).
+      let failure: unknown;
+      settled.forEach((res, b) => {
+        if (res.status === 'rejected') {
+          failure ??= res.reason;
+          return;
         }
-        return { key: k, bytes: this.#host.chunks.block(k)!.bytes, tokens: seg.tokens };
-      }));
-      tail = await this.#encodeSegment(wire, plan.tail);
-      return hostEntry(meta, refs, tail, false);
+        res.value.forEach((r, j) => {
+          const t = batches[b]![j]!;
+          if (t.at < 0) {
+            this.#codecTokens.encodedTokens += t.tokens;
+            tail = HostBlock.adopt(r);
+            return;
+          }
+          const k = t.key ?? r.key!;
+          if (r.skipped) {
+            if (!take(k)) failure ??= new KvtcError('E_INTERNAL', `chunk ${k} of '${meta.id}' was known but is not held`);
+          } else {
+            this.#codecTokens.encodedTokens += t.tokens;
+            this.#host.chunks.add(k, HostBlock.adopt(r)); // one stored meanwhile is referenced instead
+            taken.push(k);
+          }
+          const held = this.#host.chunks.block(k);
+          if (held) refs[t.at] = { key: k, bytes: held.bytes, tokens: t.tokens };
+        });
+      });
+      if (failure !== undefined) throw failure;
+      return hostEntry(meta, refs, tail!, false);
     } catch (err) {
       this.#host.chunks.release(taken);
       tail?.free();
       throw err;
     }
-  }
-
-  /** Encodes one segment (the tail) on the pool into a block the caller owns. */
-  async #encodeSegment(wire: WireCache, seg: Segment): Promise<HostBlock> {
-    this.#codecTokens.encodedTokens += seg.tokens;
-    return HostBlock.adopt(await this.#pool.encode(wire, this.#format, seg));
   }
 
   /**

@@ -15,9 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { type KvtcErrorCode, KvtcError } from '../errors.js';
 import type { CodecProfile } from '../codec/profile.js';
-import type { BlobFormat, DecodeResult, EncodeResult, WireCache, WireProfile, WorkerReply } from './tasks.js';
+import type { BlobFormat, DecodeResult, EncodeResult, EncodeSegment, WireCache, WireProfile, WorkerReply } from './tasks.js';
 import type { OutputSlice } from '../codec/codec.js';
-import type { Segment } from '../store/chain.js';
 
 /** The compiled worker: dist/workers/worker.js, whether this module runs from src/ or dist/. */
 function workerFile(): string {
@@ -133,11 +132,12 @@ export class CodecPool {
   }
 
   /**
-   * Encodes a cache, or one segment of it, into the host arena (the cache's arrays are shared,
-   * not copied); with `contentKey`, keyed by content and skipped when the key is known.
+   * Encodes segments of a cache (none given: the whole cache) into the host arena, one after the
+   * other on one background worker (the cache's arrays are shared, not copied); a segment with
+   * `contentKey` is keyed by content and skipped when the key is known. One result per segment.
    */
-  encode(cache: WireCache, format: BlobFormat, segment?: Segment, contentKey?: { salt: string; known: string[] }): Promise<EncodeResult> {
-    return this.#run({ op: 'encode', profile: this.#profile, cache, format, ...(segment ? { segment } : {}), ...(contentKey ? { contentKey } : {}) }, 'background');
+  encode(cache: WireCache, format: BlobFormat, segments: EncodeSegment[] = [{}]): Promise<EncodeResult[]> {
+    return this.#run({ op: 'encode', profile: this.#profile, cache, format, segments }, 'background');
   }
 
   /** Threads per pool. */

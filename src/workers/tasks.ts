@@ -29,7 +29,15 @@ export interface EncodeTask {
   profile: WireProfile;
   cache: WireCache;
   format: BlobFormat;
-  /** Encode only these tokens of the cache, with these sink and window counts (a chunk). */
+  /**
+   * The segments to encode, in order (one task for several chunks of a session: one round trip
+   * between the threads); none: the whole cache.
+   */
+  segments: EncodeSegment[];
+}
+
+export interface EncodeSegment {
+  /** Encode only these tokens of the cache, with these sink and window counts (a chunk); absent: all. */
   segment?: Segment;
   /**
    * Key the segment by its content (chain.ts contentChunkKey with this salt); when the key is one
@@ -82,5 +90,5 @@ export interface DecodeResult {
 }
 
 export type WorkerReply =
-  | { ok: true; value: EncodeResult | DecodeResult }
+  | { ok: true; value: EncodeResult[] | DecodeResult }
   | { ok: false; code: string; message: string };

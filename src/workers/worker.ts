@@ -11,7 +11,7 @@ import { decodeSlice, encodeToArena } from '../codec/codec.js';
 import { contentChunkKey, segmentHash } from '../store/chain.js';
 import { decodeRawSlice, encodeRaw } from '../store/raw-format.js';
 import { dtypeBytes, rowValues } from '../layout.js';
-import type { CodecTask, DecodeResult, EncodeResult, WireProfile, WorkerReply } from './tasks.js';
+import type { CodecTask, DecodeResult, EncodeResult, EncodeSegment, WireProfile, WorkerReply } from './tasks.js';
 import type { KvCache } from '../layout.js';
 
 // A worker thread is a codec thread: the native work runs here, at this thread's priority.
@@ -36,15 +36,15 @@ function sliceOf(cache: KvCache, start: number, n: number): KvCache {
   return { layout: cache.layout, tokens: n, keys: cache.keys.map(cut), values: cache.values.map(cut), positions: positions.subarray(start, start + n) };
 }
 
-async function encodeTask(task: Extract<CodecTask, { op: 'encode' }>): Promise<EncodeResult> {
+async function encodeSegment(task: Extract<CodecTask, { op: 'encode' }>, item: EncodeSegment): Promise<EncodeResult> {
   const whole = task.cache as KvCache;
-  const seg = task.segment;
+  const seg = item.segment;
   let key: string | undefined;
-  if (task.contentKey && seg) {
+  if (item.contentKey && seg) {
     const positions = whole.positions ?? Int32Array.from({ length: whole.tokens }, (_, i) => i);
     const hash = segmentHash(whole.keys, whole.values, positions, seg, rowValues(whole.layout) * dtypeBytes(whole.layout.dtype));
-    key = contentChunkKey(task.contentKey.salt, seg, hash);
-    if (task.contentKey.known.includes(key)) return { handle: -1, bytes: 0, key, skipped: true, threadId };
+    key = contentChunkKey(item.contentKey.salt, seg, hash);
+    if (item.contentKey.known.includes(key)) return { handle: -1, bytes: 0, key, skipped: true, threadId };
   }
   const cache = seg ? sliceOf(whole, seg.start, seg.tokens) : whole;
   if (task.format === 'raw') {
@@ -54,6 +54,18 @@ async function encodeTask(task: Extract<CodecTask, { op: 'encode' }>): Promise<E
   }
   const r = await encodeToArena(cache, profileOf(task.profile), seg ? { sinks: seg.sinks, window: seg.window } : {});
   return { handle: r.handle, bytes: r.bytes, threadId, ...(key ? { key } : {}) };
+}
+
+/** Encodes the task's segments in order; if one fails, the blobs made before it are freed. */
+async function encodeTask(task: Extract<CodecTask, { op: 'encode' }>): Promise<EncodeResult[]> {
+  const out: EncodeResult[] = [];
+  try {
+    for (const item of task.segments) out.push(await encodeSegment(task, item));
+    return out;
+  } catch (err) {
+    for (const r of out) if (r.handle >= 0) arenaAddon.arenaFree(r.handle);
+    throw err;
+  }
 }
 
 /** Decodes blobs into their places in a shared output (parts of one session). */

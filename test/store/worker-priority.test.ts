@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KvStore, encode, decode, KvtcError } from '../../src/index.js';
-import { native } from '../../src/binding.js';
+import { arenaAddon, native } from '../../src/binding.js';
 import { sameBits, session, tempDir, testProfile } from '../helpers/store.js';
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -63,6 +63,30 @@ describe('codec worker threads', () => {
       await expect(decode(damaged, profile)).rejects.toSatisfy((e: unknown) => e instanceof KvtcError && e.code === 'E_CORRUPT');
     } finally {
       native.setInlineExecution(false);
+    }
+  });
+
+  it('a batch of encodes that fails part way frees the blobs it made and says why', async () => {
+    const profile = await testProfile();
+    const { default: handle } = await import('../../src/workers/worker.js');
+    try {
+      const cache = session(5, 96);
+      const bytes = profile.toBytes();
+      const wire = { fingerprint: profile.fingerprint, bytes };
+      const before = arenaAddon.arenaStats().blocks;
+      const ok = { segment: { start: 0, tokens: 32, sinks: 4, window: 0 } };
+      // Tokens 64..160 of a 96-token cache: the slice is short, and the codec refuses it.
+      const bad = { segment: { start: 64, tokens: 96, sinks: 0, window: 0 } };
+      const reply = await handle({ op: 'encode', profile: wire, cache, format: 'kvtc', segments: [ok, ok, bad] });
+      expect(reply.ok).toBe(false);
+      expect(reply.ok ? '' : reply.code).toMatch(/^E_/);
+      expect(arenaAddon.arenaStats().blocks).toBe(before);
+      const good = await handle({ op: 'encode', profile: wire, cache, format: 'kvtc', segments: [ok, ok] });
+      expect(good.ok && Array.isArray(good.value) ? good.value.length : 0).toBe(2);
+      if (good.ok && Array.isArray(good.value)) for (const r of good.value) arenaAddon.arenaFree(r.handle);
+      expect(arenaAddon.arenaStats().blocks).toBe(before);
+    } finally {
+      native.setInlineExecution(false); // importing the worker module turned it on for this thread
     }
   });
 });
