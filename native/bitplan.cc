@@ -31,6 +31,14 @@ double entropy_cost_bits(const uint8_t* rows, int n, const RowLayout& rl) {
 // Steps of the MSE-optimal uniform quantizer of a unit Gaussian, for 2, 4, ..., 256 levels.
 constexpr double kGaussStep[8] = {1.5958, 0.9957, 0.5860, 0.3352, 0.1881, 0.1041, 0.0568, 0.0307};
 
+// The static quantizers' step ladder, in units of the component's standard deviation: the
+// Gaussian steps above (whole bits, as 2^bits levels would need) and their geometric means
+// (half bits), coarse to fine.
+constexpr int kLadderSteps = 15;
+inline double ladder_step(int li) {
+  return li % 2 == 0 ? kGaussStep[li / 2] : std::sqrt(kGaussStep[li / 2] * kGaussStep[li / 2 + 1]);
+}
+
 inline int units_of(double cost, double unit) {
   // Packed costs are whole multiples of 8 bits: exact. Entropy costs are fractional and rounded
   // up (never below the budget), so calibration uses a fine unit (1/4 bit) to lose little per group.
@@ -62,11 +70,20 @@ PlanTable plan_table(const PlanRequest& req) {
   if (req.weight)
     for (int c = 0; c < K; c++) energy[c] = req.weight[c] > 0 ? energy[c] / req.weight[c] : 0.0;
 
+  // Largest |x| of each component over the sample (the range a static group must hold).
+  std::vector<double> peak(K, 0.0);
+  for (int r = 0; r < req.n; r++) {
+    const float* row = req.proj + size_t(r) * req.ld;
+    for (int c = 0; c < K; c++) peak[c] = std::max(peak[c], std::fabs(double(row[c])));
+  }
   std::vector<uint8_t> bytes;
   std::vector<float> rec;
-  int narrowest = 9;
+  std::vector<uint32_t> allowed;  // the request's widths in 1..8, ascending, once each
   for (int b : req.widths)
-    if (b >= 1 && b <= 8) narrowest = std::min(narrowest, b);
+    if (b >= 1 && b <= 8 && std::find(allowed.begin(), allowed.end(), uint32_t(b)) == allowed.end())
+      allowed.push_back(uint32_t(b));
+  std::sort(allowed.begin(), allowed.end());
+  const int narrowest = allowed.empty() ? 9 : int(allowed[0]);
   // Candidate groups per start position: sizes must be aligned to their start.
   for (int i = 0; i < K; i++) {
     std::vector<uint32_t> seen;
@@ -107,16 +124,19 @@ PlanTable plan_table(const PlanRequest& req) {
       }
       if (!req.static_groups) continue;
       // Static candidates: one step for the group, sized for its widest component (the first:
-      // components come in descending variance), codes centred on the mean (zero).
+      // components come in descending variance). Under entropy coding the step sets the rate and
+      // the width only has to hold the sample's range (a clipped code costs error, a wider one
+      // almost no bits), so each step of a ladder is offered at the narrowest allowed width that
+      // covers the component's sample range, with zero a level (midtread: small values cost
+      // least). Beside them, the fixed-rate designs of the narrowest widths (midrise, the Gaussian
+      // MSE-optimal step, clipped), which can do better at a bit or two per component.
       const double sigma = std::sqrt(std::max(0.0, energy[i]) / req.n);
       if (!(sigma > 0)) continue;
-      for (int b : req.widths) {
-        if (b < 1 || b > 8) continue;
-        const double step = static_step(uint32_t(b), sigma);
+      auto try_static = [&](double step, uint32_t w, double mid) {
         const float scale = float(step);
-        const float shift = float(-0.5 * double((1u << b) - 1) * step);
-        if (!(scale > 0) || !std::isfinite(shift)) continue;
-        const PlanGroup pg{0, eff, uint8_t(b), kGroupStatic, shift, scale};
+        const float shift = float(-mid * step);
+        if (!(scale > 0) || !std::isfinite(shift)) return;
+        const PlanGroup pg{0, eff, uint8_t(w), kGroupStatic, shift, scale};
         const RowLayout rl = make_row_layout({pg});
         bytes.resize(size_t(req.n) * rl.rowBytes);
         quantize_rows(rl, req.proj + i, size_t(req.n), size_t(req.ld), bytes.data());
@@ -132,9 +152,21 @@ PlanTable plan_table(const PlanRequest& req) {
           }
         }
         const double cost = req.cost == PlanCost::Entropy ? entropy_cost_bits(bytes.data(), req.n, rl)
-                                                          : double(group_cost_bits(eff, uint32_t(b), kGroupStatic));
-        t.at[i].push_back({eff, uint8_t(b), kGroupStatic, shift, scale, cost, err});
+                                                          : double(group_cost_bits(eff, w, kGroupStatic));
+        t.at[i].push_back({eff, uint8_t(w), kGroupStatic, shift, scale, cost, err});
+      };
+      // Half-bit steps for small groups (cheap to try, and where the plan needs fine choices);
+      // whole-bit steps for the larger ones, whose candidates cost the most calibration time.
+      for (int li = 0; li < kLadderSteps; li += eff <= 16 ? 1 : 2) {
+        const double step = ladder_step(li) * sigma;
+        uint32_t w = 0;
+        for (uint32_t b : allowed)  // ascending
+          if (w == 0 || double((1u << w) - 1) * step < 2.0 * peak[i]) w = b;
+        if (w == 0) continue;
+        try_static(step, w, w >= 2 ? std::floor(0.5 * double((1u << w) - 1)) : 0.5);
       }
+      for (uint32_t b : allowed)
+        if (b <= 2) try_static(static_step(b, sigma), b, 0.5 * double((1u << b) - 1));
     }
   }
   return t;

@@ -137,6 +137,10 @@ Napi::Object plan_object(Napi::Env env, const PlanResult& r) {
     g.Set("size", r.groups[j].size);
     g.Set("bits", uint32_t(r.groups[j].bits));
     g.Set("quantizer", r.groups[j].mode == kGroupStatic ? "static" : "minmax");
+    if (r.groups[j].mode == kGroupStatic) {
+      g.Set("shift", double(r.groups[j].shift));
+      g.Set("scale", double(r.groups[j].scale));
+    }
     groups.Set(uint32_t(j), g);
   }
   o.Set("groups", groups);
@@ -162,12 +166,14 @@ PlanRequest plan_request(const Napi::Value& proj, int n, int kmax, const Napi::V
   return req;
 }
 
-// planBits(proj, n, kmax, budgetBits, widths, sizes, entropy): the per-stream plan.
+// planBits(proj, n, kmax, budgetBits, widths, sizes, entropy, statics?): the per-stream plan
+// (statics: also offer static groups, as the whole-cache plan does).
 Napi::Value PlanBits(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     PlanRequest req = plan_request(info[0], info[1].As<Napi::Number>().Int32Value(), info[2].As<Napi::Number>().Int32Value(),
                                    info[4], info[5], info[6].ToBoolean());
     req.budget_bits = info[3].As<Napi::Number>().DoubleValue();
+    req.static_groups = info.Length() > 7 && info[7].ToBoolean();
     return plan_object(info.Env(), plan_bits(req));
   });
 }
