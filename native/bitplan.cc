@@ -157,11 +157,15 @@ PlanTable plan_table(const PlanRequest& req) {
       };
       // Half-bit steps for small groups (cheap to try, and where the plan needs fine choices);
       // whole-bit steps for the larger ones, whose candidates cost the most calibration time.
+      // The range to hold: the largest |x| of any of the group's components (a later component
+      // of a heavy-tailed group can reach further than the first), on the shorter side of zero.
+      double reach = 0;
+      for (uint32_t j = 0; j < eff; j++) reach = std::max(reach, peak[i + j]);
       for (int li = 0; li < kLadderSteps; li += eff <= 16 ? 1 : 2) {
         const double step = ladder_step(li) * sigma;
         uint32_t w = 0;
         for (uint32_t b : allowed)  // ascending
-          if (w == 0 || double((1u << w) - 1) * step < 2.0 * peak[i]) w = b;
+          if (w == 0 || double((1u << (w - 1)) - 1) * step < reach) w = b;
         if (w == 0) continue;
         try_static(step, w, w >= 2 ? std::floor(0.5 * double((1u << w) - 1)) : 0.5);
       }

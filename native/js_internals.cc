@@ -178,8 +178,9 @@ Napi::Value PlanBits(const Napi::CallbackInfo& info) {
   });
 }
 
-// planSplit(projs[], n, kmaxs[], weights[], totalBits, unitBits, capBits[], widths, sizes, entropy):
-// the whole-cache allocation over several stream groups, as calibration runs it.
+// planSplit(projs[], n, kmaxs[], weights[], totalBits, unitBits, capBits[], widths, sizes, entropy, statics?):
+// the whole-cache allocation over several stream groups, as calibration runs it (statics: also
+// offer static groups, as calibration does with entropy costs).
 Napi::Value PlanSplit(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Napi::Array projs = info[0].As<Napi::Array>();
@@ -196,7 +197,8 @@ Napi::Value PlanSplit(const Napi::CallbackInfo& info) {
     std::vector<std::vector<double>> curves(S);
     std::vector<double> weights(S);
     for (size_t s = 0; s < S; s++) {
-      const PlanRequest req = plan_request(projs.Get(uint32_t(s)), n, kmaxs[s], info[7], info[8], info[9].ToBoolean());
+      PlanRequest req = plan_request(projs.Get(uint32_t(s)), n, kmaxs[s], info[7], info[8], info[9].ToBoolean());
+      req.static_groups = info.Length() > 10 && info[10].ToBoolean();
       tables[s] = plan_table(req);
       weights[s] = wa.Get(uint32_t(s)).As<Napi::Number>().DoubleValue();
       const double cap = caps.Get(uint32_t(s)).As<Napi::Number>().DoubleValue();

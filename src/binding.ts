@@ -236,7 +236,7 @@ interface NativeAddon {
     /** The whole-cache allocation over several stream groups' projections, then each group's plan. */
     planSplit(
       projs: Float32Array[], n: number, kmaxs: number[], weights: number[], totalBits: number, unitBits: number,
-      capBits: number[], widths: number[], sizes: number[], entropy: boolean,
+      capBits: number[], widths: number[], sizes: number[], entropy: boolean, statics?: boolean,
     ): { units: number[]; plans: NativePlan[]; objective: number };
     /** path: 'reference' (the classic tred2/tql2 solver) or a vector path to force ('avx512' | 'avx2' | 'generic'). */
     symEig(a: Float64Array, n: number, path?: string): { values: Float64Array; vectors: Float64Array };
