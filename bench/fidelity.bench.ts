@@ -116,7 +116,7 @@ async function kvtc(plan: string, label: string, ratio: number, opts: CalibrateO
   });
 }
 
-const ratios = ratioList ?? (quick ? [4, 8, 16] : [2, 2.5, 3, 4, 6, 8, 12, 16, 24, 32]);
+const ratios = ratioList ?? (quick ? [4, 8, 16] : [2, 2.5, 3, 4, 5, 6, 8, 12, 16, 24, 32]);
 const runs = (plan: string) => !planList || planList.includes(plan);
 if (runs('whole-cache')) for (const ratio of ratios) await kvtc('whole-cache', 'whole-cache', ratio, {});
 if (runs('per-stream')) for (const ratio of ratios) await kvtc('per-stream', 'per-stream', ratio, { allocation: 'stream', widths: [2, 4, 8] });

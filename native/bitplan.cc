@@ -9,6 +9,17 @@
 namespace kvtc {
 namespace {
 
+// Bits the rANS coder spends on the symbols counted in one context (256 counts), coded with the
+// normalized table of their own histogram.
+double context_bits(const uint64_t* counts) {
+  uint16_t freq[256];
+  rans_normalize(counts, freq);
+  double bits = 0;
+  for (int s = 0; s < 256; s++)
+    if (counts[s]) bits += double(counts[s]) * (double(kRansProbBits) - std::log2(double(freq[s])));
+  return bits;
+}
+
 // Bits per token the rANS coder spends on rows of one group: each of its contexts (shift and
 // scale bytes, code bytes) coded with the normalized table of its own histogram.
 double entropy_cost_bits(const uint8_t* rows, int n, const RowLayout& rl) {
@@ -18,14 +29,60 @@ double entropy_cost_bits(const uint8_t* rows, int n, const RowLayout& rl) {
     for (uint32_t b = 0; b < rl.rowBytes; b++) counts[size_t(rl.context[b]) * 256 + r[b]]++;
   }
   double bits = 0;
-  uint16_t freq[256];
   for (uint32_t c = 0; c < rl.numContexts(); c++) {
     const uint64_t* cc = &counts[size_t(c) * 256];
-    rans_normalize(cc, freq);
-    for (int s = 0; s < 256; s++)
-      if (cc[s]) bits += double(cc[s]) * (double(kRansProbBits) - std::log2(double(freq[s])));
+    bool any = false;
+    for (int s = 0; s < 256 && !any; s++) any = cc[s] != 0;
+    if (any) bits += context_bits(cc);
   }
   return n > 0 ? bits / n : 0;
+}
+
+// One static candidate on the sample in a single pass: codes as quantize_group_static makes
+// them, reconstructed as the decoder does, the (weighted) squared error summed, and the packed
+// code bytes counted (a static group's row is its code bytes, one
+// context). The sample is finite (calibration rejects NaN and Inf).
+struct StaticEval {
+  double err = 0;
+  uint64_t counts[256] = {};
+};
+void eval_static(const float* proj, size_t ld, int n, uint32_t size, uint32_t bits, float shift, float scale,
+                 const double* weight, StaticEval& ev) {
+  const float inv = 1.0f / scale;
+  const float maxq = float((1u << bits) - 1);
+  const uint32_t nb = packed_bytes(size, bits);
+  std::vector<uint8_t> row(nb);
+  std::vector<uint32_t> codes(size);
+  std::vector<double> w(size, 1.0);
+  if (weight) std::copy(weight, weight + size, w.begin());
+  for (int r = 0; r < n; r++) {
+    const float* x = proj + size_t(r) * ld;
+    double e0 = 0, e1 = 0;  // two chains: the sums are latency-bound otherwise
+    uint32_t j = 0;
+    auto one = [&](uint32_t k, double& acc) {
+      // code_of's rint (round half to even) without a libm call: adding and subtracting 1.5·2^23
+      // rounds to an integer in the default rounding mode for |v| < 2^22, and larger |v| clamp
+      // to the same end code either way.
+      const float v = (x[k] - shift) * inv;
+      const float q = (v + 12582912.0f) - 12582912.0f;
+      const float c = q <= 0.0f ? 0.0f : (q >= maxq ? maxq : q);
+      codes[k] = uint32_t(c);
+      const double e = double(x[k]) - double(shift + c * scale);
+      acc += w[k] * e * e;
+    };
+    for (; j + 1 < size; j += 2) {
+      one(j, e0);
+      one(j + 1, e1);
+    }
+    if (j < size) one(j, e0);
+    ev.err += e0 + e1;
+    if (bits == 8) {
+      for (uint32_t k = 0; k < size; k++) ev.counts[codes[k]]++;
+      continue;
+    }
+    pack_codes(size, bits, row.data(), [&](uint32_t k) { return codes[k]; });
+    for (uint32_t b = 0; b < nb; b++) ev.counts[row[b]]++;
+  }
 }
 
 // Steps of the MSE-optimal uniform quantizer of a unit Gaussian, for 2, 4, ..., 256 levels.
@@ -136,22 +193,10 @@ PlanTable plan_table(const PlanRequest& req) {
         const float scale = float(step);
         const float shift = float(-mid * step);
         if (!(scale > 0) || !std::isfinite(shift)) return;
-        const PlanGroup pg{0, eff, uint8_t(w), kGroupStatic, shift, scale};
-        const RowLayout rl = make_row_layout({pg});
-        bytes.resize(size_t(req.n) * rl.rowBytes);
-        quantize_rows(rl, req.proj + i, size_t(req.n), size_t(req.ld), bytes.data());
-        rec.resize(size_t(req.n) * eff);
-        dequantize_rows(rl, bytes.data(), size_t(req.n), rec.data(), eff);
-        double err = 0;
-        for (int r = 0; r < req.n; r++) {
-          const float* x = req.proj + size_t(r) * req.ld + i;
-          const float* y = rec.data() + size_t(r) * eff;
-          for (uint32_t j = 0; j < eff; j++) {
-            const double e = double(x[j]) - double(y[j]);
-            err += (req.weight ? req.weight[i + j] : 1.0) * e * e;
-          }
-        }
-        const double cost = req.cost == PlanCost::Entropy ? entropy_cost_bits(bytes.data(), req.n, rl)
+        StaticEval ev;
+        eval_static(req.proj + i, size_t(req.ld), req.n, eff, w, shift, scale, req.weight ? req.weight + i : nullptr, ev);
+        const double err = ev.err;
+        const double cost = req.cost == PlanCost::Entropy ? (req.n > 0 ? context_bits(ev.counts) / req.n : 0.0)
                                                           : double(group_cost_bits(eff, w, kGroupStatic));
         t.at[i].push_back({eff, uint8_t(w), kGroupStatic, shift, scale, cost, err});
       };
