@@ -55,8 +55,8 @@ struct CalibrateSettings {
 // along low-variance key directions down by their variance. With the ladder of static
 // quantizers the plan then starved those directions, and keys alone made most of the
 // next-token KL (14x the values' at ratio 2, 3.5x at 5, on stories260K training prompts 0–15
-// calibrating and 16–23 measuring); isotropic queries balance the two and cut the KL 1.2–6x at
-// ratios 2–16 on those prompts.
+// calibrating and 16–23 measuring); isotropic queries balance the two, and on those prompts the
+// KL fell 1.1–6x at ratios 2–6 and 16 (and rose 6% at 8).
 //
 // s² = 10 (logits spread by ~3 nats) was chosen on stories260K training prompts (a sweep over
 // 0.3..30 calibrating on prompts 0–15 and measuring next-token KL on prompts 16–23), never on the
