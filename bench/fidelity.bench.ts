@@ -10,10 +10,11 @@
  * per-head int4, each kvtc curve's ratio is interpolated (log ratio against log KL between the two
  * bracketing points) and compared with the baseline's; and per stream the achieved bits per value
  * are set against the Gaussian rate–distortion bound of the calibration spectrum at the achieved
- * squared error. Writes bench/results/fidelity.json.
+ * squared error.
  *
  * --quick: 6 test prompts and fewer ratios. --ratios=3,4,5 and --plans=whole-cache (or per-stream)
- * restrict the kvtc rows (iteration; the results file then says so).
+ * restrict the kvtc rows (iteration). Only a full run writes bench/results/fidelity.json; quick and
+ * restricted runs write their JSON (which names the ratios and plans run) only to --out=PATH.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
