@@ -13,8 +13,8 @@
  * squared error.
  *
  * --quick: 6 test prompts and fewer ratios. --ratios=3,4,5 and --plans=whole-cache (or per-stream)
- * restrict the kvtc rows (iteration). Only a full run writes bench/results/fidelity.json; quick and
- * restricted runs write their JSON (which names the ratios and plans run) only to --out=PATH.
+ * restrict the kvtc rows (iteration) and write their JSON (which names the ratios and plans run)
+ * only to --out=PATH; full and --quick runs write bench/results/fidelity.json (or --out).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -222,8 +222,8 @@ console.log('|---|---|---|---|---|---|');
 for (const b of bounds) {
   console.log(`| ${b.method} | ${b.stream} | ${b.layers} | ${b.bitsPerValue.toFixed(3)} | ${b.boundBitsPerValue.toFixed(3)} | ${b.factor.toFixed(2)} |`);
 }
-// Only a full run replaces the committed results; --quick and restricted runs write to --out=PATH if given.
-const partial = quick || ratioList !== undefined || planList !== undefined;
+// A restricted run (--ratios, --plans) leaves the results file alone; it writes to --out=PATH if given.
+const partial = ratioList !== undefined || planList !== undefined;
 const outPath = argOf('out') ?? (partial ? undefined : fileURLToPath(new URL('./results/fidelity.json', import.meta.url)));
 if (outPath) {
   mkdirSync(dirname(outPath), { recursive: true });
