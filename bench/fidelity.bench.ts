@@ -10,12 +10,16 @@
  * per-head int4, each kvtc curve's ratio is interpolated (log ratio against log KL between the two
  * bracketing points) and compared with the baseline's; and per stream the achieved bits per value
  * are set against the Gaussian rate–distortion bound of the calibration spectrum at the achieved
- * squared error. Writes bench/results/fidelity.json.
+ * squared error.
  *
- * --quick: 6 test prompts and fewer ratios.
+ * --quick: 6 test prompts and fewer ratios. --ratios=3,4,5 and --plans=whole-cache (or per-stream)
+ * restrict the kvtc rows (iteration) and write their JSON (which names the ratios and plans run)
+ * only to --out=PATH; full and --quick runs write bench/results/fidelity.json (or --out).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { calibrate, type CalibrateOptions, type CodecProfile, decode, encode, inspect, type KvCache } from '../src/index.js';
 import { fromFloat32, toFloat32 } from '../src/half.js';
 import { collectStates } from '../src/adapters/llama-cpp/collect.js';
@@ -25,6 +29,9 @@ import { relMse } from '../test/helpers/metrics.js';
 import { disposeModel, loadPrompts, sharedModel } from '../test/helpers/real-kv.js';
 
 const quick = process.argv.includes('--quick');
+const argOf = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const ratioList = argOf('ratios')?.split(',').map(Number);
+const planList = argOf('plans')?.split(',');
 const PREFIX = 400;
 const STEPS = 32;
 const SINKS = 4;
@@ -110,8 +117,10 @@ async function kvtc(plan: string, label: string, ratio: number, opts: CalibrateO
   });
 }
 
-for (const ratio of quick ? [4, 8, 16] : [2, 2.5, 3, 4, 6, 8, 12, 16, 24, 32]) await kvtc('whole-cache', 'whole-cache', ratio, {});
-for (const ratio of quick ? [4, 8, 16] : [2, 2.5, 3, 4, 6, 8, 12, 16, 24, 32]) await kvtc('per-stream', 'per-stream', ratio, { allocation: 'stream', widths: [2, 4, 8] });
+const ratios = ratioList ?? (quick ? [4, 8, 16] : [2, 2.5, 3, 4, 5, 6, 8, 12, 16, 24, 32]);
+const runs = (plan: string) => !planList || planList.includes(plan);
+if (runs('whole-cache')) for (const ratio of ratios) await kvtc('whole-cache', 'whole-cache', ratio, {});
+if (runs('per-stream')) for (const ratio of ratios) await kvtc('per-stream', 'per-stream', ratio, { allocation: 'stream', widths: [2, 4, 8] });
 
 /** Baselines reconstruct in f32; the model's cache is f16, so round back before loading. */
 function asF16(r: BaselineResult): KvCache {
@@ -213,13 +222,18 @@ console.log('|---|---|---|---|---|---|');
 for (const b of bounds) {
   console.log(`| ${b.method} | ${b.stream} | ${b.layers} | ${b.bitsPerValue.toFixed(3)} | ${b.boundBitsPerValue.toFixed(3)} | ${b.factor.toFixed(2)} |`);
 }
-mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-writeFileSync(
-  new URL('./results/fidelity.json', import.meta.url),
-  JSON.stringify(
-    { date: new Date().toISOString(), machine, quick, prefix: PREFIX, steps: STEPS, sinks: SINKS, window: WINDOW, prompts: testPrompts.length, rows, equalKl, ordering, bounds },
-    null,
-    2,
-  ),
-);
-console.log('\nwrote bench/results/fidelity.json');
+// A restricted run (--ratios, --plans) leaves the results file alone; it writes to --out=PATH if given.
+const partial = ratioList !== undefined || planList !== undefined;
+const outPath = argOf('out') ?? (partial ? undefined : fileURLToPath(new URL('./results/fidelity.json', import.meta.url)));
+if (outPath) {
+  mkdirSync(dirname(outPath), { recursive: true });
+  writeFileSync(
+    outPath,
+    JSON.stringify(
+      { date: new Date().toISOString(), machine, quick, ratios, plans: planList ?? ['whole-cache', 'per-stream'], prefix: PREFIX, steps: STEPS, sinks: SINKS, window: WINDOW, prompts: testPrompts.length, rows, equalKl, ordering, bounds },
+      null,
+      2,
+    ),
+  );
+  console.log(`\nwrote ${outPath}`);
+}

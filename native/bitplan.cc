@@ -9,6 +9,17 @@
 namespace kvtc {
 namespace {
 
+// Bits the rANS coder spends on the symbols counted in one context (256 counts), coded with the
+// normalized table of their own histogram.
+double context_bits(const uint64_t* counts) {
+  uint16_t freq[256];
+  rans_normalize(counts, freq);
+  double bits = 0;
+  for (int s = 0; s < 256; s++)
+    if (counts[s]) bits += double(counts[s]) * (double(kRansProbBits) - std::log2(double(freq[s])));
+  return bits;
+}
+
 // Bits per token the rANS coder spends on rows of one group: each of its contexts (shift and
 // scale bytes, code bytes) coded with the normalized table of its own histogram.
 double entropy_cost_bits(const uint8_t* rows, int n, const RowLayout& rl) {
@@ -18,18 +29,72 @@ double entropy_cost_bits(const uint8_t* rows, int n, const RowLayout& rl) {
     for (uint32_t b = 0; b < rl.rowBytes; b++) counts[size_t(rl.context[b]) * 256 + r[b]]++;
   }
   double bits = 0;
-  uint16_t freq[256];
   for (uint32_t c = 0; c < rl.numContexts(); c++) {
     const uint64_t* cc = &counts[size_t(c) * 256];
-    rans_normalize(cc, freq);
-    for (int s = 0; s < 256; s++)
-      if (cc[s]) bits += double(cc[s]) * (double(kRansProbBits) - std::log2(double(freq[s])));
+    bool any = false;
+    for (int s = 0; s < 256 && !any; s++) any = cc[s] != 0;
+    if (any) bits += context_bits(cc);
   }
   return n > 0 ? bits / n : 0;
 }
 
+// One static candidate on the sample in a single pass: codes as quantize_group_static makes
+// them, reconstructed as the decoder does, the (weighted) squared error summed, and the packed
+// code bytes counted (a static group's row is its code bytes, one
+// context). The sample is finite (calibration rejects NaN and Inf).
+struct StaticEval {
+  double err = 0;
+  uint64_t counts[256] = {};
+};
+void eval_static(const float* proj, size_t ld, int n, uint32_t size, uint32_t bits, float shift, float scale,
+                 const double* weight, StaticEval& ev) {
+  const float inv = 1.0f / scale;
+  const float maxq = float((1u << bits) - 1);
+  const uint32_t nb = packed_bytes(size, bits);
+  std::vector<uint8_t> row(nb);
+  std::vector<uint32_t> codes(size);
+  std::vector<double> w(size, 1.0);
+  if (weight) std::copy(weight, weight + size, w.begin());
+  for (int r = 0; r < n; r++) {
+    const float* x = proj + size_t(r) * ld;
+    double e0 = 0, e1 = 0;  // two chains: the sums are latency-bound otherwise
+    uint32_t j = 0;
+    auto one = [&](uint32_t k, double& acc) {
+      // code_of's rint (round half to even) without a libm call: adding and subtracting 1.5·2^23
+      // rounds to an integer in the default rounding mode for |v| < 2^22, and larger |v| clamp
+      // to the same end code either way.
+      const float v = (x[k] - shift) * inv;
+      const float q = (v + 12582912.0f) - 12582912.0f;
+      const float c = q <= 0.0f ? 0.0f : (q >= maxq ? maxq : q);
+      codes[k] = uint32_t(c);
+      const double e = double(x[k]) - double(shift + c * scale);
+      acc += w[k] * e * e;
+    };
+    for (; j + 1 < size; j += 2) {
+      one(j, e0);
+      one(j + 1, e1);
+    }
+    if (j < size) one(j, e0);
+    ev.err += e0 + e1;
+    if (bits == 8) {
+      for (uint32_t k = 0; k < size; k++) ev.counts[codes[k]]++;
+      continue;
+    }
+    pack_codes(size, bits, row.data(), [&](uint32_t k) { return codes[k]; });
+    for (uint32_t b = 0; b < nb; b++) ev.counts[row[b]]++;
+  }
+}
+
 // Steps of the MSE-optimal uniform quantizer of a unit Gaussian, for 2, 4, ..., 256 levels.
 constexpr double kGaussStep[8] = {1.5958, 0.9957, 0.5860, 0.3352, 0.1881, 0.1041, 0.0568, 0.0307};
+
+// The static quantizers' step ladder, in units of the component's standard deviation: the
+// Gaussian steps above (whole bits, as 2^bits levels would need) and their geometric means
+// (half bits), coarse to fine.
+constexpr int kLadderSteps = 15;
+inline double ladder_step(int li) {
+  return li % 2 == 0 ? kGaussStep[li / 2] : std::sqrt(kGaussStep[li / 2] * kGaussStep[li / 2 + 1]);
+}
 
 inline int units_of(double cost, double unit) {
   // Packed costs are whole multiples of 8 bits: exact. Entropy costs are fractional and rounded
@@ -62,11 +127,20 @@ PlanTable plan_table(const PlanRequest& req) {
   if (req.weight)
     for (int c = 0; c < K; c++) energy[c] = req.weight[c] > 0 ? energy[c] / req.weight[c] : 0.0;
 
+  // Largest |x| of each component over the sample (the range a static group must hold).
+  std::vector<double> peak(K, 0.0);
+  for (int r = 0; r < req.n; r++) {
+    const float* row = req.proj + size_t(r) * req.ld;
+    for (int c = 0; c < K; c++) peak[c] = std::max(peak[c], std::fabs(double(row[c])));
+  }
   std::vector<uint8_t> bytes;
   std::vector<float> rec;
-  int narrowest = 9;
+  std::vector<uint32_t> allowed;  // the request's widths in 1..8, ascending, once each
   for (int b : req.widths)
-    if (b >= 1 && b <= 8) narrowest = std::min(narrowest, b);
+    if (b >= 1 && b <= 8 && std::find(allowed.begin(), allowed.end(), uint32_t(b)) == allowed.end())
+      allowed.push_back(uint32_t(b));
+  std::sort(allowed.begin(), allowed.end());
+  const int narrowest = allowed.empty() ? 9 : int(allowed[0]);
   // Candidate groups per start position: sizes must be aligned to their start.
   for (int i = 0; i < K; i++) {
     std::vector<uint32_t> seen;
@@ -107,34 +181,41 @@ PlanTable plan_table(const PlanRequest& req) {
       }
       if (!req.static_groups) continue;
       // Static candidates: one step for the group, sized for its widest component (the first:
-      // components come in descending variance), codes centred on the mean (zero).
+      // components come in descending variance). Under entropy coding the step sets the rate and
+      // the width only has to hold the sample's range (a clipped code costs error, a wider one
+      // almost no bits), so each step of a ladder is offered at the narrowest allowed width that
+      // covers the component's sample range, with zero a level (midtread: small values cost
+      // least). Beside them, the fixed-rate designs of the narrowest widths (midrise, the Gaussian
+      // MSE-optimal step, clipped), which can do better at a bit or two per component.
       const double sigma = std::sqrt(std::max(0.0, energy[i]) / req.n);
       if (!(sigma > 0)) continue;
-      for (int b : req.widths) {
-        if (b < 1 || b > 8) continue;
-        const double step = static_step(uint32_t(b), sigma);
+      auto try_static = [&](double step, uint32_t w, double mid) {
         const float scale = float(step);
-        const float shift = float(-0.5 * double((1u << b) - 1) * step);
-        if (!(scale > 0) || !std::isfinite(shift)) continue;
-        const PlanGroup pg{0, eff, uint8_t(b), kGroupStatic, shift, scale};
-        const RowLayout rl = make_row_layout({pg});
-        bytes.resize(size_t(req.n) * rl.rowBytes);
-        quantize_rows(rl, req.proj + i, size_t(req.n), size_t(req.ld), bytes.data());
-        rec.resize(size_t(req.n) * eff);
-        dequantize_rows(rl, bytes.data(), size_t(req.n), rec.data(), eff);
-        double err = 0;
-        for (int r = 0; r < req.n; r++) {
-          const float* x = req.proj + size_t(r) * req.ld + i;
-          const float* y = rec.data() + size_t(r) * eff;
-          for (uint32_t j = 0; j < eff; j++) {
-            const double e = double(x[j]) - double(y[j]);
-            err += (req.weight ? req.weight[i + j] : 1.0) * e * e;
-          }
-        }
-        const double cost = req.cost == PlanCost::Entropy ? entropy_cost_bits(bytes.data(), req.n, rl)
-                                                          : double(group_cost_bits(eff, uint32_t(b), kGroupStatic));
-        t.at[i].push_back({eff, uint8_t(b), kGroupStatic, shift, scale, cost, err});
+        const float shift = float(-mid * step);
+        if (!(scale > 0) || !std::isfinite(shift)) return;
+        StaticEval ev;
+        eval_static(req.proj + i, size_t(req.ld), req.n, eff, w, shift, scale, req.weight ? req.weight + i : nullptr, ev);
+        const double err = ev.err;
+        const double cost = req.cost == PlanCost::Entropy ? (req.n > 0 ? context_bits(ev.counts) / req.n : 0.0)
+                                                          : double(group_cost_bits(eff, w, kGroupStatic));
+        t.at[i].push_back({eff, uint8_t(w), kGroupStatic, shift, scale, cost, err});
+      };
+      // Half-bit steps for small groups (cheap to try, and where the plan needs fine choices);
+      // whole-bit steps for the larger ones, whose candidates cost the most calibration time.
+      // The range to hold: the largest |x| of any of the group's components (a later component
+      // of a heavy-tailed group can reach further than the first), on the shorter side of zero.
+      double reach = 0;
+      for (uint32_t j = 0; j < eff; j++) reach = std::max(reach, peak[i + j]);
+      for (int li = 0; li < kLadderSteps; li += eff <= 16 ? 1 : 2) {
+        const double step = ladder_step(li) * sigma;
+        uint32_t w = 0;
+        for (uint32_t b : allowed)  // ascending
+          if (w == 0 || double((1u << (w - 1)) - 1) * step < reach) w = b;
+        if (w == 0) continue;
+        try_static(step, w, w >= 2 ? std::floor(0.5 * double((1u << w) - 1)) : 0.5);
       }
+      for (uint32_t b : allowed)
+        if (b <= 2) try_static(static_step(b, sigma), b, 0.5 * double((1u << b) - 1));
     }
   }
   return t;

@@ -558,14 +558,12 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
     // The PCA of every group first: the weights of a layer group's keys need its values' moments.
     run_items(total, threads, [&](size_t i) {
       const double tf = thread_cpu_seconds();
-      fit_pca(acc_of(i), fits[i], i < ng && pr.weighting == Weighting::Attention);
+      // No per-component key weights (see attention_weights: queries modelled as isotropic).
+      fit_pca(acc_of(i), fits[i], false);
       add_seconds(stage_.fit, thread_cpu_seconds() - tf);
     }, nullptr);
-    // Distortion weights per layer group (keys and values of group j cover the same layers):
-    // a stream weight each, and for keys with a covariance a relative weight per component
-    // (its query-side moment over the isotropic one, see attention_weights).
+    // Distortion weights per layer group (keys and values of group j cover the same layers).
     std::vector<double> weights(total, 1.0);
-    std::vector<std::vector<double>> rel(total);
     if (pr.weighting == Weighting::Attention)
       for (size_t j = 0; j < ng; j++) {
         const StreamGroup& k = fits[j].g;
@@ -574,17 +572,11 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
         const AttentionWeights w = attention_weights(k.total_energy, v.total_energy, v.mean_square, heads, base_.head_dim);
         weights[j] = w.key;
         weights[ng + j] = w.value;
-        // The isotropic moment uᵀMu = d / tr(Σ_h) that w.key assumes.
-        const double iso = k.total_energy > 0 ? double(base_.head_dim) * heads / k.total_energy : 0;
-        if (!fits[j].head_moment.empty() && iso > 0) {
-          rel[j].resize(fits[j].head_moment.size());
-          for (size_t c = 0; c < rel[j].size(); c++) rel[j][c] = fits[j].head_moment[c] / iso;
-        }
       }
     run_items(total, threads, [&](size_t i) {
       const double tf = thread_cpu_seconds();
       plan_table_for(acc_of(i), fits[i], uint32_t(std::min<double>(acc_of(i).p, 2 * cap_bits[i])), PlanCost::Entropy,
-                     &rel[i]);
+                     nullptr);
       const double tp = thread_cpu_seconds();
       plan_from_table(fits[i].table, unit, int(std::floor(cap_bits[i] / unit)), &fits[i].curve);
       add_seconds(stage_.plan, thread_cpu_seconds() - tp);

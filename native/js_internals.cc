@@ -137,6 +137,10 @@ Napi::Object plan_object(Napi::Env env, const PlanResult& r) {
     g.Set("size", r.groups[j].size);
     g.Set("bits", uint32_t(r.groups[j].bits));
     g.Set("quantizer", r.groups[j].mode == kGroupStatic ? "static" : "minmax");
+    if (r.groups[j].mode == kGroupStatic) {
+      g.Set("shift", double(r.groups[j].shift));
+      g.Set("scale", double(r.groups[j].scale));
+    }
     groups.Set(uint32_t(j), g);
   }
   o.Set("groups", groups);
@@ -162,18 +166,21 @@ PlanRequest plan_request(const Napi::Value& proj, int n, int kmax, const Napi::V
   return req;
 }
 
-// planBits(proj, n, kmax, budgetBits, widths, sizes, entropy): the per-stream plan.
+// planBits(proj, n, kmax, budgetBits, widths, sizes, entropy, statics?): the per-stream plan
+// (statics: also offer static groups, as the whole-cache plan does).
 Napi::Value PlanBits(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     PlanRequest req = plan_request(info[0], info[1].As<Napi::Number>().Int32Value(), info[2].As<Napi::Number>().Int32Value(),
                                    info[4], info[5], info[6].ToBoolean());
     req.budget_bits = info[3].As<Napi::Number>().DoubleValue();
+    req.static_groups = info.Length() > 7 && info[7].ToBoolean();
     return plan_object(info.Env(), plan_bits(req));
   });
 }
 
-// planSplit(projs[], n, kmaxs[], weights[], totalBits, unitBits, capBits[], widths, sizes, entropy):
-// the whole-cache allocation over several stream groups, as calibration runs it.
+// planSplit(projs[], n, kmaxs[], weights[], totalBits, unitBits, capBits[], widths, sizes, entropy, statics?):
+// the whole-cache allocation over several stream groups, as calibration runs it (statics: also
+// offer static groups, as calibration does with entropy costs).
 Napi::Value PlanSplit(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Napi::Array projs = info[0].As<Napi::Array>();
@@ -190,7 +197,8 @@ Napi::Value PlanSplit(const Napi::CallbackInfo& info) {
     std::vector<std::vector<double>> curves(S);
     std::vector<double> weights(S);
     for (size_t s = 0; s < S; s++) {
-      const PlanRequest req = plan_request(projs.Get(uint32_t(s)), n, kmaxs[s], info[7], info[8], info[9].ToBoolean());
+      PlanRequest req = plan_request(projs.Get(uint32_t(s)), n, kmaxs[s], info[7], info[8], info[9].ToBoolean());
+      req.static_groups = info.Length() > 10 && info[10].ToBoolean();
       tables[s] = plan_table(req);
       weights[s] = wa.Get(uint32_t(s)).As<Napi::Number>().DoubleValue();
       const double cap = caps.Get(uint32_t(s)).As<Napi::Number>().DoubleValue();

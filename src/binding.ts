@@ -73,7 +73,8 @@ export interface NativeProfileGroup {
 
 /** A bit plan as native/bitplan.h returns it. */
 export interface NativePlan {
-  groups: { start: number; size: number; bits: number; quantizer: 'minmax' | 'static' }[];
+  /** Static groups carry their calibrated shift and scale (value = shift + code * scale). */
+  groups: { start: number; size: number; bits: number; quantizer: 'minmax' | 'static'; shift?: number; scale?: number }[];
   /** Squared error summed over the sample (dropped components included). */
   error: number;
   /** Pre-entropy bits per token. */
@@ -232,12 +233,12 @@ interface NativeAddon {
     threads: number,
   ): Promise<ArrayBuffer>;
   internals: {
-    /** The per-stream bit plan of n x kmax projections (native/bitplan.h). */
-    planBits(proj: Float32Array, n: number, kmax: number, budgetBits: number, widths: number[], sizes: number[], entropy: boolean): NativePlan;
+    /** The per-stream bit plan of n x kmax projections (native/bitplan.h); statics: also offer static groups. */
+    planBits(proj: Float32Array, n: number, kmax: number, budgetBits: number, widths: number[], sizes: number[], entropy: boolean, statics?: boolean): NativePlan;
     /** The whole-cache allocation over several stream groups' projections, then each group's plan. */
     planSplit(
       projs: Float32Array[], n: number, kmaxs: number[], weights: number[], totalBits: number, unitBits: number,
-      capBits: number[], widths: number[], sizes: number[], entropy: boolean,
+      capBits: number[], widths: number[], sizes: number[], entropy: boolean, statics?: boolean,
     ): { units: number[]; plans: NativePlan[]; objective: number };
     /** path: 'reference' (the classic tred2/tql2 solver) or a vector path to force ('avx512' | 'avx2' | 'generic'). */
     symEig(a: Float64Array, n: number, path?: string): { values: Float64Array; vectors: Float64Array };

@@ -70,10 +70,10 @@ describe('whole-cache allocation', () => {
   });
 
   it('is monotone: a larger budget never increases the weighted calibration error', () => {
-    for (const entropy of [false, true]) {
+    for (const [entropy, statics] of [[false, false], [true, false], [true, true]] as const) {
       let last = Infinity;
       for (let total = 40; total <= 1600; total += 56) {
-        const o = split(total, weights, entropy).objective;
+        const o = native.internals.planSplit(streams, N, kmaxs, weights, total, 8, [total, total, total], WIDTHS, SIZES, entropy, statics).objective;
         expect(o, `budget ${total}`).toBeLessThanOrEqual(last);
         last = o;
       }
@@ -89,6 +89,73 @@ describe('whole-cache allocation', () => {
     const heavier = split(total, [1, 40, 2]);
     expect(heavier.units[1]!).toBeGreaterThan(s.units[1]!);
     expect(heavier.plans[1]!.error).toBeLessThan(s.plans[1]!.error);
+  });
+});
+
+describe('static quantizers (entropy-coded uniform steps)', () => {
+  /** n x k heavy-tailed (Laplace) projections whose component c has standard deviation scale * decay^c. */
+  function laplace(k: number, scale: number, decay: number, seed: number): Float32Array {
+    const r = mulberry32(seed);
+    const out = new Float32Array(N * k);
+    for (let t = 0; t < N; t++)
+      for (let c = 0; c < k; c++) {
+        const u = r() - 0.5;
+        out[t * k + c] = (-Math.sign(u) * Math.log(1 - 2 * Math.abs(u)) * scale * decay ** c) / Math.SQRT2;
+      }
+    return out;
+  }
+  const K = 48;
+  const heavy = laplace(K, 2, 0.92, 7);
+  const midtread = (g: { shift?: number; scale?: number }) => {
+    const z = -g.shift! / g.scale!;
+    return Math.abs(z - Math.round(z)) < 1e-3;
+  };
+
+  it('hold the sample range: a midtread group below the widest width never clips, and each value is within half a step', () => {
+    let checked = 0;
+    for (const budget of [48, 120, 240, 400]) {
+      const plan = native.internals.planBits(heavy, N, K, budget, WIDTHS, SIZES, true, true);
+      expect(plan.costBits, `budget ${budget}`).toBeLessThanOrEqual(budget);
+      for (const g of plan.groups) {
+        if (g.quantizer !== 'static') continue;
+        const shift = Math.fround(g.shift!);
+        const scale = Math.fround(g.scale!);
+        expect(scale).toBeGreaterThan(0);
+        const maxq = 2 ** g.bits - 1;
+        if (!midtread(g)) {
+          // The other static design: the fixed-rate midrise quantizer of a narrow width, centred on zero.
+          expect(g.bits).toBeLessThanOrEqual(2);
+          expect(Math.abs(shift + (maxq / 2) * scale)).toBeLessThanOrEqual(1e-5 * scale * maxq);
+          continue;
+        }
+        if (g.bits >= Math.max(...WIDTHS)) continue;  // the widest width may clip the finest steps
+        for (let t = 0; t < N; t++)
+          for (let c = g.start; c < g.start + g.size; c++) {
+            const x = heavy[t * K + c]!;
+            const q = Math.min(maxq, Math.max(0, Math.round((x - shift) / scale)));
+            expect(Math.abs(x - (shift + q * scale)), `component ${c}, token ${t}`).toBeLessThanOrEqual(0.5 * scale * (1 + 1e-4));
+            checked++;
+          }
+      }
+    }
+    expect(checked).toBeGreaterThan(N * 10);
+  });
+
+  it('buy lower error than min/max groups alone at the same entropy-coded budget, on heavy-tailed data', () => {
+    for (const budget of [64, 160, 320]) {
+      const withStatic = native.internals.planBits(heavy, N, K, budget, WIDTHS, SIZES, true, true);
+      const minmaxOnly = native.internals.planBits(heavy, N, K, budget, WIDTHS, SIZES, true, false);
+      expect(withStatic.groups.some((g) => g.quantizer === 'static'), `budget ${budget}`).toBe(true);
+      expect(withStatic.error, `budget ${budget}`).toBeLessThan(minmaxOnly.error);
+      expect(withStatic.costBits).toBeLessThanOrEqual(budget);
+    }
+  });
+
+  it('respect the widths option: no static group takes a width the request does not allow', () => {
+    const widths = [2, 4];
+    const plan = native.internals.planBits(heavy, N, K, 200, widths, SIZES, true, true);
+    expect(plan.groups.length).toBeGreaterThan(0);
+    for (const g of plan.groups) expect(widths).toContain(g.bits);
   });
 });
 
