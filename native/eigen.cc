@@ -8,7 +8,12 @@
 #include "errors.h"
 #include "gemm_f64.h"
 #include "linalg.h"
+#include "out_pages.h"
 #include "tridiag_eig.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #ifdef KVTC_HAVE_OPENBLAS
 #include <lapacke.h>
@@ -240,8 +245,18 @@ inline __attribute__((always_inline)) double update_symv_row(double* r, const do
 // (e[i] = T[i][i+1], e[n-1] = 0), reflector k in a[k][k+1..n) with v_0 = 1, and tau[k].
 // After the first step only the lower triangle is read and updated (half the memory traffic,
 // which is what this stage is bound by); the upper part of row k then holds reflector k.
-inline __attribute__((always_inline)) void tridiagonalize(int n, double* a, double* d, double* e, double* tau) {
-  const size_t ld = size_t(n);
+// The rows of one fused step, one at a time (the portable and AVX2 paths): row t (t < rows) at
+// R + t ld holds t + 1 entries of the lower triangle (the last on the diagonal); V1, W1 the
+// rank-2 update's vectors, u the next reflector, pp += the symmetric product's entries.
+inline __attribute__((always_inline)) void update_symv_rows(int rows, double* R, size_t ld, const double* V1,
+                                                            const double* W1, const double* u, double* pp) {
+  for (int t = 0; t < rows; t++)
+    pp[t] += update_symv_row(R + size_t(t) * ld, V1, W1, V1[t], W1[t], u, u[t], pp, t + 1);
+}
+
+template <void (*Rows)(int, double*, size_t, const double*, const double*, const double*, double*)>
+inline __attribute__((always_inline)) void tridiagonalize(int n, double* a, size_t ld, double* d, double* e,
+                                                          double* tau) {
   std::vector<double> p(n), w(n), p2(n);
   d[0] = a[0];
   e[n - 1] = 0.0;
@@ -268,9 +283,7 @@ inline __attribute__((always_inline)) void tridiagonalize(int n, double* a, doub
     const double t2 = tau[b];
     const double* u = rb + 1;
     std::fill(p2.begin(), p2.begin() + (m - 1), 0.0);
-    for (int i = 1; i < m; i++)
-      p2[i - 1] += update_symv_row(a + size_t(b + i) * ld + b + 1, v + 1, w.data() + 1, v[i], w[i], u, u[i - 1],
-                                   p2.data(), i);
+    Rows(m - 1, a + size_t(b + 1) * ld + b + 1, ld, v + 1, w.data() + 1, u, p2.data());
     for (int i = 0; i < m - 1; i++) p2[i] *= t2;
     std::swap(p, p2);
   }
@@ -283,8 +296,7 @@ inline __attribute__((always_inline)) void tridiagonalize(int n, double* a, doub
 // costs E[:, b:] -= ((E[:, b:] V) T^T) V^T, three products on the GEMM kernel.
 constexpr int kQBlock = 32;
 
-void back_transform(int n, const double* a, const double* tau, double* E, size_t lde, GemmF64Fn gemm) {
-  const size_t lda = size_t(n);
+void back_transform(int n, const double* a, size_t lda, const double* tau, double* E, size_t lde, GemmF64Fn gemm) {
   const int last = n - 3;  // reflectors 0..n-3 (the last two steps need none)
   if (last < 0) return;
   std::vector<double> V(size_t(n) * kQBlock), Vt(size_t(kQBlock) * n), Y(size_t(n) * kQBlock),
@@ -326,27 +338,100 @@ void back_transform(int n, const double* a, const double* tau, double* E, size_t
 }
 
 struct Kernels {
-  void (*tridiagonalize)(int, double*, double*, double*, double*);
+  const char* name;
+  void (*tridiagonalize)(int, double*, size_t, double*, double*, double*);
   GemmF64Fn gemm;
 };
 
-void tridiagonalize_generic(int n, double* a, double* d, double* e, double* tau) { tridiagonalize(n, a, d, e, tau); }
+void tridiagonalize_generic(int n, double* a, size_t ld, double* d, double* e, double* tau) {
+  tridiagonalize<update_symv_rows>(n, a, ld, d, e, tau);
+}
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) void tridiagonalize_avx2(int n, double* a, double* d, double* e, double* tau) {
-  tridiagonalize(n, a, d, e, tau);
+__attribute__((target("avx2,fma"))) void tridiagonalize_avx2(int n, double* a, size_t ld, double* d, double* e,
+                                                          double* tau) {
+  tridiagonalize<update_symv_rows>(n, a, ld, d, e, tau);
 }
-__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) void tridiagonalize_avx512(int n, double* a, double* d,
-                                                                                       double* e, double* tau) {
-  tridiagonalize(n, a, d, e, tau);
+
+// Eight columns j.. of four rows of update_symv_rows_avx512 (Masked: the first bits of mk only).
+template <bool Masked>
+__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"), always_inline)) inline void symv_step4(
+    int j, __mmask8 mk, double* const* r, const double* V1, const double* W1, const double* u, double* pp,
+    const __m512d* vi, const __m512d* wi, const __m512d* ui, __m512d* acc) {
+#define KVTC_LOAD(p) (Masked ? _mm512_maskz_loadu_pd(mk, (p)) : _mm512_loadu_pd(p))
+  const __m512d wv = KVTC_LOAD(W1 + j), vv = KVTC_LOAD(V1 + j), uv = KVTC_LOAD(u + j);
+  __m512d pv = KVTC_LOAD(pp + j);
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; q++) {
+    __m512d x = KVTC_LOAD(r[q] + j);
+    x = _mm512_fnmadd_pd(vi[q], wv, x);
+    x = _mm512_fnmadd_pd(wi[q], vv, x);
+    if (Masked)
+      _mm512_mask_storeu_pd(r[q] + j, mk, x);
+    else
+      _mm512_storeu_pd(r[q] + j, x);
+    acc[q] = _mm512_fmadd_pd(x, uv, acc[q]);
+    pv = _mm512_fmadd_pd(x, ui[q], pv);
+  }
+  if (Masked)
+    _mm512_mask_storeu_pd(pp + j, mk, pv);
+  else
+    _mm512_storeu_pd(pp + j, pv);
+#undef KVTC_LOAD
+}
+
+// The rows of one fused step four at a time: over the part of the rows they share, the loads of
+// V1, W1, u and pp (and the store of pp) serve four rows instead of one, which is what bounds the
+// one-row loop; each row's own tail and diagonal entries follow, one by one.
+__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) void update_symv_rows_avx512(
+    int rows, double* R, size_t ld, const double* __restrict__ V1, const double* __restrict__ W1,
+    const double* __restrict__ u, double* __restrict__ pp) {
+  int t = 0;
+  for (; t + 4 <= rows; t += 4) {
+    double* r[4] = {R + size_t(t) * ld, R + size_t(t + 1) * ld, R + size_t(t + 2) * ld, R + size_t(t + 3) * ld};
+    __m512d vi[4], wi[4], ui[4], acc[4];
+    for (int q = 0; q < 4; q++) {
+      vi[q] = _mm512_set1_pd(V1[t + q]);
+      wi[q] = _mm512_set1_pd(W1[t + q]);
+      ui[q] = _mm512_set1_pd(u[t + q]);
+      acc[q] = _mm512_setzero_pd();
+    }
+    // Columns [0, t): off the diagonal in all four rows (full vectors, then one masked).
+    int j = 0;
+    for (; j + 8 <= t; j += 8) symv_step4<false>(j, 0xff, r, V1, W1, u, pp, vi, wi, ui, acc);
+    if (j < t) symv_step4<true>(j, __mmask8((1u << (t - j)) - 1), r, V1, W1, u, pp, vi, wi, ui, acc);
+    // Columns t .. t+3: row q's entries t .. t+q (its diagonal last).
+    double own[4];
+    for (int q = 0; q < 4; q++) {
+      alignas(64) double l[8];
+      _mm512_store_pd(l, acc[q]);
+      own[q] = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+    }
+    for (int q = 0; q < 4; q++) {
+      const int tq = t + q;
+      for (int c = t; c <= tq; c++) {
+        const double x = r[q][c] - (V1[tq] * W1[c] + W1[tq] * V1[c]);
+        r[q][c] = x;
+        own[q] += x * u[c];
+        if (c < tq) pp[c] += x * u[tq];
+      }
+    }
+    for (int q = 0; q < 4; q++) pp[t + q] += own[q];
+  }
+  for (; t < rows; t++) pp[t] += update_symv_row(R + size_t(t) * ld, V1, W1, V1[t], W1[t], u, u[t], pp, t + 1);
+}
+__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) void tridiagonalize_avx512(int n, double* a, size_t ld,
+                                                                                       double* d, double* e,
+                                                                                       double* tau) {
+  tridiagonalize<update_symv_rows_avx512>(n, a, ld, d, e, tau);
 }
 #endif
 
 const Kernels& kernels_for(const char* path) {
-  static const Kernels generic{tridiagonalize_generic, gemm_f64};
+  static const Kernels generic{"generic", tridiagonalize_generic, gemm_f64};
 #if defined(__x86_64__)
-  static const Kernels avx2{tridiagonalize_avx2, gemm_f64};
-  static const Kernels avx512{tridiagonalize_avx512, gemm_f64_avx512};
+  static const Kernels avx2{"avx2", tridiagonalize_avx2, gemm_f64};
+  static const Kernels avx512{"avx512", tridiagonalize_avx512, gemm_f64_avx512};
   if (std::strcmp(path, "avx512") == 0) return avx512;
   if (std::strcmp(path, "avx2") == 0) return avx2;
 #endif
@@ -361,6 +446,11 @@ void sort_and_sign(int n, const std::vector<double>& d, const double* W, size_t 
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return d[x] > d[y]; });
   evals.resize(n);
+  if (evecs.capacity() < size_t(n) * n) {
+    std::vector<double>().swap(evecs);
+    evecs.reserve(size_t(n) * n);
+    prepare_output_pages(evecs.data(), size_t(n) * n * sizeof(double));
+  }
   evecs.resize(size_t(n) * n);
   for (int i = 0; i < n; i++) {
     const int src = order[i];
@@ -412,18 +502,27 @@ void sym_eig_desc(int n, std::vector<double>& a, std::vector<double>& evals, std
   if (!path) return sym_eig_desc_reference(n, a, evals, evecs);
 #endif
   const Kernels& kr = kernels_for(path ? path : sym_eig_path());
+  // Row strides off the power of two (here and for E) keep the rows that one step walks, and the
+  // products' column strips, from colliding in the cache sets: at n = 1024 the rows are 8 KiB
+  // apart otherwise.
+  const size_t ld = size_t(n) + 8;
+  std::vector<double> A, E;
+  for (std::vector<double>* v : {&A, &E}) {
+    v->reserve(ld * n);
+    prepare_output_pages(v->data(), ld * n * sizeof(double));
+  }
+  A.resize(ld * n);
+  for (int i = 0; i < n; i++) std::memcpy(&A[i * ld], &a[size_t(i) * n], sizeof(double) * n);
   std::vector<double> d(n), e(n), tau(n, 0.0);
-  kr.tridiagonalize(n, a.data(), d.data(), e.data(), tau.data());
+  kr.tridiagonalize(n, A.data(), ld, d.data(), e.data(), tau.data());
   for (double v : d)
     if (!std::isfinite(v)) fail("E_CALIBRATION", "eigensolver overflowed (covariance entries too large)");
   for (double v : e)
     if (!std::isfinite(v)) fail("E_CALIBRATION", "eigensolver overflowed (covariance entries too large)");
-  // A row stride off the power of two keeps the products' column strips from colliding in the
-  // cache sets.
-  const size_t lde = size_t(n) + 8;
-  std::vector<double> E(lde * n);
-  tridiag_eig(n, d.data(), e.data(), E.data(), lde, kr.gemm);
-  back_transform(n, a.data(), tau.data(), E.data(), lde, kr.gemm);
+  const size_t lde = ld;
+  E.resize(lde * n);
+  tridiag_eig(n, d.data(), e.data(), E.data(), lde, kr.gemm, kr.name);
+  back_transform(n, A.data(), ld, tau.data(), E.data(), lde, kr.gemm);
   sort_and_sign(n, d, E.data(), lde, evals, evecs);
   // Entries near the overflow threshold can overflow in the secular equation: the typed error,
   // never a silent NaN.

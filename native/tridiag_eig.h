@@ -13,7 +13,9 @@ using GemmF64Fn = void (*)(int m, int n, int k, const double* A, int lda, const 
 // T: diagonal d[0..n), off-diagonal e[0..n-1) (e[i] = T[i][i+1]; e[n-1] is ignored).
 // On return d holds the eigenvalues in ascending order and e is destroyed. Z: caller-owned n x n,
 // row-major, row stride ldz >= n; on return row i is the unit eigenvector of d[i]. gemm does the
-// merges' products. Throws E_CALIBRATION if an iteration fails to converge (NaN/Inf input).
-void tridiag_eig(int n, double* d, double* e, double* Z, size_t ldz, GemmF64Fn gemm);
+// merges' products. path: the vector path of the rest ("avx512", "avx2", anything else portable;
+// the caller checks the CPU). Throws E_CALIBRATION if an iteration fails to converge (NaN/Inf
+// input).
+void tridiag_eig(int n, double* d, double* e, double* Z, size_t ldz, GemmF64Fn gemm, const char* path);
 
 }  // namespace kvtc
