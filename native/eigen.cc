@@ -430,7 +430,7 @@ __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) void tridiagonaliz
 const Kernels& kernels_for(const char* path) {
   static const Kernels generic{"generic", tridiagonalize_generic, gemm_f64};
 #if defined(__x86_64__)
-  static const Kernels avx2{"avx2", tridiagonalize_avx2, gemm_f64};
+  static const Kernels avx2{"avx2", tridiagonalize_avx2, gemm_f64_avx2};
   static const Kernels avx512{"avx512", tridiagonalize_avx512, gemm_f64_avx512};
   if (std::strcmp(path, "avx512") == 0) return avx512;
   if (std::strcmp(path, "avx2") == 0) return avx2;

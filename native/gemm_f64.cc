@@ -115,8 +115,100 @@ __attribute__((target("avx512f"))) void gemm_f64_avx512(int m, int n, int k, con
     }
   }
 }
+namespace {
+
+// The AVX2 tile: kMR2 rows x 8 columns (12 ymm accumulators); per step of k, 2 loads of the
+// packed B row and kMR2 broadcasts of A feed 12 fused multiply-adds.
+constexpr int kMR2 = 6, kNR2 = 8;
+
+template <int MR>
+__attribute__((target("avx2,fma"), always_inline)) inline void tile2(int kc, const double* A, int lda, const double* Bp,
+                                                                    double* C, int ldc, __m256i m0, __m256i m1,
+                                                                    bool accumulate) {
+  __m256d c[MR][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; r++)
+    for (int u = 0; u < 2; u++) c[r][u] = _mm256_setzero_pd();
+  for (int p = 0; p < kc; p++) {
+    const double* b = Bp + size_t(p) * kNR2;
+    const __m256d b0 = _mm256_load_pd(b), b1 = _mm256_load_pd(b + 4);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+      const __m256d a = _mm256_broadcast_sd(A + size_t(r) * lda + p);
+      c[r][0] = _mm256_fmadd_pd(a, b0, c[r][0]);
+      c[r][1] = _mm256_fmadd_pd(a, b1, c[r][1]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; r++) {
+    double* cr = C + size_t(r) * ldc;
+    __m256d v0 = c[r][0], v1 = c[r][1];
+    if (accumulate) {
+      v0 = _mm256_add_pd(v0, _mm256_maskload_pd(cr, m0));
+      v1 = _mm256_add_pd(v1, _mm256_maskload_pd(cr + 4, m1));
+    }
+    _mm256_maskstore_pd(cr, m0, v0);
+    _mm256_maskstore_pd(cr + 4, m1, v1);
+  }
+}
+
+}  // namespace
+
+__attribute__((target("avx2,fma"))) void gemm_f64_avx2(int m, int n, int k, const double* A, int lda, const double* B,
+                                                       int ldb, double* C, int ldc, bool accumulate) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (!accumulate)
+      for (int i = 0; i < m; i++) std::fill(C + size_t(i) * ldc, C + size_t(i) * ldc + n, 0.0);
+    return;
+  }
+  // Blocking as in gemm_f64_avx512.
+  const int kc_max = std::min(k, kKC);
+  const int nc = std::max(kNR2, (192 * 1024 / (8 * kc_max)) / kNR2 * kNR2);
+  std::vector<double> store(size_t(kc_max) * nc + 4);
+  double* packed = reinterpret_cast<double*>((reinterpret_cast<uintptr_t>(store.data()) + 31) & ~uintptr_t(31));
+  for (int jc = 0; jc < n; jc += nc) {
+    const int ncols = std::min(nc, n - jc);
+    const int panels = (ncols + kNR2 - 1) / kNR2;
+    for (int p0 = 0; p0 < k; p0 += kKC) {
+      const int kc = std::min(kKC, k - p0);
+      for (int q = 0; q < panels; q++) {
+        const int j0 = jc + q * kNR2, nr = std::min(kNR2, n - j0);
+        double* panel = packed + size_t(q) * kc * kNR2;
+        for (int p = 0; p < kc; p++) {
+          const double* b = B + size_t(p0 + p) * ldb + j0;
+          double* dst = panel + size_t(p) * kNR2;
+          for (int j = 0; j < kNR2; j++) dst[j] = j < nr ? b[j] : 0.0;
+        }
+      }
+      const bool acc = accumulate || p0 > 0;
+      for (int i0 = 0; i0 < m; i0 += kMR2) {
+        const int mr = std::min(kMR2, m - i0);
+        const double* a = A + size_t(i0) * lda + p0;
+        for (int q = 0; q < panels; q++) {
+          const int j0 = jc + q * kNR2, nr = std::min(kNR2, n - j0);
+          const double* panel = packed + size_t(q) * kc * kNR2;
+          double* c = C + size_t(i0) * ldc + j0;
+          // Lane j of the masks is on (sign bit set) for the columns that exist.
+          const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+          const __m256i m0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(nr), lane);
+          const __m256i m1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(nr - 4), lane);
+          switch (mr) {
+            case 6: tile2<6>(kc, a, lda, panel, c, ldc, m0, m1, acc); break;
+            case 5: tile2<5>(kc, a, lda, panel, c, ldc, m0, m1, acc); break;
+            case 4: tile2<4>(kc, a, lda, panel, c, ldc, m0, m1, acc); break;
+            case 3: tile2<3>(kc, a, lda, panel, c, ldc, m0, m1, acc); break;
+            case 2: tile2<2>(kc, a, lda, panel, c, ldc, m0, m1, acc); break;
+            default: tile2<1>(kc, a, lda, panel, c, ldc, m0, m1, acc); break;
+          }
+        }
+      }
+    }
+  }
+}
 #else
 void gemm_f64_avx512(int, int, int, const double*, int, const double*, int, double*, int, bool) {}
+void gemm_f64_avx2(int, int, int, const double*, int, const double*, int, double*, int, bool) {}
 #endif
 
 }  // namespace kvtc

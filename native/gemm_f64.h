@@ -1,6 +1,6 @@
-// The double-precision product of the symmetric eigensolver (eigen.h): its divide-and-conquer
-// merges and the back-transform of the eigenvectors run on it. linalg.h's gemm_f64 is the general
-// entry point (OpenBLAS when built in); this is kvtc's own AVX-512 kernel behind it.
+// The double-precision products of the symmetric eigensolver (eigen.h): its divide-and-conquer
+// merges and the back-transform of the eigenvectors run on them, one kernel per vector path
+// (the portable path uses linalg.h's gemm_f64).
 #pragma once
 
 namespace kvtc {
@@ -10,5 +10,8 @@ namespace kvtc {
 // the CPU (sym_eig_path, cpu_dispatch) before calling it.
 void gemm_f64_avx512(int m, int n, int k, const double* A, int lda, const double* B, int ldb, double* C, int ldc,
                      bool accumulate);
+// Same contract, AVX2 + FMA only.
+void gemm_f64_avx2(int m, int n, int k, const double* A, int lda, const double* B, int ldb, double* C, int ldc,
+                   bool accumulate);
 
 }  // namespace kvtc
