@@ -172,15 +172,17 @@ void tred2_tql2(int n, std::vector<double>& a, std::vector<double>& d, std::vect
 }
 
 // ---- the fast solver -----------------------------------------------------------------------
-// Same contract as tred2/tql2, restructured so the O(n^3) work runs as matrix products (about 3x
-// faster than the QL solver with replayed rotations at n = 1024 on an AVX-512 core;
+// Same contract as tred2/tql2, restructured so that most of the O(n^3) work runs as matrix
+// products (at n = 1024 on an AVX-512 core about 1.7x faster than the implicit QL solver with
+// recorded rotations replayed on Q that it replaced, ~9x faster than tred2/tql2;
 // bench/calibration.bench.ts measures it):
 //  1. Tridiagonalize with one pass over the lower triangle of the trailing matrix per step: the
 //     rank-2 update of step k and the matrix-vector product of step k+1 are fused row by row.
 //  2. Solve the tridiagonal matrix by divide and conquer (tridiag_eig.h): its eigenvectors come
 //     out of one matrix product per merge instead of ~0.85 n^2 plane rotations of n-vectors.
 //  3. Back-transform them by the reflectors of stage 1, kQBlock at a time in compact WY form:
-//     two products with the block of reflectors per kQBlock reflectors.
+//     three products (two of them with the block of reflectors) per kQBlock reflectors.
+// The products run on the path's FP64 GEMM kernel (gemm_f64.h).
 // Every step runs in a fixed order, so the output is the same bits run to run on one machine (the
 // vector path chosen at run time, AVX-512, AVX2 or portable, can change the last bits).
 
