@@ -561,6 +561,7 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
       fit_pca(acc_of(i), fits[i], i < ng && pr.weighting == Weighting::Attention);
       add_seconds(stage_.fit, thread_cpu_seconds() - tf);
     }, nullptr);
+    sym_eig_release_scratch();  // the helper threads' went with them; this thread's too
     // Distortion weights per layer group (keys and values of group j cover the same layers):
     // a stream weight each, and for keys with a covariance a relative weight per component
     // (its query-side moment over the isotropic one, see attention_weights).
@@ -624,6 +625,7 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
       add_seconds(stage_.fit, thread_cpu_seconds() - tf);
     }, progress ? std::function<void(size_t)>([&](size_t d) { progress(double(d) / double(total), "fit"); })
                 : std::function<void(size_t)>());
+    sym_eig_release_scratch();
     pr.target_tokens = set_.allocation == Allocation::Global ? L : 0;
   }
   std::vector<double> planned;

@@ -467,6 +467,17 @@ void sort_and_sign(int n, const std::vector<double>& d, const double* W, size_t 
   }
 }
 
+// The fast solver's n x n buffers (the padded copy of the input, then the eigenvectors being
+// built), kept per thread between calls: calibration runs one decomposition per stream group on
+// each thread, and fresh memory would cost a page fault and a zero fill per page every time.
+struct Scratch {
+  std::vector<double> A, E;
+};
+Scratch& thread_scratch() {
+  static thread_local Scratch s;
+  return s;
+}
+
 void check_finite(const std::vector<double>& a) {
   for (double v : a)
     if (!std::isfinite(v)) fail("E_CALIBRATION", "covariance holds NaN or Inf; calibration samples must be finite");
@@ -508,11 +519,15 @@ void sym_eig_desc(int n, std::vector<double>& a, std::vector<double>& evals, std
   // products' column strips, from colliding in the cache sets: at n = 1024 the rows are 8 KiB
   // apart otherwise.
   const size_t ld = size_t(n) + 8;
-  std::vector<double> A, E;
-  for (std::vector<double>* v : {&A, &E}) {
-    v->reserve(ld * n);
-    prepare_output_pages(v->data(), ld * n * sizeof(double));
-  }
+  Scratch& sc = thread_scratch();
+  std::vector<double>& A = sc.A;
+  std::vector<double>& E = sc.E;
+  for (std::vector<double>* v : {&A, &E})
+    if (v->capacity() < ld * n) {
+      std::vector<double>().swap(*v);
+      v->reserve(ld * n);
+      prepare_output_pages(v->data(), ld * n * sizeof(double));
+    }
   A.resize(ld * n);
   for (int i = 0; i < n; i++) std::memcpy(&A[i * ld], &a[size_t(i) * n], sizeof(double) * n);
   std::vector<double> d(n), e(n), tau(n, 0.0);
@@ -532,6 +547,11 @@ void sym_eig_desc(int n, std::vector<double>& a, std::vector<double>& evals, std
     if (!std::isfinite(v)) fail("E_CALIBRATION", "eigensolver overflowed (covariance entries too large)");
   for (double v : evecs)
     if (!std::isfinite(v)) fail("E_CALIBRATION", "eigensolver overflowed (covariance entries too large)");
+}
+
+void sym_eig_release_scratch() {
+  thread_scratch() = Scratch();
+  tridiag_eig_release();
 }
 
 void sym_eig_desc_reference(int n, std::vector<double>& a, std::vector<double>& evals, std::vector<double>& evecs) {

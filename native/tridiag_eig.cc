@@ -395,6 +395,12 @@ inline __attribute__((always_inline)) void merge(int n, int n1, double beta, dou
   }
 }
 
+// This thread's buffers, kept between calls (tridiag_eig_release frees them).
+Workspace& thread_workspace() {
+  static thread_local Workspace w;
+  return w;
+}
+
 // The recursion's blocks in the order it would solve them: leaves and merges, children first.
 struct Task {
   int lo, n, n1;  // n1 = 0: a leaf
@@ -416,14 +422,17 @@ void plan_tasks(int lo, int n, const double* e, std::vector<Task>& out) {
 // compiled for that path's instruction set).
 inline __attribute__((always_inline)) void run_tasks(const std::vector<Task>& tasks, double* d, double* e, double* Z,
                                                      size_t ld, GemmF64Fn gemm) {
-  Workspace w;
+  Workspace& w = thread_workspace();
   // The top merge's n x n buffers, reserved at once and on huge pages where the system allows
-  // (fresh memory otherwise costs a fault per 4 KiB page, ~5% of the solve at n = 1024).
+  // (fresh memory otherwise costs a fault per 4 KiB page, ~5% of the solve at n = 1024); kept for
+  // this thread's next call.
   const size_t n = size_t(tasks.back().n);
-  for (std::vector<double>* v : {&w.Q, &w.Qc, &w.W, &w.U}) {
-    v->reserve(n * n);
-    prepare_output_pages(v->data(), n * n * sizeof(double));
-  }
+  for (std::vector<double>* v : {&w.Q, &w.Qc, &w.W, &w.U})
+    if (v->capacity() < n * n) {
+      std::vector<double>().swap(*v);
+      v->reserve(n * n);
+      prepare_output_pages(v->data(), n * n * sizeof(double));
+    }
   std::vector<double> le(kLeaf);
   for (const Task& t : tasks) {
     double* dt = d + t.lo;
@@ -472,5 +481,7 @@ void tridiag_eig(int n, double* d, double* e, double* Z, size_t ldz, GemmF64Fn g
 #endif
   run_generic(tasks, d, e, Z, ldz, gemm);
 }
+
+void tridiag_eig_release() { thread_workspace() = Workspace(); }
 
 }  // namespace kvtc

@@ -16,6 +16,10 @@ using GemmF64Fn = void (*)(int m, int n, int k, const double* A, int lda, const 
 // merges' products. path: the vector path of the rest ("avx512", "avx2", anything else portable;
 // the caller checks the CPU). Throws E_CALIBRATION if an iteration fails to converge (NaN/Inf
 // input).
+// Its working buffers (about 4 n^2 doubles) are kept per thread for the next call.
 void tridiag_eig(int n, double* d, double* e, double* Z, size_t ldz, GemmF64Fn gemm, const char* path);
+
+// Frees the calling thread's buffers of tridiag_eig.
+void tridiag_eig_release();
 
 }  // namespace kvtc
