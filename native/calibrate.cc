@@ -562,6 +562,7 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
       fit_pca(acc_of(i), fits[i], false);
       add_seconds(stage_.fit, thread_cpu_seconds() - tf);
     }, nullptr);
+    sym_eig_release_scratch();  // the helper threads' went with them; this thread's too
     // Distortion weights per layer group (keys and values of group j cover the same layers).
     std::vector<double> weights(total, 1.0);
     if (pr.weighting == Weighting::Attention)
@@ -616,6 +617,7 @@ std::vector<uint8_t> Calibrator::finish(const ProgressFn& progress, int threads)
       add_seconds(stage_.fit, thread_cpu_seconds() - tf);
     }, progress ? std::function<void(size_t)>([&](size_t d) { progress(double(d) / double(total), "fit"); })
                 : std::function<void(size_t)>());
+    sym_eig_release_scratch();
     pr.target_tokens = set_.allocation == Allocation::Global ? L : 0;
   }
   std::vector<double> planned;

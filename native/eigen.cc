@@ -6,6 +6,10 @@
 #include <numeric>
 
 #include "errors.h"
+#include "gemm_f64.h"
+#include "linalg.h"
+#include "out_pages.h"
+#include "tridiag_eig.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -168,29 +172,19 @@ void tred2_tql2(int n, std::vector<double>& a, std::vector<double>& d, std::vect
 }
 
 // ---- the fast solver -----------------------------------------------------------------------
-// Same mathematics as tred2/tql2 (Householder tridiagonalization, implicit QL with Wilkinson
-// shifts), restructured so the O(n^3) work streams through cache with wide vectors (about 4x
-// faster at n = 1024 on an AVX-512 core; bench/calibration.bench.ts measures it):
+// Same contract as tred2/tql2, restructured so that most of the O(n^3) work runs as matrix
+// products (at n = 1024 on an AVX-512 core about 1.7x faster than the implicit QL solver with
+// recorded rotations replayed on Q that it replaced, ~9x faster than tred2/tql2;
+// bench/calibration.bench.ts measures it):
 //  1. Tridiagonalize with one pass over the lower triangle of the trailing matrix per step: the
 //     rank-2 update of step k and the matrix-vector product of step k+1 are fused row by row.
-//  2. Accumulate Q from the reflectors backwards, 16 at a time in compact WY form (two passes
-//     over the trailing block per 16 reflectors).
-//  3. Run QL on the tridiagonal matrix without vectors, recording every plane rotation. The
-//     rotations do not depend on the vectors, so they are then replayed on Q^T one panel of
-//     kBlock columns at a time: a panel (n rows x kBlock, contiguous) stays in L2 while every
-//     rotation passes over it, and the row one rotation hands to the next stays in registers.
+//  2. Solve the tridiagonal matrix by divide and conquer (tridiag_eig.h): its eigenvectors come
+//     out of one matrix product per merge instead of ~0.85 n^2 plane rotations of n-vectors.
+//  3. Back-transform them by the reflectors of stage 1, kQBlock at a time in compact WY form:
+//     three products (two of them with the block of reflectors) per kQBlock reflectors.
+// The products run on the path's FP64 GEMM kernel (gemm_f64.h).
 // Every step runs in a fixed order, so the output is the same bits run to run on one machine (the
 // vector path chosen at run time, AVX-512, AVX2 or portable, can change the last bits).
-
-constexpr int kR512 = 8;  // zmm registers carried per replay pass (8 doubles each)
-constexpr int kR2 = 8;    // ymm registers carried per replay pass (4 doubles each)
-constexpr int kBlock = 64;  // columns per replay panel (the last panel is zero-padded)
-
-// The rotations of one QL sweep: rows (i, i+1) for i = m-1 down to l, cos/sin pairs at cs[off..].
-struct Sweep {
-  int l, m;
-  size_t off;
-};
 
 // Householder reflector H = I - tau v v^T with H x = beta e_0, in place: x becomes v (v_0 = 1).
 // Returns beta; tau = 0 (H = I) when x is already a multiple of e_0.
@@ -253,8 +247,18 @@ inline __attribute__((always_inline)) double update_symv_row(double* r, const do
 // (e[i] = T[i][i+1], e[n-1] = 0), reflector k in a[k][k+1..n) with v_0 = 1, and tau[k].
 // After the first step only the lower triangle is read and updated (half the memory traffic,
 // which is what this stage is bound by); the upper part of row k then holds reflector k.
-inline __attribute__((always_inline)) void tridiagonalize(int n, double* a, double* d, double* e, double* tau) {
-  const size_t ld = size_t(n);
+// The rows of one fused step, one at a time (the portable and AVX2 paths): row t (t < rows) at
+// R + t ld holds t + 1 entries of the lower triangle (the last on the diagonal); V1, W1 the
+// rank-2 update's vectors, u the next reflector, pp += the symmetric product's entries.
+inline __attribute__((always_inline)) void update_symv_rows(int rows, double* R, size_t ld, const double* V1,
+                                                            const double* W1, const double* u, double* pp) {
+  for (int t = 0; t < rows; t++)
+    pp[t] += update_symv_row(R + size_t(t) * ld, V1, W1, V1[t], W1[t], u, u[t], pp, t + 1);
+}
+
+template <void (*Rows)(int, double*, size_t, const double*, const double*, const double*, double*)>
+inline __attribute__((always_inline)) void tridiagonalize(int n, double* a, size_t ld, double* d, double* e,
+                                                          double* tau) {
   std::vector<double> p(n), w(n), p2(n);
   d[0] = a[0];
   e[n - 1] = 0.0;
@@ -281,71 +285,37 @@ inline __attribute__((always_inline)) void tridiagonalize(int n, double* a, doub
     const double t2 = tau[b];
     const double* u = rb + 1;
     std::fill(p2.begin(), p2.begin() + (m - 1), 0.0);
-    for (int i = 1; i < m; i++)
-      p2[i - 1] += update_symv_row(a + size_t(b + i) * ld + b + 1, v + 1, w.data() + 1, v[i], w[i], u, u[i - 1],
-                                   p2.data(), i);
+    Rows(m - 1, a + size_t(b + 1) * ld + b + 1, ld, v + 1, w.data() + 1, u, p2.data());
     for (int i = 0; i < m - 1; i++) p2[i] *= t2;
     std::swap(p, p2);
   }
 }
 
-// Stage 2: q (n x n, row stride ldq) = H_0 H_1 ... H_{n-3}, accumulated backwards from the
-// identity kQBlock reflectors at a time: their product is I - V T V^T (V: m x kQBlock, the
-// reflectors as columns; T upper triangular), so each block costs two passes over the trailing
-// block of q (X = V^T q, then q -= V (T X)) instead of two per reflector.
-constexpr int kQBlock = 16;
+// Stage 3: E (n x n, row stride lde; row i = eigenvector i of T) <- E Q^T with Q = H_0 ... H_{n-3},
+// so that row i becomes the eigenvector of the input. Q^T = H_{n-3} ... H_0, applied left to right
+// in blocks of kQBlock reflectors from the last: a block's product H_{k0+nb-1} ... H_{k0} is
+// I - V T^T V^T (V: the reflectors as columns, T upper triangular; compact WY form), so each block
+// costs E[:, b:] -= ((E[:, b:] V) T^T) V^T, three products on the GEMM kernel.
+constexpr int kQBlock = 32;
 
-// X (kQBlock x m, row stride m) = V^T Q; V: m x kQBlock row-major; Q: m x m, row stride ldq.
-inline __attribute__((always_inline)) void vt_q_portable(int m, const double* V, const double* Q, size_t ldq,
-                                                         double* X) {
-  std::fill(X, X + size_t(kQBlock) * m, 0.0);
-  for (int i = 0; i < m; i++) {
-    const double* qi = Q + size_t(i) * ldq;
-    for (int r = 0; r < kQBlock; r++) {
-      const double vir = V[size_t(i) * kQBlock + r];
-      if (vir == 0.0) continue;
-      double* xr = X + size_t(r) * m;
-      for (int j = 0; j < m; j++) xr[j] += vir * qi[j];
-    }
-  }
-}
-
-// Q -= V Y; Y: kQBlock x m, row stride m.
-inline __attribute__((always_inline)) void q_minus_vy_portable(int m, const double* V, const double* Y, double* Q,
-                                                               size_t ldq) {
-  for (int i = 0; i < m; i++) {
-    double* qi = Q + size_t(i) * ldq;
-    for (int r = 0; r < kQBlock; r++) {
-      const double vir = V[size_t(i) * kQBlock + r];
-      if (vir == 0.0) continue;
-      const double* yr = Y + size_t(r) * m;
-      for (int j = 0; j < m; j++) qi[j] -= vir * yr[j];
-    }
-  }
-}
-
-using VtQFn = void (*)(int, const double*, const double*, size_t, double*);
-using QmVYFn = void (*)(int, const double*, const double*, double*, size_t);
-
-void accumulate_q(int n, const double* a, const double* tau, double* q, size_t ldq, VtQFn vt_q, QmVYFn q_minus_vy) {
-  const size_t lda = size_t(n);
-  for (int i = 0; i < n; i++) {
-    std::fill(q + i * ldq, q + i * ldq + n, 0.0);
-    q[i * ldq + i] = 1.0;
-  }
+void back_transform(int n, const double* a, size_t lda, const double* tau, double* E, size_t lde, GemmF64Fn gemm) {
   const int last = n - 3;  // reflectors 0..n-3 (the last two steps need none)
   if (last < 0) return;
-  std::vector<double> V(size_t(n) * kQBlock), X(size_t(kQBlock) * n), Y(size_t(kQBlock) * n);
+  std::vector<double> V(size_t(n) * kQBlock), Vt(size_t(kQBlock) * n), Y(size_t(n) * kQBlock),
+      Y2(size_t(n) * kQBlock), Tt(size_t(kQBlock) * kQBlock);
   double T[kQBlock][kQBlock];
   for (int k0 = last / kQBlock * kQBlock; k0 >= 0; k0 -= kQBlock) {
     const int nb = std::min(kQBlock, last + 1 - k0);
-    const int b = k0 + 1, m = n - b;  // the block acts on rows and columns b..n-1
-    // V: column r is reflector k0 + r, which starts at row b + r with a unit entry.
+    const int b = k0 + 1, m = n - b;  // the block acts on columns b..n-1
+    // V (m x kQBlock): column r is reflector k0 + r, which starts at row r with a unit entry;
+    // columns past nb stay zero (with zero T they change nothing).
     std::fill(V.begin(), V.begin() + size_t(m) * kQBlock, 0.0);
     for (int r = 0; r < nb; r++) {
       const double* v = a + size_t(k0 + r) * lda + b + r;
       for (int i = r; i < m; i++) V[size_t(i) * kQBlock + r] = v[i - r];
     }
+    for (int r = 0; r < kQBlock; r++)
+      for (int i = 0; i < m; i++) Vt[size_t(r) * m + i] = V[size_t(i) * kQBlock + r];
     // T (forward, columnwise): T[r][r] = tau_r, T[0..r, r] = -tau_r T[0..r, 0..r] V^T v_r.
     for (int r = 0; r < kQBlock; r++)
       for (int c = 0; c < kQBlock; c++) T[r][c] = 0.0;
@@ -353,312 +323,159 @@ void accumulate_q(int n, const double* a, const double* tau, double* q, size_t l
       const double t = tau[k0 + r];
       T[r][r] = t;
       double z[kQBlock];
-      for (int c = 0; c < r; c++) {
-        double s = 0;
-        for (int i = r; i < m; i++) s += V[size_t(i) * kQBlock + c] * V[size_t(i) * kQBlock + r];
-        z[c] = s;
-      }
+      for (int c = 0; c < r; c++) z[c] = dot8(Vt.data() + size_t(c) * m + r, Vt.data() + size_t(r) * m + r, m - r);
       for (int c = 0; c < r; c++) {
         double s = 0;
         for (int u = c; u < r; u++) s += T[c][u] * z[u];
         T[c][r] = -t * s;
       }
     }
-    double* qb = q + size_t(b) * ldq + b;
-    vt_q(m, V.data(), qb, ldq, X.data());
-    // Y = T X (T upper triangular).
-    for (int r = 0; r < kQBlock; r++) {
-      double* yr = Y.data() + size_t(r) * m;
-      std::fill(yr, yr + m, 0.0);
-      for (int c = r; c < nb; c++) {
-        const double t = T[r][c];
-        if (t == 0.0) continue;
-        const double* xc = X.data() + size_t(c) * m;
-        for (int j = 0; j < m; j++) yr[j] += t * xc[j];
-      }
-    }
-    q_minus_vy(m, V.data(), Y.data(), qb, ldq);
+    // Tt = -T^T, so that the last product accumulates.
+    for (int r = 0; r < kQBlock; r++)
+      for (int c = 0; c < kQBlock; c++) Tt[size_t(c) * kQBlock + r] = -T[r][c];
+    gemm(n, kQBlock, m, E + b, int(lde), V.data(), kQBlock, Y.data(), kQBlock, false);
+    gemm(n, kQBlock, kQBlock, Y.data(), kQBlock, Tt.data(), kQBlock, Y2.data(), kQBlock, false);
+    gemm(n, m, kQBlock, Y2.data(), kQBlock, Vt.data(), m, E + b, int(lde), true);
   }
-}
-
-// Stage 3b: applies every recorded rotation to columns [k0, k0 + B) of W (rows of stride ld).
-template <int B>
-inline __attribute__((always_inline)) void replay_block(const std::vector<Sweep>& sweeps, const double* cs, double* W,
-                                                        size_t ld, int k0) {
-  for (const Sweep& sw : sweeps) {
-    double h[B];
-    const double* top = W + size_t(sw.m) * ld + k0;
-    for (int u = 0; u < B; u++) h[u] = top[u];
-    const double* r = cs + sw.off;
-    for (int i = sw.m - 1; i >= sw.l; i--, r += 2) {
-      const double c = r[0], s = r[1];
-      const double* wi = W + size_t(i) * ld + k0;
-      double* wi1 = W + size_t(i + 1) * ld + k0;
-      for (int u = 0; u < B; u++) {
-        // c*x is off the carried chain, so the chain through h is one fused multiply-add.
-        const double x = wi[u], cx = c * x;
-        wi1[u] = s * x + c * h[u];
-        h[u] = cx - s * h[u];
-      }
-    }
-    double* bottom = W + size_t(sw.l) * ld + k0;
-    for (int u = 0; u < B; u++) bottom[u] = h[u];
-  }
-}
-
-// W is stored panel by panel: panel p (columns [p*kBlock, (p+1)*kBlock) of every row) is n rows
-// of kBlock doubles, contiguous, so a rotation sweep walks memory forward-only and a panel is one
-// 512 KB stretch that L2 holds (rows of a power-of-two stride would collide in the cache sets).
-template <int B>
-inline __attribute__((always_inline)) void replay_all(const std::vector<Sweep>& sweeps, const double* cs, double* W,
-                                                      int n, int panels) {
-  for (int p = 0; p < panels; p++)
-    for (int k0 = 0; k0 < kBlock; k0 += B) replay_block<B>(sweeps, cs, W + size_t(p) * n * kBlock, kBlock, k0);
 }
 
 struct Kernels {
-  void (*tridiagonalize)(int, double*, double*, double*, double*);
-  VtQFn vt_q;
-  QmVYFn q_minus_vy;
-  void (*replay)(const std::vector<Sweep>&, const double*, double*, int, int);
+  const char* name;
+  void (*tridiagonalize)(int, double*, size_t, double*, double*, double*);
+  GemmF64Fn gemm;
 };
 
-void tridiagonalize_generic(int n, double* a, double* d, double* e, double* tau) { tridiagonalize(n, a, d, e, tau); }
-void vt_q_generic(int m, const double* V, const double* Q, size_t ldq, double* X) { vt_q_portable(m, V, Q, ldq, X); }
-void q_minus_vy_generic(int m, const double* V, const double* Y, double* Q, size_t ldq) {
-  q_minus_vy_portable(m, V, Y, Q, ldq);
-}
-void replay_generic(const std::vector<Sweep>& s, const double* cs, double* W, int n, int panels) {
-  replay_all<8>(s, cs, W, n, panels);
+void tridiagonalize_generic(int n, double* a, size_t ld, double* d, double* e, double* tau) {
+  tridiagonalize<update_symv_rows>(n, a, ld, d, e, tau);
 }
 
 #if defined(__x86_64__)
-// Intrinsics so the carried rows stay in registers (the portable loop keeps them on the stack) and
-// the carried chain is one fused multiply-add per rotation: R independent chains of 8 doubles.
-template <int R>
-__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"), always_inline)) inline void replay_block_avx512(
-    const std::vector<Sweep>& sweeps, const double* cs, double* W, size_t ld, size_t k0) {
-  for (const Sweep& sw : sweeps) {
-    __m512d h[R];
-    const double* top = W + size_t(sw.m) * ld + k0;
-#pragma GCC unroll 16
-    for (int u = 0; u < R; u++) h[u] = _mm512_loadu_pd(top + 8 * u);
-    const double* r = cs + sw.off;
-    double* wi1 = W + size_t(sw.m) * ld + k0;
-    for (int i = sw.m - 1; i >= sw.l; i--, r += 2) {
-      const __m512d c = _mm512_set1_pd(r[0]), s = _mm512_set1_pd(r[1]);
-      const double* wi = wi1 - ld;
-#pragma GCC unroll 16
-      for (int u = 0; u < R; u++) {
-        const __m512d x = _mm512_loadu_pd(wi + 8 * u);
-        _mm512_storeu_pd(wi1 + 8 * u, _mm512_fmadd_pd(c, h[u], _mm512_mul_pd(s, x)));
-        h[u] = _mm512_fnmadd_pd(s, h[u], _mm512_mul_pd(c, x));
+__attribute__((target("avx2,fma"))) void tridiagonalize_avx2(int n, double* a, size_t ld, double* d, double* e,
+                                                          double* tau) {
+  tridiagonalize<update_symv_rows>(n, a, ld, d, e, tau);
+}
+
+// Eight columns j.. of four rows of update_symv_rows_avx512 (Masked: the first bits of mk only).
+template <bool Masked>
+__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"), always_inline)) inline void symv_step4(
+    int j, __mmask8 mk, double* const* r, const double* V1, const double* W1, const double* u, double* pp,
+    const __m512d* vi, const __m512d* wi, const __m512d* ui, __m512d* acc) {
+#define KVTC_LOAD(p) (Masked ? _mm512_maskz_loadu_pd(mk, (p)) : _mm512_loadu_pd(p))
+  const __m512d wv = KVTC_LOAD(W1 + j), vv = KVTC_LOAD(V1 + j), uv = KVTC_LOAD(u + j);
+  __m512d pv = KVTC_LOAD(pp + j);
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; q++) {
+    __m512d x = KVTC_LOAD(r[q] + j);
+    x = _mm512_fnmadd_pd(vi[q], wv, x);
+    x = _mm512_fnmadd_pd(wi[q], vv, x);
+    if (Masked)
+      _mm512_mask_storeu_pd(r[q] + j, mk, x);
+    else
+      _mm512_storeu_pd(r[q] + j, x);
+    acc[q] = _mm512_fmadd_pd(x, uv, acc[q]);
+    pv = _mm512_fmadd_pd(x, ui[q], pv);
+  }
+  if (Masked)
+    _mm512_mask_storeu_pd(pp + j, mk, pv);
+  else
+    _mm512_storeu_pd(pp + j, pv);
+#undef KVTC_LOAD
+}
+
+// The rows of one fused step four at a time: over the part of the rows they share, the loads of
+// V1, W1, u and pp (and the store of pp) serve four rows instead of one, which is what bounds the
+// one-row loop; each row's own tail and diagonal entries follow, one by one.
+__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) void update_symv_rows_avx512(
+    int rows, double* R, size_t ld, const double* __restrict__ V1, const double* __restrict__ W1,
+    const double* __restrict__ u, double* __restrict__ pp) {
+  int t = 0;
+  for (; t + 4 <= rows; t += 4) {
+    double* r[4] = {R + size_t(t) * ld, R + size_t(t + 1) * ld, R + size_t(t + 2) * ld, R + size_t(t + 3) * ld};
+    __m512d vi[4], wi[4], ui[4], acc[4];
+    for (int q = 0; q < 4; q++) {
+      vi[q] = _mm512_set1_pd(V1[t + q]);
+      wi[q] = _mm512_set1_pd(W1[t + q]);
+      ui[q] = _mm512_set1_pd(u[t + q]);
+      acc[q] = _mm512_setzero_pd();
+    }
+    // Columns [0, t): off the diagonal in all four rows (full vectors, then one masked).
+    int j = 0;
+    for (; j + 8 <= t; j += 8) symv_step4<false>(j, 0xff, r, V1, W1, u, pp, vi, wi, ui, acc);
+    if (j < t) symv_step4<true>(j, __mmask8((1u << (t - j)) - 1), r, V1, W1, u, pp, vi, wi, ui, acc);
+    // Columns t .. t+3: row q's entries t .. t+q (its diagonal last).
+    double own[4];
+    for (int q = 0; q < 4; q++) {
+      alignas(64) double l[8];
+      _mm512_store_pd(l, acc[q]);
+      own[q] = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+    }
+    for (int q = 0; q < 4; q++) {
+      const int tq = t + q;
+      for (int c = t; c <= tq; c++) {
+        const double x = r[q][c] - (V1[tq] * W1[c] + W1[tq] * V1[c]);
+        r[q][c] = x;
+        own[q] += x * u[c];
+        if (c < tq) pp[c] += x * u[tq];
       }
-      wi1 -= ld;
     }
-#pragma GCC unroll 16
-    for (int u = 0; u < R; u++) _mm512_storeu_pd(wi1 + 8 * u, h[u]);
+    for (int q = 0; q < 4; q++) pp[t + q] += own[q];
   }
+  for (; t < rows; t++) pp[t] += update_symv_row(R + size_t(t) * ld, V1, W1, V1[t], W1[t], u, u[t], pp, t + 1);
 }
-template <int R>
-__attribute__((target("avx2,fma"), always_inline)) inline void replay_block_avx2(const std::vector<Sweep>& sweeps,
-                                                                                 const double* cs, double* W,
-                                                                                 size_t ld, size_t k0) {
-  for (const Sweep& sw : sweeps) {
-    __m256d h[R];
-    const double* top = W + size_t(sw.m) * ld + k0;
-#pragma GCC unroll 16
-    for (int u = 0; u < R; u++) h[u] = _mm256_loadu_pd(top + 4 * u);
-    const double* r = cs + sw.off;
-    double* wi1 = W + size_t(sw.m) * ld + k0;
-    for (int i = sw.m - 1; i >= sw.l; i--, r += 2) {
-      const __m256d c = _mm256_set1_pd(r[0]), s = _mm256_set1_pd(r[1]);
-      const double* wi = wi1 - ld;
-#pragma GCC unroll 16
-      for (int u = 0; u < R; u++) {
-        const __m256d x = _mm256_loadu_pd(wi + 4 * u);
-        _mm256_storeu_pd(wi1 + 4 * u, _mm256_fmadd_pd(c, h[u], _mm256_mul_pd(s, x)));
-        h[u] = _mm256_fnmadd_pd(s, h[u], _mm256_mul_pd(c, x));
-      }
-      wi1 -= ld;
-    }
-#pragma GCC unroll 16
-    for (int u = 0; u < R; u++) _mm256_storeu_pd(wi1 + 4 * u, h[u]);
-  }
-}
-__attribute__((target("avx2,fma"))) void tridiagonalize_avx2(int n, double* a, double* d, double* e, double* tau) {
-  tridiagonalize(n, a, d, e, tau);
-}
-__attribute__((target("avx2,fma"))) void vt_q_avx2(int m, const double* V, const double* Q, size_t ldq, double* X) {
-  vt_q_portable(m, V, Q, ldq, X);
-}
-__attribute__((target("avx2,fma"))) void q_minus_vy_avx2(int m, const double* V, const double* Y, double* Q,
-                                                         size_t ldq) {
-  q_minus_vy_portable(m, V, Y, Q, ldq);
-}
-__attribute__((target("avx2,fma"))) void replay_avx2(const std::vector<Sweep>& s, const double* cs, double* W, int n,
-                                                     int panels) {
-  for (int p = 0; p < panels; p++)
-    for (int k0 = 0; k0 < kBlock; k0 += 4 * kR2) replay_block_avx2<kR2>(s, cs, W + size_t(p) * n * kBlock, kBlock, k0);
-}
-__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) void tridiagonalize_avx512(int n, double* a, double* d,
-                                                                                       double* e, double* tau) {
-  tridiagonalize(n, a, d, e, tau);
-}
-// Column strips of 8: the kQBlock accumulators (or the kQBlock rows of Y) stay in registers while
-// the strip of Q streams past; the ragged last strip is masked.
-__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) void vt_q_avx512(int m, const double* V,
-                                                                              const double* Q, size_t ldq, double* X) {
-  for (int j0 = 0; j0 < m; j0 += 8) {
-    const __mmask8 mask = __mmask8(m - j0 >= 8 ? 0xff : (1u << (m - j0)) - 1);
-    __m512d acc[kQBlock];
-#pragma GCC unroll 16
-    for (int r = 0; r < kQBlock; r++) acc[r] = _mm512_setzero_pd();
-    for (int i = 0; i < m; i++) {
-      const __m512d qv = _mm512_maskz_loadu_pd(mask, Q + size_t(i) * ldq + j0);
-      const double* vi = V + size_t(i) * kQBlock;
-#pragma GCC unroll 16
-      for (int r = 0; r < kQBlock; r++) acc[r] = _mm512_fmadd_pd(_mm512_set1_pd(vi[r]), qv, acc[r]);
-    }
-#pragma GCC unroll 16
-    for (int r = 0; r < kQBlock; r++) _mm512_mask_storeu_pd(X + size_t(r) * m + j0, mask, acc[r]);
-  }
-}
-__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) void q_minus_vy_avx512(int m, const double* V,
-                                                                                    const double* Y, double* Q,
-                                                                                    size_t ldq) {
-  for (int j0 = 0; j0 < m; j0 += 8) {
-    const __mmask8 mask = __mmask8(m - j0 >= 8 ? 0xff : (1u << (m - j0)) - 1);
-    __m512d y[kQBlock];
-#pragma GCC unroll 16
-    for (int r = 0; r < kQBlock; r++) y[r] = _mm512_maskz_loadu_pd(mask, Y + size_t(r) * m + j0);
-    for (int i = 0; i < m; i++) {
-      double* qi = Q + size_t(i) * ldq + j0;
-      const double* vi = V + size_t(i) * kQBlock;
-      // Two partial sums halve the dependent chain per row.
-      __m512d s0 = _mm512_mul_pd(_mm512_set1_pd(vi[0]), y[0]);
-      __m512d s1 = _mm512_mul_pd(_mm512_set1_pd(vi[1]), y[1]);
-#pragma GCC unroll 16
-      for (int r = 2; r < kQBlock; r += 2) {
-        s0 = _mm512_fmadd_pd(_mm512_set1_pd(vi[r]), y[r], s0);
-        s1 = _mm512_fmadd_pd(_mm512_set1_pd(vi[r + 1]), y[r + 1], s1);
-      }
-      const __m512d qv = _mm512_maskz_loadu_pd(mask, qi);
-      _mm512_mask_storeu_pd(qi, mask, _mm512_sub_pd(qv, _mm512_add_pd(s0, s1)));
-    }
-  }
-}
-__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) void replay_avx512(const std::vector<Sweep>& s,
-                                                                               const double* cs, double* W, int n,
-                                                                               int panels) {
-  for (int p = 0; p < panels; p++)
-    for (int k0 = 0; k0 < kBlock; k0 += 8 * kR512)
-      replay_block_avx512<kR512>(s, cs, W + size_t(p) * n * kBlock, kBlock, k0);
+__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) void tridiagonalize_avx512(int n, double* a, size_t ld,
+                                                                                       double* d, double* e,
+                                                                                       double* tau) {
+  tridiagonalize<update_symv_rows_avx512>(n, a, ld, d, e, tau);
 }
 #endif
 
 const Kernels& kernels_for(const char* path) {
-  static const Kernels generic{tridiagonalize_generic, vt_q_generic, q_minus_vy_generic, replay_generic};
+  static const Kernels generic{"generic", tridiagonalize_generic, gemm_f64};
 #if defined(__x86_64__)
-  static const Kernels avx2{tridiagonalize_avx2, vt_q_avx2, q_minus_vy_avx2, replay_avx2};
-  static const Kernels avx512{tridiagonalize_avx512, vt_q_avx512, q_minus_vy_avx512, replay_avx512};
+  static const Kernels avx2{"avx2", tridiagonalize_avx2, gemm_f64_avx2};
+  static const Kernels avx512{"avx512", tridiagonalize_avx512, gemm_f64_avx512};
   if (std::strcmp(path, "avx512") == 0) return avx512;
   if (std::strcmp(path, "avx2") == 0) return avx2;
 #endif
   return generic;
 }
 
-// sqrt(x^2 + y^2) without the cost of std::hypot where squaring cannot overflow or underflow.
-inline double fast_hypot(double x, double y) {
-  const double ax = std::fabs(x), ay = std::fabs(y);
-  const double big = std::max(ax, ay), small = std::min(ax, ay);
-  if (big < 1e150 && (small > 1e-150 || small == 0.0)) return std::sqrt(x * x + y * y);
-  return std::hypot(x, y);
-}
-
-// Stage 3a: implicit QL with Wilkinson shifts on (d, e) as in tql2, the rotations recorded.
-void ql_record(int n, double* d, double* e, std::vector<Sweep>& sweeps, std::vector<double>& cs) {
-  double f = 0.0, tst1 = 0.0;
-  const double eps = std::ldexp(1.0, -52);
-  for (int l = 0; l < n; l++) {
-    tst1 = std::max(tst1, std::fabs(d[l]) + std::fabs(e[l]));
-    int m = l;
-    while (m < n) {
-      if (std::fabs(e[m]) <= eps * tst1) break;
-      m++;
-    }
-    if (m == n) m = n - 1;
-    if (m > l) {
-      int iter = 0;
-      do {
-        if (++iter > 200) fail("E_CALIBRATION", "eigensolver did not converge (covariance has NaN/Inf?)");
-        double g = d[l];
-        double p = (d[l + 1] - g) / (2.0 * e[l]);
-        double r = fast_hypot(p, 1.0);
-        if (p < 0) r = -r;
-        d[l] = e[l] / (p + r);
-        d[l + 1] = e[l] * (p + r);
-        const double dl1 = d[l + 1];
-        double h = g - d[l];
-        for (int i = l + 2; i < n; i++) d[i] -= h;
-        f += h;
-        p = d[m];
-        double c = 1.0, c2 = 1.0, c3 = 1.0;
-        const double el1 = e[l + 1];
-        double s = 0.0, s2 = 0.0;
-        sweeps.push_back({l, m, cs.size()});
-        for (int i = m - 1; i >= l; i--) {
-          c3 = c2;
-          c2 = c;
-          s2 = s;
-          g = c * e[i];
-          h = c * p;
-          r = fast_hypot(p, e[i]);
-          e[i + 1] = s * r;
-          s = e[i] / r;
-          c = p / r;
-          p = c * d[i] - s * g;
-          d[i + 1] = h + s * (c * g + s * d[i]);
-          cs.push_back(c);
-          cs.push_back(s);
-        }
-        p = -s * s2 * c3 * el1 * e[l] / dl1;
-        e[l] = s * p;
-        d[l] = c * p;
-      } while (std::fabs(e[l]) > eps * tst1);
-    }
-    d[l] += f;
-    e[l] = 0.0;
-  }
-}
-
 // Descending order (stable, so equal eigenvalues keep the solver's order) and the sign rule.
-// W: eigenvector j of d[j] is row j, stored as `panels` panels of n rows x kBlock columns
-// (panels = 0: plain rows of n).
-void sort_and_sign(int n, const std::vector<double>& d, const double* W, int panels, std::vector<double>& evals,
+// W: eigenvector j of d[j] is row j (row stride ldw).
+void sort_and_sign(int n, const std::vector<double>& d, const double* W, size_t ldw, std::vector<double>& evals,
                    std::vector<double>& evecs) {
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return d[x] > d[y]; });
   evals.resize(n);
+  if (evecs.capacity() < size_t(n) * n) {
+    std::vector<double>().swap(evecs);
+    evecs.reserve(size_t(n) * n);
+    prepare_output_pages(evecs.data(), size_t(n) * n * sizeof(double));
+  }
   evecs.resize(size_t(n) * n);
   for (int i = 0; i < n; i++) {
     const int src = order[i];
     evals[i] = d[src];
     double* v = &evecs[size_t(i) * n];
-    if (panels == 0) {
-      std::memcpy(v, W + size_t(src) * n, sizeof(double) * n);
-    } else {
-      for (int p = 0; p < panels; p++)
-        std::memcpy(v + size_t(p) * kBlock, W + (size_t(p) * n + src) * kBlock,
-                    sizeof(double) * std::min(kBlock, n - p * kBlock));
-    }
+    std::memcpy(v, W + size_t(src) * ldw, sizeof(double) * n);
     int arg = 0;
     for (int k = 1; k < n; k++)
       if (std::fabs(v[k]) > std::fabs(v[arg])) arg = k;
     if (v[arg] < 0)
       for (int k = 0; k < n; k++) v[k] = -v[k];
   }
+}
+
+// The fast solver's n x n buffers (the padded copy of the input, then the eigenvectors being
+// built), kept per thread between calls: calibration runs one decomposition per stream group on
+// each thread, and fresh memory would cost a page fault and a zero fill per page every time.
+struct Scratch {
+  std::vector<double> A, E;
+};
+Scratch& thread_scratch() {
+  static thread_local Scratch s;
+  return s;
 }
 
 void check_finite(const std::vector<double>& a) {
@@ -698,36 +515,43 @@ void sym_eig_desc(int n, std::vector<double>& a, std::vector<double>& evals, std
   if (!path) return sym_eig_desc_reference(n, a, evals, evecs);
 #endif
   const Kernels& kr = kernels_for(path ? path : sym_eig_path());
+  // Row strides off the power of two (here and for E) keep the rows that one step walks, and the
+  // products' column strips, from colliding in the cache sets: at n = 1024 the rows are 8 KiB
+  // apart otherwise.
+  const size_t ld = size_t(n) + 8;
+  Scratch& sc = thread_scratch();
+  std::vector<double>& A = sc.A;
+  std::vector<double>& E = sc.E;
+  for (std::vector<double>* v : {&A, &E})
+    if (v->capacity() < ld * n) {
+      std::vector<double>().swap(*v);
+      v->reserve(ld * n);
+      prepare_output_pages(v->data(), ld * n * sizeof(double));
+    }
+  A.resize(ld * n);
+  for (int i = 0; i < n; i++) std::memcpy(&A[i * ld], &a[size_t(i) * n], sizeof(double) * n);
   std::vector<double> d(n), e(n), tau(n, 0.0);
-  kr.tridiagonalize(n, a.data(), d.data(), e.data(), tau.data());
+  kr.tridiagonalize(n, A.data(), ld, d.data(), e.data(), tau.data());
   for (double v : d)
     if (!std::isfinite(v)) fail("E_CALIBRATION", "eigensolver overflowed (covariance entries too large)");
   for (double v : e)
     if (!std::isfinite(v)) fail("E_CALIBRATION", "eigensolver overflowed (covariance entries too large)");
-  std::vector<Sweep> sweeps;
-  std::vector<double> cs;
-  cs.reserve(2 * size_t(n) * n);  // about 0.85 n^2 rotations of two doubles at calibration shapes
-  ql_record(n, d.data(), e.data(), sweeps, cs);
-  // A row stride off the power of two keeps q's column strips from colliding in the cache sets.
-  const size_t ldq = size_t(n) + 8;
-  std::vector<double> q(ldq * n);
-  accumulate_q(n, a.data(), tau.data(), q.data(), ldq, kr.vt_q, kr.q_minus_vy);
-  // W = Q^T, panel by panel (see replay_all); the padding columns are zero and stay zero.
-  const int panels = (n + kBlock - 1) / kBlock;
-  std::vector<double> W(size_t(panels) * n * kBlock, 0.0);
-  // Written in order; the reads walk kBlock rows of q at a time, which stay in L1.
-  for (int p = 0; p < panels; p++) {
-    const int w = std::min(kBlock, n - p * kBlock);
-    const double* qp = q.data() + size_t(p) * kBlock * ldq;
-    for (int c = 0; c < n; c++) {
-      double* dst = W.data() + (size_t(p) * n + c) * kBlock;
-      for (int u = 0; u < w; u++) dst[u] = qp[size_t(u) * ldq + c];
-    }
-  }
-  q.clear();
-  q.shrink_to_fit();
-  kr.replay(sweeps, cs.data(), W.data(), n, panels);
-  sort_and_sign(n, d, W.data(), panels, evals, evecs);
+  const size_t lde = ld;
+  E.resize(lde * n);
+  tridiag_eig(n, d.data(), e.data(), E.data(), lde, kr.gemm, kr.name);
+  back_transform(n, A.data(), ld, tau.data(), E.data(), lde, kr.gemm);
+  sort_and_sign(n, d, E.data(), lde, evals, evecs);
+  // Entries near the overflow threshold can overflow in the secular equation: the typed error,
+  // never a silent NaN.
+  for (double v : evals)
+    if (!std::isfinite(v)) fail("E_CALIBRATION", "eigensolver overflowed (covariance entries too large)");
+  for (double v : evecs)
+    if (!std::isfinite(v)) fail("E_CALIBRATION", "eigensolver overflowed (covariance entries too large)");
+}
+
+void sym_eig_release_scratch() {
+  thread_scratch() = Scratch();
+  tridiag_eig_release();
 }
 
 void sym_eig_desc_reference(int n, std::vector<double>& a, std::vector<double>& evals, std::vector<double>& evecs) {
@@ -747,7 +571,7 @@ void sym_eig_desc_reference(int n, std::vector<double>& a, std::vector<double>& 
     tred2_tql2(n, a, d, W);
   }
 #endif
-  sort_and_sign(n, d, W.data(), 0, evals, evecs);
+  sort_and_sign(n, d, W.data(), size_t(n), evals, evecs);
 }
 
 }  // namespace kvtc

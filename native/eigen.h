@@ -11,8 +11,13 @@ namespace kvtc {
 // path: nullptr picks the best vector path of this CPU (sym_eig_path()); "avx512", "avx2" or
 // "generic" forces one (tests compare them; a path the CPU lacks must not be forced).
 // With OpenBLAS in the build and path == nullptr, LAPACKE's dsyevd does the work instead.
+// The solver keeps its scratch (about 6 n^2 doubles) per thread for the next call; a thread that
+// is done calls sym_eig_release_scratch() (a thread's exit frees it too).
 void sym_eig_desc(int n, std::vector<double>& a, std::vector<double>& evals, std::vector<double>& evecs,
                   const char* path = nullptr);
+
+// Frees the calling thread's scratch of sym_eig_desc.
+void sym_eig_release_scratch();
 
 // The vector path sym_eig_desc picks on this CPU: "avx512", "avx2" or "generic".
 const char* sym_eig_path();
