@@ -74,6 +74,7 @@ import {
   storedMeta,
 } from './disk-record.js';
 import { ChunkCounts } from './chunk-counts.js';
+import { LruOrder } from './lru-order.js';
 import { chunksOf, fromMemRecord, type MemRecord, toMemRecord } from './packed-chunks.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { MAX_ID_BYTES, validateId } from './session.js';
@@ -206,10 +207,8 @@ export class DiskTier {
   #quarantineBytes = 0;
   readonly quarantineLimit: number;
 
-  /** Ids by lastAccess, least recent first (a Map keeps insertion order; re-inserting is O(1)). */
-  #order = new Map<string, number>();
-  #orderSorted = true;
-  #orderTail = -Infinity;
+  /** Ids by lastAccess, least recent first (lru-order.ts: O(1) or O(log n) a placement). */
+  readonly #order = new LruOrder();
 
   /** TTL deadlines, earliest first (what `expired` reads). */
   readonly #deadlines = new DeadlineHeap();
@@ -766,37 +765,23 @@ export class DiskTier {
 
   /**
    * Ids least recently used first, by lastAccess (ties in order of arrival): unreadable records
-   * first, pinned records left out. O(n), plus a sort when an access arrived out of time order.
+   * first, pinned records left out. O(n log n): for listings and tests, not per operation.
    */
   lruOrder(): string[] {
     this.#assertOpen();
-    this.#sortOrder();
-    const out = [...this.#broken.keys()];
-    for (const id of this.#order.keys()) if (!this.#records.get(id)?.pinned) out.push(id);
-    return out;
+    return [...this.#broken.keys(), ...this.#order.ids().filter((id) => !this.#records.get(id)?.pinned)];
   }
 
   /**
-   * The first id of `lruOrder()` not in `skip`, without building the list: O(1) per call while
-   * accesses come in time order (the store asks once per eviction).
+   * The first id of `lruOrder()` not in `skip`, without building the list: O(log n) per call
+   * (the store asks once per eviction), whatever order the accesses came in.
    */
   lruVictim(skip?: ReadonlySet<string>): string | undefined {
     this.#assertOpen();
     for (const id of this.#broken.keys()) if (!skip?.has(id)) return id;
-    this.#sortOrder();
-    for (const id of this.#order.keys()) if (!this.#records.get(id)?.pinned && !skip?.has(id)) return id;
-    return undefined;
+    return this.#order.first((id) => !this.#records.get(id)?.pinned && !skip?.has(id));
   }
 
-  #sortOrder(): void {
-    if (this.#orderSorted) return;
-    this.#order = new Map([...this.#order].sort((a, b) => a[1] - b[1]));
-    // A loop, not Math.max(...values): spreading ~125k arguments overflows the stack.
-    let tail = -Infinity;
-    for (const v of this.#order.values()) if (v > tail) tail = v;
-    this.#orderTail = tail;
-    this.#orderSorted = true;
-  }
 
   /**
    * Ids of records expired at `now`: ttlMs > 0 and now >= lastAccess + ttlMs (the TTL runs from
@@ -935,10 +920,7 @@ export class DiskTier {
   #place(id: string, lastAccess: number): void {
     const m = this.#records.get(id);
     if (m && m.ttlMs > 0) this.#deadlines.push(lastAccess + m.ttlMs, id);
-    this.#order.delete(id);
-    this.#order.set(id, lastAccess);
-    if (lastAccess >= this.#orderTail) this.#orderTail = lastAccess;
-    else this.#orderSorted = false;
+    this.#order.place(id, lastAccess);
   }
 
   /** Bytes of pages in use: every B-tree (root, free list, the four dbs) and the two meta pages, as last committed. */
@@ -1027,12 +1009,14 @@ export class DiskTier {
    * inside the removal's transaction).
    */
   async #sweepOrphans(): Promise<void> {
-    // A slice holds the event loop ~1 ms at most, so a restore's replies (which come back between
-    // slices) are barely delayed while a large store is swept.
+    // A slice holds the event loop ~1 ms at most, and the next one waits PAUSE_MS: the sweep takes
+    // under a tenth of the loop, so the operations of the first seconds after opening a large
+    // store (a million chunk keys: ~300 slices) are barely slowed.
     const SLICE_MS = 1;
+    const PAUSE_MS = 10;
     let start: Buffer | undefined;
     for (;;) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      await new Promise<void>((resolve) => (start === undefined ? setImmediate(resolve) : setTimeout(resolve, PAUSE_MS)));
       if (this.#closed && start !== undefined) return; // the first slice always runs (a small store's whole sweep)
       const found: Buffer[] = [];
       let last: Buffer | undefined;
