@@ -3,7 +3,7 @@
  * For each size (1k, 10k, 100k chunk records; 1M with --full) it fills a disk tier with small
  * chunked sessions (2 layers x 2 x 16, 136 tokens: 16 encoded chunks of 8 tokens and a tail;
  * every session's chunks distinct, written in batched transactions), then measures in a fresh
- * open: open time, the first get, then (after 20 more) get (a disk hit decoding 17 parts, no
+ * open: open time, the first get, then (after 20 more) 1000 gets (a disk hit decoding 17 parts, no
  * promotion) and has() p50/p99, stats() time, and the cost of an eviction by disk capacity (puts
  * into a full tier) with the event loop's share of it. Prints a table and
  * writes bench/results/scale.json. `--quick`: 1k and 10k only.
@@ -102,7 +102,7 @@ for (const n of SIZES) {
     await store.get(`s${Math.floor(rnd() * Math.floor(n / CHUNKS))}`, { promote: false });
     const firstGetMs = performance.now() - w0;
     for (let i = 0; i < 20; i++) await store.get(`s${Math.floor(rnd() * Math.floor(n / CHUNKS))}`, { promote: false });
-    for (let i = 0; i < 300; i++) {
+    for (let i = 0; i < 1000; i++) {
       const id = `s${Math.floor(rnd() * Math.floor(n / CHUNKS))}`;
       const g0 = performance.now();
       await store.get(id, { promote: false });
