@@ -60,7 +60,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   bool failed_ = false;
 };
 
-// Whether promise workers started on this thread run inline (see set_inline_execution).
+// Whether promise workers started on this thread run inline (see register_threading).
 bool inline_execution();
 
 // The store's codec workers turn this on for their own thread: the codec then runs on the worker

@@ -118,9 +118,9 @@ export class CodecRouting {
   }
 
   /**
-   * Encodes a hot session into a host entry (not installed), chunk by chunk on the worker pool:
-   * chunks the host tier holds are referenced, chunks only the disk holds are read back, and only
-   * the others — and the tail — are encoded. `carry` names the chunks a content-keyed session may
+   * Encodes a hot session into a host entry (not installed) on the background workers: chunks
+   * the host tier holds are referenced, chunks only the disk holds are read back, and only the
+   * others — and the tail — are encoded. `carry` names the chunks a content-keyed session may
    * reuse. On failure everything taken is released and the session is untouched.
    */
   async encodeToHost(meta: SessionMeta, cache: KvCache, carry?: { host: readonly string[]; disk: readonly string[] }): Promise<HostEntry> {
