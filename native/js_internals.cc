@@ -131,18 +131,7 @@ std::vector<int> int_array(const Napi::Value& v) {
 Napi::Object plan_object(Napi::Env env, const PlanResult& r) {
   Napi::Object o = Napi::Object::New(env);
   Napi::Array groups = Napi::Array::New(env, r.groups.size());
-  for (size_t j = 0; j < r.groups.size(); j++) {
-    Napi::Object g = Napi::Object::New(env);
-    g.Set("start", r.groups[j].start);
-    g.Set("size", r.groups[j].size);
-    g.Set("bits", uint32_t(r.groups[j].bits));
-    g.Set("quantizer", r.groups[j].mode == kGroupStatic ? "static" : "minmax");
-    if (r.groups[j].mode == kGroupStatic) {
-      g.Set("shift", double(r.groups[j].shift));
-      g.Set("scale", double(r.groups[j].scale));
-    }
-    groups.Set(uint32_t(j), g);
-  }
+  for (size_t j = 0; j < r.groups.size(); j++) groups.Set(uint32_t(j), plan_group_object(env, r.groups[j]));
   o.Set("groups", groups);
   o.Set("error", r.error);
   o.Set("bitsPerToken", r.bits_per_token);

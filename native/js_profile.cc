@@ -55,16 +55,7 @@ Napi::Object profile_info(Napi::Env env, const Profile& pr) {
       uint32_t bits = 0;
       Napi::Array plan = Napi::Array::New(env, g.plan.size());
       for (size_t j = 0; j < g.plan.size(); j++) {
-        Napi::Object pg = Napi::Object::New(env);
-        pg.Set("start", g.plan[j].start);
-        pg.Set("size", g.plan[j].size);
-        pg.Set("bits", uint32_t(g.plan[j].bits));
-        pg.Set("quantizer", g.plan[j].mode == kGroupStatic ? "static" : "minmax");
-        if (g.plan[j].mode == kGroupStatic) {
-          pg.Set("shift", g.plan[j].shift);
-          pg.Set("scale", g.plan[j].scale);
-        }
-        plan.Set(uint32_t(j), pg);
+        plan.Set(uint32_t(j), plan_group_object(env, g.plan[j]));
         bits += group_cost_bits(g.plan[j].size, g.plan[j].bits, g.plan[j].mode);
       }
       go.Set("plan", plan);

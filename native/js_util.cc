@@ -72,6 +72,19 @@ void PromiseWorker::OnError(const Napi::Error& e) {
   deferred_.Reject(make_error(env, code_, e.Message()).Value());
 }
 
+Napi::Object plan_group_object(Napi::Env env, const PlanGroup& g) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("start", g.start);
+  o.Set("size", g.size);
+  o.Set("bits", uint32_t(g.bits));
+  o.Set("quantizer", g.mode == kGroupStatic ? "static" : "minmax");
+  if (g.mode == kGroupStatic) {
+    o.Set("shift", double(g.shift));
+    o.Set("scale", double(g.scale));
+  }
+  return o;
+}
+
 void* view_data(const Napi::Value& v, size_t& bytes) {
   napi_typedarray_type type;
   size_t length = 0;

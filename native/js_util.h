@@ -76,6 +76,9 @@ CacheView read_cache(const Napi::Object& obj, uint32_t layers, uint32_t row_valu
 
 DType read_dtype(const Napi::Value& v);
 
+// A plan group as JavaScript sees it: { start, size, bits, quantizer, shift?, scale? }.
+Napi::Object plan_group_object(Napi::Env env, const PlanGroup& g);
+
 // "f32", "f16" or "bf16".
 const char* dtype_name(DType t);
 

@@ -137,16 +137,19 @@ export class CodecRouting {
       const refs: ChunkRef[] = new Array<ChunkRef>(plan.chunks.length);
       // What must be encoded — the chunks no tier holds, and the tail — in a few tasks, one per
       // background worker (a task per chunk would cost a round trip between the threads each).
-      const todo: { at: number; key: string | undefined; seg: Segment; tokens: number }[] = [];
-      plan.chunks.forEach((seg, at) => {
-        const key = keys?.[at];
-        if (key !== undefined && take(key)) refs[at] = { key, bytes: this.#host.chunks.block(key)!.bytes, tokens: seg.tokens };
-        else todo.push({ at, key, seg, tokens: seg.tokens });
+      /** A segment to encode: chunk `chunk` of the plan (keyed by `key`, or by content when none), or the tail. */
+      type Job = { chunk?: number; key?: string; seg: Segment; tokens: number };
+      const jobs: Job[] = [];
+      plan.chunks.forEach((seg, chunk) => {
+        const key = keys?.[chunk];
+        if (key !== undefined && take(key)) refs[chunk] = { key, bytes: this.#host.chunks.block(key)!.bytes, tokens: seg.tokens };
+        else jobs.push({ chunk, ...(key !== undefined ? { key } : {}), seg, tokens: seg.tokens });
       });
-      todo.push({ at: -1, key: undefined, seg: plan.tail, tokens: plan.tail.tokens });
-      const batches = batchesOf(todo, this.#pool.maxThreads);
+      jobs.push({ seg: plan.tail, tokens: plan.tail.tokens });
+      const batches = batchesOf(jobs, this.#pool.maxThreads);
+      const contentKeyed = (j: Job) => j.chunk !== undefined && j.key === undefined;
       const settled = await Promise.allSettled(
-        batches.map((b) => this.#pool.encode(wire, this.#format, b.map((t) => ({ segment: t.seg, ...(t.at >= 0 && t.key === undefined ? { contentKey: { salt, known } } : {}) })))),
+        batches.map((b) => this.#pool.encode(wire, this.#format, b.map((j) => ({ segment: j.seg, ...(contentKeyed(j) ? { contentKey: { salt, known } } : {}) })))),
       );
       // Every blob made is owned here before any failure is thrown (the catch below frees them).
       let failure: unknown;
@@ -155,9 +158,9 @@ export class CodecRouting {
           failure ??= res.reason;
           return;
         }
-        res.value.forEach((r, j) => {
-          const t = batches[b]![j]!;
-          if (t.at < 0) {
+        res.value.forEach((r, i) => {
+          const t = batches[b]![i]!;
+          if (t.chunk === undefined) {
             this.#codecTokens.encodedTokens += t.tokens;
             tail = HostBlock.adopt(r);
             return;
@@ -171,7 +174,7 @@ export class CodecRouting {
             taken.push(k);
           }
           const held = this.#host.chunks.block(k);
-          if (held) refs[t.at] = { key: k, bytes: held.bytes, tokens: t.tokens };
+          if (held) refs[t.chunk] = { key: k, bytes: held.bytes, tokens: t.tokens };
         });
       });
       if (failure !== undefined) throw failure;

@@ -9,16 +9,9 @@ import type { ChunkRef, DiskRecordMeta } from './disk-record.js';
 const STRIDE = 24;
 
 export function packChunks(chunks: readonly ChunkRef[]): Uint8Array {
-  const out = new Uint8Array(chunks.length * STRIDE);
-  const view = new DataView(out.buffer);
-  // One hex decode per record, not one per chunk (a million chunks load at open).
+  // One hex decode for the list, not one per chunk.
   const keys = Buffer.from(chunks.map((c) => c.key).join(''), 'hex');
-  chunks.forEach((c, i) => {
-    out.set(keys.subarray(16 * i, 16 * i + 16), i * STRIDE);
-    view.setUint32(i * STRIDE + 16, c.bytes, true);
-    view.setUint32(i * STRIDE + 20, c.tokens, true);
-  });
-  return out;
+  return packStored(keys, chunks.map((c) => c.bytes), chunks.map((c) => c.tokens));
 }
 
 /** A packed list from a stored manifest's columns (keys: 16 bytes each, already decoded). */
@@ -31,11 +24,6 @@ export function packStored(keys: Uint8Array, bytes: readonly number[], tokens: r
     view.setUint32(i * STRIDE + 20, tokens[i]!, true);
   }
   return out;
-}
-
-/** Chunks in a packed list. */
-export function packedCount(packed: Uint8Array | undefined): number {
-  return packed ? packed.byteLength / STRIDE : 0;
 }
 
 export function unpackChunks(packed: Uint8Array): ChunkRef[] {
