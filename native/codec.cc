@@ -260,7 +260,20 @@ std::vector<uint8_t> encode_cache(const Profile& pr, const CacheView& c, const E
 
 void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
                  int32_t* positions, int threads, OutputSlice out) {
+  const size_t layer_bytes = size_t(out.tokens == 0 ? h.tokens : out.tokens) * row_bytes(pr, h.dtype);
+  std::vector<uint8_t*> kl(pr.layers), vl(pr.layers);
+  for (uint32_t l = 0; l < pr.layers; l++) {
+    kl[l] = static_cast<uint8_t*>(keys) + size_t(l) * layer_bytes;
+    vl[l] = static_cast<uint8_t*>(values) + size_t(l) * layer_bytes;
+  }
+  decode_blob_layers(pr, blob, h, kl, vl, positions, threads, out);
+}
+
+void decode_blob_layers(const Profile& pr, const uint8_t* blob, const BlobHeader& h,
+                        const std::vector<uint8_t*>& key_layers, const std::vector<uint8_t*>& value_layers,
+                        int32_t* positions, int threads, OutputSlice out) {
   check_threads(threads);
+  if (key_layers.size() != pr.layers || value_layers.size() != pr.layers) fail("E_INTERNAL", "decode output layer count");
   if (out.tokens == 0) out.tokens = h.tokens;
   if (uint64_t(out.offset) + h.tokens > out.tokens) fail("E_INTERNAL", "decode output slice exceeds the output");
   const SimdPath path = gemm_path();
@@ -271,9 +284,8 @@ void decode_blob(const Profile& pr, const uint8_t* blob, const BlobHeader& h, vo
   for (uint32_t t = 0; t < n; t++) positions[t] = h.contiguous ? int32_t(int64_t(h.pos_start) + t) : h.positions[t];
 
   const size_t rb = row_bytes(pr, h.dtype);
-  const size_t layer_bytes = size_t(out.tokens) * rb;
   auto out_row = [&](int s, uint32_t layer, uint32_t t) -> uint8_t* {
-    return static_cast<uint8_t*>(s == 0 ? keys : values) + size_t(layer) * layer_bytes + size_t(out.offset + t) * rb;
+    return (s == 0 ? key_layers : value_layers)[layer] + size_t(out.offset + t) * rb;
   };
 
   // Raw tokens.

@@ -54,6 +54,13 @@ struct OutputSlice {
 void decode_blob(const Profile& profile, const uint8_t* blob, const BlobHeader& h, void* keys, void* values,
                  int32_t* positions, int threads = 1, OutputSlice out = {});
 
+// The same with each layer's rows in their own block: key_layers/value_layers hold one pointer
+// per layer to [out.tokens][kvHeads*headDim] of h.dtype (a caller's per-layer arrays, which need
+// not be one buffer).
+void decode_blob_layers(const Profile& profile, const uint8_t* blob, const BlobHeader& h,
+                        const std::vector<uint8_t*>& key_layers, const std::vector<uint8_t*>& value_layers,
+                        int32_t* positions, int threads = 1, OutputSlice out = {});
+
 // Builds the feature rows X[n][g.p] of tokens toks[0..n) for one stream group: the group's layers
 // side by side, keys with RoPE removed (pos: the tokens' positions), g.mean subtracted.
 // cs is scratch space.

@@ -170,6 +170,14 @@ OutputSlice slice_arg(const Napi::Value& offset, const Napi::Value& tokens) {
   return s;
 }
 
+// One stream's output: a typed array holding every layer ([layers][tokens][rv], contiguous), or an
+// array of one typed array per layer (a caller's own cache, whose layers need not be one buffer).
+struct StreamOutput {
+  bool per_layer = false;
+  std::vector<uint8_t*> data;  // one pointer (contiguous) or one per layer
+  std::vector<size_t> bytes;
+};
+
 class DecodeIntoWorker : public PromiseWorker {
  public:
   DecodeIntoWorker(Napi::Env env, ProfilePtr pr, const Napi::Value& source, const Napi::Value& keys,
@@ -177,57 +185,91 @@ class DecodeIntoWorker : public PromiseWorker {
       : PromiseWorker(env), profile_(std::move(pr)), gpu_(gpu), threads_(threads), out_(out) {
     require_gpu_build(gpu);
     src_.Bind(source, [this](Napi::Value v) { Keep(v); });
-    if (!keys.IsTypedArray() || !values.IsTypedArray() || !positions.IsTypedArray() ||
-        positions.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      fail("E_INTERNAL", "decodeInto needs two typed arrays and an Int32Array");
+    if (!positions.IsTypedArray() || positions.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      fail("E_INTERNAL", "decodeInto needs an Int32Array of positions");
     // Views may be of a SharedArrayBuffer (the store's device tier shares caches with workers).
-    kp_ = view_data(keys, klen_);
-    vp_ = view_data(values, vlen_);
+    keys_ = stream_output(keys);
+    values_ = stream_output(values);
     size_t pbytes = 0;
     pp_ = static_cast<int32_t*>(view_data(positions, pbytes));
     plen_ = pbytes / 4;
-    Keep(keys);
-    Keep(values);
     Keep(positions);
   }
   void Run() override {
     BlobHeader h = src_.Header(false);
     const size_t bytes = check_blob(*profile_, h);
+    const uint32_t layers = profile_->layers;
+    if (keys_.per_layer != values_.per_layer) fail("E_INTERNAL", "decodeInto keys and values must have the same form");
+    // Bytes per stream the output must hold: the blob's (a whole output) or its slice's.
+    size_t want = bytes;
     if (out_.tokens == 0) {
-      require_corrupt(klen_ == bytes && vlen_ == bytes && plen_ == h.tokens, "blob changed during decoding");
+      require_corrupt(plen_ == h.tokens, "blob changed during decoding");
     } else {
       // A slice of a larger output: the blob must fit exactly where the caller placed it.
       const size_t per_token = h.tokens > 0 ? bytes / h.tokens : 0;
       require_corrupt(uint64_t(out_.offset) + h.tokens <= out_.tokens, "chunk does not fit its place in the output");
-      if (klen_ != per_token * out_.tokens || vlen_ != klen_ || plen_ != out_.tokens)
-        fail("E_INTERNAL", "decodeInto output buffers do not match the output slice");
+      want = per_token * out_.tokens;
+      if (plen_ != out_.tokens) fail("E_INTERNAL", "decodeInto output buffers do not match the output slice");
     }
-    // The whole views, also where this blob fills one slice of them: the advice changes no data.
-    prepare_output_pages(kp_, klen_);
-    prepare_output_pages(vp_, vlen_);
+    for (const StreamOutput* o : {&keys_, &values_}) {
+      if (o->per_layer) {
+        if (o->data.size() != layers) fail("E_INTERNAL", "decodeInto needs one array per layer");
+        for (size_t b : o->bytes)
+          if (b * layers != want) fail("E_INTERNAL", "decodeInto layer arrays do not match the blob");
+      } else if (o->bytes[0] != want) {
+        // A whole output sized by decodePrepare: a mismatch means the blob changed in between.
+        if (out_.tokens == 0) require_corrupt(false, "blob changed during decoding");
+        fail("E_INTERNAL", "decodeInto output buffers do not match the output slice");
+      }
+      // The whole views, also where this blob fills one slice of them: the advice changes no data.
+      for (size_t i = 0; i < o->data.size(); i++) prepare_output_pages(o->data[i], o->bytes[i]);
+    }
 #ifdef KVTC_WITH_CUDA
     if (gpu_) {
-      if (out_.tokens != 0) fail("E_BACKEND", "a GPU decode writes whole outputs only");
-      return gpu::decode_to_host(*profile_, src_.data(), h, kp_, vp_, pp_);
+      if (out_.tokens != 0 || keys_.per_layer) fail("E_BACKEND", "a GPU decode writes whole, contiguous outputs only");
+      return gpu::decode_to_host(*profile_, src_.data(), h, keys_.data[0], values_.data[0], pp_);
     }
 #endif
-    decode_blob(*profile_, src_.data(), h, kp_, vp_, pp_, threads_, out_);
+    if (keys_.per_layer)
+      decode_blob_layers(*profile_, src_.data(), h, keys_.data, values_.data, pp_, threads_, out_);
+    else
+      decode_blob(*profile_, src_.data(), h, keys_.data[0], values_.data[0], pp_, threads_, out_);
   }
   Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
 
  private:
+  StreamOutput stream_output(const Napi::Value& v) {
+    StreamOutput o;
+    auto add = [&](const Napi::Value& a) {
+      if (!a.IsTypedArray()) fail("E_INTERNAL", "decodeInto outputs must be typed arrays");
+      size_t n = 0;
+      o.data.push_back(static_cast<uint8_t*>(view_data(a, n)));
+      o.bytes.push_back(n);
+      Keep(a);
+    };
+    if (v.IsArray()) {
+      const Napi::Array arr = v.As<Napi::Array>();
+      o.per_layer = true;
+      for (uint32_t i = 0; i < arr.Length(); i++) add(arr.Get(i));
+    } else {
+      add(v);
+    }
+    return o;
+  }
+
   ProfilePtr profile_;
   BlobSource src_;
-  void *kp_, *vp_;
+  StreamOutput keys_, values_;
   int32_t* pp_;
-  size_t klen_, vlen_, plen_;
+  size_t plen_;
   bool gpu_;
   int threads_;
   OutputSlice out_;
 };
 
-// decodeInto(profile, source, keys, values, positions, gpu, threads[, offset, tokens]): offset and
-// tokens place the blob's tokens at rows [offset, offset + n) of an output of `tokens` tokens.
+// decodeInto(profile, source, keys, values, positions, gpu, threads[, offset, tokens]): keys and
+// values are each one typed array for every layer, or an array of one typed array per layer;
+// offset and tokens place the blob's tokens at rows [offset, offset + n) of an output of `tokens` tokens.
 Napi::Value DecodeInto(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     return start(std::make_unique<DecodeIntoWorker>(info.Env(), profile_of(info[0]), info[1], info[2], info[3], info[4],

@@ -195,12 +195,15 @@ interface NativeAddon {
     profile: NativeProfileHandle,
     source: Uint8Array | number,
   ): Promise<{ tokens: number; dtype: 'f32' | 'f16' | 'bf16'; bytesPerStream: number }>;
-  /** Decodes into caller-allocated buffers of the sizes decodePrepare returned. */
+  /**
+   * Decodes into caller-allocated buffers of the sizes decodePrepare returned: per stream, one
+   * array holding every layer, or one array per layer (CPU only).
+   */
   decodeInto(
     profile: NativeProfileHandle,
     source: Uint8Array | number,
-    keys: Uint8Array,
-    values: Uint8Array,
+    keys: ArrayBufferView | readonly ArrayBufferView[],
+    values: ArrayBufferView | readonly ArrayBufferView[],
     positions: Int32Array,
     gpu: boolean,
     threads?: number,

@@ -19,7 +19,7 @@ import { mkdirSync, realpathSync } from 'node:fs';
 import { LRUCache } from 'lru-cache';
 import { type Backend, resolveBackend } from '../backend.js';
 import { CodecProfile } from '../codec/profile.js';
-import { checkProfileFits, findNonFinite } from '../codec/codec.js';
+import { cacheRows, checkProfileFits, copyRows, findNonFinite } from '../codec/codec.js';
 import {
   type DeviceKvCache,
   type DeviceKvTarget,
@@ -99,6 +99,16 @@ export interface GetOptions {
    * and the `tier` of a hit or the `reason` of a miss, and the call's `ms` (what stats() reports).
    */
   status?: GetStatus;
+  /**
+   * A cache to restore into instead of a new one (an engine's own KV buffers, reused): no
+   * allocation, no first-touch page faults, no garbage per get. Its layout must be the
+   * profile's (else E_PROFILE_MISMATCH, before any restore) with the session's dtype, and
+   * `into.tokens`, its capacity, at least the session's (else E_LAYOUT once the session is found;
+   * it stays stored as it was). The result's
+   * arrays are views of `into`'s first rows (and of `into.positions` when it has one). Must not
+   * be read or written until the get settles. Default: a new cache.
+   */
+  into?: KvCache;
 }
 
 /** What a get() did (GetOptions.status). */
@@ -434,6 +444,7 @@ export class KvStore {
     validateId(id);
     const promote = checkPromote(options);
     const status = checkStatus(options);
+    const into = this.#checkInto(options);
     const t0 = performance.now();
     // Concurrent gets of one id share one restore.
     const { promise, joined } = this.#lanes.shared(id, () => this.#restore(id, promote));
@@ -446,7 +457,14 @@ export class KvStore {
     }
     // Every caller gets its own copy of a stored session: nobody can alter it through the result.
     // A restore the store keeps no reference to goes to its first caller as it is.
-    const entry: SessionEntry = { cache: !joined && r.fresh ? r.cache! : await copyCacheAsync(r.cache!, false), tier: r.tier };
+    let cache: KvCache;
+    if (into) {
+      cache = cacheRows(into, r.cache!.tokens, r.cache!.layout.dtype);
+      await copyRows(r.cache!, cache);
+    } else {
+      cache = !joined && r.fresh ? r.cache! : await copyCacheAsync(r.cache!, false);
+    }
+    const entry: SessionEntry = { cache, tier: r.tier };
     if (r.meta.attachment) entry.attachment = new Uint8Array(r.meta.attachment);
     // The latency the caller saw (its wait on the session's queue and its copy included) is the one reported.
     const ms = performance.now() - t0;
@@ -634,6 +652,14 @@ export class KvStore {
   }
 
   // ------------------------------------------------------------------------------ internals
+
+  /** GetOptions.into, checked against the store's layout before anything is restored. */
+  #checkInto(o: GetOptions): KvCache | undefined {
+    if (o.into === undefined) return undefined;
+    const into = validateCache(o.into, 'options.into');
+    checkProfileFits(into.layout, this.profile);
+    return into;
+  }
 
   #checkOpen(): void {
     if (this.#closed) throw new KvtcError('E_CLOSED', 'the store is closed');
@@ -1351,7 +1377,7 @@ function checkStatus(o: GetOptions): GetStatus | undefined {
 /** Validates get options (the object and its keys) and returns `promote`. */
 function checkPromote(o: GetOptions): boolean {
   if (typeof o !== 'object' || o === null) throw invalidParameter('get options', 'an object', o);
-  checkKeys(o, ['promote', 'status'], 'get options');
+  checkKeys(o, ['promote', 'status', 'into'], 'get options');
   if (o.promote !== undefined && typeof o.promote !== 'boolean') throw invalidParameter('options.promote', 'a boolean', o.promote);
   return o.promote ?? true;
 }

@@ -1,6 +1,6 @@
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { threadId } from 'node:worker_threads';
-import { KvStore, encode, type CodecProfile, type KvCache, type StoreEvent, type StoreEventName, type StoreOptions } from '../../src/index.js';
+import { KvStore, encode, type CodecProfile, type GetStatus, type KvCache, type StoreEvent, type StoreEventName, type StoreOptions } from '../../src/index.js';
 import { native } from '../../src/binding.js';
 import { decodeThreads } from '../../src/internal/testing.js';
 import { relMse, tokenBitsEqual } from '../helpers/metrics.js';
@@ -92,6 +92,43 @@ describe('API and events', () => {
     expect(store.has('d')).toBe('device');
     expect(events.filter((e) => e[0] === 'promote')[0]![1]).toMatchObject({ from: 'disk', to: 'device' });
     expect(store.stats().disk.hits).toBe(2);
+  });
+
+  it('get into a caller cache: the same bits from every tier, in the caller\'s arrays, reused', async () => {
+    const { store } = await openStore();
+    const c = session(4, 120);
+    await store.put('i', c);
+    const n = 150 * LAYOUT.kvHeads * LAYOUT.headDim;
+    const into: KvCache = { layout: LAYOUT, tokens: 150, keys: [new Float32Array(n).fill(9), new Float32Array(n)], values: [new Float32Array(n), new Float32Array(n)], positions: new Int32Array(150) };
+    for (const where of ['device', 'host', 'disk'] as const) {
+      if (where !== 'device') await store.evict('i', { to: where });
+      const want = (await store.get('i', { promote: false }))!;
+      const status: GetStatus = {};
+      const got = (await store.get('i', { into, status, promote: false }))!;
+      expect(status).toMatchObject({ result: 'hit', tier: where });
+      expect(got.tokens).toBe(120);
+      expect(sameBits(want, got)).toBe(true);
+      expect(got.keys[0]!.buffer).toBe(into.keys[0]!.buffer);
+      expect(got.positions!.buffer).toBe(into.positions!.buffer);
+      expect((into.keys[0] as Float32Array)[n - 1]).toBe(9); // rows past the session's: untouched
+      (got.values[1] as Float32Array)[0] = 4242; // the caller's memory: the stored session is not affected
+      expect((((await store.get('i', { promote: false }))!.values[1]) as Float32Array)[0]).not.toBe(4242);
+      await store.get('i'); // back to the hot tier for the next round
+    }
+    expect(store.stats().misses).toBe(0);
+  });
+
+  it('get into a cache that cannot hold the session rejects naming the field; the session stays', async () => {
+    const { store } = await openStore();
+    await store.put('j', session(5, 64));
+    const n = 63 * LAYOUT.kvHeads * LAYOUT.headDim;
+    const small: KvCache = { layout: LAYOUT, tokens: 63, keys: [new Float32Array(n), new Float32Array(n)], values: [new Float32Array(n), new Float32Array(n)] };
+    await expect(store.get('j', { into: small })).rejects.toMatchObject({ code: 'E_LAYOUT', message: expect.stringContaining('options.into holds 63 tokens') });
+    const m = 64 * LAYOUT.headDim; // one kvHead: another model's layout
+    const other: KvCache = { layout: { ...LAYOUT, kvHeads: 1 }, tokens: 64, keys: [new Float32Array(m), new Float32Array(m)], values: [new Float32Array(m), new Float32Array(m)] };
+    await expect(store.get('j', { into: other })).rejects.toMatchObject({ code: 'E_PROFILE_MISMATCH' });
+    await expect(store.get('j', { into: {} as KvCache })).rejects.toMatchObject({ code: 'E_LAYOUT', message: expect.stringContaining('options.into') });
+    expect(sameBits((await store.get('j'))!, session(5, 64))).toBe(true);
   });
 
   it('delete forgets everywhere; get of an unknown id is a miss', async () => {
