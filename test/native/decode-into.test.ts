@@ -72,7 +72,7 @@ describe('decode into a caller cache', () => {
     const blob = await encode(withDtype(syntheticCache({ layout, tokens: 100, seed: 5 }), 'f16'), profile);
     const small = target('f16', 99);
     await expect(decode(blob, profile, { into: small })).rejects.toMatchObject({ code: 'E_LAYOUT', message: expect.stringContaining('options.into holds 99 tokens') });
-    expect(small.keys[0]![0]).toBe(0xabcd);
+    expect((small.keys[0] as Uint16Array)[0]).toBe(0xabcd);
     await expect(decode(blob, profile, { into: target('f32', 100) })).rejects.toMatchObject({ code: 'E_LAYOUT', message: expect.stringContaining('dtype f32') });
     const other = { ...target('f16', 100), layout: { ...layout, dtype: 'f16' as const, headDim: 16 } };
     other.keys = other.keys.map((a) => (a as Uint16Array).subarray(0, 100 * 32));
