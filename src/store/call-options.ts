@@ -62,9 +62,9 @@ export interface GetOptions {
    * allocation, no first-touch page faults, no garbage per get. Its layout must be the
    * profile's (else E_PROFILE_MISMATCH, before any restore) with the session's dtype, and
    * `into.tokens`, its capacity, at least the session's (else E_LAYOUT once the session is found;
-   * it stays stored as it was). The result's
-   * arrays are views of `into`'s first rows (and of `into.positions` when it has one). Must not
-   * be read or written until the get settles. Default: a new cache.
+   * it stays stored as it was). The result's arrays are views of `into`'s first rows (and of
+   * `into.positions` when it has one). Must not be read or written until the get settles.
+   * Default: a new cache.
    */
   into?: KvCache;
 }
