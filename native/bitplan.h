@@ -85,10 +85,12 @@ double static_step(uint32_t bits, double sigma);
 // codes with gain 1, that is the one of least squared error. Why not the bin means themselves,
 // which have the least squared error of all: they shrink every component toward zero by
 // 1 − D/σ², a bias attention does not average away (softmax flattens under shrunken keys, the
-// output of shrunken values shrinks toward its mean); on stories260K (fidelity bench) the bin
-// means lowered relMSE V by up to 15% and raised next-token KL by 10–27% at ratios 8–32, where
-// gain-1 levels lowered it by 1–11% at ratios 5–32. The plan's static candidates are scored with
-// these levels (their squared error), so the allocation follows.
+// output of shrunken values shrinks toward its mean), where the gain-1 error is uncorrelated with
+// the value, as the attention weights model it (calibrate.h). On stories260K (fidelity bench,
+// held-out prompts) bin means on the values lowered relMSE V by 2–12% and raised next-token KL
+// by 4–27% at ratios 8–32 (on both streams: +13–27% at 16–32); gain-1 levels lowered it by
+// 1–11% at ratios 4–6 and 12–32. The plan's static candidates are scored with these levels (their
+// squared error), so the allocation follows.
 constexpr double kLevelPrior = 2.0;
 
 // The 2^bits levels of one component of a static group of `bits` <= kMaxLevelBits: count[c] and
