@@ -16,8 +16,9 @@ export interface PlanGroupInfo {
   scale?: number;
   /**
    * Static groups of at most 4 bits (profile version 3): what code c of the group's component j
-   * decodes to, at levels[j * 2^bits + c] — the mean of the calibration values in that code's
-   * bin, in place of shift + c * scale. Absent: the uniform reconstruction.
+   * decodes to, at levels[j * 2^bits + c], in place of shift + c * scale — the mean of the
+   * calibration values in that code's bin, the component's levels scaled together to a
+   * reconstruction gain of 1 (native/bitplan.h). Absent: the uniform reconstruction.
    */
   levels?: Float32Array;
 }
