@@ -143,7 +143,7 @@ __global__ void dequantize_kernel(const uint8_t* rows, uint32_t n, KernelGroup g
   const uint32_t* pg = g.plan + kKernelPlanWords * (idx % g.plan_groups);
   if (pg[4] == kGroupStatic)
     dequantize_group_static(rows + i * g.row_bytes + pg[3], pg[1], pg[2], __uint_as_float(pg[5]), __uint_as_float(pg[6]),
-                            D + i * ldd + pg[0]);
+                            pg[7] == kKernelNoLevels ? nullptr : g.levels + pg[7], D + i * ldd + pg[0]);
   else
     dequantize_group(rows + i * g.row_bytes + pg[3], pg[1], pg[2], D + i * ldd + pg[0]);
 }

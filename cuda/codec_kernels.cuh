@@ -22,16 +22,19 @@ struct KernelLayout {
   int rope_dims;
 };
 
-constexpr uint32_t kKernelPlanWords = 7;
+constexpr uint32_t kKernelPlanWords = 8;
+constexpr uint32_t kKernelNoLevels = 0xffffffffu;  // plan word 7 of a group decoded as shift + code * scale
 
 // One stream group's constants in device memory.
 struct KernelGroup {
   uint32_t layer_start, layer_count, p, k;
   const float* mean;         // p
   uint32_t plan_groups;      // coded plan groups
-  const uint32_t* plan;      // plan_groups x kKernelPlanWords: {start, size, bits, offset, mode, shift, scale}
-                             // (shift and scale: float bits, static groups only)
+  const uint32_t* plan;      // plan_groups x kKernelPlanWords: {start, size, bits, offset, mode, shift, scale,
+                             // levels} (shift and scale: float bits, static groups only; levels: the
+                             // group's first entry in `levels`, or kKernelNoLevels)
   uint32_t row_bytes;
+  const float* levels;       // static groups' reconstruction levels (PlanGroup::levels, concatenated)
 };
 
 // Per middle token i (token t0 + i); layers: [keys of every layer..., values of every layer...]: flags[i] = 1 when the token must be stored raw (a non-finite

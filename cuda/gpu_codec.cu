@@ -50,24 +50,36 @@ class DeviceConst {
 
 std::vector<uint32_t> plan_table(const StreamGroup& g) {
   std::vector<uint32_t> plan;
+  uint32_t level_at = 0;
   for (size_t j = 0; j < g.row.groups.size(); j++) {
     const PlanGroup& pg = g.row.groups[j];
     uint32_t shift, scale;  // static groups' parameters, as float bits
     std::memcpy(&shift, &pg.shift, 4);
     std::memcpy(&scale, &pg.scale, 4);
-    plan.insert(plan.end(), {pg.start, pg.size, uint32_t(pg.bits), g.row.offset[j], uint32_t(pg.mode), shift, scale});
+    const uint32_t levels = pg.levels.empty() ? kKernelNoLevels : level_at;
+    level_at += uint32_t(pg.levels.size());
+    plan.insert(plan.end(),
+                {pg.start, pg.size, uint32_t(pg.bits), g.row.offset[j], uint32_t(pg.mode), shift, scale, levels});
   }
   return plan;
 }
 
+// Every plan group's reconstruction levels, in plan order (plan_table gives each its offset).
+std::vector<float> level_table(const StreamGroup& g) {
+  std::vector<float> levels;
+  for (const PlanGroup& pg : g.row.groups) levels.insert(levels.end(), pg.levels.begin(), pg.levels.end());
+  return levels;
+}
+
 struct GroupConsts {
   GroupConsts(const StreamGroup& g, const Stream& st)
-      : mean(g.mean, st), basis(g.basis, st), plan(plan_table(g), st), context(g.row.context, st),
-        tables(g.tables, st),
+      : mean(g.mean, st), basis(g.basis, st), plan(plan_table(g), st), levels(level_table(g), st),
+        context(g.row.context, st), tables(g.tables, st),
         kg{g.layer_start, g.layer_count, g.p, g.k, mean.get(), uint32_t(g.row.groups.size()), plan.get(),
-           g.row.rowBytes} {}
+           g.row.rowBytes, levels.get()} {}
   DeviceConst<float> mean, basis;  // basis: k x p (the encoder multiplies by its transpose)
   DeviceConst<uint32_t> plan;
+  DeviceConst<float> levels;
   DeviceConst<uint16_t> context;
   DeviceConst<RansTable> tables;
   KernelGroup kg;

@@ -39,27 +39,32 @@ double entropy_cost_bits(const uint8_t* rows, int n, const RowLayout& rl) {
 }
 
 // One static candidate on the sample in a single pass: codes as quantize_group_static makes
-// them, reconstructed as the decoder does, the (weighted) squared error summed, and the packed
-// code bytes counted (a static group's row is its code bytes, one
-// context). The sample is finite (calibration rejects NaN and Inf).
+// them, the (weighted) squared error of the decoder's reconstruction of them summed, and the
+// packed code bytes counted (a static group's row is its code bytes, one context). A group of
+// at most kMaxLevelBits decodes to its bins' levels (component_levels); its error comes from each
+// bin's count, sum and sum of squares: Σ (x − L)² = Σx² − 2·L·Σx + L²·n. The sample is finite
+// (calibration rejects NaN and Inf).
 struct StaticEval {
   double err = 0;
-  uint64_t counts[256] = {};
+  uint64_t counts[kContextsPerGroup][256] = {};  // by code_context
 };
 void eval_static(const float* proj, size_t ld, int n, uint32_t size, uint32_t bits, float shift, float scale,
                  const double* weight, StaticEval& ev) {
   const float inv = 1.0f / scale;
   const float maxq = float((1u << bits) - 1);
   const uint32_t nb = packed_bytes(size, bits);
+  const bool leveled = bits <= kMaxLevelBits;
   std::vector<uint8_t> row(nb);
   std::vector<uint32_t> codes(size);
   std::vector<double> w(size, 1.0);
   if (weight) std::copy(weight, weight + size, w.begin());
+  // Leveled groups: per (component, code) the count and sum, per component the sum of squares.
+  std::vector<double> bin_n(leveled ? size_t(size) << bits : 0), bin_s(bin_n.size()), sq(leveled ? size : 0);
   for (int r = 0; r < n; r++) {
     const float* x = proj + size_t(r) * ld;
     double e0 = 0, e1 = 0;  // two chains: the sums are latency-bound otherwise
     uint32_t j = 0;
-    auto one = [&](uint32_t k, double& acc) {
+    auto code = [&](uint32_t k) {
       // code_of's rint (round half to even) without a libm call: adding and subtracting 1.5·2^23
       // rounds to an integer in the default rounding mode for |v| < 2^22, and larger |v| clamp
       // to the same end code either way.
@@ -67,21 +72,44 @@ void eval_static(const float* proj, size_t ld, int n, uint32_t size, uint32_t bi
       const float q = (v + 12582912.0f) - 12582912.0f;
       const float c = q <= 0.0f ? 0.0f : (q >= maxq ? maxq : q);
       codes[k] = uint32_t(c);
+      return c;
+    };
+    auto one = [&](uint32_t k, double& acc) {
+      const float c = code(k);
       const double e = double(x[k]) - double(shift + c * scale);
       acc += w[k] * e * e;
     };
-    for (; j + 1 < size; j += 2) {
-      one(j, e0);
-      one(j + 1, e1);
+    if (leveled) {
+      for (uint32_t k = 0; k < size; k++) {
+        const size_t b = (size_t(k) << bits) + uint32_t(code(k));
+        const double v = x[k];
+        bin_n[b] += 1;
+        bin_s[b] += v;
+        sq[k] += v * v;
+      }
+    } else {
+      for (; j + 1 < size; j += 2) {
+        one(j, e0);
+        one(j + 1, e1);
+      }
+      if (j < size) one(j, e0);
+      ev.err += e0 + e1;
     }
-    if (j < size) one(j, e0);
-    ev.err += e0 + e1;
     if (bits == 8) {
-      for (uint32_t k = 0; k < size; k++) ev.counts[codes[k]]++;
+      for (uint32_t k = 0; k < size; k++) ev.counts[code_context(kGroupStatic, k, true)][codes[k]]++;
       continue;
     }
     pack_codes(size, bits, row.data(), [&](uint32_t k) { return codes[k]; });
-    for (uint32_t b = 0; b < nb; b++) ev.counts[row[b]]++;
+    for (uint32_t b = 0; b < nb; b++) ev.counts[code_context(kGroupStatic, b, true)][row[b]]++;
+  }
+  if (!leveled) return;
+  std::vector<float> L(size_t(1) << bits);
+  for (uint32_t k = 0; k < size; k++) {
+    const size_t b0 = size_t(k) << bits;
+    component_levels(&bin_n[b0], &bin_s[b0], sq[k], bits, shift, scale, L.data());
+    double e = sq[k];
+    for (uint32_t c = 0; c <= uint32_t(maxq); c++) e += double(L[c]) * (double(L[c]) * bin_n[b0 + c] - 2 * bin_s[b0 + c]);
+    ev.err += w[k] * std::max(0.0, e);
   }
 }
 
@@ -103,6 +131,46 @@ inline int units_of(double cost, double unit) {
 }
 
 }  // namespace
+
+void component_levels(const double* count, const double* sum, double sq, uint32_t bits, float shift, float scale,
+                      float* levels) {
+  const uint32_t nl = 1u << bits;
+  double c[1u << kMaxLevelBits];
+  double cs = 0;  // Σ c(x)·x over the sample: the centroids' covariance with the values
+  for (uint32_t q = 0; q < nl; q++) {
+    const double mid = double(shift + float(q) * scale);
+    c[q] = (sum[q] + kLevelPrior * mid) / (count[q] + kLevelPrior);
+    cs += c[q] * sum[q];
+  }
+  const double gain = cs > 0 && sq > 0 ? sq / cs : 1.0;
+  for (uint32_t q = 0; q < nl; q++) levels[q] = float(c[q] * gain);
+}
+
+void fit_static_levels(const float* proj, size_t ld, int n, PlanGroup& g) {
+  g.levels.clear();
+  if (g.mode != kGroupStatic || g.bits > kMaxLevelBits || g.size == 0 || !(g.scale > 0)) return;
+  GroupParams q;
+  q.shift = g.shift;
+  q.scale = g.scale;
+  q.inv_scale = 1.0f / g.scale;
+  const uint32_t maxq = (1u << g.bits) - 1;
+  std::vector<double> bin_n(size_t(g.size) << g.bits, 0.0), bin_s(bin_n.size(), 0.0), sq(g.size, 0.0);
+  for (int r = 0; r < n; r++) {
+    const float* x = proj + size_t(r) * ld;
+    for (uint32_t k = 0; k < g.size; k++) {
+      const size_t b = (size_t(k) << g.bits) + code_of(x[k], q, maxq);
+      const double v = x[k];
+      bin_n[b] += 1;
+      bin_s[b] += v;
+      sq[k] += v * v;
+    }
+  }
+  g.levels.resize(bin_n.size());
+  for (uint32_t k = 0; k < g.size; k++) {
+    const size_t b0 = size_t(k) << g.bits;
+    component_levels(&bin_n[b0], &bin_s[b0], sq[k], g.bits, g.shift, g.scale, &g.levels[b0]);
+  }
+}
 
 double static_step(uint32_t bits, double sigma) { return kGaussStep[std::min<uint32_t>(std::max<uint32_t>(bits, 1), 8) - 1] * sigma; }
 
@@ -196,8 +264,16 @@ PlanTable plan_table(const PlanRequest& req) {
         StaticEval ev;
         eval_static(req.proj + i, size_t(req.ld), req.n, eff, w, shift, scale, req.weight ? req.weight + i : nullptr, ev);
         const double err = ev.err;
-        const double cost = req.cost == PlanCost::Entropy ? (req.n > 0 ? context_bits(ev.counts) / req.n : 0.0)
-                                                          : double(group_cost_bits(eff, w, kGroupStatic));
+        double cost = double(group_cost_bits(eff, w, kGroupStatic));
+        if (req.cost == PlanCost::Entropy) {
+          cost = 0;
+          for (int c = 0; c < kContextsPerGroup; c++) {
+            bool any = false;
+            for (int sym = 0; sym < 256 && !any; sym++) any = ev.counts[c][sym] != 0;
+            if (any) cost += context_bits(ev.counts[c]);
+          }
+          cost = req.n > 0 ? cost / req.n : 0.0;
+        }
         t.at[i].push_back({eff, uint8_t(w), kGroupStatic, shift, scale, cost, err});
       };
       // Half-bit steps for small groups (cheap to try, and where the plan needs fine choices);
@@ -304,7 +380,9 @@ PlanResult plan_bits(const PlanRequest& req) {
   const double unit = plan_unit_bits(req.kmax, req.budget_bits);
   const int U = int(std::floor(req.budget_bits / unit));
   if (U <= 0) return {};
-  return plan_from_table(plan_table(req), unit, U, nullptr);
+  PlanResult res = plan_from_table(plan_table(req), unit, U, nullptr);
+  for (PlanGroup& g : res.groups) fit_static_levels(req.proj + g.start, size_t(req.ld), req.n, g);
+  return res;
 }
 
 BudgetSplit allocate_units(const std::vector<std::vector<double>>& curves, const std::vector<double>& weights,

@@ -77,7 +77,33 @@ double plan_unit_bits(int kmax, double budget_bits);
 // quantizer of least mean squared error for a Gaussian with 2^bits levels (Max, 1960).
 double static_step(uint32_t bits, double sigma);
 
-// The per-stream plan: plan_table + plan_from_table at plan_unit_bits.
+// Reconstruction levels of static groups (see PlanGroup::levels), per component from the sample
+// values in each code's bin: the bin's mean (shrunk toward its midpoint as if kLevelPrior more
+// values sat there, so a bin the sample never reaches decodes to its midpoint and one it reaches a
+// few times stays near it), all of the component's levels then scaled by one factor that makes
+// the reconstruction's gain 1 — Σ x̂·x = Σ x² over the sample. Of the reconstructions of the same
+// codes with gain 1, that is the one of least squared error. Why not the bin means themselves,
+// which have the least squared error of all: they shrink every component toward zero by
+// 1 − D/σ², a bias attention does not average away (softmax flattens under shrunken keys, the
+// output of shrunken values shrinks toward its mean), where the gain-1 error is uncorrelated with
+// the value, as the attention weights model it (calibrate.h). On stories260K (fidelity bench,
+// held-out prompts) bin means on the values lowered relMSE V by 2–12% and raised next-token KL
+// by 4–27% at ratios 8–32 (on both streams: +13–27% at 16–32); gain-1 levels lowered it by
+// 1–11% at ratios 4–6 and 12–32. The plan's static candidates are scored with these levels (their
+// squared error), so the allocation follows.
+constexpr double kLevelPrior = 2.0;
+
+// The 2^bits levels of one component of a static group of `bits` <= kMaxLevelBits: count[c] and
+// sum[c] of the sample values that code to c, sq the sum of squares of all of them; levels
+// receives 2^bits floats.
+void component_levels(const double* count, const double* sum, double sq, uint32_t bits, float shift, float scale,
+                      float* levels);
+
+// Fills g.levels from the sample when g is a static group of at most kMaxLevelBits (clears them
+// otherwise). proj: n rows of ld floats, the group's first component at column 0; borrowed.
+void fit_static_levels(const float* proj, size_t ld, int n, PlanGroup& g);
+
+// The per-stream plan: plan_table + plan_from_table at plan_unit_bits, levels fitted.
 PlanResult plan_bits(const PlanRequest& req);
 
 // Splits total_units among stream groups: curves[s][u] is group s's least error within u units

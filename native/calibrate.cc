@@ -401,6 +401,7 @@ StreamGroup Calibrator::finish_group(const Accumulator& a, Fit& f, const PlanRes
   const double tt = thread_cpu_seconds();
   std::vector<float> Ds;
   project_sample(a.sample, g, f.dirs, g.k, Ds);
+  for (PlanGroup& pg : g.plan) fit_static_levels(Ds.data() + pg.start, g.k, int(f.ns), pg);
   RowLayout rl = make_row_layout(g.plan);
   std::vector<uint64_t> counts(size_t(rl.numContexts()) * 256, 0);
   std::vector<uint8_t> row(rl.rowBytes);

@@ -3,6 +3,7 @@
 // the API: src/internal and the tests are their only callers.
 #include "js_internals.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -207,6 +208,27 @@ Napi::Value PlanSplit(const Napi::CallbackInfo& info) {
   });
 }
 
+// staticLevels(proj, n, size, bits, shift, scale): the reconstruction levels calibration fits to a
+// static group of n x size projections (fit_static_levels), size << bits floats.
+Napi::Value StaticLevels(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Float32Array p = info[0].As<Napi::Float32Array>();
+    const int n = info[1].As<Napi::Number>().Int32Value();
+    PlanGroup g;
+    g.size = info[2].As<Napi::Number>().Uint32Value();
+    g.bits = uint8_t(info[3].As<Napi::Number>().Uint32Value());
+    g.mode = kGroupStatic;
+    g.shift = info[4].As<Napi::Number>().FloatValue();
+    g.scale = info[5].As<Napi::Number>().FloatValue();
+    if (n <= 0 || g.size == 0 || g.bits == 0 || g.bits > kMaxLevelBits || p.ElementLength() != size_t(n) * g.size)
+      fail("E_LAYOUT", "staticLevels: proj must be n*size floats, bits 1..4");
+    fit_static_levels(p.Data(), g.size, n, g);
+    Napi::Float32Array out = Napi::Float32Array::New(info.Env(), g.levels.size());
+    std::copy(g.levels.begin(), g.levels.end(), out.Data());
+    return out;
+  });
+}
+
 }  // namespace
 
 void register_internals(Napi::Env env, Napi::Object internals) {
@@ -218,6 +240,7 @@ void register_internals(Napi::Env env, Napi::Object internals) {
   internals.Set("ransDecode", Napi::Function::New(env, RansDecode));
   internals.Set("planBits", Napi::Function::New(env, PlanBits));
   internals.Set("planSplit", Napi::Function::New(env, PlanSplit));
+  internals.Set("staticLevels", Napi::Function::New(env, StaticLevels));
   register_kernel_internals(env, internals);
 }
 

@@ -1,5 +1,6 @@
 #include "js_util.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace kvtc {
@@ -81,6 +82,11 @@ Napi::Object plan_group_object(Napi::Env env, const PlanGroup& g) {
   if (g.mode == kGroupStatic) {
     o.Set("shift", double(g.shift));
     o.Set("scale", double(g.scale));
+    if (!g.levels.empty()) {
+      Napi::Float32Array lv = Napi::Float32Array::New(env, g.levels.size());
+      std::copy(g.levels.begin(), g.levels.end(), lv.Data());
+      o.Set("levels", lv);
+    }
   }
   return o;
 }

@@ -1,5 +1,6 @@
 #include "profile.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -19,8 +20,14 @@ void StreamGroup::derive() {
     if (g.size == 0 || g.bits == 0 || g.bits > 8 || uint64_t(g.start) + g.size > k || g.mode > kGroupStatic ||
         (g.mode == kGroupStatic && !(g.scale > 0 && std::isfinite(g.scale) && std::isfinite(g.shift))))
       fail("E_PROFILE", "profile bit plan is inconsistent");
+    if (!g.levels.empty()) {
+      if (g.mode != kGroupStatic || g.bits > kMaxLevelBits || g.levels.size() != (size_t(g.size) << g.bits))
+        fail("E_PROFILE", "profile reconstruction levels do not match their plan group");
+      for (float v : g.levels)
+        if (!std::isfinite(v)) fail("E_PROFILE", "profile reconstruction levels are not finite");
+    }
   }
-  row = make_row_layout(plan);
+  row = make_row_layout(plan, static_byte_contexts);
   if (row.k != k) fail("E_PROFILE", "profile bit plan does not cover the kept components");
   if (freqs.size() != size_t(row.numContexts()) * 256) fail("E_PROFILE", "profile entropy tables have the wrong size");
   tables.resize(row.numContexts());
@@ -87,6 +94,8 @@ std::vector<uint8_t> serialize_profile(const Profile& pr) {
         w.put<uint32_t>(pg.mode);
         w.put<float>(pg.shift);
         w.put<float>(pg.scale);
+        w.put<uint32_t>(uint32_t(pg.levels.size()));
+        w.array(pg.levels);
       }
       w.array(g.eigen);
       w.array(g.mean);
@@ -184,12 +193,20 @@ std::shared_ptr<Profile> parse_profile(const uint8_t* data, size_t len) {
           pg.shift = r.get<float>("plan shift");
           pg.scale = r.get<float>("plan scale");
         }
+        if (version >= 3) {
+          const uint32_t nl = r.get<uint32_t>("plan levels");
+          // Checked against the group in derive(); bounded here before anything is allocated.
+          if (nl != 0 && nl != (pg.size << std::min<uint32_t>(pg.bits, kMaxLevelBits)))
+            fail("E_PROFILE", "profile reconstruction levels do not match their plan group");
+          r.array(pg.levels, nl, "plan levels");
+        }
       }
       r.array(g.eigen, g.p, "eigenvalues");
       r.array(g.mean, g.p, "mean");
       r.array(g.basis, size_t(g.k) * g.p, "basis");
       r.array(g.freqs, size_t(nplan) * kContextsPerGroup * 256, "entropy tables");
       r.align(4);
+      g.static_byte_contexts = version >= 3;
       if (version < 2)
         for (const PlanGroup& pg : g.plan) g.planned_bits += group_cost_bits(pg.size, pg.bits, pg.mode);
       g.derive();

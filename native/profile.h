@@ -22,8 +22,9 @@ namespace kvtc {
 // modes, the cache length the ratio was aimed at and the blob ratio expected there; per stream
 // group its distortion weight and planned bits, per plan group its quantizer (min/max or static,
 // with the static shift and scale). Version 1 profiles still load (the per-stream plan, weight 1,
-// min/max groups).
-constexpr uint32_t kProfileVersion = 2;
+// min/max groups). Version 3 added the reconstruction levels of static groups (see
+// PlanGroup::levels); version 2 profiles load with none, and decode as before.
+constexpr uint32_t kProfileVersion = 3;
 
 // How calibration split the bit budget: equal per-stream budgets over the coded tokens (the
 // paper's plan, version 1), or one budget for the whole blob over every stream group.
@@ -46,6 +47,7 @@ struct StreamGroup {
   std::vector<float> basis;   // k x p, row c = principal component c
   std::vector<PlanGroup> plan;
   std::vector<uint16_t> freqs;  // numContexts x 256 normalized rANS frequencies
+  bool static_byte_contexts = true;  // static groups' code bytes in their own contexts (version 3; see quant.h)
   // Derived at load time, not serialized:
   PackedB encode_b;  // basisᵀ (p x k) packed for the encoder's D = X·basisᵀ
   PackedB decode_b;  // basis (k x p) packed for the decoder's X = D·basis

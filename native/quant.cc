@@ -14,7 +14,7 @@
 
 namespace kvtc {
 
-RowLayout make_row_layout(const std::vector<PlanGroup>& groups) {
+RowLayout make_row_layout(const std::vector<PlanGroup>& groups, bool static_byte_contexts) {
   RowLayout l;
   l.groups = groups;
   uint32_t off = 0;
@@ -25,7 +25,7 @@ RowLayout make_row_layout(const std::vector<PlanGroup>& groups) {
     const uint32_t hb = group_header_bytes(g.mode);
     for (uint16_t c = 0; c < hb; c++) l.context.push_back(base + c);
     const uint32_t nb = packed_bytes(g.size, g.bits);
-    for (uint32_t b = 0; b < nb; b++) l.context.push_back(base + 4);
+    for (uint32_t b = 0; b < nb; b++) l.context.push_back(uint16_t(base + code_context(g.mode, b, static_byte_contexts)));
     off += hb + nb;
     l.k = std::max(l.k, g.start + g.size);
   }
@@ -423,7 +423,9 @@ void dequantize_rows_path(SimdPath p, const RowLayout& layout, const uint8_t* ro
     for (size_t j = 0; j < layout.groups.size(); j++) {
       const PlanGroup& pg = layout.groups[j];
       const uint8_t* in = rows + i * layout.rowBytes + layout.offset[j];
-      if (pg.mode == kGroupStatic) dequantize_group_static(in, pg.size, pg.bits, pg.shift, pg.scale, D + i * ld + pg.start);
+      if (pg.mode == kGroupStatic)
+        dequantize_group_static(in, pg.size, pg.bits, pg.shift, pg.scale, pg.levels.empty() ? nullptr : pg.levels.data(),
+                                D + i * ld + pg.start);
       else dequantize_group_on(p, in, pg.size, pg.bits, D + i * ld + pg.start);
     }
 }

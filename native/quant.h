@@ -6,6 +6,12 @@
 // A static group (profile version 2) has no per-token shift and scale: calibration fixed them
 // (a uniform step for the group's spread at its width, codes clamped), so its row part is the
 // packed codes alone — at small budgets the 32 bits a min/max group pays per token dominate.
+//
+// A static group of at most kMaxLevelBits (profile version 3) may also carry reconstruction
+// levels: per component, the value each code decodes to — the mean of the calibration values
+// that fall in the code's bin, which has less squared error than the bin's midpoint at the same
+// codes and rate (the outer bins of a coarse quantizer most). Codes are computed as before, so
+// the encoder and the blob are unchanged; only the decoder's table differs.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -19,19 +25,35 @@ namespace kvtc {
 
 enum : uint8_t { kGroupMinMax = 0, kGroupStatic = 1 };
 
+// Widest static group that carries reconstruction levels (2^4 = 16 floats per component: at
+// most 16 per kept component, small beside the basis's p; at finer steps a bin's mean is its
+// midpoint to within a small fraction of the step, and levels would buy nothing).
+constexpr uint32_t kMaxLevelBits = 4;
+
 struct PlanGroup {
   uint32_t start = 0;  // first principal component of the group
   uint32_t size = 0;   // number of components
   uint8_t bits = 0;    // code width (> 0; dropped components are simply not in the plan)
   uint8_t mode = kGroupMinMax;
   float shift = 0, scale = 0;  // static groups: value = shift + code * scale (scale > 0)
+  // Static groups of bits <= kMaxLevelBits: size << bits floats, the value code c of component j
+  // decodes to at levels[(j << bits) + c]; empty: shift + code * scale.
+  std::vector<float> levels{};
 };
 
 // Bytes of a group's per-token header: fp16 shift and scale, none for a static group.
 KVTC_HD uint32_t group_header_bytes(uint8_t mode) { return mode == kGroupStatic ? 0u : 4u; }
 
-// Entropy-coding contexts per group: shift lo/hi byte, scale lo/hi byte, code bytes.
+// Entropy-coding contexts per group: a min/max group's are shift lo/hi byte, scale lo/hi byte,
+// code bytes. A static group has no header bytes: its code bytes 0..3 take the first four
+// (components of one group differ in variance, so their bytes' histograms differ) and bytes 4 on
+// share the fifth (profile version 3; before, all its bytes shared the fifth).
 constexpr int kContextsPerGroup = 5;
+
+// The context, within its group's kContextsPerGroup, of code byte b of a group.
+KVTC_HD uint32_t code_context(uint8_t mode, uint32_t b, bool static_byte_contexts) {
+  return mode == kGroupStatic && static_byte_contexts ? (b < 4 ? b : 4u) : 4u;
+}
 
 struct RowLayout {
   std::vector<PlanGroup> groups;
@@ -150,9 +172,15 @@ KVTC_HD void quantize_group_static(const float* x, uint32_t size, uint32_t bits,
   pack_codes(size, bits, out, [&](uint32_t i) { return x[i] == x[i] ? code_of(x[i], g, maxq) : 0u; });
 }
 
+// Reconstructs a static group: levels (size << bits floats, borrowed; see PlanGroup) or, when
+// null, shift + code * scale.
 KVTC_HD void dequantize_group_static(const uint8_t* in, uint32_t size, uint32_t bits, float shift, float scale,
-                                     float* x) {
-  dequantize_codes(in, size, bits, shift, scale, x);
+                                     const float* levels, float* x) {
+  if (!levels) {
+    dequantize_codes(in, size, bits, shift, scale, x);
+    return;
+  }
+  for_each_code(in, size, bits, [&](uint32_t i, uint32_t c) { x[i] = levels[(i << bits) + c]; });
 }
 
 // Reconstructs one group's `size` coefficients from its bytes (the inverse of quantize_group).
@@ -167,7 +195,8 @@ KVTC_HD void dequantize_group(const uint8_t* in, uint32_t size, uint32_t bits, f
   dequantize_codes(in, size, bits, shift, scale, x);
 }
 
-RowLayout make_row_layout(const std::vector<PlanGroup>& groups);
+// static_byte_contexts: code_context's version-3 assignment (false: a version-2 profile's).
+RowLayout make_row_layout(const std::vector<PlanGroup>& groups, bool static_byte_contexts = true);
 
 // The CPU entry points below run the widest SIMD path the CPU has (simd_best()); the _path
 // variants run a given one (tests and benchmarks; p must satisfy simd_has(p)). Every path gives

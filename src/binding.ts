@@ -65,7 +65,7 @@ export interface NativeProfileGroup {
   predictedError: number;
   weight: number;
   plannedBits: number;
-  plan: { start: number; size: number; bits: number; quantizer: 'minmax' | 'static'; shift?: number; scale?: number }[];
+  plan: { start: number; size: number; bits: number; quantizer: 'minmax' | 'static'; shift?: number; scale?: number; levels?: Float32Array }[];
   bitsPerToken: number;
   rowBytes: number;
   eigenvalues: Float32Array;
@@ -74,7 +74,7 @@ export interface NativeProfileGroup {
 /** A bit plan as native/bitplan.h returns it. */
 export interface NativePlan {
   /** Static groups carry their calibrated shift and scale (value = shift + code * scale). */
-  groups: { start: number; size: number; bits: number; quantizer: 'minmax' | 'static'; shift?: number; scale?: number }[];
+  groups: { start: number; size: number; bits: number; quantizer: 'minmax' | 'static'; shift?: number; scale?: number; levels?: Float32Array }[];
   /** Squared error summed over the sample (dropped components included). */
   error: number;
   /** Pre-entropy bits per token. */
@@ -238,6 +238,8 @@ interface NativeAddon {
   internals: {
     /** The per-stream bit plan of n x kmax projections (native/bitplan.h); statics: also offer static groups. */
     planBits(proj: Float32Array, n: number, kmax: number, budgetBits: number, widths: number[], sizes: number[], entropy: boolean, statics?: boolean): NativePlan;
+    /** The reconstruction levels calibration fits to a static group of n x size projections (size << bits floats). */
+    staticLevels(proj: Float32Array, n: number, size: number, bits: number, shift: number, scale: number): Float32Array;
     /** The whole-cache allocation over several stream groups' projections, then each group's plan. */
     planSplit(
       projs: Float32Array[], n: number, kmaxs: number[], weights: number[], totalBits: number, unitBits: number,

@@ -14,6 +14,13 @@ export interface PlanGroupInfo {
   /** Static groups: value = shift + code * scale. */
   shift?: number;
   scale?: number;
+  /**
+   * Static groups of at most 4 bits (profile version 3): what code c of the group's component j
+   * decodes to, at levels[j * 2^bits + c], in place of shift + c * scale — the mean of the
+   * calibration values in that code's bin, the component's levels scaled together to a
+   * reconstruction gain of 1 (native/bitplan.h). Absent: the uniform reconstruction.
+   */
+  levels?: Float32Array;
 }
 
 /** One PCA group of one stream (keys or values) of a profile. */

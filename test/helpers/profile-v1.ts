@@ -1,10 +1,11 @@
 /**
- * Rewrites a version-2 profile into the version-1 format (before the whole-cache allocation's
- * record), to check that old profiles keep loading. Offsets follow native/profile.cc
+ * Rewrites a version-2 or version-3 profile into the version-1 format (before the whole-cache
+ * allocation's record), to check that old profiles keep loading. Offsets follow native/profile.cc
  * (serialize_profile): v2 added 16 bytes after the calibration token count (allocation,
  * weighting, reserved, target tokens, expected ratio), 16 bytes per stream group after its
  * predicted error (weight, planned bits) and 12 per plan group (quantizer, static shift and
- * scale). Only profiles of min/max groups have a version-1 form.
+ * scale); v3 added 4 per plan group (the count of its reconstruction levels, 0 for a min/max
+ * group). Only profiles of min/max groups have a version-1 form.
  */
 import { native } from '../../src/binding.js';
 
@@ -12,7 +13,8 @@ const KV_CONTEXTS_PER_GROUP = 5;
 
 export function profileToVersion1(v2: Uint8Array): Uint8Array {
   const dv = new DataView(v2.buffer, v2.byteOffset, v2.byteLength);
-  if (dv.getUint32(4, true) !== 2) throw new Error('profileToVersion1: not a version-2 profile');
+  const version = dv.getUint32(4, true);
+  if (version !== 2 && version !== 3) throw new Error('profileToVersion1: not a version-2 or -3 profile');
   const parts: Uint8Array[] = [];
   let at = 0;
   const keep = (to: number) => {
@@ -37,6 +39,7 @@ export function profileToVersion1(v2: Uint8Array): Uint8Array {
       if (dv.getUint32(at + 12, true) !== 0) throw new Error('profileToVersion1: static groups have no version-1 form');
       keep(at + 12); // start, size, bits
       at += 12; // quantizer u32, shift f32, scale f32
+      if (version >= 3) at += 4; // level count u32: 0 for a min/max group
     }
     let end = at + 4 * p + 4 * p + 4 * k * p + 2 * nplan * KV_CONTEXTS_PER_GROUP * 256;
     end = Math.ceil(end / 4) * 4; // aligned relative to the start; the dropped fields are 16 bytes
