@@ -30,3 +30,8 @@ export function restoreThreads(store: KvStore): readonly number[] {
 export function decodeThreads(store: KvStore): ReadonlySet<number> {
   return hooks(store).decodeThreads;
 }
+
+/** The store's pool of recycled cache buffers (buffer-pool.ts): its counts, and poisoning for reuse tests. */
+export function bufferPool(store: KvStore): { readonly counts: { reused: number; allocated: number; recycled: number; dropped: number }; readonly idleBytes: number; poison: boolean } {
+  return hooks(store).buffers;
+}

@@ -19,7 +19,8 @@ import type { DiskTier } from './disk-tier.js';
 import { GpuBlock } from './gpu-block.js';
 import { HostBlock } from './host-block.js';
 import { type HostEntry, type HostTier, hostEntry } from './host-tier.js';
-import { type SessionMeta, copyCache } from './session.js';
+import { type SessionMeta, cacheBytes, copyCache } from './session.js';
+import type { BufferPool, Lease } from './buffer-pool.js';
 
 /** A hot session: host arrays (CPU backend) or a device allocation (CUDA backend). */
 export type HotCache = { cache: KvCache; gpu?: undefined } | { gpu: GpuBlock; cache?: undefined };
@@ -30,6 +31,12 @@ export interface Decoded {
   positions: Int32Array;
   /** The hot copy to promote; undefined when not promoting (or no device memory was left). */
   hot?: HotCache | undefined;
+  /**
+   * When the hot copy is `cache` itself in a pooled buffer: its lease, held once for the hot
+   * entry the caller makes of it. Absent when `cache` is the caller's to keep (not promoted, or
+   * promoted to device memory): that buffer has left the pool.
+   */
+  lease?: Lease;
 }
 
 /** One encoded part of a session to decode: where it goes and how to read it. */
@@ -54,6 +61,8 @@ export interface CodecRoutingOptions {
   disk: DiskTier;
   /** Tokens per chunk; 0: one blob per session. */
   chunkTokens: number;
+  /** Where restore outputs are allocated (recycled store-owned buffers). */
+  buffers: BufferPool;
 }
 
 export class CodecRouting {
@@ -64,6 +73,7 @@ export class CodecRouting {
   readonly #host: HostTier;
   readonly #disk: DiskTier;
   readonly #chunkTokens: number;
+  readonly #buffers: BufferPool;
   /** Tokens run through the codec, cumulative (what proves that clean demotions encode nothing). */
   readonly #codecTokens = { encodedTokens: 0, decodedTokens: 0 };
   /** Thread ids the pool reported for decodes (tests check the main thread never decodes). */
@@ -79,6 +89,7 @@ export class CodecRouting {
     this.#host = o.host;
     this.#disk = o.disk;
     this.#chunkTokens = o.chunkTokens;
+    this.#buffers = o.buffers;
   }
 
   /** Tokens encoded and decoded so far. */
@@ -241,9 +252,20 @@ export class CodecRouting {
     if (tail.start > meta.tokens) throw new KvtcError('E_CORRUPT', `chunks hold ${tail.start} tokens, the session ${meta.tokens}`);
     tail.tokens = meta.tokens - tail.start;
     const viaPool = async (): Promise<Decoded> => {
-      const cache = await this.#decodeParts(parts, format, meta);
-      if (into) await uploadToTarget(cache, into);
-      return { cache, positions: cache.positions!, ...(promote ? { hot: await this.hotCopy(cache) } : {}) };
+      const { cache, lease } = await this.#decodeParts(parts, format, meta);
+      let hot: HotCache | undefined;
+      try {
+        if (into) await uploadToTarget(cache, into);
+        if (promote) hot = await this.hotCopy(cache);
+      } catch (err) {
+        lease.release();
+        throw err;
+      }
+      if (hot?.cache === cache) return { cache, positions: cache.positions!, hot, lease };
+      // The output is the caller's now (or was only staged for the caller's device buffers).
+      if (into) lease.release();
+      else lease.detach();
+      return { cache, positions: cache.positions!, ...(hot ? { hot } : {}) };
     };
     if (this.#backend === 'cpu' || format === 'raw' || parts.length > 1) return viaPool();
     const source = typeof tail.source === 'number' ? tail.source : tail.source();
@@ -277,25 +299,37 @@ export class CodecRouting {
 
   /**
    * Decodes parts on the pool into one shared cache (laid out as copyCache does: the hot tier can
-   * keep it as it is). A session of one large part borrows the pool's idle threads for it.
+   * keep it as it is), in a pooled buffer held once for the caller (released if the decode fails:
+   * no worker writes it any more then). A session of one large part borrows the pool's idle
+   * threads for it.
    */
-  async #decodeParts(parts: readonly Part[], format: BlobFormat, meta: SessionMeta): Promise<KvCache> {
+  async #decodeParts(parts: readonly Part[], format: BlobFormat, meta: SessionMeta): Promise<{ cache: KvCache; lease: Lease }> {
     const layout: KvLayout = { ...this.#profile.layout, dtype: meta.layout.dtype };
     const T = meta.tokens;
     const perLayer = T * rowValues(layout) * dtypeBytes(layout.dtype);
     const perStream = layout.layers * perLayer;
-    let buf: SharedArrayBuffer;
+    const lease = this.#buffers.acquire(cacheBytes(layout, T));
     try {
-      buf = new SharedArrayBuffer(2 * perStream + 4 * T);
+      return { cache: await this.#decodeInto(lease.buffer, parts, format, layout, T, perLayer, perStream), lease };
     } catch (err) {
-      throw new KvtcError('E_CAPACITY', `cannot allocate ${2 * perStream + 4 * T} bytes for a restored session`, { cause: err });
+      lease.release();
+      throw err;
     }
+  }
+
+  async #decodeInto(buf: SharedArrayBuffer, parts: readonly Part[], format: BlobFormat, layout: KvLayout, T: number, perLayer: number, perStream: number): Promise<KvCache> {
+    const meta = { rawBytes: 2 * perStream };
     const out = { keys: new Uint8Array(buf, 0, perStream), values: new Uint8Array(buf, perStream, perStream), positions: new Int32Array(buf, 2 * perStream, T), tokens: T, dtype: layout.dtype };
     const threads = parts.length === 1 && format === 'kvtc' && meta.rawBytes >= PARALLEL_RESTORE_BYTES ? Math.max(1, Math.min(MAX_RESTORE_THREADS, this.#pool.idleThreads())) : 1;
     const batches = batchesOf(parts, this.#pool.maxThreads);
-    const results = await Promise.all(
+    // Every task settles before a failure is thrown: the buffer goes back to the pool then, and no
+    // worker may still be writing into it.
+    const settled = await Promise.allSettled(
       batches.map((b) => this.#pool.decodeParts(b.map((p) => ({ source: p.source, offset: p.start, expectTokens: p.tokens })), format, out, threads)),
     );
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const results = settled.map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<CodecPool['decodeParts']>>>).value);
     const used = new Set<number>();
     for (const r of results) {
       this.decodeThreads.add(r.threadId);

@@ -5,6 +5,7 @@
 import { copyBytes, copyBytesAsync } from '../binding.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
+import type { BufferPool, Lease } from './buffer-pool.js';
 
 /** Where a session is: the local tiers, or (KvStore `remote` option) the shared remote tier. */
 export type Tier = 'device' | 'host' | 'disk' | 'remote';
@@ -93,15 +94,38 @@ export async function copyCacheAsync(cache: KvCache, shared: boolean): Promise<K
   return out;
 }
 
+/**
+ * copyCacheAsync into a store-owned buffer from `pool` (the hot tier's copy of a put cache): the
+ * cache and its lease, held once for the caller, who hands it on or releases it. On failure the
+ * buffer is released.
+ */
+export async function copyCacheLeased(cache: KvCache, pool: BufferPool): Promise<{ cache: KvCache; lease: Lease }> {
+  const lease = pool.acquire(cacheBytes(cache.layout, cache.tokens));
+  try {
+    const { out, pairs } = layoutCopy(cache, true, lease.buffer);
+    await copyBytesAsync(pairs);
+    return { cache: out, lease };
+  } catch (err) {
+    lease.release();
+    throw err;
+  }
+}
+
+/** Bytes of a cache laid out in one buffer as copyCache does (keys, values, positions). */
+export function cacheBytes(layout: KvLayout, tokens: number): number {
+  return 2 * layout.layers * tokens * rowValues(layout) * dtypeBytes(layout.dtype) + 4 * tokens;
+}
+
 /** The new cache of a copy (one buffer: keys, values, positions) and the copies that fill it. */
-function layoutCopy(cache: KvCache, shared: boolean): { out: KvCache; pairs: [ArrayBufferView, ArrayBufferView][] } {
+function layoutCopy(cache: KvCache, shared: boolean, into?: SharedArrayBuffer): { out: KvCache; pairs: [ArrayBufferView, ArrayBufferView][] } {
   const { layout, tokens } = cache;
   const perLayer = tokens * rowValues(layout) * dtypeBytes(layout.dtype);
   const total = 2 * layout.layers * perLayer + 4 * tokens;
   // Every byte is written below, so a private copy skips the zero fill (allocUnsafeSlow: a whole,
   // unpooled ArrayBuffer); a large cache's fill would otherwise be a pass over it on the event loop.
-  const buf = shared ? new SharedArrayBuffer(total) : Buffer.allocUnsafeSlow(total).buffer;
-  const bytes = new Uint8Array(buf);
+  // A pooled buffer (`into`, at least `total` bytes) holds an earlier cache: it is overwritten.
+  const buf = into ?? (shared ? new SharedArrayBuffer(total) : Buffer.allocUnsafeSlow(total).buffer);
+  const bytes = new Uint8Array(buf, 0, total);
   const n = tokens * rowValues(layout);
   const views: ArrayBufferView[] = [];
   const pairs: [ArrayBufferView, ArrayBufferView][] = [];

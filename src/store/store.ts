@@ -57,7 +57,8 @@ import { PrefixIndex } from './prefix-index.js';
 import { type PolicyEntry, policyEntry } from './policy.js';
 import { HostBlock, arenaStats } from './host-block.js';
 import { CodecRouting, type Decoded, type HotCache } from './codec-routing.js';
-import { type SessionMeta, type Tier, copyCache, copyCacheAsync, overheadOf, rawBytesOf, validateId } from './session.js';
+import { type SessionMeta, type Tier, copyCache, copyCacheAsync, copyCacheLeased, overheadOf, rawBytesOf, validateId } from './session.js';
+import { BufferPool, type Lease } from './buffer-pool.js';
 import { StoreCounters, type StoreStats } from './stats.js';
 import { TierIndex } from './tier-index.js';
 
@@ -72,6 +73,8 @@ interface Restored {
   meta: SessionMeta;
   tier: Tier;
   positions?: Int32Array;
+  /** The lease on `cache`'s buffer when it is a hot entry's: a caller holds it while copying. */
+  lease?: Lease;
 }
 
 type DeviceEntry = HotCache & {
@@ -80,6 +83,8 @@ type DeviceEntry = HotCache & {
   bytes: number;
   overhead: number;
   onDisk: boolean; // an identical copy is persisted
+  /** The pooled buffer of `cache` (CPU backend), released when the entry is dropped. */
+  lease?: Lease;
   /**
    * Chunks of the session's previous version, held (host references, disk pins) until this one
    * is demoted: a grown session encodes only its new chunks. Released by whoever drops the entry.
@@ -93,7 +98,7 @@ interface Carry {
 }
 
 /** @internal What src/internal/testing.ts reaches into (fault injection, decode threads). */
-export const storeTestHooks = new WeakMap<KvStore, { pool: CodecPool; decodeThreads: Set<number>; restoreThreads: number[] }>();
+export const storeTestHooks = new WeakMap<KvStore, { pool: CodecPool; decodeThreads: Set<number>; restoreThreads: number[]; buffers: BufferPool }>();
 
 /** Store directories open in this process (real paths). */
 const OPEN_PATHS = new Set<string>();
@@ -118,6 +123,8 @@ export class KvStore {
   /** Where encodes and decodes run (and the tokens they coded). */
   readonly #codec: CodecRouting;
   readonly #lanes = new Lanes();
+  /** The hot tier's copies of caches, recycled (buffer-pool.ts): idle ones up to half the hot tier, 1 GiB at most. */
+  readonly #buffers: BufferPool;
   /** Ids the store itself removed (capacity, TTL), most recent 10k: a later get says why it missed. */
   readonly #gone = new LRUCache<string, MissReason>({ max: 10_000 });
   readonly #prefixes: PrefixIndex;
@@ -140,6 +147,7 @@ export class KvStore {
     this.#format = options.compression === 'none' ? 'raw' : 'kvtc';
     this.#disk = disk;
     this.#pool = pool;
+    this.#buffers = new BufferPool({ maxIdleBytes: Math.min(options.device.capacityBytes / 2, 2 ** 30) });
     this.#codec = new CodecRouting({
       profile,
       backend,
@@ -148,13 +156,14 @@ export class KvStore {
       host: this.#host,
       disk,
       chunkTokens: options.blobPerSession ? 0 : options.chunkTokens,
+      buffers: this.#buffers,
     });
     this.#timer = setInterval(() => this.#sweep(), options.sweepIntervalMs);
     this.#timer.unref();
     this.#prefixes = new PrefixIndex(profile.fingerprint, options.chunkTokens);
     // Sessions that reached disk before are found by prefix again after a restart.
     for (const m of disk.prefixSessions(profile.fingerprint)) this.#prefixes.add(m);
-    storeTestHooks.set(this, { pool, decodeThreads: this.#codec.decodeThreads, restoreThreads: this.#codec.restoreThreads });
+    storeTestHooks.set(this, { pool, decodeThreads: this.#codec.decodeThreads, restoreThreads: this.#codec.restoreThreads, buffers: this.#buffers });
   }
 
   /** Opens (or creates) a store. Reopening a path finds every session that reached its disk tier. */
@@ -308,55 +317,64 @@ export class KvStore {
     // The caller may reuse its arrays once put resolves. The store's copy is made on the addon's
     // thread pool, started now (call order is kept: the chain waits for it). Device caches are
     // copied on the chain.
-    const copying = onDevice ? undefined : copyCacheAsync(cache, true);
+    const copying = onDevice ? undefined : copyCacheLeased(cache, this.#buffers);
     copying?.catch(() => undefined); // awaited on the chain; a failure rejects the put there
     this.#bump(id);
     await this.#serial(id, async () => {
-      const owned = await copying;
-      // Scanned off the main thread (a device cache on the GPU), in call order with the
-      // session's other operations.
-      if (this.options.nonFinite === 'reject') {
-        const bad = owned
-          ? await findNonFinite(owned)
-          : await findNonFiniteDevice(cache as DeviceKvCache);
-        if (bad) {
-          throw new KvtcError('E_LAYOUT', `cache.${bad.stream}[${bad.layer}] holds NaN or Inf at token ${bad.token} (options.nonFinite is 'reject')`);
+      const copied = await copying;
+      const owned = copied?.cache;
+      // The copy's buffer: the hot entry's from here on, or released when this put ends without one.
+      let lease = copied?.lease;
+      try {
+        // Scanned off the main thread (a device cache on the GPU), in call order with the
+        // session's other operations.
+        if (this.options.nonFinite === 'reject') {
+          const bad = owned
+            ? await findNonFinite(owned)
+            : await findNonFiniteDevice(cache as DeviceKvCache);
+          if (bad) {
+            throw new KvtcError('E_LAYOUT', `cache.${bad.stream}[${bad.layer}] holds NaN or Inf at token ${bad.token} (options.nonFinite is 'reject')`);
+          }
         }
-      }
-      const hotBytes = rawBytes + overheadOf(meta, true);
-      if (opts.pin && hotBytes + this.#pinnedBytes(id) > this.options.device.capacityBytes) {
-        throw new KvtcError('E_CAPACITY', `pinned sessions would exceed tiers.device.capacityBytes (${this.options.device.capacityBytes})`);
-      }
-      const t0 = performance.now();
-      // The new copy exists before the old version goes: a put that fails leaves the session as it was.
-      // A session larger than the whole hot tier never enters it, whatever the policy says.
-      const admitted = hotBytes <= this.options.device.capacityBytes &&
-        this.options.policy.admit(policyEntry(meta, hotBytes), { capacityBytes: this.options.device.capacityBytes, bytes: this.#device.bytes });
-      const hot = admitted ? await this.#codec.hotCopy(owned ?? (cache as DeviceKvCache)) : undefined;
-      // The previous version's chunks stay held for this one: unchanged chunks are not encoded again.
-      const carry = this.#carryOf(id);
-      if (hot) {
-        await this.#forgetOr(id, async () => {
-          await this.#releaseCarry(carry);
-          await hot.gpu?.free();
-        });
-        this.#device.set(id, { meta, ...hot, bytes: hotBytes, overhead: hotBytes - rawBytes, onDisk: false, carry });
-        this.#index(meta);
-        this.#emit('put', { id, to: 'device', rawBytes, ms: performance.now() - t0 });
-      } else {
-        // Larger than the whole hot tier, or no device memory left: straight to the host tier.
-        let entry: HostEntry;
-        try {
-          const src = owned ?? copyCache(await downloadDeviceCache(cache as DeviceKvCache), true);
-          entry = await this.#codec.encodeToHost(meta, src, carry);
-        } finally {
-          await this.#releaseCarry(carry);
+        const hotBytes = rawBytes + overheadOf(meta, true);
+        if (opts.pin && hotBytes + this.#pinnedBytes(id) > this.options.device.capacityBytes) {
+          throw new KvtcError('E_CAPACITY', `pinned sessions would exceed tiers.device.capacityBytes (${this.options.device.capacityBytes})`);
         }
-        await this.#forgetOr(id, () => this.#host.free(entry));
-        await this.#installHost(entry);
-        await this.#toRemote(entry);
-        this.#index(meta);
-        this.#emit('put', { id, to: 'host', bytes: entry.blobBytes, rawBytes, ms: performance.now() - t0 });
+        const t0 = performance.now();
+        // The new copy exists before the old version goes: a put that fails leaves the session as it was.
+        // A session larger than the whole hot tier never enters it, whatever the policy says.
+        const admitted = hotBytes <= this.options.device.capacityBytes &&
+          this.options.policy.admit(policyEntry(meta, hotBytes), { capacityBytes: this.options.device.capacityBytes, bytes: this.#device.bytes });
+        const hot = admitted ? await this.#codec.hotCopy(owned ?? (cache as DeviceKvCache)) : undefined;
+        // The previous version's chunks stay held for this one: unchanged chunks are not encoded again.
+        const carry = this.#carryOf(id);
+        if (hot) {
+          await this.#forgetOr(id, async () => {
+            await this.#releaseCarry(carry);
+            await hot.gpu?.free();
+          });
+          const own = hot.cache !== undefined && hot.cache === owned ? lease : undefined;
+          this.#device.set(id, { meta, ...hot, bytes: hotBytes, overhead: hotBytes - rawBytes, onDisk: false, carry, ...(own ? { lease: own } : {}) });
+          if (own) lease = undefined;
+          this.#index(meta);
+          this.#emit('put', { id, to: 'device', rawBytes, ms: performance.now() - t0 });
+        } else {
+          // Larger than the whole hot tier, or no device memory left: straight to the host tier.
+          let entry: HostEntry;
+          try {
+            const src = owned ?? copyCache(await downloadDeviceCache(cache as DeviceKvCache), true);
+            entry = await this.#codec.encodeToHost(meta, src, carry);
+          } finally {
+            await this.#releaseCarry(carry);
+          }
+          await this.#forgetOr(id, () => this.#host.free(entry));
+          await this.#installHost(entry);
+          await this.#toRemote(entry);
+          this.#index(meta);
+          this.#emit('put', { id, to: 'host', bytes: entry.blobBytes, rawBytes, ms: performance.now() - t0 });
+        }
+      } finally {
+        lease?.release();
       }
     });
     await this.#rebalance();
@@ -384,12 +402,19 @@ export class KvStore {
     }
     // Every caller gets its own copy of a stored session: nobody can alter it through the result.
     // A restore the store keeps no reference to goes to its first caller as it is.
+    // A hot entry's buffer is not recycled while this caller copies it (held before any other
+    // operation on the id can run: those wait on the id's lane behind this restore's callers).
+    const release = r.lease?.hold();
     let cache: KvCache;
-    if (into) {
-      cache = cacheRows(into, r.cache!.tokens, r.cache!.layout.dtype);
-      await copyRows(r.cache!, cache);
-    } else {
-      cache = !joined && r.fresh ? r.cache! : await copyCacheAsync(r.cache!, false);
+    try {
+      if (into) {
+        cache = cacheRows(into, r.cache!.tokens, r.cache!.layout.dtype);
+        await copyRows(r.cache!, cache);
+      } else {
+        cache = !joined && r.fresh ? r.cache! : await copyCacheAsync(r.cache!, false);
+      }
+    } finally {
+      release?.();
     }
     const entry: SessionEntry = { cache, tier: r.tier };
     if (r.meta.attachment) entry.attachment = new Uint8Array(r.meta.attachment);
@@ -570,6 +595,7 @@ export class KvStore {
     };
     for (const [id] of [...this.#device.lru()]) await release(() => this.#dropHot(id));
     this.#host.clear(); // after the hot entries released the chunks they carried
+    this.#buffers.clear();
     await Promise.allSettled([...this.#remoteWrites]);
     if (this.#remote) await release(() => this.#remote!.close());
     await release(() => this.#pool.destroy());
@@ -675,6 +701,7 @@ export class KvStore {
   async #dropHot(id: string): Promise<void> {
     const e = this.#device.delete(id);
     if (!e) return;
+    e.lease?.release();
     await this.#releaseCarry(e.carry);
     if (e.gpu) await e.gpu.free();
   }
@@ -892,7 +919,7 @@ export class KvStore {
         const cache = await d.gpu.toHost();
         r = { cache, fresh: true, meta: d.meta, tier: 'device', positions: cache.positions! };
       } else {
-        r = { cache: d.cache, fresh: false, meta: d.meta, tier: 'device', positions: d.cache!.positions! };
+        r = { cache: d.cache, fresh: false, meta: d.meta, tier: 'device', positions: d.cache!.positions!, ...(d.lease ? { lease: d.lease } : {}) };
       }
       return r;
     }
@@ -906,7 +933,7 @@ export class KvStore {
         return this.#badRecord(id, 'host', err);
       }
       h.meta.lastAccess = now;
-      if (got.hot) this.#promote(id, h.meta, got.hot, h.onDisk, 'host', h.blobBytes, t0);
+      if (got.hot) this.#promote(id, h.meta, got.hot, h.onDisk, 'host', h.blobBytes, t0, got.lease);
       return { ...got, fresh: got.hot?.cache !== got.cache, meta: h.meta, tier: 'host' };
     }
     const r = this.#disk.get(id, this.profile.fingerprint, now);
@@ -949,7 +976,7 @@ export class KvStore {
       return this.#badRecord(id, 'disk', err);
     }
     this.#disk.touch(id, now);
-    if (got.hot) this.#promote(id, meta, got.hot, true, 'disk', r.meta.storedBytes, t0);
+    if (got.hot) this.#promote(id, meta, got.hot, true, 'disk', r.meta.storedBytes, t0, got.lease);
     return { ...got, fresh: got.hot?.cache !== got.cache, meta, tier: 'disk' };
   }
 
@@ -978,9 +1005,9 @@ export class KvStore {
    * Makes a restored session hot. Its encoded copy stays where it was (host entry, disk record):
    * the session is clean, and demoting it again encodes nothing (#demote).
    */
-  #promote(id: string, meta: SessionMeta, hot: HotCache, onDisk: boolean, from: Tier, bytes: number, t0: number): void {
+  #promote(id: string, meta: SessionMeta, hot: HotCache, onDisk: boolean, from: Tier, bytes: number, t0: number, lease: Lease | undefined): void {
     const overhead = overheadOf(meta, true);
-    this.#device.set(id, { meta, ...hot, bytes: meta.rawBytes + overhead, overhead, onDisk });
+    this.#device.set(id, { meta, ...hot, bytes: meta.rawBytes + overhead, overhead, onDisk, ...(lease ? { lease } : {}) });
     this.#emit('promote', { id, from, to: 'device', bytes, rawBytes: meta.rawBytes, ms: performance.now() - t0 });
   }
 
@@ -1041,7 +1068,7 @@ export class KvStore {
     // clean (demoting it encodes nothing).
     const chunks = m.chunks ?? [];
     if (this.#host.refAll(chunks, (key) => g.chunks.get(key))) this.#host.set(hostEntry(meta, chunks, HostBlock.copyOf(tail), false));
-    if (got.hot) this.#promote(id, meta, got.hot, false, 'remote', g.manifest.byteLength, t0);
+    if (got.hot) this.#promote(id, meta, got.hot, false, 'remote', g.manifest.byteLength, t0, got.lease);
     return { ...got, fresh: got.hot?.cache !== got.cache, meta, tier: 'remote' };
   }
 
