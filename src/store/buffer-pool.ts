@@ -65,8 +65,8 @@ export interface BufferPoolOptions {
 }
 
 /**
- * Size classes of 1/8 of a power of two (a buffer is at most 12.5% larger than asked for), so a
- * session that grows a little still fits the buffer its previous version used.
+ * Size classes of 1/8 of a power of two (a new buffer is at most 12.5% larger than asked for), so
+ * a session that grows a little still fits the buffer its previous version used.
  */
 export function sizeClass(bytes: number): number {
   if (bytes <= 4096) return 4096;
@@ -74,8 +74,12 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(bytes / step) * step;
 }
 
+/** A reused buffer is at most this much larger than the request (memory the hot tier's byte count does not see). */
+export const MAX_SLACK = 1.5;
+
 export class BufferPool {
-  readonly #idle = new Map<number, SharedArrayBuffer[]>();
+  /** Idle buffers, smallest first. */
+  readonly #idle: SharedArrayBuffer[] = [];
   #idleBytes = 0;
   readonly #maxIdleBytes: number;
   /** Test hook: fill every buffer with 0xFF (NaN in every dtype) when it comes back to the pool. */
@@ -94,18 +98,21 @@ export class BufferPool {
   }
 
   /**
-   * A buffer of at least `bytes` that nobody holds, held once by the caller. Its contents are
+   * A buffer of at least `bytes` (at most MAX_SLACK times that, or its size class) that nobody
+   * holds, held once by the caller. Its contents are
    * unspecified (a reused buffer holds what its previous holder wrote): every byte that will be
    * read must be written first. E_CAPACITY when memory is exhausted.
    */
   acquire(bytes: number): Lease {
     const size = sizeClass(bytes);
-    const free = this.#idle.get(size);
-    const reused = free?.pop();
-    if (reused) {
-      this.#idleBytes -= size;
+    // The smallest idle buffer that fits, unless it is too much larger than asked for.
+    const at = this.#firstAtLeast(bytes);
+    const fit = this.#idle[at];
+    if (fit !== undefined && fit.byteLength <= Math.max(size, bytes * MAX_SLACK)) {
+      this.#idle.splice(at, 1);
+      this.#idleBytes -= fit.byteLength;
       this.counts.reused++;
-      return new Lease(this, reused);
+      return new Lease(this, fit);
     }
     try {
       const buf = new SharedArrayBuffer(size);
@@ -119,21 +126,36 @@ export class BufferPool {
   /** @internal Lease.release: the buffer nobody holds any more, kept if the idle budget allows. */
   recycle(lease: Lease): void {
     const size = lease.buffer.byteLength;
-    if (this.#idleBytes + size > this.#maxIdleBytes) {
+    if (size > this.#maxIdleBytes) {
       this.counts.dropped++;
       return;
     }
+    // Room is made by letting the largest idle buffers go: the newest release is the likeliest fit.
+    while (this.#idleBytes + size > this.#maxIdleBytes) {
+      this.#idleBytes -= this.#idle.pop()!.byteLength;
+      this.counts.dropped++;
+    }
     if (this.poison) new Uint8Array(lease.buffer).fill(0xff);
-    let list = this.#idle.get(size);
-    if (!list) this.#idle.set(size, (list = []));
-    list.push(lease.buffer);
+    this.#idle.splice(this.#firstAtLeast(size), 0, lease.buffer);
     this.#idleBytes += size;
     this.counts.recycled++;
   }
 
+  /** Index of the first idle buffer of at least `bytes` (binary search; #idle is sorted by size). */
+  #firstAtLeast(bytes: number): number {
+    let lo = 0;
+    let hi = this.#idle.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.#idle[mid]!.byteLength < bytes) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
   /** Lets every idle buffer go (close). */
   clear(): void {
-    this.#idle.clear();
+    this.#idle.length = 0;
     this.#idleBytes = 0;
   }
 }

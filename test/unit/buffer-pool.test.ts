@@ -15,6 +15,16 @@ describe('BufferPool', () => {
     }
   });
 
+  it('hands out the smallest idle buffer that fits, never one far larger than asked for', () => {
+    const pool = new BufferPool({ maxIdleBytes: 1 << 26 });
+    const [a, b, c] = [300_000, 1_000_000, 4_000_000].map((n) => pool.acquire(n));
+    for (const l of [c!, a!, b!]) l.release();
+    expect(pool.acquire(900_000).buffer).toBe(b!.buffer);
+    expect(pool.acquire(1_000_000).buffer).not.toBe(c!.buffer); // 4x the request: a new buffer
+    expect(pool.acquire(3_000_000).buffer).toBe(c!.buffer);
+    expect(pool.acquire(250_000).buffer).toBe(a!.buffer);
+  });
+
   it('reuses a released buffer, never a held one', () => {
     const pool = new BufferPool({ maxIdleBytes: 1 << 24 });
     const a = pool.acquire(100_000);
@@ -52,7 +62,7 @@ describe('BufferPool', () => {
     new Uint8Array(leases[0]!.buffer).fill(7);
     for (const l of leases) l.release();
     expect(pool.idleBytes).toBe(3 * sizeClass(50_000));
-    expect(pool.counts).toMatchObject({ recycled: 3, dropped: 2 });
+    expect(pool.counts).toMatchObject({ recycled: 5, dropped: 2 });
     expect(new Uint8Array(leases[0]!.buffer).every((b) => b === 0xff)).toBe(true);
     pool.clear();
     expect(pool.idleBytes).toBe(0);
