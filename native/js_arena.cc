@@ -2,11 +2,14 @@
 // fast copies between typed arrays, and the CRC-32C every record carries.
 #include "js_arena.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <vector>
 
 #include "crc32c.h"
+#include "half.h"
 #include "host_arena.h"
 #include "js_util.h"
 
@@ -65,12 +68,53 @@ Napi::Value CopyBytes(const Napi::CallbackInfo& info) {
   });
 }
 
-// copyBytesAsync([[dst, src], ...]): the same copies on the addon's thread pool, so a store
+// Index of the first NaN or Inf among n values of `dtype` at p (raw bits: an all-ones exponent),
+// or n when there is none. The reduction over a block is branch-free so it vectorizes; only a
+// block that holds one is searched element by element.
+template <typename U>
+size_t first_non_finite_bits(const U* p, size_t n, U exp_mask) {
+  constexpr size_t kBlock = 1024;
+  for (size_t b = 0; b < n; b += kBlock) {
+    const size_t e = std::min(n, b + kBlock);
+    U hit = 0;
+    for (size_t i = b; i < e; i++) hit |= U((p[i] & exp_mask) == exp_mask);
+    if (hit)
+      for (size_t i = b; i < e; i++)
+        if ((p[i] & exp_mask) == exp_mask) return i;
+  }
+  return n;
+}
+
+size_t first_non_finite(const void* p, size_t bytes, DType dtype) {
+  switch (dtype) {
+    case DType::F32:
+      return first_non_finite_bits(static_cast<const uint32_t*>(p), bytes / 4, uint32_t(0x7f800000u));
+    case DType::F16:
+      return first_non_finite_bits(static_cast<const uint16_t*>(p), bytes / 2, uint16_t(0x7c00u));
+    case DType::BF16:
+      return first_non_finite_bits(static_cast<const uint16_t*>(p), bytes / 2, uint16_t(0x7f80u));
+  }
+  return bytes;
+}
+
+// copyBytesAsync([[dst, src], ...], scan?): the same copies on the addon's thread pool, so a store
 // moving a whole cache (hundreds of MB for a long session of a large model) never holds the event
 // loop for it. Resolves when every copy is done; the arrays must not change meanwhile.
+// scan = { dtype: 0|1|2, pairs: n }: the first n destinations are also checked for NaN/Inf, block
+// by block right after each block is copied (while it is in cache: one pass over memory, not two),
+// and the promise resolves with the first one found as { pair, element } (element: index in
+// values of that dtype), or null.
 class CopyWorker : public PromiseWorker {
  public:
-  CopyWorker(Napi::Env env, const Napi::Array& pairs) : PromiseWorker(env) {
+  CopyWorker(Napi::Env env, const Napi::Array& pairs, const Napi::Value& scan) : PromiseWorker(env) {
+    if (scan.IsObject()) {
+      const Napi::Object o = scan.As<Napi::Object>();
+      scan_dtype_ = read_dtype(o.Get("dtype"));
+      const Napi::Value n = o.Get("pairs");
+      if (!n.IsNumber()) fail("E_INTERNAL", "copyBytesAsync: scan.pairs must be a number");
+      scan_pairs_ = n.As<Napi::Number>().Uint32Value();
+      scanning_ = true;
+    }
     for (uint32_t i = 0; i < pairs.Length(); i++) {
       const Napi::Value p = pairs.Get(i);
       if (!p.IsArray() || p.As<Napi::Array>().Length() != 2) fail("E_INTERNAL", "copyBytesAsync takes [dst, src] pairs");
@@ -85,12 +129,43 @@ class CopyWorker : public PromiseWorker {
     }
   }
   void Run() override {
-    for (const Copy& c : copies_)
-      if (c.n) std::memmove(c.dst, c.src, c.n);
+    for (size_t k = 0; k < copies_.size(); k++) {
+      const Copy& c = copies_[k];
+      if (!scanning_ || k >= scan_pairs_ || found_pair_ >= 0) {
+        if (c.n) std::memmove(c.dst, c.src, c.n);
+        continue;
+      }
+      // 64 KiB blocks (a whole number of values of any dtype): copied, then scanned from L2.
+      constexpr size_t kBlock = size_t(1) << 16;
+      const size_t vb = size_t(dtype_bytes(scan_dtype_));
+      for (size_t off = 0; off < c.n; off += kBlock) {
+        const size_t len = std::min(kBlock, c.n - off);
+        uint8_t* d = static_cast<uint8_t*>(c.dst) + off;
+        std::memmove(d, static_cast<const uint8_t*>(c.src) + off, len);
+        if (found_pair_ >= 0) continue;
+        const size_t at = first_non_finite(d, len - len % vb, scan_dtype_);
+        if (at < len / vb) {
+          found_pair_ = int64_t(k);
+          found_element_ = off / vb + at;
+        }
+      }
+    }
   }
-  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+  Napi::Value Result(Napi::Env env) override {
+    if (!scanning_) return env.Undefined();
+    if (found_pair_ < 0) return env.Null();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("pair", double(found_pair_));
+    o.Set("element", double(found_element_));
+    return o;
+  }
 
  private:
+  bool scanning_ = false;
+  DType scan_dtype_ = DType::F32;
+  uint32_t scan_pairs_ = 0;
+  int64_t found_pair_ = -1;
+  size_t found_element_ = 0;
   struct Copy {
     void* dst;
     const void* src;
@@ -102,7 +177,7 @@ class CopyWorker : public PromiseWorker {
 Napi::Value CopyBytesAsync(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     if (!info[0].IsArray()) fail("E_INTERNAL", "copyBytesAsync takes an array of [dst, src] pairs");
-    return start(std::make_unique<CopyWorker>(info.Env(), info[0].As<Napi::Array>()));
+    return start(std::make_unique<CopyWorker>(info.Env(), info[0].As<Napi::Array>(), info[1]));
   });
 }
 

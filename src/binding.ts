@@ -218,7 +218,7 @@ interface NativeAddon {
   scanNonFinite(cache: NativeCache, layers: number, rowValues: number): Promise<{ stream: 'keys' | 'values'; layer: number; token: number } | null>;
   /** memcpy between two typed arrays of equal byte length (fast for SharedArrayBuffer views too). */
   copyBytes(dst: ArrayBufferView, src: ArrayBufferView): void;
-  copyBytesAsync(pairs: [ArrayBufferView, ArrayBufferView][]): Promise<void>;
+  copyBytesAsync(pairs: [ArrayBufferView, ArrayBufferView][], scan?: CopyScan): Promise<{ pair: number; element: number } | null | undefined>;
   /** The calling thread runs the addon's async work itself (a codec worker), not libuv's pool. */
   setInlineExecution(on: boolean): void;
   /** Host arena: encoded blobs in native (page-locked when CUDA is usable) memory, by handle. */
@@ -371,7 +371,21 @@ export function copyBytes(dst: ArrayBufferView, src: ArrayBufferView): void {
 
 /** The same copies (dst, src pairs) on the addon's thread pool: whole caches never hold the event loop. */
 export function copyBytesAsync(pairs: [ArrayBufferView, ArrayBufferView][]): Promise<void> {
-  return callNative(() => native.copyBytesAsync(pairs));
+  return callNative(() => native.copyBytesAsync(pairs)) as Promise<void>;
+}
+
+/** NaN/Inf check of the first `pairs` destinations of a copy, as it copies (dtype: 0 f32, 1 f16, 2 bf16). */
+export interface CopyScan {
+  dtype: 0 | 1 | 2;
+  pairs: number;
+}
+
+/**
+ * copyBytesAsync that also finds the first NaN or Inf in the first `scan.pairs` destinations (one
+ * pass over the bytes): resolves with its pair and element index, or null.
+ */
+export function copyBytesScanAsync(pairs: [ArrayBufferView, ArrayBufferView][], scan: CopyScan): Promise<{ pair: number; element: number } | null> {
+  return callNative(() => native.copyBytesAsync(pairs, scan)) as Promise<{ pair: number; element: number } | null>;
 }
 
 /** CRC-32C (Castagnoli) of `bytes`, as an unsigned 32-bit integer: the checksum of every record. */

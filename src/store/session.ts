@@ -2,7 +2,7 @@
  * What the store knows about one session, whatever tier holds it, and the helpers that copy
  * caches in and out of store-owned (shared) memory.
  */
-import { copyBytes, copyBytesAsync } from '../binding.js';
+import { copyBytes, copyBytesAsync, copyBytesScanAsync } from '../binding.js';
 import { KvtcError } from '../errors.js';
 import { type KvCache, type KvLayout, dtypeBytes, rowValues } from '../layout.js';
 import type { BufferPool, Lease } from './buffer-pool.js';
@@ -94,22 +94,39 @@ export async function copyCacheAsync(cache: KvCache, shared: boolean): Promise<K
   return out;
 }
 
+/** Where a cache holds a NaN or an Inf (its first one). */
+export interface NonFiniteAt {
+  stream: 'keys' | 'values';
+  layer: number;
+  token: number;
+}
+
 /**
  * copyCacheAsync into a store-owned buffer from `pool` (the hot tier's copy of a put cache): the
  * cache and its lease, held once for the caller, who hands it on or releases it. On failure the
- * buffer is released.
+ * buffer is released. With `scan`, the copy is also checked for NaN/Inf as it is made (one pass
+ * over the bytes): `nonFinite` is the first one of the copy, or null.
  */
-export async function copyCacheLeased(cache: KvCache, pool: BufferPool): Promise<{ cache: KvCache; lease: Lease }> {
+export async function copyCacheLeased(cache: KvCache, pool: BufferPool, scan = false): Promise<{ cache: KvCache; lease: Lease; nonFinite: NonFiniteAt | null }> {
   const lease = pool.acquire(cacheBytes(cache.layout, cache.tokens));
   try {
     const { out, pairs } = layoutCopy(cache, true, lease.buffer);
-    await copyBytesAsync(pairs);
-    return { cache: out, lease };
+    const L = cache.layout.layers;
+    if (!scan) {
+      await copyBytesAsync(pairs);
+      return { cache: out, lease, nonFinite: null };
+    }
+    // The pairs are keys[0..L), values[0..L), then positions (not scanned).
+    const at = await copyBytesScanAsync(pairs, { dtype: DTYPE_CODES[cache.layout.dtype], pairs: 2 * L });
+    const nonFinite = at ? { stream: at.pair < L ? ('keys' as const) : ('values' as const), layer: at.pair % L, token: Math.floor(at.element / rowValues(cache.layout)) } : null;
+    return { cache: out, lease, nonFinite };
   } catch (err) {
     lease.release();
     throw err;
   }
 }
+
+const DTYPE_CODES = { f32: 0, f16: 1, bf16: 2 } as const;
 
 /** Bytes of a cache laid out in one buffer as copyCache does (keys, values, positions). */
 export function cacheBytes(layout: KvLayout, tokens: number): number {

@@ -19,7 +19,7 @@ import { mkdirSync, realpathSync } from 'node:fs';
 import { LRUCache } from 'lru-cache';
 import { type Backend, resolveBackend } from '../backend.js';
 import { CodecProfile } from '../codec/profile.js';
-import { cacheRows, checkProfileFits, copyRows, findNonFinite } from '../codec/codec.js';
+import { cacheRows, checkProfileFits, copyRows } from '../codec/codec.js';
 import {
   type DeviceKvCache,
   type DeviceKvTarget,
@@ -317,7 +317,8 @@ export class KvStore {
     // The caller may reuse its arrays once put resolves. The store's copy is made on the addon's
     // thread pool, started now (call order is kept: the chain waits for it). Device caches are
     // copied on the chain.
-    const copying = onDevice ? undefined : copyCacheLeased(cache, this.#buffers);
+    // A host cache is checked for NaN/Inf (nonFinite: 'reject') as it is copied: one pass over it.
+    const copying = onDevice ? undefined : copyCacheLeased(cache, this.#buffers, this.options.nonFinite === 'reject');
     copying?.catch(() => undefined); // awaited on the chain; a failure rejects the put there
     this.#bump(id);
     await this.#serial(id, async () => {
@@ -326,12 +327,10 @@ export class KvStore {
       // The copy's buffer: the hot entry's from here on, or released when this put ends without one.
       let lease = copied?.lease;
       try {
-        // Scanned off the main thread (a device cache on the GPU), in call order with the
-        // session's other operations.
+        // Scanned off the main thread (with the copy; a device cache on the GPU), reported in call
+        // order with the session's other operations.
         if (this.options.nonFinite === 'reject') {
-          const bad = owned
-            ? await findNonFinite(owned)
-            : await findNonFiniteDevice(cache as DeviceKvCache);
+          const bad = copied ? copied.nonFinite : await findNonFiniteDevice(cache as DeviceKvCache);
           if (bad) {
             throw new KvtcError('E_LAYOUT', `cache.${bad.stream}[${bad.layer}] holds NaN or Inf at token ${bad.token} (options.nonFinite is 'reject')`);
           }
