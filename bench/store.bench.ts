@@ -11,23 +11,66 @@
  * this store (chunks), the single-blob store as it was (`blobPerSession`), and raw lower tiers.
  * Writes bench/results/store.json. `--quick` runs smaller workloads; `--only=zipf|multiturn`;
  * `--mode=<part of a store's name>` (e.g. `blob`, `raw`) runs only those multi-turn stores (profiling).
+ * `--cpu-prof=<dir>` writes a main-thread CPU profile of each measured window (not the setup) to
+ * `<dir>/<workload>-<store>.cpuprofile`; `npx tsx bench/profile-summary.ts <file>` summarizes one.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
+import { Session } from 'node:inspector/promises';
 import { KvStore, calibrate, type GetStatus, type KvCache, type KvLayout } from '../src/index.js';
 import { mulberry32 } from '../test/helpers/synthetic.js';
+import * as internals from '../src/internal/testing.js';
 import { syntheticCache, withDtype } from '../test/helpers/synthetic.js';
 
 const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
+const profDir = process.argv.find((a) => a.startsWith('--cpu-prof='))?.slice(11);
+
+/** The main thread's CPU profile of one measured window (--cpu-prof): started now, written by stop(). */
+async function profileWindow(name: string): Promise<{ stop(): Promise<void> }> {
+  if (profDir === undefined) return { stop: async () => undefined };
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 200 });
+  await session.post('Profiler.start');
+  return {
+    async stop() {
+      const { profile } = await session.post('Profiler.stop');
+      mkdirSync(profDir, { recursive: true });
+      writeFileSync(join(profDir, `${name.replace(/[^a-z0-9]+/gi, '-')}.cpuprofile`), JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
+}
 const SESSIONS = quick ? 60 : 240;
 const OPS = quick ? 400 : 2400;
 const CLIENTS = 4;
 const TOKENS = 256;
 const layout: KvLayout = { layers: 8, kvHeads: 4, headDim: 64, dtype: 'f16', rope: { theta: 10000, style: 'neox' } };
+
+/**
+ * The main thread's own time (Linux: /proc/self/task/<pid>/schedstat): on the CPU, and waiting
+ * for one (runnable but not running: another thread or process had the core). Unlike the
+ * event-loop delay, the first stays meaningful on a loaded machine. undefined elsewhere.
+ */
+function mainThreadTimes(): { cpuMs: number; waitMs: number } | undefined {
+  try {
+    const [cpu, wait] = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number);
+    return { cpuMs: cpu! / 1e6, waitMs: wait! / 1e6 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Share of the store's cache buffers that were recycled ones (buffer-pool.ts; NaN where the store has no pool). */
+function reusedPercent(store: KvStore): number {
+  const pool = (internals as { bufferPool?: (s: KvStore) => { counts: { reused: number; allocated: number } } }).bufferPool?.(store);
+  return pool ? (100 * pool.counts.reused) / Math.max(1, pool.counts.reused + pool.counts.allocated) : NaN;
+}
 
 /** Main-thread GC pauses while a workload runs (the event loop's delay has this as one cause). */
 function watchGc(): { stop(): { 'GC pauses > 5 ms': number; 'GC pause max ms': number; 'GC ms / s': number } } {
@@ -82,6 +125,8 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
   const histogram = monitorEventLoopDelay({ resolution: 1 });
   histogram.enable();
   const gc = watchGc();
+  const prof = await profileWindow(`zipf-${compression}`);
+  const main0 = mainThreadTimes();
   const t0 = performance.now();
   let done = 0;
   let misses = 0;
@@ -105,8 +150,11 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
   };
   await Promise.all(Array.from({ length: CLIENTS }, client));
   const seconds = (performance.now() - t0) / 1000;
+  const main1 = mainThreadTimes();
+  const rss = process.memoryUsage.rss();
   histogram.disable();
   const gcs = gc.stop();
+  await prof.stop();
   const s = store.stats();
   const pct = (v: number[], p: number) => (v.length ? [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor((p / 100) * v.length))]! : NaN);
   await store.close();
@@ -132,7 +180,11 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
     'decoded tokens / op': (s.codec.decodedTokens - codec0.decodedTokens) / OPS,
     'ops/s': OPS / seconds,
     'event-loop p99 ms': histogram.percentile(99) / 1e6,
+    'main-thread CPU ms / op': main0 && main1 ? (main1.cpuMs - main0.cpuMs) / OPS : NaN,
+    'main-thread runnable-wait ms / op': main0 && main1 ? (main1.waitMs - main0.waitMs) / OPS : NaN,
     ...gcs,
+    'RSS MB (end)': rss / 1e6,
+    'cache buffers recycled %': reusedPercent(store),
     'host MB held': s.host.storedBytes / 1e6,
     'disk MB held': s.disk.storedBytes / 1e6,
     'mean ratio': s.meanRatio ?? NaN,
@@ -262,6 +314,7 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     const histogram = monitorEventLoopDelay({ resolution: 1 });
     histogram.enable();
     const gc = watchGc();
+    const prof = await profileWindow(`multiturn-${mode.store}`);
     const seen: Record<string, number[]> = { device: [], host: [], disk: [] };
     // Sessions differ in size (shared prompts are long): latency per MB restored compares tiers and stores fairly.
     const perMb: Record<string, number[]> = { device: [], host: [], disk: [] };
@@ -271,6 +324,7 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     let peakDisk = 0;
     const codec0 = store.stats().codec;
     const cpu0 = process.cpuUsage();
+    const main0 = mainThreadTimes();
     const t0 = performance.now();
     let done = 0;
     const client = async () => {
@@ -301,8 +355,11 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     await store.settled();
     const seconds = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
+    const main1 = mainThreadTimes();
+    const rss = process.memoryUsage.rss();
     histogram.disable();
     const gcs = gc.stop();
+    await prof.stop();
     const st = store.stats();
     const pct = (v: number[], p: number) => (v.length ? [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor((p / 100) * v.length))]! : NaN);
     const hits = st.device.hits + st.host.hits + st.disk.hits;
@@ -327,9 +384,13 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
       'encoded tokens / turn': (st.codec.encodedTokens - codec0.encodedTokens) / TURNS,
       'decoded tokens / turn': (st.codec.decodedTokens - codec0.decodedTokens) / TURNS,
       'CPU ms / turn (all threads)': (cpu.user + cpu.system) / 1000 / TURNS,
+      'main-thread CPU ms / turn': main0 && main1 ? (main1.cpuMs - main0.cpuMs) / TURNS : NaN,
+      'main-thread runnable-wait ms / turn': main0 && main1 ? (main1.waitMs - main0.waitMs) / TURNS : NaN,
       'turns/s': TURNS / seconds,
       'event-loop p99 ms': histogram.percentile(99) / 1e6,
       ...gcs,
+      'RSS MB (end)': rss / 1e6,
+      'cache buffers recycled %': reusedPercent(store),
       'host MB held (end)': st.host.storedBytes / 1e6,
       'disk MB held (end)': st.disk.storedBytes / 1e6,
       'host+disk MB (end)': (st.host.storedBytes + st.disk.storedBytes) / 1e6,
