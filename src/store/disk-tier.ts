@@ -37,8 +37,10 @@
  *   (each child transaction is its own unit anyway).
  * - `getBinary` returns a Buffer of its own on every call (a slice for values up to 32 KiB, a
  *   dedicated allocation above), never the shared read buffer or the memory map; `getBinaryFast`
- *   does return the shared buffer and grows it to twice the largest value read, so it is not used
- *   for blobs. `getAsync` (reported to crash on values over ~4 KiB in this version) is not used.
+ *   does return the shared buffer, valid until the next read, and grows it to twice the largest
+ *   value read. Blobs and chunks up to SHARED_READ_MAX are read with it and copied at once into a
+ *   SharedArrayBuffer (see readValue); larger ones with `getBinary`. `getAsync` (reported to
+ *   crash on values over ~4 KiB in this version) is not used.
  *
  * The record format (versions, validation, framing) is disk-record.ts. A chunk is written in the
  * same transaction as the first manifest naming it and deleted in the same transaction as the
@@ -51,7 +53,7 @@
 import { mkdirSync } from 'node:fs';
 import { open as openLmdb } from 'lmdb';
 import type { Database, RootDatabase } from 'lmdb';
-import { crc32c } from '../binding.js';
+import { copyBytes, crc32c } from '../binding.js';
 import { KvtcError, describeValue as describe } from '../errors.js';
 import type { KvtcErrorCode } from '../errors.js';
 import {
@@ -341,9 +343,9 @@ export class DiskTier {
     const bytes = this.#chunkRefs.bytesOf(key);
     if (bytes === undefined) return undefined;
     try {
-      const buf = this.#chunks.getBinary(chunkKey(key));
+      const buf = readValue(this.#chunks, chunkKey(key), bytes);
       if (buf === undefined || buf.byteLength !== bytes) return undefined;
-      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+      return buf;
     } catch {
       return undefined;
     }
@@ -566,10 +568,8 @@ export class DiskTier {
       if (meta.fingerprint !== expectFingerprint) {
         return { ok: false, reason: 'profile-mismatch', meta, detail: `record '${id}' was encoded with profile ${meta.fingerprint}, expected ${String(expectFingerprint)}` };
       }
-      const buf = this.#blobs.getBinary(key);
-      if (buf === undefined) return { ok: false, reason: 'corrupt', meta, detail: `record '${id}' has metadata but no blob` };
-      // getBinary already returned a buffer of its own; a plain view of it is the stable copy.
-      const blob = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+      const blob = readValue(this.#blobs, key, meta.storedBytes);
+      if (blob === undefined) return { ok: false, reason: 'corrupt', meta, detail: `record '${id}' has metadata but no blob` };
       if (blob.byteLength !== meta.storedBytes) {
         return { ok: false, reason: 'corrupt', meta, detail: `record '${id}' blob holds ${blob.byteLength} bytes, metadata says ${meta.storedBytes}` };
       }
@@ -1055,6 +1055,32 @@ interface ChunkPlan {
 }
 
 /** The 16-byte LMDB key of a chunk key (32 hex digits). */
+/**
+ * Values up to this size are read through lmdb's reused read buffer (which then grows to at most
+ * twice this) into a SharedArrayBuffer: V8 does not count shared buffers as external memory, so
+ * reading a session back from disk does not drive the main thread's garbage collector (a Buffer
+ * per read did: a full mark-compact every ~8 MB read).
+ */
+const SHARED_READ_MAX = 4 << 20;
+
+/**
+ * A value's bytes in memory of their own (a fresh copy the caller owns), or undefined when the key
+ * is absent. `expectBytes` (the recorded size) picks the read path; the copy is of what is stored.
+ */
+function readValue(db: Bytes, key: Buffer, expectBytes: number): Uint8Array | undefined {
+  if (expectBytes > SHARED_READ_MAX) {
+    const buf = db.getBinary(key);
+    return buf === undefined ? undefined : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  const fast = db.getBinaryFast(key);
+  if (fast === undefined) return undefined;
+  // The shared read buffer's `length` is the value's; its byteLength may be the whole buffer's.
+  const n = fast.length;
+  const out = new Uint8Array(new SharedArrayBuffer(n));
+  copyBytes(out, new Uint8Array(fast.buffer, fast.byteOffset, n));
+  return out;
+}
+
 function chunkKey(key: string): Buffer {
   return Buffer.from(key, 'hex');
 }

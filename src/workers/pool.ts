@@ -154,7 +154,10 @@ export class CodecPool {
       const transfer: ArrayBuffer[] = [];
       const wire = parts.map((p) => {
         if (typeof p.source === 'number') return { source: { handle: p.source }, offset: p.offset, expectTokens: p.expectTokens };
-        const b = ownBuffer(p.source());
+        const blob = p.source();
+        // A blob in shared memory (disk reads, disk-tier.ts) is shared with the worker as it is.
+        if (blob.buffer instanceof SharedArrayBuffer) return { source: { blob }, offset: p.offset, expectTokens: p.expectTokens };
+        const b = ownBuffer(blob);
         transfer.push(b.buffer as ArrayBuffer);
         return { source: { blob: b }, offset: p.offset, expectTokens: p.expectTokens };
       });
