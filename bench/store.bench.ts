@@ -11,6 +11,8 @@
  * this store (chunks), the single-blob store as it was (`blobPerSession`), and raw lower tiers.
  * Writes bench/results/store.json. `--quick` runs smaller workloads; `--only=zipf|multiturn`;
  * `--mode=<part of a store's name>` (e.g. `blob`, `raw`) runs only those multi-turn stores (profiling).
+ * `--into` makes every client get into a cache of its own, reused (an engine's KV buffers: the
+ * `into` get option) instead of a new copy per get.
  * `--cpu-prof=<dir>` writes a main-thread CPU profile of each measured window (not the setup) to
  * `<dir>/<workload>-<store>.cpuprofile`; `npx tsx bench/profile-summary.ts <file>` summarizes one.
  */
@@ -28,6 +30,14 @@ import { syntheticCache, withDtype } from '../test/helpers/synthetic.js';
 const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
 const profDir = process.argv.find((a) => a.startsWith('--cpu-prof='))?.slice(11);
+const useInto = process.argv.includes('--into');
+
+/** A client's own cache of `tokens` rows (an engine's KV buffers), for gets with `into` (--into). */
+function engineCache(l: KvLayout, tokens: number): KvCache {
+  const n = tokens * l.kvHeads * l.headDim;
+  const arr = () => (l.dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n));
+  return { layout: l, tokens, positions: new Int32Array(tokens), keys: Array.from({ length: l.layers }, arr), values: Array.from({ length: l.layers }, arr) };
+}
 
 /** The main thread's CPU profile of one measured window (--cpu-prof): started now, written by stop(). */
 async function profileWindow(name: string): Promise<{ stop(): Promise<void> }> {
@@ -133,12 +143,13 @@ async function run(compression: 'kvtc' | 'none', sessions: KvCache[], profile: A
   const seen: Record<string, number[]> = { device: [], host: [], disk: [] };
   const codec0 = store.stats().codec;
   const client = async () => {
+    const into = useInto ? engineCache(sessions[0]!.layout, TOKENS) : undefined;
     while (done < OPS) {
       done++;
       const i = pick();
       const status: GetStatus = {};
       const g0 = performance.now();
-      const c = await store.get(`s${i}`, { status });
+      const c = await store.get(`s${i}`, { status, ...(into ? { into } : {}) });
       if (status.tier) seen[status.tier]!.push(performance.now() - g0);
       if (!c) {
         misses++;
@@ -201,7 +212,7 @@ const previous = (() => {
     return {};
   }
 })();
-const results: Record<string, unknown> = { ...previous, date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, quick };
+const results: Record<string, unknown> = { ...previous, date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, quick, into: useInto };
 const fmt = (v: unknown) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : String(v));
 function table(rows: Record<string, unknown>[], names: string[]): void {
   console.log(`| metric | ${names.join(' | ')} |`);
@@ -218,7 +229,7 @@ if (only === undefined || only === 'zipf') {
     console.log(`running ${OPS} operations with ${CLIENTS} clients, lower tiers: ${compression}`);
     rows.push(await run(compression, sessions, profile));
   }
-  console.log(`\nZipf(1.1) over ${SESSIONS} sessions, ${OPS} ops, ${CLIENTS} concurrent clients; device and host budgets 10% of the raw working set each; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
+  console.log(`\nZipf(1.1) over ${SESSIONS} sessions, ${OPS} ops, ${CLIENTS} concurrent clients${useInto ? ' (gets into a cache of their own)' : ''}; device and host budgets 10% of the raw working set each; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
   table(rows, ['kvtc', 'raw']);
   results['rows'] = rows;
 }
@@ -328,13 +339,14 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     const t0 = performance.now();
     let done = 0;
     const client = async () => {
+      const into = useInto ? engineCache({ ...mtLayout, dtype: 'f16' }, Math.max(...promptLens) + OWN_MAX) : undefined;
       while (done < TURNS) {
         done++;
         const i = pick();
         const s = state[i]!;
         const status: GetStatus = {};
         const g0 = performance.now();
-        const got = await store.get(`s${i}`, { status });
+        const got = await store.get(`s${i}`, { status, ...(into ? { into } : {}) });
         const ms = performance.now() - g0;
         if (status.tier) seen[status.tier]!.push(ms);
         if (got && status.tier) perMb[status.tier]!.push(ms / ((got.tokens * rawPerToken) / 1e6));
@@ -406,6 +418,6 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
   }
   return {
     rows,
-    describe: `Multi-turn: ${N} sessions (30% on one of 4 shared prompts of 1024-2048 tokens), ${TURNS} turns of +32-128 tokens by ${CLIENTS} clients under Zipf(1.1); chunkTokens ${CHUNK}, window 32; device budget 10% and host 5% of the raw working set (${(workingSet / 1e6).toFixed(0)} MB)`,
+    describe: `Multi-turn${useInto ? ' (gets into a cache of their own)' : ''}: ${N} sessions (30% on one of 4 shared prompts of 1024-2048 tokens), ${TURNS} turns of +32-128 tokens by ${CLIENTS} clients under Zipf(1.1); chunkTokens ${CHUNK}, window 32; device budget 10% and host 5% of the raw working set (${(workingSet / 1e6).toFixed(0)} MB)`,
   };
 }
