@@ -12,7 +12,7 @@
  * Writes bench/results/store.json. `--quick` runs smaller workloads; `--only=zipf|multiturn`;
  * `--mode=<part of a store's name>` (e.g. `blob`, `raw`) runs only those multi-turn stores (profiling).
  * `--into` makes every client get into a cache of its own, reused (an engine's KV buffers: the
- * `into` get option) instead of a new copy per get.
+ * `into` get option) instead of a new copy per get; its results go to `rowsInto`/`multiTurnInto`.
  * `--cpu-prof=<dir>` writes a main-thread CPU profile of each measured window (not the setup) to
  * `<dir>/<workload>-<store>.cpuprofile`; `npx tsx bench/profile-summary.ts <file>` summarizes one.
  */
@@ -212,7 +212,7 @@ const previous = (() => {
     return {};
   }
 })();
-const results: Record<string, unknown> = { ...previous, date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, quick, into: useInto };
+const results: Record<string, unknown> = { ...previous, date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, quick };
 const fmt = (v: unknown) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : String(v));
 function table(rows: Record<string, unknown>[], names: string[]): void {
   console.log(`| metric | ${names.join(' | ')} |`);
@@ -231,14 +231,15 @@ if (only === undefined || only === 'zipf') {
   }
   console.log(`\nZipf(1.1) over ${SESSIONS} sessions, ${OPS} ops, ${CLIENTS} concurrent clients${useInto ? ' (gets into a cache of their own)' : ''}; device and host budgets 10% of the raw working set each; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
   table(rows, ['kvtc', 'raw']);
-  results['rows'] = rows;
+  // A run with --into keeps the default run's results beside its own.
+  results[useInto ? 'rowsInto' : 'rows'] = rows;
 }
 
 if (only === undefined || only === 'multiturn') {
   const { rows, describe } = await multiTurn();
   console.log(`\n${describe}; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
   table(rows, rows.map((r) => String(r['store'])));
-  results['multiTurn'] = rows;
+  results[useInto ? 'multiTurnInto' : 'multiTurn'] = rows;
 }
 
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });

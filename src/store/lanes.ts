@@ -6,7 +6,7 @@
 export class Lanes {
   readonly #tails = new Map<string, Promise<unknown>>();
   readonly #versions = new Map<string, number>();
-  readonly #shared = new Map<string, { version: number; promise: Promise<unknown> }>();
+  readonly #shared = new Map<string, { version: number; promise: Promise<unknown>; callers: number }>();
 
   /** Runs fn after every earlier operation on the same id (whether they succeeded or not). */
   run<T>(id: string, fn: () => Promise<T>): Promise<T> {
@@ -34,20 +34,26 @@ export class Lanes {
 
   /**
    * Runs `fn` on the id's lane, or joins a read of the same version already in flight.
-   * `joined` says which (a joined caller must not take a result the first caller owns).
+   * `joined` says which (a joined caller must not take a result the first caller owns);
+   * `callers()` is how many callers share the read — final once it has settled (no caller can
+   * join a settled read), so the first caller may take the result as it is only when it is 1:
+   * otherwise the joined callers would be copying what it may already be writing.
    */
-  shared<T>(id: string, fn: () => Promise<T>): { promise: Promise<T>; joined: boolean } {
+  shared<T>(id: string, fn: () => Promise<T>): { promise: Promise<T>; joined: boolean; callers: () => number } {
     const version = this.#versions.get(id) ?? 0;
     const inflight = this.#shared.get(id);
-    if (inflight !== undefined && inflight.version === version) return { promise: inflight.promise as Promise<T>, joined: true };
+    if (inflight !== undefined && inflight.version === version) {
+      inflight.callers++;
+      return { promise: inflight.promise as Promise<T>, joined: true, callers: () => inflight.callers };
+    }
     const promise = this.run(id, fn);
-    const rec = { version, promise };
+    const rec = { version, promise, callers: 1 };
     this.#shared.set(id, rec);
     const clear = () => {
       if (this.#shared.get(id) === rec) this.#shared.delete(id);
     };
     promise.then(clear, clear);
-    return { promise, joined: false };
+    return { promise, joined: false, callers: () => rec.callers };
   }
 
   /** Promises of every lane still running (for drains). */

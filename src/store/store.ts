@@ -391,7 +391,7 @@ export class KvStore {
     const { promote, status, into } = checkGetOptions(options, this.profile);
     const t0 = performance.now();
     // Concurrent gets of one id share one restore.
-    const { promise, joined } = this.#lanes.shared(id, () => this.#restore(id, promote));
+    const { promise, joined, callers } = this.#lanes.shared(id, () => this.#restore(id, promote));
     const r = await promise;
     this.#rebalanceLater(); // a promotion may push others down: not this caller's wait
     if (typeof r === 'string') {
@@ -400,7 +400,7 @@ export class KvStore {
       return undefined;
     }
     // Every caller gets its own copy of a stored session: nobody can alter it through the result.
-    // A restore the store keeps no reference to goes to its first caller as it is.
+    // A restore the store keeps no reference to goes as it is to its caller when it has only one.
     // A hot entry's buffer is not recycled while this caller copies it (held before any other
     // operation on the id can run: those wait on the id's lane behind this restore's callers).
     const release = r.lease?.hold();
@@ -410,7 +410,7 @@ export class KvStore {
         cache = cacheRows(into, r.cache!.tokens, r.cache!.layout.dtype);
         await copyRows(r.cache!, cache);
       } else {
-        cache = !joined && r.fresh ? r.cache! : await copyCacheAsync(r.cache!, false);
+        cache = !joined && r.fresh && callers() === 1 ? r.cache! : await copyCacheAsync(r.cache!, false);
       }
     } finally {
       release?.();

@@ -106,8 +106,8 @@ describe('static-group reconstruction levels', () => {
       for (let t = 0; t < N; t++) {
         const x = sample[t * sigmas.length + c]!;
         const q = codeOf(x, shift, scale, nl - 1);
-        sum[q] += x;
-        cnt[q]++;
+        sum[q]! += x;
+        cnt[q]!++;
       }
       return Array.from(sum, (s, q) => s / cnt[q]!);
     });

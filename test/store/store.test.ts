@@ -393,6 +393,24 @@ describe('concurrency', () => {
     expect(decodeThreads(store).has(threadId)).toBe(false);
   });
 
+  it('a shared restore the store keeps no copy of: the first caller writing its result never reaches the others', async () => {
+    const { store } = await openStore();
+    const c = session(43, 400);
+    await store.put('w', c);
+    await store.evict('w', { to: 'disk' });
+    const want = (await store.get('w', { promote: false }))!;
+    for (let round = 0; round < 5; round++) {
+      // Not promoted: the restore is referenced by nothing in the store once it settles.
+      const first = store.get('w', { promote: false }).then((got) => {
+        for (const a of [...got!.keys, ...got!.values]) (a as Float32Array).fill(999);
+        return got;
+      });
+      const others = Array.from({ length: 3 }, () => store.get('w', { promote: false }));
+      await first;
+      for (const o of await Promise.all(others)) expect(sameBits(want, o!)).toBe(true);
+    }
+  });
+
   it('different ids proceed in parallel and all land', async () => {
     const { store } = await openStore({ tiers: { device: { capacityBytes: sessionBytes() * 3 } } });
     const ids = Array.from({ length: 12 }, (_, i) => `p${i}`);
