@@ -18,9 +18,9 @@ import type { CodecProfile } from '../codec/profile.js';
 import type { BlobFormat, DecodeResult, EncodeResult, EncodeSegment, WireCache, WireProfile, WorkerReply } from './tasks.js';
 import type { OutputSlice } from '../codec/codec.js';
 
-/** The compiled worker: dist/workers/worker.js, whether this module runs from src/ or dist/. */
+/** The compiled worker's entry: dist/workers/worker-entry.cjs (worker-entry.cts), whether this module runs from src/ or dist/. */
 function workerFile(): string {
-  const file = fileURLToPath(new URL('../../dist/workers/worker.js', import.meta.url));
+  const file = fileURLToPath(new URL('../../dist/workers/worker-entry.cjs', import.meta.url));
   if (!existsSync(file)) {
     throw new KvtcError('E_BACKEND', `codec worker not built (${file} is missing); run \`npm run build:ts\``);
   }
