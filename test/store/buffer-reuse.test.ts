@@ -4,20 +4,13 @@
  * when they go back to the pool): a buffer reused or poisoned while a caller's copy, an encode or
  * a restore still reads it would show up as a cache that matches no version of its session.
  */
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { KvStore, type CodecProfile, type KvCache, type StoreEvent } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import type { KvCache, StoreEvent } from '../../src/index.js';
 import { bufferPool } from '../../src/internal/testing.js';
-import { LAYOUT, tempDir, testProfile } from '../helpers/store.js';
+import { LAYOUT, storeKit } from '../helpers/store.js';
 import { mulberry32 } from '../helpers/synthetic.js';
 
-let profile: CodecProfile;
-const cleanups: (() => Promise<void>)[] = [];
-beforeAll(async () => {
-  profile = await testProfile();
-});
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
+const { openStore } = storeKit();
 
 const ROW = LAYOUT.kvHeads * LAYOUT.headDim;
 const TOKENS = 6000; // 1.5 MB per session: copies take long enough to overlap other operations
@@ -52,18 +45,13 @@ function versionOf(c: KvCache, id: number): number {
 describe('recycled hot-tier buffers', () => {
   for (const compression of ['none', 'kvtc'] as const) {
     it(`concurrent gets, puts and evictions never see a recycled buffer (${compression})`, async () => {
-      const t = await tempDir();
-      cleanups.push(t.cleanup);
       const bytes = 2 * LAYOUT.layers * TOKENS * ROW * 4;
-      const store = await KvStore.open({
-        profile,
-        path: t.path,
+      const store = await openStore({
         compression,
         workers: { minThreads: 1, maxThreads: 2 },
         tiers: { device: { capacityBytes: Math.floor(3.5 * bytes), idleMs: 0 }, host: { capacityBytes: 3 * bytes, idleMs: 0 } },
         flushOnClose: false,
       });
-      cleanups.push(() => store.close().catch(() => undefined));
       const pool = bufferPool(store);
       pool.poison = true;
       const errors: StoreEvent[] = [];

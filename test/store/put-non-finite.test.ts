@@ -3,27 +3,16 @@
  * 64 KiB blocks). The first non-finite value is named exactly — wherever it falls against the
  * blocks, in every dtype — finite extremes pass, and a refused put leaves the session as it was.
  */
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { KvStore, type CodecProfile, type KvCache, type KvtcError } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import type { KvCache, KvStore, KvtcError } from '../../src/index.js';
 import { bufferPool } from '../../src/internal/testing.js';
-import { LAYOUT, sameBits, session, tempDir, testProfile } from '../helpers/store.js';
+import { LAYOUT, sameBits, session, storeKit } from '../helpers/store.js';
 import { withDtype } from '../helpers/synthetic.js';
 
-let profile: CodecProfile;
-const cleanups: (() => Promise<void>)[] = [];
-beforeAll(async () => {
-  profile = await testProfile();
-});
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
+const { openStore } = storeKit();
 
-async function open(nonFinite: 'reject' | 'store'): Promise<KvStore> {
-  const t = await tempDir();
-  cleanups.push(t.cleanup);
-  const store = await KvStore.open({ profile, path: t.path, nonFinite, workers: { minThreads: 1, maxThreads: 1 } });
-  cleanups.push(() => store.close().catch(() => undefined));
-  return store;
+function open(nonFinite: 'reject' | 'store'): Promise<KvStore> {
+  return openStore({ nonFinite, workers: { minThreads: 1, maxThreads: 1 } });
 }
 
 const ROW = LAYOUT.kvHeads * LAYOUT.headDim;
