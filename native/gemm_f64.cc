@@ -14,6 +14,16 @@ namespace kvtc {
 #if defined(__x86_64__)
 namespace {
 
+// An empty product: nothing to do (m or n is 0), or C = 0 unless accumulating (k is 0). True
+// when the call is done.
+bool degenerate(int m, int n, int k, double* C, int ldc, bool accumulate) {
+  if (m <= 0 || n <= 0) return true;
+  if (k > 0) return false;
+  if (!accumulate)
+    for (int i = 0; i < m; i++) std::fill(C + size_t(i) * ldc, C + size_t(i) * ldc + n, 0.0);
+  return true;
+}
+
 // Register tile: kMR rows x 32 columns of C (24 zmm accumulators); per step of k, 4 loads of the
 // packed B row and kMR broadcasts of A feed 24 fused multiply-adds, so the FMA units, not the
 // loads, set the pace. A is read in place.
@@ -59,12 +69,7 @@ __attribute__((target("avx512f"), always_inline)) inline void tile(int kc, const
 __attribute__((target("avx512f"))) void gemm_f64_avx512(int m, int n, int k, const double* A, int lda,
                                                         const double* B, int ldb, double* C, int ldc,
                                                         bool accumulate) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    if (!accumulate)
-      for (int i = 0; i < m; i++) std::fill(C + size_t(i) * ldc, C + size_t(i) * ldc + n, 0.0);
-    return;
-  }
+  if (degenerate(m, n, k, C, ldc, accumulate)) return;
   // B is packed kc x nc at a time, nc chosen so the block (~192 KB) stays in L2 while every strip
   // of kMR rows of A passes over all its panels (the strip itself stays in L1).
   const int kc_max = std::min(k, kKC);
@@ -156,12 +161,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void tile2(int kc, con
 
 __attribute__((target("avx2,fma"))) void gemm_f64_avx2(int m, int n, int k, const double* A, int lda, const double* B,
                                                        int ldb, double* C, int ldc, bool accumulate) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    if (!accumulate)
-      for (int i = 0; i < m; i++) std::fill(C + size_t(i) * ldc, C + size_t(i) * ldc + n, 0.0);
-    return;
-  }
+  if (degenerate(m, n, k, C, ldc, accumulate)) return;
   // Blocking as in gemm_f64_avx512.
   const int kc_max = std::min(k, kKC);
   const int nc = std::max(kNR2, (192 * 1024 / (8 * kc_max)) / kNR2 * kNR2);

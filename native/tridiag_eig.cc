@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "errors.h"
+#include "implicit_ql.h"
 #include "out_pages.h"
 
 // Cuppen's divide and conquer with Gu and Eisenstat's eigenvector formula. T is torn in two at its
@@ -38,58 +39,7 @@ inline __attribute__((always_inline)) void leaf_ql(int nb, double* d, double* e,
     std::fill(Z + i * ld, Z + i * ld + nb, 0.0);
     Z[i * ld + i] = 1.0;
   }
-  double f = 0.0, tst1 = 0.0;
-  const double eps = 2 * kEps;
-  for (int l = 0; l < nb; l++) {
-    tst1 = std::max(tst1, std::fabs(d[l]) + std::fabs(e[l]));
-    int m = l;
-    while (m < nb - 1 && std::fabs(e[m]) > eps * tst1) m++;
-    if (m > l) {
-      int iter = 0;
-      do {
-        if (++iter > 200) fail("E_CALIBRATION", "eigensolver did not converge (covariance has NaN/Inf?)");
-        double g = d[l];
-        double p = (d[l + 1] - g) / (2.0 * e[l]);
-        double r = std::hypot(p, 1.0);
-        if (p < 0) r = -r;
-        d[l] = e[l] / (p + r);
-        d[l + 1] = e[l] * (p + r);
-        const double dl1 = d[l + 1];
-        double h = g - d[l];
-        for (int i = l + 2; i < nb; i++) d[i] -= h;
-        f += h;
-        p = d[m];
-        double c = 1.0, c2 = 1.0, c3 = 1.0;
-        const double el1 = e[l + 1];
-        double s = 0.0, s2 = 0.0;
-        for (int i = m - 1; i >= l; i--) {
-          c3 = c2;
-          c2 = c;
-          s2 = s;
-          g = c * e[i];
-          h = c * p;
-          r = std::hypot(p, e[i]);
-          e[i + 1] = s * r;
-          s = e[i] / r;
-          c = p / r;
-          p = c * d[i] - s * g;
-          d[i + 1] = h + s * (c * g + s * d[i]);
-          double* wi = Z + size_t(i) * ld;
-          double* wi1 = wi + ld;
-          for (int k = 0; k < nb; k++) {
-            const double hk = wi1[k];
-            wi1[k] = s * wi[k] + c * hk;
-            wi[k] = c * wi[k] - s * hk;
-          }
-        }
-        p = -s * s2 * c3 * el1 * e[l] / dl1;
-        e[l] = s * p;
-        d[l] = c * p;
-      } while (std::fabs(e[l]) > eps * tst1);
-    }
-    d[l] += f;
-    e[l] = 0.0;
-  }
+  implicit_ql(nb, d, e, Z, ld);
   // Selection sort (stable enough for a fixed order; nb is small).
   for (int i = 0; i < nb - 1; i++) {
     int k = i;

@@ -124,8 +124,7 @@ export async function decode(blob: Uint8Array, profile: CodecProfile, options: D
   const threads = checkThreads(options.threads);
   const gpu = resolveBackend(checkBackendChoice(options.backend ?? 'auto', 'options.backend')) === 'cuda';
   if (options.into === undefined) return decodeSource(blob, profile, { gpu, threads });
-  const into = validateCache(options.into, 'options.into');
-  checkProfileFits(into.layout, profile);
+  const into = checkInto(options.into, profile);
   const handle = await profile.nativeHandle();
   const prep = await callNative(() => codecAddon.decodePrepare(handle, blob));
   const out = cacheRows(into, prep.tokens, prep.dtype);
@@ -136,6 +135,13 @@ export async function decode(blob: Uint8Array, profile: CodecProfile, options: D
     await callNative(() => codecAddon.decodeInto(handle, blob, out.keys, out.values, out.positions!, false, threads));
   }
   return out;
+}
+
+/** A caller's cache to write into (options.into): a valid cache of the profile's layout. */
+export function checkInto(into: unknown, profile: CodecProfile): KvCache {
+  const c = validateCache(into, 'options.into');
+  checkProfileFits(c.layout, profile);
+  return c;
 }
 
 /**

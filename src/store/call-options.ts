@@ -2,10 +2,10 @@
  * The options and results of the store's calls (put, get, getEntry, getInto, the prefix lookups)
  * and their validation: one place that names each field in its error and gives its default.
  */
-import { checkProfileFits } from '../codec/codec.js';
+import { checkInto } from '../codec/codec.js';
 import type { CodecProfile } from '../codec/profile.js';
 import { checkKeys, invalidParameter } from '../errors.js';
-import { type KvCache, validateCache } from '../layout.js';
+import type { KvCache } from '../layout.js';
 import type { QuarantinedRecord } from './disk-tier.js';
 import type { MissReason } from './events.js';
 import type { Tier } from './session.js';
@@ -146,10 +146,6 @@ export function checkGetOptions(o: GetOptions, profile: CodecProfile): { promote
   checkKeys(o, ['promote', 'status', 'into'], 'get options');
   if (o.promote !== undefined && typeof o.promote !== 'boolean') throw invalidParameter('options.promote', 'a boolean', o.promote);
   if (o.status !== undefined && (typeof o.status !== 'object' || o.status === null)) throw invalidParameter('options.status', 'an object', o.status);
-  let into: KvCache | undefined;
-  if (o.into !== undefined) {
-    into = validateCache(o.into, 'options.into');
-    checkProfileFits(into.layout, profile);
-  }
+  const into = o.into === undefined ? undefined : checkInto(o.into, profile);
   return { promote: o.promote ?? true, status: o.status, into };
 }

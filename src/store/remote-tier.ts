@@ -101,11 +101,6 @@ function backoffMs(times: number): number {
   return Math.round(cap / 2 + (Math.random() * cap) / 2);
 }
 
-/** A Buffer view of `u` (ioredis sends only Buffers as bytes; any other view would be stringified). */
-function asBuffer(u: Uint8Array): Buffer {
-  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-}
-
 /** Runs `fn` on every item with at most `limit` in flight; rejects with the first failure. */
 async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
   let next = 0;
