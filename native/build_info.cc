@@ -50,7 +50,8 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
     o.Set("linalg", e.what());
     o.Set("codecGemm", e.what());
   }
-  // The decoder's reconstruction: 'f32' (dequantize + GEMM) or 'int8' (VNNI, KVTC_DECODE=int8).
+  // The decoder's reconstruction: 'int8' (VNNI, the default where the CPU has it) or 'f32'
+  // (dequantize + GEMM; KVTC_DECODE=f32, or no VNNI).
   try {
     o.Set("codecDecode", int8_decode_selected() ? "int8" : "f32");
   } catch (const KvtcException& e) {

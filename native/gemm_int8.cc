@@ -156,21 +156,77 @@ constexpr TileInt8 kTilesInt8[4][3] = {KVTC_TI8(1), KVTC_TI8(2), KVTC_TI8(3), KV
 
 }  // namespace
 
-Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, int p) {
-  constexpr uint32_t kResidualBits = 6;  // plan groups coded this wide get the residual term
+Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, int p, uint32_t residual_bits) {
   Int8Basis b;
   b.p = p;
+  b.group_lut.assign(layout.groups.size(), -1);
   for (size_t g = 0; g < layout.groups.size(); g++) {
     const PlanGroup& pg = layout.groups[g];
-    for (int res = 0; res < (pg.bits >= kResidualBits ? 2 : 1); res++) {
-      b.part_group.push_back(int(g));
-      b.part_residual.push_back(uint8_t(res));
-      b.part_quad.push_back(b.quads);
-      b.part_quads.push_back(int((pg.size + 3) / 4));
-      b.quads += b.part_quads.back();
+    const bool is_static = pg.mode == kGroupStatic, levels = is_static && !pg.levels.empty();
+    // Runs of the group's components, each with its shift and scale: one run, except that a
+    // level group starts a new run at a quad whose levels span less than half the run's.
+    struct Run {
+      uint32_t first, size;
+      float shift, scale;
+    };
+    std::vector<Run> runs;
+    if (!levels) {
+      runs.push_back({0, pg.size, is_static ? pg.shift : 0.0f, is_static ? pg.scale : 0.0f});
+    } else {
+      const uint32_t L = 1u << pg.bits;
+      auto range = [&](uint32_t q) {  // largest |level| of the components of quad q
+        float m = 0;
+        for (uint32_t i = q * 4; i < std::min(pg.size, q * 4 + 4); i++)
+          for (uint32_t c = 0; c < L; c++) m = std::max(m, std::fabs(pg.levels[(i << pg.bits) + c]));
+        return m;
+      };
+      float run_max = 0;
+      for (uint32_t q = 0; q * 4 < pg.size; q++) {
+        const float m = range(q);
+        if (runs.empty() || m < run_max / 2) {
+          runs.push_back({q * 4, 0, 0, 0});
+          run_max = 0;
+        }
+        run_max = std::max(run_max, m);
+        Run& r = runs.back();
+        r.size = std::min(pg.size, q * 4 + 4) - r.first;
+        r.scale = run_max > 0 ? run_max / 127.0f : 1.0f;
+        r.shift = -128.0f * r.scale;
+      }
+      b.group_lut[g] = int64_t(b.lut.size());
+      b.lut.resize(b.lut.size() + pg.levels.size());
+      uint8_t* lut = b.lut.data() + b.group_lut[g];
+      for (const Run& r : runs)
+        for (uint32_t i = r.first; i < r.first + r.size; i++)
+          for (uint32_t c = 0; c < L; c++)
+            lut[(i << pg.bits) + c] = uint8_t(int(std::nearbyint(pg.levels[(i << pg.bits) + c] / r.scale)) + 128);
+    }
+    const int block_quads = int((pg.size + 3) / 4);
+    const int block0 = b.quads;
+    for (int res = 0; res < (pg.bits >= residual_bits ? 2 : 1); res++) {
+      for (size_t ri = 0; ri < runs.size(); ri++) {
+        const Run& r = runs[ri];
+        Int8Part t;
+        t.group = int(g);
+        t.first = r.first;
+        t.size = r.size;
+        t.quad = b.quads;
+        t.quads = int((r.size + 3) / 4);
+        t.residual = res == 1;
+        t.from_row = !is_static;
+        t.shift = res ? 0.0f : r.shift;
+        t.scale = res ? r.scale / 127.0f : r.scale;
+        t.codes = ri > 0 ? Int8Part::None : res ? Int8Part::Copy : Int8Part::Unpack;
+        t.block_src = block0;
+        t.block_quads = block_quads;
+        b.parts.push_back(t);
+        b.part_quads.push_back(t.quads);
+        b.part_no_shift.push_back(uint8_t(t.residual));
+        b.quads += t.quads;
+      }
     }
   }
-  const int parts = int(b.part_group.size());
+  const int parts = int(b.parts.size());
   const int np = b.panels(), pw = np * 16;
   b.col_scale.assign(pw, 1.0f);
   for (int j = 0; j < p; j++) {
@@ -185,18 +241,19 @@ Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, in
   std::memset(d, 0, bytes);
   auto clamp8 = [](float v) { return int8_t(std::max(-127.0f, std::min(127.0f, v))); };
   for (int t = 0; t < parts; t++) {
-    const PlanGroup& pg = layout.groups[b.part_group[t]];
+    const Int8Part& pt = b.parts[t];
+    const uint32_t c0 = layout.groups[pt.group].start + pt.first;
     for (int j = 0; j < p; j++) {
       double s = 0;
-      for (uint32_t i = 0; i < pg.size; i++) {
-        const float x = basis[size_t(pg.start + i) * p + j] / b.col_scale[j];
+      for (uint32_t i = 0; i < pt.size; i++) {
+        const float x = basis[size_t(c0 + i) * p + j] / b.col_scale[j];
         const float hi = std::nearbyint(x);
         s += x;
         // The residual part holds 127 x what the first one left over (|x - hi| <= 1/2).
-        const float v = b.part_residual[t] ? std::nearbyint((x - hi) * 127.0f) : hi;
-        d[(size_t(j / 16) * b.quads + b.part_quad[t] + i / 4) * 64 + (j % 16) * 4 + i % 4] = clamp8(v);
+        const float v = pt.residual ? std::nearbyint((x - hi) * 127.0f) : hi;
+        d[(size_t(j / 16) * b.quads + pt.quad + i / 4) * 64 + (j % 16) * 4 + i % 4] = clamp8(v);
       }
-      if (!b.part_residual[t]) b.colsum[size_t(t) * pw + j] = float(s);
+      if (!pt.residual) b.colsum[size_t(t) * pw + j] = float(s);
     }
   }
   b.data = std::shared_ptr<const int8_t>(d, std::free);
@@ -219,7 +276,13 @@ bool int8_decode_selected() {
   static const Choice choice = [] {
     Choice c;
     const char* env = std::getenv("KVTC_DECODE");
-    if (!env || !*env || std::strcmp(env, "f32") == 0) return c;
+    // Default: int8 where the CPU has it and the codec runs its AVX-512 path (KVTC_SIMD may
+    // select a narrower one, and the default never runs AVX-512 kernels behind it).
+    if (!env || !*env) {
+      c.int8 = has_vnni() && simd_best() == SimdPath::Avx512;
+      return c;
+    }
+    if (std::strcmp(env, "f32") == 0) return c;
     if (std::strcmp(env, "int8") != 0)
       c.error = std::string("KVTC_DECODE must be f32 or int8, got '") + env + "'";
     else if (!has_vnni())
@@ -238,7 +301,7 @@ bool int8_decode_selected() {
 void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* mean, const uint8_t* rows, int nb,
                       float* X, int ldx, std::vector<uint8_t>& scratch) {
 #if defined(__x86_64__)
-  const int G = int(b.part_group.size());
+  const int G = int(b.parts.size());
   const size_t ldu = (size_t(b.quads) * 4 + 63) / 64 * 64, ldss = 2 * size_t(G);
   scratch.resize(size_t(nb) * ldu + size_t(nb) * ldss * sizeof(float) + 64);
   uint8_t* U = scratch.data();
@@ -248,20 +311,28 @@ void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* 
     uint8_t* u = U + t * ldu;
     float* ss = SS + t * ldss;
     for (int q = 0; q < G; q++) {
-      const int g = b.part_group[q];
-      const PlanGroup& pg = layout.groups[g];
-      const uint8_t* in = row + layout.offset[g];
-      const uint32_t padded = uint32_t(b.part_quads[q]) * 4;
-      const float scale = f16_to_f32(uint16_t(in[2] | (in[3] << 8)));
-      if (b.part_residual[q]) {  // the same codes again (the part before), scale/127, no shift
-        std::memcpy(u + size_t(b.part_quad[q]) * 4, u + size_t(b.part_quad[q - 1]) * 4, padded);
-        ss[2 * q] = 0.0f;
-        ss[2 * q + 1] = scale / 127.0f;
-        continue;
+      const Int8Part& pt = b.parts[q];
+      const PlanGroup& pg = layout.groups[pt.group];
+      const uint8_t* in = row + layout.offset[pt.group];
+      uint8_t* block = u + size_t(pt.quad) * 4;
+      const uint32_t padded = uint32_t(pt.block_quads) * 4;
+      if (pt.codes == Int8Part::Copy) {
+        std::memcpy(block, u + size_t(pt.block_src) * 4, padded);
+      } else if (pt.codes == Int8Part::Unpack) {
+        unpack_codes_simd(in + group_header_bytes(pg.mode), pg.size, pg.bits, block, padded);
+        if (b.group_lut[pt.group] >= 0) {  // code c of component i -> its level's byte
+          const uint8_t* lut = b.lut.data() + b.group_lut[pt.group];
+          for (uint32_t i = 0; i < pg.size; i++) block[i] = lut[(i << pg.bits) + block[i]];
+        }
       }
-      ss[2 * q] = f16_to_f32(uint16_t(in[0] | (in[1] << 8)));
-      ss[2 * q + 1] = scale;
-      unpack_codes_simd(in + 4, pg.size, pg.bits, u + size_t(b.part_quad[q]) * 4, padded);
+      if (!pt.from_row) {
+        ss[2 * q] = pt.shift;
+        ss[2 * q + 1] = pt.scale;
+      } else {
+        const float scale = f16_to_f32(uint16_t(in[2] | (in[3] << 8)));
+        ss[2 * q] = pt.residual ? 0.0f : f16_to_f32(uint16_t(in[0] | (in[1] << 8)));
+        ss[2 * q + 1] = pt.residual ? scale / 127.0f : scale;
+      }
     }
   }
   const int np = b.panels(), pw = np * 16;
@@ -272,7 +343,7 @@ void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* 
     const __mmask16 last = __mmask16((1u << last_cols) - 1);
     for (int i = 0; i < nb; i += 4) {
       const int mr = std::min(4, nb - i);
-      kTilesInt8[mr - 1][nv - 1](G, b.part_quads.data(), b.part_residual.data(), U + i * ldu, ldu, SS + i * ldss, ldss,
+      kTilesInt8[mr - 1][nv - 1](G, b.part_quads.data(), b.part_no_shift.data(), U + i * ldu, ldu, SS + i * ldss, ldss,
                                  b.data.get() + size_t(j) * pstride, pstride, b.colsum.data() + j * 16, size_t(pw),
                                  b.col_scale.data() + j * 16, mean + j * 16, X + size_t(i) * ldx + j * 16, size_t(ldx),
                                  last);

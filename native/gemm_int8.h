@@ -2,7 +2,9 @@
 // evaluated with the codes as unsigned bytes against an int8 copy of the basis (per-column
 // scales) on AVX-512 VNNI (vpdpbusd), so the dequantize pass and the FP32 GEMM disappear.
 // The int8 basis is derived state (built at profile load when the path is selected); blobs are
-// unchanged. Selected by KVTC_DECODE=int8 (default f32; read once per process, here only).
+// unchanged. The default on a CPU with AVX-512 VNNI (its extra error is a small fraction of a
+// percent of the codec's own; see kInt8ResidualBits); KVTC_DECODE=f32 selects the FP32 path,
+// KVTC_DECODE=int8 insists on int8. Read once per process, here only.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -14,28 +16,66 @@
 namespace kvtc {
 
 // The basis B (k x p) of one stream group, per plan group, as int8 with per-column scales.
-// Plan groups of wide codes (the leading components, which carry most of the energy) get a
-// second, residual int8 term: B ≈ col_scale·(B1 + B2/127), so their basis rounding is ~127x
-// smaller. Each term is a "part": a plan group's rows (padded to whole quads of 4) in one term.
+// Plan groups of kInt8ResidualBits or more (where the basis's int8 rounding would add a visible
+// share to the group's own quantization error) get a second, residual int8 term:
+// B ≈ col_scale·(B1 + B2/127), so their basis rounding is ~127x smaller. Each term of a run of
+// a plan group's components (padded to whole quads of 4) is a "part"; the kernel sums each part
+// in int32, then adds scale·sum + shift·colsum in float.
+//
+// Every part is codes·scale + shift against its rows, the codes unsigned bytes:
+//  - a min/max group (one part per term) reads its shift and scale from the token's row;
+//  - a static group without levels has the calibrated shift and scale of every token;
+//  - a static group with reconstruction levels maps each code through a per-component table to
+//    u = round(level / s) + 128, so it decodes as scale s and shift -128·s. s is the largest
+//    |level| / 127 of the part, and the group is split into parts (runs of whole quads) wherever
+//    the components' level range halves: each component's table rounds at most 1/127 of its
+//    own range, ~1/16 of a 4-bit step, whatever the spread of variances in its group.
+struct Int8Part {
+  int group = 0;             // plan group
+  uint32_t first = 0;        // its first component within the group (a multiple of 4)
+  uint32_t size = 0;         // components
+  int quad = 0, quads = 0;   // its rows in the basis: first quad, quads
+  bool residual = false;     // the residual term (codes x B2/127, no shift term)
+  bool from_row = false;     // shift and scale are in the token's row (min/max group)
+  float shift = 0, scale = 0;  // otherwise: the constants (a residual part's scale already / 127)
+  // What the row pass writes for this part (the parts of one term of a group share one block of
+  // codes, laid out from the first part's quad): 'unpack' the group's codes, 'copy' them from
+  // block_src (the residual term: the same codes again), or nothing (an earlier part did).
+  enum Codes : uint8_t { None, Unpack, Copy } codes = None;
+  int block_src = 0;         // Copy: the first quad of the codes to copy
+  int block_quads = 0;       // Unpack / Copy: quads of the group's block
+};
+
 struct Int8Basis {
-  int p = 0, quads = 0;              // columns; row quads over all parts
-  std::vector<int> part_group;       // plan group of each part
-  std::vector<uint8_t> part_residual;  // 1: the residual term (codes x B2/127, no shift term)
-  std::vector<int> part_quad;        // first quad of each part
-  std::vector<int> part_quads;       // quads of each part
+  int p = 0, quads = 0;  // columns; row quads over all parts
+  std::vector<Int8Part> parts;
+  std::vector<int> part_quads;         // parts[i].quads, for the kernel
+  std::vector<uint8_t> part_no_shift;  // parts[i].residual, for the kernel
+  // Level groups: size << bits bytes from group_lut[group] (-1: the codes are used as they are).
+  std::vector<int64_t> group_lut;
+  std::vector<uint8_t> lut;
   std::shared_ptr<const int8_t> data;  // [panel of 16 columns][quad][16 columns][4 rows]
   std::vector<float> col_scale;      // panels*16: B[c][j] ≈ col_scale[j] * int8
-  std::vector<float> colsum;         // parts x panels*16: Σ_{c in g} B[c][j] / col_scale[j] (0: residual)
+  std::vector<float> colsum;         // parts x panels*16: Σ_{c in part} B[c][j] / col_scale[j] (0: residual)
   bool empty() const { return !data; }
   int panels() const { return (p + 15) / 16; }
 };
 
-// Builds the int8 basis of a k x p basis (row-major) under a row layout's plan groups.
-Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, int p);
+// Plan groups this wide or wider get the residual basis term (see Int8Basis): from 4 bits on, a
+// single int8 term's rounding is a visible share of a group's quantization error. Measured on
+// 8B-shaped and real stories260K caches at ratios 4-32 (relMSE against the FP32 decode): one
+// term everywhere +0.0-57%; residual from 6 bits +0.0-5%; from 4 bits +0.00-0.17% (the rest is
+// the level tables' rounding) at 761 MB/s against 314 FP32; from 3 bits the same error, 659 MB/s.
+constexpr uint32_t kInt8ResidualBits = 4;
 
-// Whether decoding should take the int8 path: KVTC_DECODE=int8 and a CPU with AVX-512 VNNI.
-// KVTC_DECODE=f32 or unset: false. Throws E_OPTIONS for any other value, or int8 on a CPU
-// without VNNI or with KVTC_SIMD below avx512 (there is no AVX2 int8 path).
+// Builds the int8 basis of a k x p basis (row-major) under a row layout's plan groups.
+Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, int p,
+                          uint32_t residual_bits = kInt8ResidualBits);
+
+// Whether decoding takes the int8 path. Unset KVTC_DECODE: a CPU with AVX-512 VNNI whose codec
+// runs the avx512 path. KVTC_DECODE=f32: false. KVTC_DECODE=int8: true, or E_OPTIONS on a CPU
+// without VNNI or with KVTC_SIMD below avx512 (there is no AVX2 int8 path). Any other value:
+// E_OPTIONS.
 bool int8_decode_selected();
 
 // Decodes nb quantized rows (rowBytes apart) of one group into X[nb][p] (row stride ldx):

@@ -191,12 +191,34 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   });
 }
 
-// int8Decode(groups, basis, p, rows, n, mean, X, reps?) -> seconds: the int8 reconstruction
-// (gemm_int8.h) of n quantized rows against the k x p basis (k = the plan's end), X = mean +
-// rows x basis, in the codec's 64-row batches. E_OPTIONS without VNNI.
+// int8Decode(groups, basis, p, rows, n, mean, X, reps?, statics?) -> seconds: the int8
+// reconstruction (gemm_int8.h) of n quantized rows against the k x p basis (k = the plan's end),
+// X = mean + rows x basis, in the codec's 64-row batches. statics: [{ group, shift, scale,
+// levels? }] makes those plan groups static (codes only in the row; value shift + code·scale, or
+// levels[(i << bits) + code] for component i). E_OPTIONS without VNNI.
 Napi::Value Int8Decode(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    const RowLayout l = layout_of(info[0]);
+    RowLayout l = layout_of(info[0]);
+    if (info.Length() > 8 && info[8].IsArray()) {
+      std::vector<PlanGroup> groups = l.groups;
+      const Napi::Array st = info[8].As<Napi::Array>();
+      for (uint32_t i = 0; i < st.Length(); i++) {
+        const Napi::Object o = st.Get(i).As<Napi::Object>();
+        const uint32_t g = o.Get("group").As<Napi::Number>().Uint32Value();
+        if (g >= groups.size()) fail("E_LAYOUT", "int8Decode: statics[].group");
+        PlanGroup& pg = groups[g];
+        pg.mode = kGroupStatic;
+        pg.shift = o.Get("shift").As<Napi::Number>().FloatValue();
+        pg.scale = o.Get("scale").As<Napi::Number>().FloatValue();
+        if (o.Has("levels")) {
+          size_t nl;
+          const float* lv = typed_of<float>(o.Get("levels"), nl, "levels");
+          if (pg.bits > kMaxLevelBits || nl != (size_t(pg.size) << pg.bits)) fail("E_LAYOUT", "int8Decode: statics[].levels");
+          pg.levels.assign(lv, lv + nl);
+        }
+      }
+      l = make_row_layout(groups);
+    }
     size_t nb, nr, nm, nx;
     const float* B = typed_of<float>(info[1], nb, "basis");
     const int p = info[2].As<Napi::Number>().Int32Value();

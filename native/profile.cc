@@ -43,11 +43,7 @@ void StreamGroup::derive() {
   } catch (const KvtcException&) {
     // An invalid KVTC_DECODE fails the decode that needs it, not the profile load.
   }
-  // The int8 path reads each group's shift and scale from the row: a plan with static groups
-  // decodes on the float path instead (explicitly: decode_i8 stays empty).
-  bool any_static = false;
-  for (const PlanGroup& g : plan) any_static |= g.mode == kGroupStatic;
-  if (int8 && !any_static) decode_i8 = make_int8_basis(row, basis.data(), int(k), int(p));
+  if (int8) decode_i8 = make_int8_basis(row, basis.data(), int(k), int(p));
 }
 
 std::vector<uint8_t> serialize_profile(const Profile& pr) {

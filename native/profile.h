@@ -52,7 +52,7 @@ struct StreamGroup {
   PackedB encode_b;  // basisᵀ (p x k) packed for the encoder's D = X·basisᵀ
   PackedB decode_b;  // basis (k x p) packed for the decoder's X = D·basis
   double mean_norm = 0;  // ||mean||, the constant term of the escape test
-  Int8Basis decode_i8;   // the basis as int8, only when KVTC_DECODE=int8 selects that path
+  Int8Basis decode_i8;   // the basis as int8, only when the int8 decode path is selected (int8_decode_selected)
   RowLayout row;
   std::vector<RansTable> tables;
   void derive();  // fills the derived fields; throws E_PROFILE on inconsistent data

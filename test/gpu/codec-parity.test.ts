@@ -5,6 +5,7 @@
  * Runs on the real GPU when one is usable, else on the CPU emulation of the CUDA runtime
  * (see target.ts).
  */
+import '../helpers/f32-decode.js'; // first: this file compares against the FP32 decoder's exact results
 import { TARGET } from './target.js';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';

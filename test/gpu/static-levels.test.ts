@@ -3,6 +3,7 @@
  * decoded on both agrees within float rounding, far closer than to the decode of a profile
  * without levels. Runs on the real GPU when one is usable, else on the CPU emulation (target.ts).
  */
+import '../helpers/f32-decode.js'; // first: this file compares against the FP32 decoder's exact results
 import { TARGET } from './target.js';
 import { describe, expect, it } from 'vitest';
 import { calibrate, CodecProfile, decode, encode, type KvCache, type KvLayout } from '../../src/index.js';

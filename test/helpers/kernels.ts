@@ -22,8 +22,22 @@ export interface Kernels {
   loadRow(src: ArrayBufferView, dtype: number, out: Float32Array, path: SimdPath, reps?: number): number;
   storeRow(src: Float32Array, dtype: number, out: ArrayBufferView, path: SimdPath, reps?: number): number;
   memcpy(src: ArrayBufferView, dst: ArrayBufferView, reps?: number): number;
-  /** X = mean + rows x basis by the int8 (VNNI) reconstruction; basis is k x p, k the plan's end. */
-  int8Decode(groups: Uint32Array, basis: Float32Array, p: number, rows: Uint8Array, n: number, mean: Float32Array, X: Float32Array, reps?: number): number;
+  /**
+   * X = mean + rows x basis by the int8 (VNNI) reconstruction; basis is k x p, k the plan's end.
+   * statics make plan groups static: codes only in the row, each decoding to shift + code x scale
+   * or, with levels, to levels[(i << bits) + code] for the group's component i.
+   */
+  int8Decode(
+    groups: Uint32Array,
+    basis: Float32Array,
+    p: number,
+    rows: Uint8Array,
+    n: number,
+    mean: Float32Array,
+    X: Float32Array,
+    reps?: number,
+    statics?: { group: number; shift: number; scale: number; levels?: Float32Array }[],
+  ): number;
   /** The register-only vpdpbusd loop: int8 operations and thread CPU seconds. */
   int8Peak(iterations: number): { ops: number; seconds: number };
   profileTables(profile: NativeProfileHandle, stream: number, group: number): { freqs: Uint16Array; context: Uint16Array; groups: Uint32Array };

@@ -4,6 +4,7 @@
  * avx2 and avx512 write byte-identical blobs; encode/decode with { threads } give exactly the
  * bytes of threads: 1, escapes included; invalid thread counts are E_OPTIONS.
  */
+import '../helpers/f32-decode.js'; // first: this file compares against the FP32 decoder's exact results
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';

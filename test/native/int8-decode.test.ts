@@ -1,16 +1,18 @@
 /**
- * The int8 reconstruction path of the CPU decoder (KVTC_DECODE=int8, AVX-512 VNNI): fresh
- * processes decode the same blobs with KVTC_DECODE=f32 and =int8; the int8 output stays within a
- * small distance of the f32 one (the int8 basis's own rounding), its error against the original
- * stays within a few percent of the codec's, escaped tokens are still exact, and an invalid
- * KVTC_DECODE is E_OPTIONS. Skipped where the CPU has no VNNI (the path refuses to run there).
+ * The int8 reconstruction path of the CPU decoder (the default with AVX-512 VNNI): fresh
+ * processes decode the same blobs with KVTC_DECODE=f32, =int8 and unset; the int8 output stays
+ * within a small distance of the f32 one (the int8 basis's own rounding), its error against the
+ * original within a fraction of a percent of the codec's for min/max and static groups (with and
+ * without reconstruction levels), escaped tokens are still exact, and an invalid KVTC_DECODE is
+ * E_OPTIONS. Skipped where the CPU has no VNNI (the path refuses to run there).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildInfo, calibrate, encode, type KvCache, type KvLayout } from '../../src/index.js';
+import { buildInfo, calibrate, CodecProfile, encode, type KvCache, type KvLayout } from '../../src/index.js';
+import { rewriteLevels } from '../helpers/profile-levels.js';
 import { syntheticCache } from '../helpers/synthetic.js';
 
 const vnni = buildInfo().simd.includes('avx512vnni') && buildInfo().simd.includes('avx512f');
@@ -36,7 +38,7 @@ const child = (mode: string, simd?: string) =>
     execFileSync(process.execPath, ['--input-type=module', '-e', script, dir, mode], {
       cwd: new URL('../../', import.meta.url),
       encoding: 'utf8',
-      env: { ...process.env, KVTC_DECODE: mode, ...(simd ? { KVTC_SIMD: simd } : {}) },
+      env: { ...process.env, KVTC_DECODE: mode, ...(simd ? { KVTC_SIMD: simd } : {}) }, // '' = unset: the default
     }).trim(),
   ) as { mode: string; e: string | null };
 
@@ -106,16 +108,39 @@ describe('int8 decode path', () => {
     }
   });
 
-  it.skipIf(!vnni)('a plan with static groups decodes on the float path under KVTC_DECODE=int8 (explicit fallback)', async () => {
+  it.skipIf(!vnni)('static groups (uniform and with levels) decode on int8 within 0.5% of the FP32 error; int8 is the default', async () => {
     const layout: KvLayout = { layers: 2, kvHeads: 2, headDim: 32, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
     const samples = [0, 1].map((i) => syntheticCache({ layout, tokens: 400, seed: 70 + i }));
-    const profile = await calibrate(samples, { ratio: 10, windowTokens: 0, pcaGroupLayers: 1 });
-    expect(profile.groups.some((g) => g.plan.some((p) => p.quantizer === 'static'))).toBe(true);
-    writeFileSync(join(dir, 'profile.bin'), profile.toBytes());
-    writeFileSync(join(dir, 'blob.bin'), await encode(syntheticCache({ layout, tokens: 300, seed: 3 }), profile, { backend: 'cpu' }));
-    expect(child('f32')).toEqual({ mode: 'f32', e: null });
-    expect(child('int8')).toEqual({ mode: 'int8', e: null });
-    const read = (m: string) => Buffer.from(readFileSync(join(dir, `dec_${m}.bin`)));
-    expect(read('int8').equals(read('f32'))).toBe(true);
+    const cache = syntheticCache({ layout, tokens: 300, seed: 3 });
+    const orig = flat(cache);
+    for (const ratio of [6, 10, 20]) {
+      const profile = await calibrate(samples, { ratio, windowTokens: 0, pcaGroupLayers: 1 });
+      const plans = profile.groups.flatMap((g) => g.plan);
+      expect(plans.some((p) => p.quantizer === 'static' && p.bits <= 4)).toBe(true); // groups with levels
+      const v3 = profile.toBytes();
+      // The same plan without levels: static groups decode at shift + code x scale.
+      for (const [name, bytes] of [['levels', v3], ['uniform', rewriteLevels(v3, () => null)]] as const) {
+        writeFileSync(join(dir, 'profile.bin'), bytes);
+        writeFileSync(join(dir, 'blob.bin'), await encode(cache, CodecProfile.fromBytes(bytes), { backend: 'cpu' }));
+        expect(child('f32')).toEqual({ mode: 'f32', e: null });
+        expect(child('')).toEqual({ mode: 'int8', e: null }); // the default on this CPU
+        const read = (m: string) => new Float32Array(new Uint8Array(readFileSync(join(dir, `dec_${m}.bin`))).slice().buffer);
+        const f = read('f32');
+        const q = read('');
+        let errF = 0;
+        let errQ = 0;
+        let energy = 0;
+        for (let i = 0; i < orig.length; i++) {
+          errF += (f[i]! - orig[i]!) ** 2;
+          errQ += (q[i]! - orig[i]!) ** 2;
+          energy += orig[i]! ** 2;
+        }
+        const what = `ratio ${ratio}, ${name}`;
+        expect(errQ / errF, what).toBeLessThan(1.005);
+        expect(errQ / errF, what).toBeGreaterThan(0.995);
+        expect(Buffer.from(q.buffer).equals(Buffer.from(f.buffer)), what).toBe(false); // it really ran the int8 path
+        expect(errF / energy, what).toBeGreaterThan(1e-4); // a lossy plan: the bound above is not vacuous
+      }
+    }
   });
 });

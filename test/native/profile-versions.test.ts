@@ -6,6 +6,7 @@
  * context) made by the version-2 build decodes its blob to exactly the bytes that build decoded;
  * version-3 levels round-trip and are validated.
  */
+import '../helpers/f32-decode.js'; // first: this file compares against the FP32 decoder's exact results
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';

@@ -7,6 +7,7 @@
  * candidates with the levels (its reported error is the error of decoding with them); and a
  * calibrated profile's decoder reconstructs static coefficients at the levels.
  */
+import '../helpers/f32-decode.js'; // first: this file compares against the FP32 decoder's exact results
 import { describe, expect, it } from 'vitest';
 import { calibrate, CodecProfile, decode, encode, type KvCache, type KvLayout } from '../../src/index.js';
 import { native } from '../../src/binding.js';
