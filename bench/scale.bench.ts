@@ -4,7 +4,7 @@
  * chunked sessions (2 layers x 2 x 16, 136 tokens: 16 encoded chunks of 8 tokens and a tail;
  * every session's chunks distinct, written in batched transactions), then measures in a fresh
  * open: open time, the first get, then (after 20 more) 1000 gets (a disk hit decoding 17 parts, no
- * promotion) and has() p50/p99, stats() time, and the cost of an eviction by disk capacity (puts
+ * promotion) and has() p99 beside a bare Map of as many entries probed the same way, stats() time, and the cost of an eviction by disk capacity (puts
  * into a full tier) with the event loop's share of it. Prints a table and
  * writes bench/results/scale.json. `--quick`: 1k and 10k only.
  */
@@ -114,6 +114,18 @@ for (const n of SIZES) {
       store.has(id);
       hasT.push(performance.now() - h0);
     }
+    // The ceiling beside it: a bare Map of the store's session count, probed the same way (a
+    // fresh id string per call). At tens of thousands of entries its table and keys leave the
+    // caches, and every lookup of any hash map pays the misses.
+    const bare = new Map<string, { fingerprint: string }>();
+    for (let i = 0; i < Math.floor(n / CHUNKS); i++) bare.set(`s${i}`, { fingerprint: profile.fingerprint });
+    const mapT: number[] = [];
+    for (let i = 0; i < 20000; i++) {
+      const id = `s${Math.floor(rnd() * Math.floor(n / CHUNKS))}`;
+      const h0 = performance.now();
+      if (bare.get(id)?.fingerprint !== profile.fingerprint) throw new Error('bare map');
+      mapT.push(performance.now() - h0);
+    }
     const s0 = performance.now();
     for (let i = 0; i < 20; i++) store.stats();
     const statsMs = (performance.now() - s0) / 20;
@@ -139,6 +151,7 @@ for (const n of SIZES) {
       'get p50 ms': pct(gets, 50),
       'get p99 ms': pct(gets, 99),
       'has p99 us': pct(hasT, 99) * 1000,
+      'bare Map get p99 us (same size)': pct(mapT, 99) * 1000,
       'stats ms': statsMs,
       'put+evict to a full disk ms': evictMs,
       'of which event loop busy ms': evictLoopMs,

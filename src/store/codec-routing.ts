@@ -45,6 +45,14 @@ export interface Part {
   tokens: number;
   /** A host-arena handle, or a loader of its bytes (called again for a retry). */
   source: number | (() => Uint8Array);
+  /** The chunk's key (undefined: the tail). */
+  key?: string;
+  /**
+   * A hot cache holding this part's rows too (another session with the same prefix), asked when
+   * the restore starts: its rows [from, from + tokens) are copied instead of decoded. undefined:
+   * decode (the hot session may be gone by then).
+   */
+  copy?: () => { cache: KvCache; from: number } | undefined;
 }
 
 /** Restores of one part of at least this many raw bytes decode on the pool's idle threads too (~3 ms of one core; 9.3 -> 6.9 ms for a 2 MB session on 2 idle threads). */
@@ -74,8 +82,11 @@ export class CodecRouting {
   readonly #disk: DiskTier;
   readonly #chunkTokens: number;
   readonly #buffers: BufferPool;
-  /** Tokens run through the codec, cumulative (what proves that clean demotions encode nothing). */
-  readonly #codecTokens = { encodedTokens: 0, decodedTokens: 0 };
+  /**
+   * Tokens run through the codec, cumulative (what proves that clean demotions encode nothing),
+   * and tokens of restores copied from a hot session's identical prefix instead of decoded.
+   */
+  readonly #codecTokens = { encodedTokens: 0, decodedTokens: 0, copiedTokens: 0 };
   /** Thread ids the pool reported for decodes (tests check the main thread never decodes). */
   readonly decodeThreads = new Set<number>();
   /** Threads each recent pool restore ran on (tests). */
@@ -92,8 +103,8 @@ export class CodecRouting {
     this.#buffers = o.buffers;
   }
 
-  /** Tokens encoded and decoded so far. */
-  get tokens(): { encodedTokens: number; decodedTokens: number } {
+  /** Tokens encoded, decoded and copied from hot prefixes so far. */
+  get tokens(): { encodedTokens: number; decodedTokens: number; copiedTokens: number } {
     return { ...this.#codecTokens };
   }
 
@@ -128,6 +139,11 @@ export class CodecRouting {
     return { fingerprint: this.#profile.fingerprint, namespace: meta.namespace ?? '', dtype: meta.layout.dtype, format: this.#format };
   }
 
+  /** The keys of a session's full chunks when it was put with token ids (undefined otherwise), as encodeToHost keys them. */
+  tokenChunkKeysOf(meta: SessionMeta, positions: Int32Array): string[] | undefined {
+    return meta.tokenIds ? tokenChunkKeys(this.#keyContext(meta), meta.tokenIds, positions, this.#plan(meta).chunks, this.#chunkTokens) : undefined;
+  }
+
   /**
    * Encodes a hot session into a host entry (not installed) on the background workers: chunks
    * the host tier holds are referenced, chunks only the disk holds are read back, and only the
@@ -140,7 +156,7 @@ export class CodecRouting {
     const ctx = this.#keyContext(meta);
     const taken: string[] = [];
     const take = (key: string): boolean => this.#host.refOrLoad(key, () => this.#disk.getChunk(key)) && taken.push(key) > 0;
-    const keys = meta.tokenIds ? tokenChunkKeys(ctx, meta.tokenIds, cache.positions!, plan.chunks, this.#chunkTokens) : undefined;
+    const keys = this.tokenChunkKeysOf(meta, cache.positions!);
     const known = carry ? [...carry.host, ...carry.disk] : [];
     const salt = keys ? '' : contentSalt(ctx, meta.id);
     let tail: HostBlock | undefined;
@@ -225,7 +241,7 @@ export class CodecRouting {
     for (const c of chunks) {
       const source = chunk(c);
       if (source === undefined) throw new KvtcError('E_CORRUPT', `chunk ${c.key} (tokens ${start}..${start + c.tokens}) is missing`);
-      parts.push({ start, tokens: c.tokens, source });
+      parts.push({ start, tokens: c.tokens, source, key: c.key });
       start += c.tokens;
     }
     parts.push({ start, tokens: -1, source: tail }); // the tail holds the rest
@@ -321,12 +337,27 @@ export class CodecRouting {
     const meta = { rawBytes: 2 * perStream };
     const out = { keys: new Uint8Array(buf, 0, perStream), values: new Uint8Array(buf, perStream, perStream), positions: new Int32Array(buf, 2 * perStream, T), tokens: T, dtype: layout.dtype };
     const threads = parts.length === 1 && format === 'kvtc' && meta.rawBytes >= PARALLEL_RESTORE_BYTES ? Math.max(1, Math.min(MAX_RESTORE_THREADS, this.#pool.idleThreads())) : 1;
-    const batches = batchesOf(parts, this.#pool.maxThreads);
+    // Parts a hot session holds too are copied, the rest decoded. The hot caches are looked up
+    // and copied in this synchronous stretch (after the decodes are handed to the workers, which
+    // write other rows meanwhile): no hot entry can be dropped in between.
+    const copies = parts.map((p) => p.copy?.());
+    const batches = batchesOf(
+      parts.filter((_, i) => !copies[i]),
+      this.#pool.maxThreads,
+    );
     // Every task settles before a failure is thrown: the buffer goes back to the pool then, and no
     // worker may still be writing into it.
-    const settled = await Promise.allSettled(
+    const tasks = Promise.allSettled(
       batches.map((b) => this.#pool.decodeParts(b.map((p) => ({ source: p.source, offset: p.start, expectTokens: p.tokens })), format, out, threads)),
     );
+    copies.forEach((c, i) => {
+      if (!c) return;
+      const p = parts[i]!;
+      copyRowsInto(c.cache, c.from, p.tokens, out, p.start, perLayer);
+      this.#codecTokens.decodedTokens -= p.tokens;
+      this.#codecTokens.copiedTokens += p.tokens;
+    });
+    const settled = await tasks;
     const failed = settled.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
     const results = settled.map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<CodecPool['decodeParts']>>>).value);
@@ -347,6 +378,21 @@ export class CodecRouting {
       values: Array.from({ length: layout.layers }, (_, l) => view(perStream + l * perLayer)),
     };
   }
+}
+
+/**
+ * Rows [from, from + n) of a cache into a restore's output (layer-major keys and values, then
+ * positions) at row `at`.
+ */
+function copyRowsInto(src: KvCache, from: number, n: number, out: { keys: Uint8Array; values: Uint8Array; positions: Int32Array }, at: number, perLayer: number): void {
+  const rb = rowValues(src.layout) * dtypeBytes(src.layout.dtype);
+  const rows = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset + from * rb, n * rb);
+  for (let l = 0; l < src.layout.layers; l++) {
+    out.keys.set(rows(src.keys[l]!), l * perLayer + at * rb);
+    out.values.set(rows(src.values[l]!), l * perLayer + at * rb);
+  }
+  if (src.positions) out.positions.set(src.positions.subarray(from, from + n), at);
+  else for (let t = 0; t < n; t++) out.positions[at + t] = from + t;
 }
 
 /**

@@ -43,6 +43,8 @@ export function chainKeys(seed: string, namespace: string, tokenIds: Int32Array,
   return keys;
 }
 
+const NONE: ReadonlySet<string> = new Set();
+
 export class PrefixIndex {
   readonly #byKey = new Map<string, Set<string>>();
   readonly #sessions = new Map<string, { session: IndexedSession; keys: string[] }>();
@@ -78,6 +80,16 @@ export class PrefixIndex {
       ids?.delete(id);
       if (ids?.size === 0) this.#byKey.delete(k);
     }
+  }
+
+  /** The chain keys of a session's full chunks as indexed (undefined: not indexed). */
+  keysOf(id: string): readonly string[] | undefined {
+    return this.#sessions.get(id)?.keys;
+  }
+
+  /** Sessions whose chain holds `key`: each begins with that chunk's prefix. */
+  sessionsWith(key: string): ReadonlySet<string> {
+    return this.#byKey.get(key) ?? NONE;
   }
 
   /**

@@ -51,8 +51,12 @@ export interface StoreStats {
    */
   remote?: Pick<TierStats, 'hits' | 'getP50Ms' | 'getP99Ms'> & import('./remote-tier.js').RemoteStats & { pendingWrites: number };
   misses: number;
-  /** Tokens encoded and decoded by the store's codec calls, cumulative. */
-  codec: { encodedTokens: number; decodedTokens: number };
+  /**
+   * Tokens encoded and decoded by the store's codec calls, cumulative; and tokens of restored
+   * chunks copied from a hot session that holds the same prefix (put with the same token ids in
+   * the same namespace), which were not decoded.
+   */
+  codec: { encodedTokens: number; decodedTokens: number; copiedTokens: number };
   /**
    * Encoded chunks below the hot tier, counted per tier that stores them (a chunk in the host
    * tier and on disk counts twice): `count` chunks held, `refs` references sessions hold to them,

@@ -56,7 +56,7 @@ import { Lanes } from './lanes.js';
 import { PrefixIndex } from './prefix-index.js';
 import { type PolicyEntry, policyEntry } from './policy.js';
 import { HostBlock, arenaStats } from './host-block.js';
-import { CodecRouting, type Decoded, type HotCache } from './codec-routing.js';
+import { CodecRouting, type Decoded, type HotCache, type Part } from './codec-routing.js';
 import { type SessionMeta, type Tier, copyCache, copyCacheAsync, copyCacheLeased, overheadOf, rawBytesOf, validateId } from './session.js';
 import { BufferPool, type Lease } from './buffer-pool.js';
 import { StoreCounters, type StoreStats } from './stats.js';
@@ -90,6 +90,8 @@ type DeviceEntry = HotCache & {
    * is demoted: a grown session encodes only its new chunks. Released by whoever drops the entry.
    */
   carry?: Carry;
+  /** The keys of its full chunks (a session put with token ids), computed when a restore first asks (see #copyFromHot). */
+  chunkKeys?: string[];
 };
 
 interface Carry {
@@ -99,6 +101,9 @@ interface Carry {
 
 /** @internal What src/internal/testing.ts reaches into (fault injection, decode threads). */
 export const storeTestHooks = new WeakMap<KvStore, { pool: CodecPool; decodeThreads: Set<number>; restoreThreads: number[]; buffers: BufferPool }>();
+
+/** Sessions sharing a prefix asked per chunk of a restore for a hot copy of it (bounds the walk when thousands share one prompt). */
+const COPY_CANDIDATES = 32;
 
 /** Store directories open in this process (real paths). */
 const OPEN_PATHS = new Set<string>();
@@ -616,6 +621,38 @@ export class KvStore {
     this.#unindexIfGone(id);
   }
 
+  /**
+   * Marks the chunks of a restore that a hot session holds as well to be copied from its raw
+   * cache instead of decoded (a shared system prompt restored for one conversation while another
+   * one using it is hot). "Holds as well" is the rule by which sessions share encoded chunks: the
+   * same chunk key — the same token ids and positions up to the chunk's end, in the same
+   * namespace, profile, dtype and format. Candidates come from the prefix index (sessions with
+   * the same token ids), checked by key when the restore starts. CPU backend (a hot GPU copy
+   * would have to be downloaded first).
+   */
+  #copyFromHot(meta: SessionMeta, parts: Part[]): Part[] {
+    const prefixKeys = this.backend === 'cpu' && meta.tokenIds ? this.#prefixes.keysOf(meta.id) : undefined;
+    if (!prefixKeys) return parts;
+    const C = this.options.chunkTokens;
+    parts.forEach((p, i) => {
+      const prefixKey = prefixKeys[i];
+      const key = p.key;
+      if (key === undefined || prefixKey === undefined || p.start !== i * C || p.tokens !== C) return;
+      p.copy = () => {
+        let asked = 0;
+        for (const other of this.#prefixes.sessionsWith(prefixKey)) {
+          if (++asked > COPY_CANDIDATES) break;
+          const e = other === meta.id ? undefined : this.#device.peek(other);
+          if (!e?.cache?.positions) continue;
+          e.chunkKeys ??= this.#codec.tokenChunkKeysOf(e.meta, e.cache.positions) ?? [];
+          if (e.chunkKeys[i] === key) return { cache: e.cache, from: p.start };
+        }
+        return undefined;
+      };
+    });
+    return parts;
+  }
+
   /** Adds a session put with token ids to the prefix index. */
   #index(meta: SessionMeta): void {
     if (meta.tokenIds) this.#prefixes.add({ id: meta.id, namespace: meta.namespace ?? '', tokenIds: meta.tokenIds });
@@ -927,7 +964,7 @@ export class KvStore {
       let got: Decoded;
       try {
         const tail = h.tail.handle;
-        got = await this.#codec.decodeRecord(this.#codec.partsOf(h.chunks, (c) => this.#host.chunks.block(c.key)?.handle, tail), this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
+        got = await this.#codec.decodeRecord(this.#copyFromHot(h.meta, this.#codec.partsOf(h.chunks, (c) => this.#host.chunks.block(c.key)?.handle, tail)), this.#format, h.meta, into, promote && this.#fitsHot(id, h.meta));
       } catch (err) {
         return this.#badRecord(id, 'host', err);
       }
@@ -970,7 +1007,7 @@ export class KvStore {
           return b;
         };
       };
-      got = await this.#codec.decodeRecord(this.#codec.partsOf(r.meta.chunks ?? [], chunk, load), r.meta.format, meta, into, promote && this.#fitsHot(id, meta));
+      got = await this.#codec.decodeRecord(this.#copyFromHot(meta, this.#codec.partsOf(r.meta.chunks ?? [], chunk, load)), r.meta.format, meta, into, promote && this.#fitsHot(id, meta));
     } catch (err) {
       return this.#badRecord(id, 'disk', err);
     }
@@ -1057,7 +1094,7 @@ export class KvStore {
         const b = g.chunks.get(c.key);
         return b && b.byteLength === c.bytes ? () => new Uint8Array(b) : undefined;
       };
-      got = await this.#codec.decodeRecord(this.#codec.partsOf(m.chunks ?? [], chunk, () => new Uint8Array(tail)), m.format, meta, into, promote && this.#fitsHot(id, meta));
+      got = await this.#codec.decodeRecord(this.#copyFromHot(meta, this.#codec.partsOf(m.chunks ?? [], chunk, () => new Uint8Array(tail))), m.format, meta, into, promote && this.#fitsHot(id, meta));
     } catch (err) {
       return this.#badRecord(id, 'remote', err);
     }

@@ -10,6 +10,7 @@ import { KvStore, type KvCache } from '../../src/index.js';
 import { planChain } from '../../src/store/chain.js';
 import { mulberry32 } from '../helpers/synthetic.js';
 import { codecRoundTrip, sameBits, session, storeKit, tempDir, testProfile } from '../helpers/store.js';
+import { tokenBitsEqual } from '../helpers/metrics.js';
 
 const { defer, openStore } = storeKit();
 const CHUNK = 8; // the test profile keeps 2 sinks and a window of 8
@@ -36,10 +37,61 @@ function joinedIds(base: Int32Array, own: Int32Array, n: number): Int32Array {
 
 
 
+/**
+ * A restore whose rows are each the codec's (want) or, in `copied` rows at most, the raw cache's
+ * (a chunk copied from a hot session with the same prefix).
+ */
+function rowsDecodedOrCopied(got: KvCache, s: { cache: KvCache; want: KvCache }, copied: number): boolean {
+  if (got.tokens !== s.want.tokens) return false;
+  let raw = 0;
+  for (let t = 0; t < got.tokens; t++) {
+    if (tokenBitsEqual(got, s.want, t)) continue;
+    if (!tokenBitsEqual(got, s.cache, t)) return false;
+    raw++;
+  }
+  return raw <= copied;
+}
+
 /** Full chunks of a session of n tokens in this file's setup. */
 const fullChunks = (n: number) => planChain(n, CHUNK, 2, 8).chunks.length;
 
 describe('shared prefixes', () => {
+  it('a restore copies the chunks a hot session holds with the same prefix, positions and namespace instead of decoding them', async () => {
+    const store = await openStore({ chunkTokens: CHUNK });
+    const a = session(1, 64);
+    const b = joined(a, session(2, 64), 44); // 5 whole chunks shared (40 tokens)
+    const aIds = ids(64);
+    const bIds = joinedIds(aIds, ids(64, 2), 44);
+    await store.put('a', a, { tokens: aIds });
+    await store.put('b', b, { tokens: bIds });
+    await store.evict('b', { to: 'host' });
+    const want = await codecRoundTrip(b);
+    const restore = async () => {
+      const c0 = store.stats().codec;
+      const got = (await store.get('b', { promote: false }))!;
+      const c1 = store.stats().codec;
+      return { got, copied: c1.copiedTokens - c0.copiedTokens, decoded: c1.decodedTokens - c0.decodedTokens };
+    };
+    // 'a' is hot: b's 5 shared chunks are a's raw rows, the rest decoded.
+    let r = await restore();
+    expect(r).toMatchObject({ copied: 40, decoded: 64 - 40 });
+    for (let t = 0; t < 64; t++) expect(tokenBitsEqual(r.got, t < 40 ? b : want, t), `row ${t}`).toBe(true);
+    // The same token ids at other positions, or in another namespace, hold other chunks: nothing
+    // is copied from them (their prefix-index entries match b's ids, their chunk keys do not).
+    await store.evict('a', { to: 'host' });
+    const shifted = { ...a, positions: Int32Array.from({ length: 64 }, (_, i) => i + 100) };
+    await store.put('shifted', shifted, { tokens: aIds });
+    await store.put('tenant', a, { tokens: aIds, namespace: 'other' });
+    r = await restore();
+    expect(r).toMatchObject({ copied: 0, decoded: 64 });
+    expect(sameBits(r.got, want)).toBe(true);
+    // Hot again: copied again.
+    await store.get('a');
+    expect(store.has('a')).toBe('device');
+    r = await restore();
+    expect(r.copied).toBe(40);
+  });
+
   it('are stored once across sessions; divergence inside a chunk shares only the chunks before it', async () => {
     const store = await openStore({ chunkTokens: CHUNK });
     const a = session(1, 64);
@@ -293,11 +345,14 @@ describe('random operations over shared chunks', () => {
         await store.delete(id);
         live.delete(id);
       } else {
+        const copied0 = store.stats().codec.copiedTokens;
         const entry = await store.getEntry(id, { promote: rand() < 0.5 });
         const got = entry?.cache;
         const tier = store.has(id);
-        // A hot hit is the raw cache itself; a lower one what the codec gives for it.
-        if (got) expect(sameBits(got, entry.tier === 'device' ? live.get(id)!.cache : live.get(id)!.want), `${id} at step ${step}`).toBe(true);
+        // A hot hit is the raw cache itself; a lower one what the codec gives for it, except the
+        // chunks copied from a hot session holding the same prefix: those are its raw rows.
+        if (got && entry.tier === 'device') expect(sameBits(got, live.get(id)!.cache), `${id} at step ${step}`).toBe(true);
+        else if (got) expect(rowsDecodedOrCopied(got, live.get(id)!, store.stats().codec.copiedTokens - copied0), `${id} at step ${step}`).toBe(true);
         else live.delete(id); // evicted by capacity
         expect(tier === undefined).toBe(got === undefined);
       }

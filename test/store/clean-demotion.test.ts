@@ -13,12 +13,12 @@ describe('clean demotion', () => {
     const store = await openStore();
     await store.put('a', session(1, 200));
     await store.evict('a');
-    expect(store.stats().codec).toEqual({ encodedTokens: 200, decodedTokens: 0 });
+    expect(store.stats().codec).toEqual({ encodedTokens: 200, decodedTokens: 0, copiedTokens: 0 });
     const first = await store.get('a');
     expect(store.has('a')).toBe('device');
     expect(store.stats().host.entries).toBe(1); // the encoded copy stays below the hot one
     expect(await store.evict('a')).toBe('host');
-    expect(store.stats().codec).toEqual({ encodedTokens: 200, decodedTokens: 200 });
+    expect(store.stats().codec).toEqual({ encodedTokens: 200, decodedTokens: 200, copiedTokens: 0 });
     // Still the same session afterwards.
     const again = await store.get('a');
     expect(again!.keys[1]).toEqual(first!.keys[1]);
@@ -33,7 +33,7 @@ describe('clean demotion', () => {
     await store.evict('d', { to: 'disk' });
     await store.get('d');
     expect(await store.evict('d')).toBe('host');
-    expect(store.stats().codec).toEqual({ encodedTokens: 120, decodedTokens: 120 });
+    expect(store.stats().codec).toEqual({ encodedTokens: 120, decodedTokens: 120, copiedTokens: 0 });
     await store.get('d');
     expect(await store.evict('d', { to: 'disk' })).toBe('disk');
     expect(store.stats().codec.encodedTokens).toBe(120);
