@@ -159,72 +159,96 @@ constexpr TileInt8 kTilesInt8[4][3] = {KVTC_TI8(1), KVTC_TI8(2), KVTC_TI8(3), KV
 Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, int p, uint32_t residual_bits) {
   Int8Basis b;
   b.p = p;
-  b.group_lut.assign(layout.groups.size(), -1);
-  for (size_t g = 0; g < layout.groups.size(); g++) {
+  const size_t G = layout.groups.size();
+  b.group_quad.assign(G, 0);
+  b.group_lut.assign(G, -1);
+  // Main terms: each group's quads in plan order; runs of them become the parts.
+  struct Run {
+    Int8Part part;
+    bool levels = false;
+    float lo = 0, hi = 0;  // smallest and largest per-quad level range in a level run
+  };
+  std::vector<Run> runs;
+  std::vector<int> quad_comp;  // per main quad row (4 per quad): its component, or -1 (padding)
+  int q = 0;
+  for (size_t g = 0; g < G; g++) {
     const PlanGroup& pg = layout.groups[g];
     const bool is_static = pg.mode == kGroupStatic, levels = is_static && !pg.levels.empty();
-    // Runs of the group's components, each with its shift and scale: one run, except that a
-    // level group starts a new run at a quad whose levels span less than half the run's.
-    struct Run {
-      uint32_t first, size;
-      float shift, scale;
-    };
-    std::vector<Run> runs;
+    const bool residual = pg.bits >= residual_bits;
+    const int quads = int((pg.size + 3) / 4);
+    b.group_quad[g] = q;
+    for (int i = 0; i < 4 * quads; i++) quad_comp.push_back(i < int(pg.size) ? int(pg.start) + i : -1);
     if (!levels) {
-      runs.push_back({0, pg.size, is_static ? pg.shift : 0.0f, is_static ? pg.scale : 0.0f});
-    } else {
-      const uint32_t L = 1u << pg.bits;
-      auto range = [&](uint32_t q) {  // largest |level| of the components of quad q
-        float m = 0;
-        for (uint32_t i = q * 4; i < std::min(pg.size, q * 4 + 4); i++)
-          for (uint32_t c = 0; c < L; c++) m = std::max(m, std::fabs(pg.levels[(i << pg.bits) + c]));
-        return m;
-      };
-      float run_max = 0;
-      for (uint32_t q = 0; q * 4 < pg.size; q++) {
-        const float m = range(q);
-        if (runs.empty() || m < run_max / 2) {
-          runs.push_back({q * 4, 0, 0, 0});
-          run_max = 0;
-        }
-        run_max = std::max(run_max, m);
-        Run& r = runs.back();
-        r.size = std::min(pg.size, q * 4 + 4) - r.first;
-        r.scale = run_max > 0 ? run_max / 127.0f : 1.0f;
-        r.shift = -128.0f * r.scale;
-      }
-      b.group_lut[g] = int64_t(b.lut.size());
-      b.lut.resize(b.lut.size() + pg.levels.size());
-      uint8_t* lut = b.lut.data() + b.group_lut[g];
-      for (const Run& r : runs)
-        for (uint32_t i = r.first; i < r.first + r.size; i++)
-          for (uint32_t c = 0; c < L; c++)
-            lut[(i << pg.bits) + c] = uint8_t(int(std::nearbyint(pg.levels[(i << pg.bits) + c] / r.scale)) + 128);
+      Run r;
+      r.part.quad = q;
+      r.part.quads = quads;
+      r.part.residual = residual;
+      r.part.row_group = is_static ? -1 : int(g);
+      r.part.shift = is_static ? pg.shift : 0.0f;
+      r.part.scale = is_static ? pg.scale : 0.0f;
+      runs.push_back(r);
+      q += quads;
+      continue;
     }
-    const int block_quads = int((pg.size + 3) / 4);
-    const int block0 = b.quads;
-    for (int res = 0; res < (pg.bits >= residual_bits ? 2 : 1); res++) {
-      for (size_t ri = 0; ri < runs.size(); ri++) {
-        const Run& r = runs[ri];
-        Int8Part t;
-        t.group = int(g);
-        t.first = r.first;
-        t.size = r.size;
-        t.quad = b.quads;
-        t.quads = int((r.size + 3) / 4);
-        t.residual = res == 1;
-        t.from_row = !is_static;
-        t.shift = res ? 0.0f : r.shift;
-        t.scale = res ? r.scale / 127.0f : r.scale;
-        t.codes = ri > 0 ? Int8Part::None : res ? Int8Part::Copy : Int8Part::Unpack;
-        t.block_src = block0;
-        t.block_quads = block_quads;
-        b.parts.push_back(t);
-        b.part_quads.push_back(t.quads);
-        b.part_no_shift.push_back(uint8_t(t.residual));
-        b.quads += t.quads;
+    const uint32_t L = 1u << pg.bits;
+    for (int j = 0; j < quads; j++, q++) {
+      float m = 0;  // the quad's level range
+      for (uint32_t i = 4 * j; i < std::min(pg.size, uint32_t(4 * j + 4)); i++)
+        for (uint32_t c = 0; c < L; c++) m = std::max(m, std::fabs(pg.levels[(i << pg.bits) + c]));
+      Run* r = runs.empty() ? nullptr : &runs.back();
+      if (r && r->levels && r->part.residual == residual && std::max(r->hi, m) <= 2 * std::min(r->lo, m)) {
+        r->part.quads++;
+        r->lo = std::min(r->lo, m);
+        r->hi = std::max(r->hi, m);
+      } else {
+        Run n;
+        n.levels = true;
+        n.lo = n.hi = m;
+        n.part.quad = q;
+        n.part.quads = 1;
+        n.part.residual = residual;
+        runs.push_back(n);
       }
     }
+  }
+  // Level runs: their scale, and the tables of their groups' components.
+  std::vector<float> quad_scale(size_t(q), 0.0f);
+  for (Run& r : runs) {
+    if (!r.levels) continue;
+    r.part.scale = r.hi > 0 ? r.hi / 127.0f : 1.0f;
+    r.part.shift = -128.0f * r.part.scale;
+    for (int j = r.part.quad; j < r.part.quad + r.part.quads; j++) quad_scale[j] = r.part.scale;
+  }
+  for (size_t g = 0; g < G; g++) {
+    const PlanGroup& pg = layout.groups[g];
+    if (pg.mode != kGroupStatic || pg.levels.empty()) continue;
+    b.group_lut[g] = int64_t(b.lut.size());
+    for (uint32_t i = 0; i < pg.size; i++) {
+      const float s = quad_scale[b.group_quad[g] + i / 4];
+      for (uint32_t c = 0; c < (1u << pg.bits); c++)
+        b.lut.push_back(uint8_t(int(std::nearbyint(pg.levels[(i << pg.bits) + c] / s)) + 128));
+    }
+  }
+  // Parts: the main terms, then a residual term for each run that has one (the same codes).
+  for (const Run& r : runs) {
+    Int8Part t = r.part;
+    t.residual = false;
+    b.parts.push_back(t);
+  }
+  for (const Run& r : runs) {
+    if (!r.part.residual) continue;
+    Int8Part t = r.part;
+    t.copy_from = r.part.quad;
+    t.quad = q;
+    t.shift = 0.0f;
+    if (t.row_group < 0) t.scale = r.part.scale / 127.0f;
+    b.parts.push_back(t);
+    q += t.quads;
+  }
+  b.quads = q;
+  for (const Int8Part& t : b.parts) {
+    b.part_quads.push_back(t.quads);
+    b.part_no_shift.push_back(uint8_t(t.residual));
   }
   const int parts = int(b.parts.size());
   const int np = b.panels(), pw = np * 16;
@@ -242,11 +266,13 @@ Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, in
   auto clamp8 = [](float v) { return int8_t(std::max(-127.0f, std::min(127.0f, v))); };
   for (int t = 0; t < parts; t++) {
     const Int8Part& pt = b.parts[t];
-    const uint32_t c0 = layout.groups[pt.group].start + pt.first;
+    const int src = pt.residual ? pt.copy_from : pt.quad;  // the main quads whose components these rows hold
     for (int j = 0; j < p; j++) {
       double s = 0;
-      for (uint32_t i = 0; i < pt.size; i++) {
-        const float x = basis[size_t(c0 + i) * p + j] / b.col_scale[j];
+      for (int i = 0; i < 4 * pt.quads; i++) {
+        const int c = quad_comp[size_t(src) * 4 + i];
+        if (c < 0) continue;
+        const float x = basis[size_t(c) * p + j] / b.col_scale[j];
         const float hi = std::nearbyint(x);
         s += x;
         // The residual part holds 127 x what the first one left over (|x - hi| <= 1/2).
@@ -310,25 +336,24 @@ void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* 
     const uint8_t* row = rows + size_t(t) * layout.rowBytes;
     uint8_t* u = U + t * ldu;
     float* ss = SS + t * ldss;
+    for (size_t g = 0; g < layout.groups.size(); g++) {
+      const PlanGroup& pg = layout.groups[g];
+      uint8_t* block = u + size_t(b.group_quad[g]) * 4;
+      unpack_codes_simd(row + layout.offset[g] + group_header_bytes(pg.mode), pg.size, pg.bits, block,
+                        (pg.size + 3) / 4 * 4);
+      if (b.group_lut[g] >= 0) {  // code c of component i -> its level's byte
+        const uint8_t* lut = b.lut.data() + b.group_lut[g];
+        for (uint32_t i = 0; i < pg.size; i++) block[i] = lut[(i << pg.bits) + block[i]];
+      }
+    }
     for (int q = 0; q < G; q++) {
       const Int8Part& pt = b.parts[q];
-      const PlanGroup& pg = layout.groups[pt.group];
-      const uint8_t* in = row + layout.offset[pt.group];
-      uint8_t* block = u + size_t(pt.quad) * 4;
-      const uint32_t padded = uint32_t(pt.block_quads) * 4;
-      if (pt.codes == Int8Part::Copy) {
-        std::memcpy(block, u + size_t(pt.block_src) * 4, padded);
-      } else if (pt.codes == Int8Part::Unpack) {
-        unpack_codes_simd(in + group_header_bytes(pg.mode), pg.size, pg.bits, block, padded);
-        if (b.group_lut[pt.group] >= 0) {  // code c of component i -> its level's byte
-          const uint8_t* lut = b.lut.data() + b.group_lut[pt.group];
-          for (uint32_t i = 0; i < pg.size; i++) block[i] = lut[(i << pg.bits) + block[i]];
-        }
-      }
-      if (!pt.from_row) {
+      if (pt.residual) std::memcpy(u + size_t(pt.quad) * 4, u + size_t(pt.copy_from) * 4, size_t(pt.quads) * 4);
+      if (pt.row_group < 0) {
         ss[2 * q] = pt.shift;
         ss[2 * q + 1] = pt.scale;
       } else {
+        const uint8_t* in = row + layout.offset[pt.row_group];
         const float scale = f16_to_f32(uint16_t(in[2] | (in[3] << 8)));
         ss[2 * q] = pt.residual ? 0.0f : f16_to_f32(uint16_t(in[0] | (in[1] << 8)));
         ss[2 * q + 1] = pt.residual ? scale / 127.0f : scale;

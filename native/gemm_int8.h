@@ -15,42 +15,38 @@
 
 namespace kvtc {
 
-// The basis B (k x p) of one stream group, per plan group, as int8 with per-column scales.
-// Plan groups of kInt8ResidualBits or more (where the basis's int8 rounding would add a visible
-// share to the group's own quantization error) get a second, residual int8 term:
-// B ≈ col_scale·(B1 + B2/127), so their basis rounding is ~127x smaller. Each term of a run of
-// a plan group's components (padded to whole quads of 4) is a "part"; the kernel sums each part
-// in int32, then adds scale·sum + shift·colsum in float.
+// The basis B (k x p) of one stream group as int8 with per-column scales. Plan groups of
+// kInt8ResidualBits or more (where the basis's int8 rounding would add a visible share to the
+// group's own quantization error) get a second, residual int8 term: B ≈ col_scale·(B1 + B2/127),
+// so their basis rounding is ~127x smaller.
 //
-// Every part is codes·scale + shift against its rows, the codes unsigned bytes:
-//  - a min/max group (one part per term) reads its shift and scale from the token's row;
-//  - a static group without levels has the calibrated shift and scale of every token;
+// The codes of a token are laid out as unsigned bytes, each plan group from a whole quad of 4
+// (zeros pad its last quad), all groups in plan order, then again for the residual terms. A
+// "part" is a run of those quads with one shift and scale: the kernel sums each part in int32,
+// then adds scale·sum + shift·colsum in float — per part, so fewer, longer parts cost less.
+//  - a min/max group is a part of its own: its shift and scale are in the token's row;
+//  - a static group without levels is one too, with its calibrated shift and scale;
 //  - a static group with reconstruction levels maps each code through a per-component table to
-//    u = round(level / s) + 128, so it decodes as scale s and shift -128·s. s is the largest
-//    |level| / 127 of the part, and the group is split into parts (runs of whole quads) wherever
-//    the components' level range halves: each component's table rounds at most 1/127 of its
-//    own range, ~1/16 of a 4-bit step, whatever the spread of variances in its group.
+//    u = round(level / s) + 128, decoding as scale s and shift -128·s. Consecutive quads of such
+//    groups (with the same residual term) share one part, and so one s = the part's largest
+//    |level| / 127, while the largest |level| of every quad in it is within 2x of every other:
+//    each component's table then rounds within 1/127 of its own range (~1/16 of a 4-bit step),
+//    whatever the spread of variances, and a plan of many small static groups (the whole-cache
+//    plan's) runs in a few long parts.
 struct Int8Part {
-  int group = 0;             // plan group
-  uint32_t first = 0;        // its first component within the group (a multiple of 4)
-  uint32_t size = 0;         // components
-  int quad = 0, quads = 0;   // its rows in the basis: first quad, quads
-  bool residual = false;     // the residual term (codes x B2/127, no shift term)
-  bool from_row = false;     // shift and scale are in the token's row (min/max group)
+  int quad = 0, quads = 0;   // its rows: first quad, quads
+  bool residual = false;     // a residual term (codes x B2/127, no shift term)
+  int row_group = -1;        // >= 0: shift and scale are that min/max group's in the token's row
   float shift = 0, scale = 0;  // otherwise: the constants (a residual part's scale already / 127)
-  // What the row pass writes for this part (the parts of one term of a group share one block of
-  // codes, laid out from the first part's quad): 'unpack' the group's codes, 'copy' them from
-  // block_src (the residual term: the same codes again), or nothing (an earlier part did).
-  enum Codes : uint8_t { None, Unpack, Copy } codes = None;
-  int block_src = 0;         // Copy: the first quad of the codes to copy
-  int block_quads = 0;       // Unpack / Copy: quads of the group's block
+  int copy_from = -1;        // a residual part: the first quad of the codes it repeats
 };
 
 struct Int8Basis {
   int p = 0, quads = 0;  // columns; row quads over all parts
-  std::vector<Int8Part> parts;
+  std::vector<Int8Part> parts;         // in quad order
   std::vector<int> part_quads;         // parts[i].quads, for the kernel
   std::vector<uint8_t> part_no_shift;  // parts[i].residual, for the kernel
+  std::vector<int> group_quad;         // where each plan group's codes start
   // Level groups: size << bits bytes from group_lut[group] (-1: the codes are used as they are).
   std::vector<int64_t> group_lut;
   std::vector<uint8_t> lut;
