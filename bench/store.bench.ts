@@ -15,8 +15,14 @@
  * `into` get option) instead of a new copy per get; its results go to `rowsInto`/`multiTurnInto`.
  * `--cpu-prof=<dir>` writes a main-thread CPU profile of each measured window (not the setup) to
  * `<dir>/<workload>-<store>.cpuprofile`; `npx tsx bench/profile-summary.ts <file>` summarizes one.
+ * Each store of a workload runs in a fresh process of its own (`--one=<workload>:<index>`, which
+ * prints its rows): what one run leaves behind — a grown heap and RSS, a warm JIT, a filled
+ * buffer pool — tilted the figures of the next (the first store measured ran ~30% more CPU per
+ * turn than the same store run alone). `--mode` runs its stores in this process.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,6 +37,24 @@ const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
 const profDir = process.argv.find((a) => a.startsWith('--cpu-prof='))?.slice(11);
 const useInto = process.argv.includes('--into');
+const one = process.argv.find((a) => a.startsWith('--one='))?.slice(6);
+const oneIndex = (workload: string) => (one?.startsWith(`${workload}:`) ? Number(one.slice(workload.length + 1)) : undefined);
+
+/** The rows of each store of a workload, each run in a fresh process (see the file comment). */
+function isolated(workload: string, stores: number): { rows: Record<string, unknown>[]; describe: string } {
+  const rows: Record<string, unknown>[] = [];
+  let describe = '';
+  const passed = process.argv.slice(2).filter((a) => !a.startsWith('--one=') && !a.startsWith('--only='));
+  for (let i = 0; i < stores; i++) {
+    const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), `--one=${workload}:${i}`, ...passed], { encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
+    const lines = out.split('\n');
+    const r = JSON.parse(lines.find((l) => l.startsWith('ROWS '))!.slice(5)) as { rows: Record<string, unknown>[]; describe: string };
+    rows.push(...r.rows);
+    describe = r.describe;
+    process.stdout.write(lines.filter((l) => !l.startsWith('ROWS ')).join('\n'));
+  }
+  return { rows, describe };
+}
 
 /** A client's own cache of `tokens` rows (an engine's KV buffers), for gets with `into` (--into). */
 function engineCache(l: KvLayout, tokens: number): KvCache {
@@ -220,15 +244,29 @@ function table(rows: Record<string, unknown>[], names: string[]): void {
   for (const c of Object.keys(rows[0]!).slice(1)) console.log(`| ${c} | ${rows.map((r) => fmt(r[c])).join(' | ')} |`);
 }
 
-if (only === undefined || only === 'zipf') {
+const ZIPF_STORES = ['kvtc', 'none'] as const;
+const MULTI_TURN_STORES = [
+  { store: 'chunks (kvtc)', options: {} },
+  { store: 'blob per session (kvtc)', options: { blobPerSession: true } },
+  { store: 'chunks (raw)', options: { compression: 'none' as const } },
+];
+
+if (oneIndex('zipf') !== undefined) {
   console.log(`generating ${SESSIONS} sessions of ${TOKENS} tokens (${layout.layers} layers x ${layout.kvHeads} x ${layout.headDim}, f16)`);
   const sessions = Array.from({ length: SESSIONS }, (_, i) => withDtype(syntheticCache({ layout: { ...layout, dtype: 'f32' }, tokens: TOKENS, seed: 10 + i }), 'f16'));
   const profile = await calibrate(sessions.slice(0, 8), { ratio: 16, windowTokens: 32 });
-  const rows = [];
-  for (const compression of ['kvtc', 'none'] as const) {
-    console.log(`running ${OPS} operations with ${CLIENTS} clients, lower tiers: ${compression}`);
-    rows.push(await run(compression, sessions, profile));
-  }
+  const compression = ZIPF_STORES[oneIndex('zipf')!]!;
+  console.log(`running ${OPS} operations with ${CLIENTS} clients, lower tiers: ${compression}`);
+  console.log(`ROWS ${JSON.stringify({ rows: [await run(compression, sessions, profile)], describe: '' })}`);
+  process.exit(0);
+}
+if (oneIndex('multiturn') !== undefined) {
+  console.log(`ROWS ${JSON.stringify(await multiTurn())}`);
+  process.exit(0);
+}
+
+if (only === undefined || only === 'zipf') {
+  const { rows } = isolated('zipf', ZIPF_STORES.length);
   console.log(`\nZipf(1.1) over ${SESSIONS} sessions, ${OPS} ops, ${CLIENTS} concurrent clients${useInto ? ' (gets into a cache of their own)' : ''}; device and host budgets 10% of the raw working set each; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
   table(rows, ['kvtc', 'raw']);
   // A run with --into keeps the default run's results beside its own.
@@ -236,7 +274,17 @@ if (only === undefined || only === 'zipf') {
 }
 
 if (only === undefined || only === 'multiturn') {
-  const { rows, describe } = await multiTurn();
+  const pickMode = process.argv.some((a) => a.startsWith('--mode='));
+  const { rows, describe } = pickMode ? await multiTurn() : isolated('multiturn', MULTI_TURN_STORES.length);
+  // Memory against the single-blob store on the same workload (the footprints of the end state).
+  const blobRow = rows.find((r) => r.store === 'blob per session (kvtc)');
+  for (const r of rows) {
+    const f = r['footprint MB (every session on disk, end)'] as number, w = r['of which raw windows MB'] as number;
+    if (!blobRow) continue;
+    const bf = blobRow['footprint MB (every session on disk, end)'] as number, bw = blobRow['of which raw windows MB'] as number;
+    r['footprint: blob per session / this'] = bf / f;
+    r['footprint without the raw windows: blob per session / this'] = (bf - bw) / (f - w);
+  }
   console.log(`\n${describe}; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
   table(rows, rows.map((r) => String(r['store'])));
   results[useInto ? 'multiTurnInto' : 'multiTurn'] = rows;
@@ -294,18 +342,15 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     const cut = (a: Uint16Array) => a.subarray(0, len * rv);
     return { cache: { layout: { ...mtLayout, dtype: 'f16' }, tokens: len, keys: w.keys.map(cut), values: w.values.map(cut) }, tokens: w.tokens.subarray(0, len) };
   };
-  const profile = await calibrate([...prompts.slice(0, 2), sessions[0]!.own], { ratio: 16, windowTokens: 32 });
+  const WINDOW = 32;
+  const profile = await calibrate([...prompts.slice(0, 2), sessions[0]!.own], { ratio: 16, windowTokens: WINDOW });
   const rawPerToken = 2 * mtLayout.layers * rv * 2;
   const avgTokens = sessions.reduce((n, s) => n + s.promptTokens + OWN_MAX / 2, 0) / N;
   const workingSet = N * avgTokens * rawPerToken;
-  const modes = [
-    { store: 'chunks (kvtc)', options: {} },
-    { store: 'blob per session (kvtc)', options: { blobPerSession: true } },
-    { store: 'chunks (raw)', options: { compression: 'none' as const } },
-  ];
   const rows: Record<string, unknown>[] = [];
   const pick1 = process.argv.find((a) => a.startsWith('--mode='))?.slice(7);
-  for (const mode of modes.filter((m) => pick1 === undefined || m.store.includes(pick1))) {
+  const index = oneIndex('multiturn');
+  for (const mode of MULTI_TURN_STORES.filter((m, i) => (pick1 === undefined || m.store.includes(pick1)) && (index === undefined || i === index))) {
     console.log(`running ${TURNS} turns, ${mode.store}`);
     const dir = await mkdtemp(join(tmpdir(), 'kvtc-bench-mt-'));
     const store = await KvStore.open({
@@ -386,6 +431,7 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     for (let i = 0; i < N; i++) await store.evict(`s${i}`, { to: 'disk' });
     await store.settled();
     const all = store.stats();
+    const windowBytes = state.reduce((n, s) => n + Math.min(s.len, WINDOW) * rawPerToken, 0);
     rows.push({
       store: mode.store,
       'device hit %': (100 * st.device.hits) / hits,
@@ -419,16 +465,12 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
       'MB saved by sharing': st.chunks.bytesSaved / 1e6,
       'tokens per session / unique tokens (the most sharing can save)': perSessionTokens / uniqueTokens,
       'footprint MB (every session on disk, end)': (all.host.storedBytes + all.disk.storedBytes) / 1e6,
+      // Both layouts keep every session's recent window raw (lossless, never shared).
+      'of which raw windows MB': windowBytes / 1e6,
       misses,
     });
     await store.close();
     await rm(dir, { recursive: true, force: true });
-  }
-  // Memory against the single-blob store on the same workload (the footprints above).
-  const blobRow = rows.find((r) => r.store === 'blob per session (kvtc)');
-  for (const r of rows) {
-    const f = r['footprint MB (every session on disk, end)'] as number;
-    if (blobRow) r['footprint: blob per session / this'] = (blobRow['footprint MB (every session on disk, end)'] as number) / f;
   }
   return {
     rows,
