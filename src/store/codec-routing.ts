@@ -6,6 +6,7 @@
  * moves; this class only runs the codec and counts the tokens it codes.
  */
 import { type Backend } from '../backend.js';
+import { copyBytes, copyBytesAsync } from '../binding.js';
 import type { CodecProfile } from '../codec/profile.js';
 import { decodeSource } from '../codec/codec.js';
 import { type DeviceKvCache, type DeviceKvTarget, decodeToDevice, isDeviceKvCache, uploadToTarget } from '../cuda/device.js';
@@ -49,10 +50,11 @@ export interface Part {
   key?: string;
   /**
    * A hot cache holding this part's rows too (another session with the same prefix), asked when
-   * the restore starts: its rows [from, from + tokens) are copied instead of decoded. undefined:
-   * decode (the hot session may be gone by then).
+   * the restore starts: its rows [from, from + tokens) are copied instead of decoded, under a hold
+   * on its pooled buffer when it has one (taken at once, released when the copy is done).
+   * undefined: decode (the hot session may be gone by then).
    */
-  copy?: () => { cache: KvCache; from: number } | undefined;
+  copy?: () => { cache: KvCache; from: number; hold?: () => () => void } | undefined;
 }
 
 /** Restores of one part of at least this many raw bytes decode on the pool's idle threads too (~3 ms of one core; 9.3 -> 6.9 ms for a 2 MB session on 2 idle threads). */
@@ -338,8 +340,9 @@ export class CodecRouting {
     const out = { keys: new Uint8Array(buf, 0, perStream), values: new Uint8Array(buf, perStream, perStream), positions: new Int32Array(buf, 2 * perStream, T), tokens: T, dtype: layout.dtype };
     const threads = parts.length === 1 && format === 'kvtc' && meta.rawBytes >= PARALLEL_RESTORE_BYTES ? Math.max(1, Math.min(MAX_RESTORE_THREADS, this.#pool.idleThreads())) : 1;
     // Parts a hot session holds too are copied, the rest decoded. The hot caches are looked up
-    // and copied in this synchronous stretch (after the decodes are handed to the workers, which
-    // write other rows meanwhile): no hot entry can be dropped in between.
+    // and held in this synchronous stretch: a hold keeps a hot entry's buffer from going back to
+    // the pool (and being written again) while the addon's threads copy from it, whatever happens
+    // to the entry meanwhile; a hot cache without a pooled buffer is copied here and now.
     const copies = parts.map((p) => p.copy?.());
     const batches = batchesOf(
       parts.filter((_, i) => !copies[i]),
@@ -347,19 +350,27 @@ export class CodecRouting {
     );
     // Every task settles before a failure is thrown: the buffer goes back to the pool then, and no
     // worker may still be writing into it.
-    const tasks = Promise.allSettled(
-      batches.map((b) => this.#pool.decodeParts(b.map((p) => ({ source: p.source, offset: p.start, expectTokens: p.tokens })), format, out, threads)),
-    );
+    const tasks = batches.map((b) => this.#pool.decodeParts(b.map((p) => ({ source: p.source, offset: p.start, expectTokens: p.tokens })), format, out, threads));
+    const pairs: [ArrayBufferView, ArrayBufferView][] = [];
+    const releases: (() => void)[] = [];
     copies.forEach((c, i) => {
       if (!c) return;
       const p = parts[i]!;
-      copyRowsInto(c.cache, c.from, p.tokens, out, p.start, perLayer);
+      const rows = rowsOf(c.cache, c.from, p.tokens, out, p.start, perLayer);
+      if (c.hold) {
+        releases.push(c.hold());
+        pairs.push(...rows);
+      } else {
+        for (const [dst, src] of rows) copyBytes(dst, src);
+      }
       this.#codecTokens.decodedTokens -= p.tokens;
       this.#codecTokens.copiedTokens += p.tokens;
     });
-    const settled = await tasks;
+    const copied = pairs.length > 0 ? copyBytesAsync(pairs).finally(() => releases.forEach((r) => r())) : Promise.resolve();
+    const [settled, copyFailure] = await Promise.all([Promise.allSettled(tasks), copied.then(() => null, (err: unknown) => ({ err }))]);
     const failed = settled.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
+    if (copyFailure) throw copyFailure.err;
     const results = settled.map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<CodecPool['decodeParts']>>>).value);
     const used = new Set<number>();
     for (const r of results) {
@@ -381,18 +392,19 @@ export class CodecRouting {
 }
 
 /**
- * Rows [from, from + n) of a cache into a restore's output (layer-major keys and values, then
- * positions) at row `at`.
+ * The (destination, source) byte ranges that copy rows [from, from + n) of a hot cache (with
+ * positions) into a restore's output (layer-major keys and values, then positions) at row `at`.
  */
-function copyRowsInto(src: KvCache, from: number, n: number, out: { keys: Uint8Array; values: Uint8Array; positions: Int32Array }, at: number, perLayer: number): void {
+function rowsOf(src: KvCache, from: number, n: number, out: { keys: Uint8Array; values: Uint8Array; positions: Int32Array }, at: number, perLayer: number): [ArrayBufferView, ArrayBufferView][] {
   const rb = rowValues(src.layout) * dtypeBytes(src.layout.dtype);
   const rows = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset + from * rb, n * rb);
+  const pairs: [ArrayBufferView, ArrayBufferView][] = [];
   for (let l = 0; l < src.layout.layers; l++) {
-    out.keys.set(rows(src.keys[l]!), l * perLayer + at * rb);
-    out.values.set(rows(src.values[l]!), l * perLayer + at * rb);
+    pairs.push([out.keys.subarray(l * perLayer + at * rb, l * perLayer + (at + n) * rb), rows(src.keys[l]!)]);
+    pairs.push([out.values.subarray(l * perLayer + at * rb, l * perLayer + (at + n) * rb), rows(src.values[l]!)]);
   }
-  if (src.positions) out.positions.set(src.positions.subarray(from, from + n), at);
-  else for (let t = 0; t < n; t++) out.positions[at + t] = from + t;
+  pairs.push([out.positions.subarray(at, at + n), src.positions!.subarray(from, from + n)]);
+  return pairs;
 }
 
 /**

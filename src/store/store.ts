@@ -645,7 +645,7 @@ export class KvStore {
           const e = other === meta.id ? undefined : this.#device.peek(other);
           if (!e?.cache?.positions) continue;
           e.chunkKeys ??= this.#codec.tokenChunkKeysOf(e.meta, e.cache.positions) ?? [];
-          if (e.chunkKeys[i] === key) return { cache: e.cache, from: p.start };
+          if (e.chunkKeys[i] === key) return { cache: e.cache, from: p.start, ...(e.lease ? { hold: () => e.lease!.hold() } : {}) };
         }
         return undefined;
       };

@@ -16,11 +16,11 @@ const ROW = LAYOUT.kvHeads * LAYOUT.headDim;
 const TOKENS = 6000; // 1.5 MB per session: copies take long enough to overlap other operations
 
 /** Session `id` at `version`: every value says which (id, version, stream, layer) it belongs to. */
-function stamped(id: number, version: number): KvCache {
-  const arr = (s: number, l: number) => new Float32Array(TOKENS * ROW).fill(id * 100_000 + version * 8 + s * 4 + l);
+function stamped(id: number, version: number, tokens = TOKENS): KvCache {
+  const arr = (s: number, l: number) => new Float32Array(tokens * ROW).fill(id * 100_000 + version * 8 + s * 4 + l);
   return {
     layout: LAYOUT,
-    tokens: TOKENS,
+    tokens,
     keys: Array.from({ length: LAYOUT.layers }, (_, l) => arr(0, l)),
     values: Array.from({ length: LAYOUT.layers }, (_, l) => arr(1, l)),
   };
@@ -126,4 +126,48 @@ describe('recycled hot-tier buffers', () => {
       expect(pool.counts.reused).toBeGreaterThan(10);
     });
   }
+
+  it('a restore copying chunks from a hot session holds its buffer: dropping that session mid-copy changes nothing', async () => {
+    const store = await openStore({ chunkTokens: 256, workers: { minThreads: 1, maxThreads: 2 }, flushOnClose: false });
+    const pool = bufferPool(store);
+    pool.poison = true;
+    const BIG = 60_000; // 31 MB: a copy long enough to overlap the drop
+    const ids = Int32Array.from({ length: BIG }, (_, t) => t % 1000);
+    let caught = 0;
+    for (let round = 0; round < 6; round++) {
+      // 'b' has a's token ids and rows: every full chunk of it is one 'a' holds (hot).
+      await store.put('a', stamped(1, round, BIG), { tokens: ids });
+      await store.put('b', stamped(1, round, BIG), { tokens: ids });
+      await store.evict('b', { to: 'host' });
+      const copied0 = store.stats().codec.copiedTokens;
+      const got = store.get('b', { promote: false });
+      // As soon as the copy has started (counted when it is handed to the addon's threads), drop
+      // 'a' and put another session of its size: without the hold, a's buffer would go back to the
+      // pool (poisoned: NaN) and be written with c's values while the copy still reads it.
+      let dropped = false;
+      const watch = (async () => {
+        while (!dropped) {
+          if (store.stats().codec.copiedTokens > copied0) {
+            dropped = true;
+            caught++;
+            await Promise.all([store.delete('a'), store.put('c', stamped(2, round, BIG))]);
+          }
+          await new Promise((r) => setImmediate(r));
+        }
+      })();
+      const cache = (await got)!;
+      dropped = true;
+      await watch;
+      expect(store.stats().codec.copiedTokens - copied0).toBeGreaterThan(0);
+      // The copied rows are a's exactly (the decoded ones are close to it).
+      for (let l = 0; l < LAYOUT.layers; l++) {
+        const keys = cache.keys[l] as Float32Array;
+        const want = 1 * 100_000 + round * 8 + l;
+        for (let i = 0; i < 40_000 * ROW; i += 97) if (keys[i] !== want) throw new Error(`round ${round}: key ${i} of layer ${l} is ${keys[i]}, not ${want}`);
+      }
+      await store.delete('b');
+      await store.delete('c');
+    }
+    expect(caught).toBeGreaterThan(0);
+  });
 });
