@@ -50,7 +50,8 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
     o.Set("linalg", e.what());
     o.Set("codecGemm", e.what());
   }
-  // The decoder's reconstruction: 'int8' (VNNI, the default where the CPU has it) or 'f32'
+  // The decoder's reconstruction: 'int8' (VNNI, the default where the CPU has it, for profiles of
+  // ratio >= kInt8DefaultMinRatio) or 'f32'
   // (dequantize + GEMM; KVTC_DECODE=f32, or no VNNI).
   try {
     o.Set("codecDecode", int8_decode_selected() ? "int8" : "f32");

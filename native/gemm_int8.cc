@@ -294,13 +294,32 @@ double int8_peak_loop(int64_t iterations) {
   fail("E_OPTIONS", "the int8 peak loop needs AVX-512 VNNI");
 }
 
+namespace {
+// KVTC_DECODE, read once: whether int8 is on, whether asked for by name, or why the value is invalid.
+struct Int8Choice {
+  bool int8 = false, forced = false;
+  std::string error;
+};
+const Int8Choice& int8_choice();
+}  // namespace
+
 bool int8_decode_selected() {
-  struct Choice {
-    bool int8 = false;
-    std::string error;
-  };
-  static const Choice choice = [] {
-    Choice c;
+  return int8_choice().int8;
+}
+
+bool int8_decode_for(double ratio) {
+  try {
+    const Int8Choice& c = int8_choice();
+    return c.int8 && (c.forced || ratio >= kInt8DefaultMinRatio);
+  } catch (const KvtcException&) {
+    return false;
+  }
+}
+
+namespace {
+const Int8Choice& int8_choice() {
+  static const Int8Choice choice = [] {
+    Int8Choice c;
     const char* env = std::getenv("KVTC_DECODE");
     // Default: int8 where the CPU has it and the codec runs its AVX-512 path (KVTC_SIMD may
     // select a narrower one, and the default never runs AVX-512 kernels behind it).
@@ -317,12 +336,13 @@ bool int8_decode_selected() {
       c.error = std::string("KVTC_DECODE=int8 runs on the avx512 path only, and KVTC_SIMD selects ") +
                 simd_name(simd_best());
     else
-      c.int8 = true;
+      c.int8 = c.forced = true;
     return c;
   }();
   if (!choice.error.empty()) fail("E_OPTIONS", choice.error);
-  return choice.int8;
+  return choice;
 }
+}  // namespace
 
 void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* mean, const uint8_t* rows, int nb,
                       float* X, int ldx, std::vector<uint8_t>& scratch) {

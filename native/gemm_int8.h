@@ -2,9 +2,10 @@
 // evaluated with the codes as unsigned bytes against an int8 copy of the basis (per-column
 // scales) on AVX-512 VNNI (vpdpbusd), so the dequantize pass and the FP32 GEMM disappear.
 // The int8 basis is derived state (built at profile load when the path is selected); blobs are
-// unchanged. The default on a CPU with AVX-512 VNNI (its extra error is a small fraction of a
-// percent of the codec's own; see kInt8ResidualBits); KVTC_DECODE=f32 selects the FP32 path,
-// KVTC_DECODE=int8 insists on int8. Read once per process, here only.
+// unchanged. The default on a CPU with AVX-512 VNNI for profiles of kInt8DefaultMinRatio and up
+// (its extra error is a fraction of a percent of the codec's own; see kInt8ResidualBits);
+// KVTC_DECODE=f32 selects the FP32 path, KVTC_DECODE=int8 insists on int8 for every profile.
+// Read once per process, here only.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -69,10 +70,21 @@ Int8Basis make_int8_basis(const RowLayout& layout, const float* basis, int k, in
                           uint32_t residual_bits = kInt8ResidualBits);
 
 // Whether decoding takes the int8 path. Unset KVTC_DECODE: a CPU with AVX-512 VNNI whose codec
-// runs the avx512 path. KVTC_DECODE=f32: false. KVTC_DECODE=int8: true, or E_OPTIONS on a CPU
-// without VNNI or with KVTC_SIMD below avx512 (there is no AVX2 int8 path). Any other value:
-// E_OPTIONS.
+// runs the avx512 path (for profiles of kInt8DefaultMinRatio and up, int8_decode_for).
+// KVTC_DECODE=f32: false. KVTC_DECODE=int8: true, or E_OPTIONS on a CPU without VNNI or with
+// KVTC_SIMD below avx512 (there is no AVX2 int8 path). Any other value: E_OPTIONS.
 bool int8_decode_selected();
+
+// Profiles asked for a lower ratio decode on the FP32 path unless KVTC_DECODE=int8: on the
+// fidelity bench's real caches, at 2-5x (where the codec's own error is smallest) the int8 path's
+// level tables raised next-token KL by 0.8-3.8%; from 6x up it moved KL by -1.5..0% for the
+// whole-cache plan (-1.5..+0.3% for the per-stream plan), as at every ratio without levels.
+constexpr double kInt8DefaultMinRatio = 6;
+
+// Whether a profile asked for `ratio` decodes on the int8 path: KVTC_DECODE=int8 always; unset,
+// int8_decode_selected() and ratio >= kInt8DefaultMinRatio. An invalid KVTC_DECODE: false here
+// (the decode that needs the choice fails with E_OPTIONS, not the profile load).
+bool int8_decode_for(double ratio);
 
 // Decodes nb quantized rows (rowBytes apart) of one group into X[nb][p] (row stride ldx):
 // X = mean + reconstruction. scratch is reused between calls.

@@ -13,7 +13,7 @@ namespace {
 constexpr uint32_t kProfileMagic = 0x5054564bu;  // "KVTP"
 }
 
-void StreamGroup::derive() {
+void StreamGroup::derive(bool int8) {
   if (basis.size() != size_t(k) * p || mean.size() != p || eigen.size() != p)
     fail("E_PROFILE", "profile group arrays do not match their dimensions");
   for (const PlanGroup& g : plan) {
@@ -37,12 +37,6 @@ void StreamGroup::derive() {
   double msq = 0;
   for (float m : mean) msq += double(m) * m;
   mean_norm = std::sqrt(msq);
-  bool int8 = false;
-  try {
-    int8 = int8_decode_selected();
-  } catch (const KvtcException&) {
-    // An invalid KVTC_DECODE fails the decode that needs it, not the profile load.
-  }
   if (int8) decode_i8 = make_int8_basis(row, basis.data(), int(k), int(p));
 }
 
@@ -205,7 +199,7 @@ std::shared_ptr<Profile> parse_profile(const uint8_t* data, size_t len) {
       g.static_byte_contexts = version >= 3;
       if (version < 2)
         for (const PlanGroup& pg : g.plan) g.planned_bits += group_cost_bits(pg.size, pg.bits, pg.mode);
-      g.derive();
+      g.derive(int8_decode_for(pr->ratio));
     }
     if (next_layer != pr->layers) fail("E_PROFILE", "profile groups do not cover every layer");
   }

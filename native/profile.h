@@ -52,10 +52,11 @@ struct StreamGroup {
   PackedB encode_b;  // basisᵀ (p x k) packed for the encoder's D = X·basisᵀ
   PackedB decode_b;  // basis (k x p) packed for the decoder's X = D·basis
   double mean_norm = 0;  // ||mean||, the constant term of the escape test
-  Int8Basis decode_i8;   // the basis as int8, only when the int8 decode path is selected (int8_decode_selected)
+  Int8Basis decode_i8;   // the basis as int8, only when the profile decodes on the int8 path (int8_decode_for)
   RowLayout row;
   std::vector<RansTable> tables;
-  void derive();  // fills the derived fields; throws E_PROFILE on inconsistent data
+  // Fills the derived fields (the int8 basis too when `int8`); throws E_PROFILE on inconsistent data.
+  void derive(bool int8);
 };
 
 // State a backend derives from a profile once and releases with it (the CUDA backend's device

@@ -435,9 +435,10 @@ export interface BuildInfo {
   codecGemm: string;
   /**
    * The CPU decoder's reconstruction: 'int8' (the default on a CPU with AVX-512 VNNI whose
-   * codec runs the avx512 path: codes against an int8 copy of the basis, ~2x faster, relMSE
-   * within 0.2% of FP32's) or 'f32' (dequantize, then the FP32 GEMM: other CPUs, or
-   * $KVTC_DECODE=f32). For an invalid $KVTC_DECODE: the reason (CPU decode fails with E_OPTIONS).
+   * codec runs the avx512 path, for profiles of ratio 6 and up — lower ones decode on FP32 unless
+   * $KVTC_DECODE=int8: codes against an int8 copy of the basis, ~2x faster, relMSE within 0.3% of
+   * FP32's) or 'f32' (dequantize, then the FP32 GEMM: other CPUs, or $KVTC_DECODE=f32). For an
+   * invalid $KVTC_DECODE: the reason (CPU decode fails with E_OPTIONS).
    */
   codecDecode: string;
   /** SIMD extensions the CPU offers. */

@@ -108,11 +108,19 @@ describe('int8 decode path', () => {
     }
   });
 
-  it.skipIf(!vnni)('static groups (uniform and with levels) decode on int8 within 0.5% of the FP32 error; int8 is the default', async () => {
+  it.skipIf(!vnni)('static groups (uniform and with levels) decode on int8 within 0.5% of the FP32 error; int8 is the default from ratio 6', async () => {
     const layout: KvLayout = { layers: 2, kvHeads: 2, headDim: 32, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
     const samples = [0, 1].map((i) => syntheticCache({ layout, tokens: 400, seed: 70 + i }));
     const cache = syntheticCache({ layout, tokens: 300, seed: 3 });
     const orig = flat(cache);
+    const read = (m: string) => new Float32Array(new Uint8Array(readFileSync(join(dir, `dec_${m}.bin`))).slice().buffer);
+    // Below kInt8DefaultMinRatio (6) the default is the FP32 path; KVTC_DECODE=int8 still insists.
+    const low = await calibrate(samples, { ratio: 4, windowTokens: 0, pcaGroupLayers: 1 });
+    writeFileSync(join(dir, 'profile.bin'), low.toBytes());
+    writeFileSync(join(dir, 'blob.bin'), await encode(cache, low, { backend: 'cpu' }));
+    for (const m of ['f32', '', 'int8']) expect(child(m).e).toBe(null);
+    expect(Buffer.from(read('').buffer).equals(Buffer.from(read('f32').buffer))).toBe(true);
+    expect(Buffer.from(read('int8').buffer).equals(Buffer.from(read('f32').buffer))).toBe(false);
     for (const ratio of [6, 10, 20]) {
       const profile = await calibrate(samples, { ratio, windowTokens: 0, pcaGroupLayers: 1 });
       const plans = profile.groups.flatMap((g) => g.plan);
@@ -124,7 +132,6 @@ describe('int8 decode path', () => {
         writeFileSync(join(dir, 'blob.bin'), await encode(cache, CodecProfile.fromBytes(bytes), { backend: 'cpu' }));
         expect(child('f32')).toEqual({ mode: 'f32', e: null });
         expect(child('')).toEqual({ mode: 'int8', e: null }); // the default on this CPU
-        const read = (m: string) => new Float32Array(new Uint8Array(readFileSync(join(dir, `dec_${m}.bin`))).slice().buffer);
         const f = read('f32');
         const q = read('');
         let errF = 0;

@@ -22,6 +22,18 @@ const vnni = buildInfo().simd.includes('avx512vnni') && buildInfo().simd.include
 // Plan groups this wide get the residual basis term (kInt8ResidualBits, native/gemm_int8.h).
 const RESIDUAL_BITS = 4;
 
+/**
+ * Per column the largest |B| (the int8 scale is colMax/127), and per row whether its plan group
+ * ([start, size, bits] triples) has the residual term.
+ */
+function basisScales(B: Float32Array, k: number, p: number, g: number[]): { colMax: Float64Array; wide: Uint8Array } {
+  const colMax = new Float64Array(p);
+  for (let c = 0; c < k; c++) for (let j = 0; j < p; j++) colMax[j] = Math.max(colMax[j]!, Math.abs(B[c * p + j]!));
+  const wide = new Uint8Array(k);
+  for (let i = 0; i < g.length; i += 3) if (g[i + 2]! >= RESIDUAL_BITS) wide.fill(1, g[i]!, g[i]! + g[i + 1]!);
+  return { colMax, wide };
+}
+
 describe.skipIf(!vnni)('int8 reconstruction kernel', () => {
   const cases: [string, number[], number, number][] = [
     // [name, [size, bits] pairs, p, rows]
@@ -50,11 +62,7 @@ describe.skipIf(!vnni)('int8 reconstruction kernel', () => {
       const mean = Float32Array.from({ length: p }, () => rnd());
       const X = new Float32Array(n * p).fill(Number.NaN);
       kernels.int8Decode(plan, B, p, rows, n, mean, X);
-      // Per column: the largest |B| (the int8 scale is colMax/127) and whether a row is in a wide group.
-      const colMax = new Float64Array(p);
-      for (let c = 0; c < k; c++) for (let j = 0; j < p; j++) colMax[j] = Math.max(colMax[j]!, Math.abs(B[c * p + j]!));
-      const wide = new Uint8Array(k);
-      for (let i = 0; i < g.length; i += 3) if (g[i + 2]! >= RESIDUAL_BITS) wide.fill(1, g[i]!, g[i]! + g[i + 1]!);
+      const { colMax, wide } = basisScales(B, k, p, g);
       // The basis rounding multiplies scale·code, not the shift (its term uses exact column sums):
       // |scale·code| = |v - shift|, shift the group's fp16 value at the head of its bytes.
       const shiftOf = new Float64Array(n * k);
@@ -164,10 +172,7 @@ describe.skipIf(!vnni)('int8 reconstruction kernel', () => {
     }
     const X = new Float32Array(n * p).fill(Number.NaN);
     kernels.int8Decode(plan, B, p, rows, n, mean, X, 1, statics);
-    const colMax = new Float64Array(p);
-    for (let c = 0; c < k; c++) for (let j = 0; j < p; j++) colMax[j] = Math.max(colMax[j]!, Math.abs(B[c * p + j]!));
-    const wide = new Uint8Array(k);
-    for (let i = 0; i < g.length; i += 3) if (g[i + 2]! >= RESIDUAL_BITS) wide.fill(1, g[i]!, g[i]! + g[i + 1]!);
+    const { colMax, wide } = basisScales(B, k, p, g);
     let worstRatio = 0;
     let diff = 0;
     for (let t = 0; t < n; t++) {
