@@ -23,6 +23,40 @@ const vnni = buildInfo().simd.includes('avx512vnni') && buildInfo().simd.include
 const RESIDUAL_BITS = 4;
 
 /**
+ * The int8 output X (n x p) against its float64 reference mean + Σ_c value(t, c)·B[c][j]: the
+ * worst ratio of an output's error to its allowed error (bound(t, j, c) summed over c, plus the
+ * float32 sums' slack), and the total error (> 0: the int8 basis really rounded).
+ */
+function againstReference(
+  X: Float32Array,
+  B: Float32Array,
+  mean: Float32Array,
+  n: number,
+  p: number,
+  k: number,
+  value: (t: number, c: number) => number,
+  bound: (t: number, j: number, c: number) => number,
+): { worstRatio: number; diff: number } {
+  let worstRatio = 0;
+  let diff = 0;
+  for (let t = 0; t < n; t++) {
+    for (let j = 0; j < p; j++) {
+      let ref = mean[j]!;
+      let allowed = 0;
+      for (let c = 0; c < k; c++) {
+        ref += value(t, c) * B[c * p + j]!;
+        allowed += bound(t, j, c);
+      }
+      const e = Math.abs(X[t * p + j]! - ref);
+      // float32 sums of up to k terms on top of the rounding.
+      worstRatio = Math.max(worstRatio, e / (1.001 * allowed + 1e-5 * (Math.abs(ref) + 1)));
+      diff += e;
+    }
+  }
+  return { worstRatio, diff };
+}
+
+/**
  * Per column the largest |B| (the int8 scale is colMax/127), and per row whether its plan group
  * ([start, size, bits] triples) has the residual term.
  */
@@ -74,25 +108,10 @@ describe.skipIf(!vnni)('int8 reconstruction kernel', () => {
           o += 4 + Math.ceil((g[i + 1]! * g[i + 2]!) / 8);
         }
       }
-      let worstRatio = 0;
-      let diff = 0;
-      for (let t = 0; t < n; t++) {
-        for (let j = 0; j < p; j++) {
-          let ref = mean[j]!;
-          let bound = 0;
-          for (let c = 0; c < k; c++) {
-            const v = Dq[t * k + c]!;
-            ref += v * B[c * p + j]!;
-            // Rounding to the nearest of 254 steps over [-colMax, colMax]: half a step, /127 again for the residual.
-            bound += Math.abs(v - shiftOf[t * k + c]!) * (colMax[j]! / 254) * (wide[c] ? 1 / 127 : 1);
-          }
-          const e = Math.abs(X[t * p + j]! - ref);
-          // float32 sums of up to k terms on top of the basis rounding.
-          const allowed = 1.001 * bound + 1e-5 * (Math.abs(ref) + 1);
-          worstRatio = Math.max(worstRatio, e / allowed);
-          diff += e;
-        }
-      }
+      const { worstRatio, diff } = againstReference(X, B, mean, n, p, k, (t, c) => Dq[t * k + c]!, (t, j, c) =>
+        // Rounding to the nearest of 254 steps over [-colMax, colMax]: half a step, /127 again for the residual.
+        Math.abs(Dq[t * k + c]! - shiftOf[t * k + c]!) * (colMax[j]! / 254) * (wide[c] ? 1 / 127 : 1),
+      );
       expect(worstRatio).toBeLessThanOrEqual(1);
       expect(diff).toBeGreaterThan(0); // the int8 basis really rounds
     });
@@ -173,23 +192,11 @@ describe.skipIf(!vnni)('int8 reconstruction kernel', () => {
     const X = new Float32Array(n * p).fill(Number.NaN);
     kernels.int8Decode(plan, B, p, rows, n, mean, X, 1, statics);
     const { colMax, wide } = basisScales(B, k, p, g);
-    let worstRatio = 0;
-    let diff = 0;
-    for (let t = 0; t < n; t++) {
-      for (let j = 0; j < p; j++) {
-        let ref = mean[j]!;
-        let bound = 0;
-        for (let c = 0; c < k; c++) {
-          ref += V[t * k + c]! * B[c * p + j]!;
-          // (a zero basis entry is exact in int8: no rounding term)
-          const b = B[c * p + j]!;
-          if (b !== 0) bound += U[t * k + c]! * (colMax[j]! / 254) * (wide[c] ? 1 / 127 : 1) + lutErr[c]! * Math.abs(b);
-        }
-        const e = Math.abs(X[t * p + j]! - ref);
-        worstRatio = Math.max(worstRatio, e / (1.001 * bound + 1e-5 * (Math.abs(ref) + 1)));
-        diff += e;
-      }
-    }
+    const { worstRatio, diff } = againstReference(X, B, mean, n, p, k, (t, c) => V[t * k + c]!, (t, j, c) => {
+      // (a zero basis entry is exact in int8: no rounding term)
+      const b = B[c * p + j]!;
+      return b === 0 ? 0 : U[t * k + c]! * (colMax[j]! / 254) * (wide[c] ? 1 / 127 : 1) + lutErr[c]! * Math.abs(b);
+    });
     expect(worstRatio).toBeLessThanOrEqual(1);
     expect(diff).toBeGreaterThan(0);
   });
