@@ -34,10 +34,15 @@ export interface Decoded {
   hot?: HotCache | undefined;
   /**
    * When the hot copy is `cache` itself in a pooled buffer: its lease, held once for the hot
-   * entry the caller makes of it. Absent when `cache` is the caller's to keep (not promoted, or
-   * promoted to device memory): that buffer has left the pool.
+   * entry the caller makes of it.
    */
   lease?: Lease;
+  /**
+   * When `cache` is not the hot copy (not promoted, or promoted to device memory): the lease of
+   * its pooled buffer, held once for whoever takes the result — released once it has been copied
+   * out (the buffer goes back to the pool), or detached when the cache itself is handed out.
+   */
+  freshLease?: Lease;
 }
 
 /** One encoded part of a session to decode: where it goes and how to read it. */
@@ -280,10 +285,12 @@ export class CodecRouting {
         throw err;
       }
       if (hot?.cache === cache) return { cache, positions: cache.positions!, hot, lease };
-      // The output is the caller's now (or was only staged for the caller's device buffers).
-      if (into) lease.release();
-      else lease.detach();
-      return { cache, positions: cache.positions!, ...(hot ? { hot } : {}) };
+      // Staged for the caller's device buffers only: back to the pool.
+      if (into) {
+        lease.release();
+        return { cache, positions: cache.positions!, ...(hot ? { hot } : {}) };
+      }
+      return { cache, positions: cache.positions!, ...(hot ? { hot } : {}), freshLease: lease };
     };
     if (this.#backend === 'cpu' || format === 'raw' || parts.length > 1) return viaPool();
     const source = typeof tail.source === 'number' ? tail.source : tail.source();

@@ -75,6 +75,13 @@ interface Restored {
   positions?: Int32Array;
   /** The lease on `cache`'s buffer when it is a hot entry's: a caller holds it while copying. */
   lease?: Lease;
+  /**
+   * The lease on `cache`'s buffer when nothing in the store keeps it (a fresh restore), held once
+   * for this restore's callers: the first caller releases it (recycled once every caller's copy
+   * is done) or detaches it (it took the cache itself). Dropped by any other taker, the buffer
+   * is simply not recycled.
+   */
+  freshLease?: Lease;
 }
 
 type DeviceEntry = HotCache & {
@@ -408,7 +415,11 @@ export class KvStore {
     // A restore the store keeps no reference to goes as it is to its caller when it has only one.
     // A hot entry's buffer is not recycled while this caller copies it (held before any other
     // operation on the id can run: those wait on the id's lane behind this restore's callers).
-    const release = r.lease?.hold();
+    // A fresh restore's buffer is held the same way by every caller copying it: the first caller
+    // (whose continuation runs first, before any copy can finish) gives the restore's own hold
+    // back after its copy, so the buffer is recycled when the last copy is done — or hands it
+    // out when it takes the cache itself.
+    const release = (r.lease ?? r.freshLease)?.hold();
     let cache: KvCache;
     try {
       if (into) {
@@ -419,6 +430,10 @@ export class KvStore {
       }
     } finally {
       release?.();
+      if (!joined && r.freshLease) {
+        if (cache! === r.cache) r.freshLease.detach();
+        else r.freshLease.release();
+      }
     }
     const entry: SessionEntry = { cache, tier: r.tier };
     if (r.meta.attachment) entry.attachment = new Uint8Array(r.meta.attachment);

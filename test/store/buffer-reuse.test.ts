@@ -170,4 +170,28 @@ describe('recycled hot-tier buffers', () => {
     }
     expect(caught).toBeGreaterThan(0);
   });
+
+  it('a restore copied into the caller\'s cache gives its buffer back: repeated gets allocate none; one handed out is not recycled', async () => {
+    // Idle pooled buffers may take half the device budget: room for one restore's.
+    const store = await openStore({ compression: 'kvtc', tiers: { device: { capacityBytes: 10 << 20, idleMs: 60_000 } }, flushOnClose: false });
+    const pool = bufferPool(store);
+    pool.poison = true;
+    await store.put('s', stamped(3, 1));
+    await store.evict('s', { to: 'host' });
+    expect(store.has('s')).toBe('host');
+    const into = { layout: LAYOUT, tokens: TOKENS, keys: [0, 1].map(() => new Float32Array(TOKENS * ROW)), values: [0, 1].map(() => new Float32Array(TOKENS * ROW)) };
+    await store.get('s', { into, promote: false });
+    const allocated = pool.counts.allocated;
+    for (let i = 0; i < 5; i++) {
+      const got = (await store.get('s', { into, promote: false }))!;
+      expect((got.keys[1] as Float32Array)[0]).toBe(300_000 + 8 + 1); // a sink: exact, never the poison
+    }
+    expect(pool.counts.allocated).toBe(allocated); // every restore reused the one before's buffer
+    // Handed out as it is (no into, one caller): the caller's, never recycled or poisoned.
+    const mine = (await store.get('s', { promote: false }))!;
+    const before = (mine.keys[1] as Float32Array)[0];
+    for (let i = 0; i < 3; i++) await store.get('s', { into, promote: false });
+    expect((mine.keys[1] as Float32Array)[0]).toBe(before);
+    expect(before).toBe(300_000 + 8 + 1);
+  });
 });
