@@ -300,23 +300,7 @@ struct Int8Choice {
   bool int8 = false, forced = false;
   std::string error;
 };
-const Int8Choice& int8_choice();
-}  // namespace
 
-bool int8_decode_selected() {
-  return int8_choice().int8;
-}
-
-bool int8_decode_for(double ratio) {
-  try {
-    const Int8Choice& c = int8_choice();
-    return c.int8 && (c.forced || ratio >= kInt8DefaultMinRatio);
-  } catch (const KvtcException&) {
-    return false;
-  }
-}
-
-namespace {
 const Int8Choice& int8_choice() {
   static const Int8Choice choice = [] {
     Int8Choice c;
@@ -343,6 +327,19 @@ const Int8Choice& int8_choice() {
   return choice;
 }
 }  // namespace
+
+bool int8_decode_selected() {
+  return int8_choice().int8;
+}
+
+bool int8_decode_for(double ratio) {
+  try {
+    const Int8Choice& c = int8_choice();
+    return c.int8 && (c.forced || ratio >= kInt8DefaultMinRatio);
+  } catch (const KvtcException&) {
+    return false;
+  }
+}
 
 void decode_rows_int8(const RowLayout& layout, const Int8Basis& b, const float* mean, const uint8_t* rows, int nb,
                       float* X, int ldx, std::vector<uint8_t>& scratch) {

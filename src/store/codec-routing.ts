@@ -6,7 +6,7 @@
  * moves; this class only runs the codec and counts the tokens it codes.
  */
 import { type Backend } from '../backend.js';
-import { copyBytes, copyBytesAsync } from '../binding.js';
+import { copyBytesAsync } from '../binding.js';
 import type { CodecProfile } from '../codec/profile.js';
 import { decodeSource } from '../codec/codec.js';
 import { type DeviceKvCache, type DeviceKvTarget, decodeToDevice, isDeviceKvCache, uploadToTarget } from '../cuda/device.js';
@@ -56,10 +56,10 @@ export interface Part {
   /**
    * A hot cache holding this part's rows too (another session with the same prefix), asked when
    * the restore starts: its rows [from, from + tokens) are copied instead of decoded, under a hold
-   * on its pooled buffer when it has one (taken at once, released when the copy is done).
-   * undefined: decode (the hot session may be gone by then).
+   * on its pooled buffer (taken at once, released when the copy is done). undefined: decode (the
+   * hot session may be gone by then).
    */
-  copy?: () => { cache: KvCache; from: number; hold?: () => () => void } | undefined;
+  copy?: () => { cache: KvCache; from: number; hold: () => () => void } | undefined;
 }
 
 /** Restores of one part of at least this many raw bytes decode on the pool's idle threads too (~3 ms of one core; 9.3 -> 6.9 ms for a 2 MB session on 2 idle threads). */
@@ -349,7 +349,7 @@ export class CodecRouting {
     // Parts a hot session holds too are copied, the rest decoded. The hot caches are looked up
     // and held in this synchronous stretch: a hold keeps a hot entry's buffer from going back to
     // the pool (and being written again) while the addon's threads copy from it, whatever happens
-    // to the entry meanwhile; a hot cache without a pooled buffer is copied here and now.
+    // to the entry meanwhile.
     const copies = parts.map((p) => p.copy?.());
     const batches = batchesOf(
       parts.filter((_, i) => !copies[i]),
@@ -363,13 +363,8 @@ export class CodecRouting {
     copies.forEach((c, i) => {
       if (!c) return;
       const p = parts[i]!;
-      const rows = rowsOf(c.cache, c.from, p.tokens, out, p.start, perLayer);
-      if (c.hold) {
-        releases.push(c.hold());
-        pairs.push(...rows);
-      } else {
-        for (const [dst, src] of rows) copyBytes(dst, src);
-      }
+      releases.push(c.hold());
+      pairs.push(...rowsOf(c.cache, c.from, p.tokens, out, p.start, perLayer));
       this.#codecTokens.decodedTokens -= p.tokens;
       this.#codecTokens.copiedTokens += p.tokens;
     });

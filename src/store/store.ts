@@ -658,9 +658,10 @@ export class KvStore {
         for (const other of this.#prefixes.sessionsWith(prefixKey)) {
           if (++asked > COPY_CANDIDATES) break;
           const e = other === meta.id ? undefined : this.#device.peek(other);
-          if (!e?.cache?.positions) continue;
+          const lease = e?.lease; // a pooled hot copy (every one on the CPU backend)
+          if (!e?.cache?.positions || !lease) continue;
           e.chunkKeys ??= this.#codec.tokenChunkKeysOf(e.meta, e.cache.positions) ?? [];
-          if (e.chunkKeys[i] === key) return { cache: e.cache, from: p.start, ...(e.lease ? { hold: () => e.lease!.hold() } : {}) };
+          if (e.chunkKeys[i] === key) return { cache: e.cache, from: p.start, hold: () => lease.hold() };
         }
         return undefined;
       };

@@ -4,6 +4,7 @@
  * Offsets follow native/container.cc (write_blob_header).
  */
 import { native } from '../../src/binding.js';
+import { sealed } from './sealed.js';
 import type { CodecProfile } from '../../src/index.js';
 
 const VERSION = 4;
@@ -35,8 +36,5 @@ export async function toVersion1(storedBlob: Uint8Array, profile: CodecProfile):
     parts.push(part);
   }
   const body = Buffer.concat([header, ...parts]);
-  const out = new Uint8Array(body.length + 4);
-  out.set(body);
-  new DataView(out.buffer).setUint32(body.length, native.crc32c(body), true);
-  return out;
+  return sealed(body);
 }

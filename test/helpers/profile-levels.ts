@@ -4,7 +4,7 @@
  * to check how the decoder reads them. `levels` maps one plan group's levels to their
  * replacement: an array of the same length, or null to drop them (count 0: the uniform decoder).
  */
-import { native } from '../../src/binding.js';
+import { sealed } from './sealed.js';
 
 const CONTEXTS_PER_GROUP = 5;
 
@@ -57,8 +57,5 @@ export function rewriteLevels(v3: Uint8Array, levels: (g: LevelGroup) => Float32
   }
   keep(v3.length - 4);
   const body = Buffer.concat(parts);
-  const out = new Uint8Array(body.length + 4);
-  out.set(body);
-  new DataView(out.buffer).setUint32(body.length, native.crc32c(body), true);
-  return out;
+  return sealed(body);
 }

@@ -7,7 +7,7 @@
  * scale); v3 added 4 per plan group (the count of its reconstruction levels, 0 for a min/max
  * group). Only profiles of min/max groups have a version-1 form.
  */
-import { native } from '../../src/binding.js';
+import { sealed } from './sealed.js';
 
 const KV_CONTEXTS_PER_GROUP = 5;
 
@@ -48,8 +48,5 @@ export function profileToVersion1(v2: Uint8Array): Uint8Array {
   keep(v2.length - 4);
   const body = Buffer.concat(parts);
   new DataView(body.buffer, body.byteOffset, body.byteLength).setUint32(4, 1, true);
-  const out = new Uint8Array(body.length + 4);
-  out.set(body);
-  new DataView(out.buffer).setUint32(body.length, native.crc32c(body), true);
-  return out;
+  return sealed(body);
 }
