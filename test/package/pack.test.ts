@@ -31,9 +31,20 @@ describe('the npm package', () => {
 
   it('installs from its tarball without a compiler or CMake and works', () => {
     const npm = npmCli();
-    const packed = spawnSync(process.execPath, [npm, 'pack', '--pack-destination', work, '--json'], {
-      cwd: ROOT, encoding: 'utf8', env: { ...process.env, KVTC_PREBUILD_REUSE: '1' },
-    });
+    // npm pack's own hooks, run here one by one: its `prepare` (tsc into dist/) would rewrite
+    // the files other test files' child processes are loading at that moment (a child once
+    // imported a half-written module). dist/ is built already (pretest); prepack fills
+    // prebuilds/, postpack removes it.
+    const packEnv = { ...process.env, KVTC_PREBUILD_REUSE: '1' };
+    const prepack = spawnSync(process.execPath, ['scripts/prebuild.mjs'], { cwd: ROOT, encoding: 'utf8', env: packEnv });
+    expect(prepack.status, prepack.stderr).toBe(0);
+    const packed = (() => {
+      try {
+        return spawnSync(process.execPath, [npm, 'pack', '--ignore-scripts', '--pack-destination', work, '--json'], { cwd: ROOT, encoding: 'utf8', env: packEnv });
+      } finally {
+        rmSync(join(ROOT, 'prebuilds'), { recursive: true, force: true });
+      }
+    })();
     expect(packed.status, packed.stderr).toBe(0);
     const tarball = join(work, readdirSync(work).find((f) => f.endsWith('.tgz'))!);
     const files = (JSON.parse(packed.stdout) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path);
