@@ -26,15 +26,12 @@ void PromiseWorker::Execute() {
     message_ = e.what();
   }
   failed_ = true;
-  SetError(message_);
 }
 
 void PromiseWorker::RunInline() {
   std::unique_ptr<PromiseWorker> self(this);
   Execute();
-  if (!failed_) return OnOK();
-  Napi::HandleScope scope(Env());
-  deferred_.Reject(make_error(Env(), code_, message_).Value());
+  Complete(env_);
 }
 
 namespace {
@@ -53,9 +50,9 @@ void register_threading(Napi::Env env, Napi::Object exports) {
   exports.Set("setInlineExecution", Napi::Function::New(env, SetInlineExecution));
 }
 
-void PromiseWorker::OnOK() {
-  Napi::Env env = Env();
+void PromiseWorker::Complete(Napi::Env env) {
   Napi::HandleScope scope(env);
+  if (failed_) return deferred_.Reject(make_error(env, code_, message_).Value());
   try {
     deferred_.Resolve(Result(env));
   } catch (const Napi::Error& e) {
@@ -65,12 +62,6 @@ void PromiseWorker::OnOK() {
   } catch (const std::exception& e) {
     deferred_.Reject(make_error(env, "E_INTERNAL", e.what()).Value());
   }
-}
-
-void PromiseWorker::OnError(const Napi::Error& e) {
-  Napi::Env env = Env();
-  Napi::HandleScope scope(env);
-  deferred_.Reject(make_error(env, code_, e.Message()).Value());
 }
 
 Napi::Object plan_group_object(Napi::Env env, const PlanGroup& g) {

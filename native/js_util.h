@@ -1,5 +1,5 @@
 // Helpers for the N-API glue: converting KvtcException into JavaScript errors with a `code`, a
-// promise-returning AsyncWorker base, and reading caches / layouts from JavaScript objects.
+// promise-returning job base, and reading caches / layouts from JavaScript objects.
 #pragma once
 #include <napi.h>
 
@@ -12,6 +12,7 @@
 #include "codec.h"
 #include "errors.h"
 #include "host_arena.h"
+#include "job_threads.h"
 #include "profile.h"
 
 namespace kvtc {
@@ -34,12 +35,15 @@ Napi::Value guarded(Napi::Env env, Fn&& fn) {
   }
 }
 
-// An AsyncWorker that settles a promise: Run() on the thread pool, Resolve() on the main thread.
-// Exceptions from Run() reject with the KvtcError code.
-class PromiseWorker : public Napi::AsyncWorker {
+// A job that settles a promise: Run() on the addon's job threads (job_threads.h), or inline on a
+// thread that asked for it; Result() on the JavaScript thread. Exceptions from Run() reject with
+// the KvtcError code.
+class PromiseWorker : public Job {
  public:
-  explicit PromiseWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
+  explicit PromiseWorker(Napi::Env env) : env_(env), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
+  // Hands the worker to the job threads; it settles the promise and deletes itself later.
+  void Queue() { queue_job(env_, this); }
   // Runs on the calling thread and settles the promise now; deletes the worker (never queued).
   void RunInline();
 
@@ -51,8 +55,8 @@ class PromiseWorker : public Napi::AsyncWorker {
 
  private:
   void Execute() final;
-  void OnOK() final;
-  void OnError(const Napi::Error& e) final;
+  void Complete(Napi::Env env) final;
+  Napi::Env env_;
   Napi::Promise::Deferred deferred_;
   std::vector<Napi::ObjectReference> refs_;
   std::string code_ = "E_INTERNAL";
