@@ -13,6 +13,11 @@
  * `--mode=<part of a store's name>` (e.g. `blob`, `raw`) runs only those multi-turn stores (profiling).
  * `--into` makes every client get into a cache of its own, reused (an engine's KV buffers: the
  * `into` get option) instead of a new copy per get; its results go to `rowsInto`/`multiTurnInto`.
+ * `--rate=<turns/s>` offers the multi-turn turns at that rate (open loop: turn n starts n/rate
+ * after the window opens, or at once when the clients are behind) instead of back to back, so
+ * latencies show the store below saturation, not the queue of a saturated machine; its results
+ * go to `multiTurnPaced`/`multiTurnPacedInto`. The multi-turn window opens after unmeasured
+ * warm-up turns (the ones that start the second restore worker).
  * `--cpu-prof=<dir>` writes a main-thread CPU profile of each measured window (not the setup) to
  * `<dir>/<workload>-<store>.cpuprofile`; `npx tsx bench/profile-summary.ts <file>` summarizes one.
  * Each store of a workload runs in a fresh process of its own (`--one=<workload>:<index>`, which
@@ -37,6 +42,9 @@ const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
 const profDir = process.argv.find((a) => a.startsWith('--cpu-prof='))?.slice(11);
 const useInto = process.argv.includes('--into');
+/** --rate=<turns/s>: the multi-turn clients start turns at this offered rate (open loop) instead of back to back. */
+const rate = Number(process.argv.find((a) => a.startsWith('--rate='))?.slice(7) ?? NaN);
+const paced = Number.isFinite(rate) && rate > 0;
 const one = process.argv.find((a) => a.startsWith('--one='))?.slice(6);
 const oneIndex = (workload: string) => (one?.startsWith(`${workload}:`) ? Number(one.slice(workload.length + 1)) : undefined);
 
@@ -287,7 +295,7 @@ if (only === undefined || only === 'multiturn') {
   }
   console.log(`\n${describe}; ${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores`);
   table(rows, rows.map((r) => String(r['store'])));
-  results[useInto ? 'multiTurnInto' : 'multiTurn'] = rows;
+  results[paced ? (useInto ? 'multiTurnPacedInto' : 'multiTurnPaced') : useInto ? 'multiTurnInto' : 'multiTurn'] = rows;
 }
 
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
@@ -300,7 +308,8 @@ console.log('\nwrote bench/results/store.json');
 async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe: string }> {
   const mtLayout: KvLayout = { layers: 4, kvHeads: 4, headDim: 64, dtype: 'f32', rope: { theta: 10000, style: 'neox' } };
   const N = quick ? 24 : 60;
-  const TURNS = quick ? 200 : 600;
+  const TURNS = quick ? 200 : 1000;
+  const WARMUP_TURNS = quick ? 40 : 120;
   const OWN_MAX = quick ? 480 : 800; // a session's own tokens (its first prompt and its turns)
   const CHUNK = 256;
   const rand = mulberry32(2026);
@@ -368,10 +377,6 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     }
     await store.settled();
     const pick = zipf(N, 1.1, mulberry32(11));
-    const histogram = monitorEventLoopDelay({ resolution: 1 });
-    histogram.enable();
-    const gc = watchGc();
-    const prof = await profileWindow(`multiturn-${mode.store}`);
     const seen: Record<string, number[]> = { device: [], host: [], disk: [] };
     // Sessions differ in size (shared prompts are long): latency per MB restored compares tiers and stores fairly.
     const perMb: Record<string, number[]> = { device: [], host: [], disk: [] };
@@ -379,28 +384,30 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
     let misses = 0;
     let peakHost = 0;
     let peakDisk = 0;
-    const codec0 = store.stats().codec;
-    const cpu0 = process.cpuUsage();
-    const main0 = mainThreadTimes();
-    const t0 = performance.now();
     let done = 0;
-    const client = async () => {
-      const into = useInto ? engineCache({ ...mtLayout, dtype: 'f16' }, Math.max(...promptLens) + OWN_MAX) : undefined;
-      while (done < TURNS) {
-        done++;
+    let limit = 0;
+    let record = false;
+    const intos = Array.from({ length: CLIENTS }, () => (useInto ? engineCache({ ...mtLayout, dtype: 'f16' }, Math.max(...promptLens) + OWN_MAX) : undefined));
+    let paceFrom = 0;
+    const client = async (into: KvCache | undefined) => {
+      while (done < limit) {
+        const n = done++;
+        // Paced (--rate): turn n of the measured window starts no earlier than n / rate after it began.
+        const due = record && paced ? paceFrom + ((n - WARMUP_TURNS) * 1000) / rate : 0;
+        if (due > performance.now()) await new Promise((r) => setTimeout(r, due - performance.now()));
         const i = pick();
         const s = state[i]!;
         const status: GetStatus = {};
         const g0 = performance.now();
         const got = await store.get(`s${i}`, { status, ...(into ? { into } : {}) });
         const ms = performance.now() - g0;
-        if (status.tier) seen[status.tier]!.push(ms);
-        if (got && status.tier) perMb[status.tier]!.push(ms / ((got.tokens * rawPerToken) / 1e6));
-        if (!got) misses++;
+        if (record && status.tier) seen[status.tier]!.push(ms);
+        if (record && got && status.tier) perMb[status.tier]!.push(ms / ((got.tokens * rawPerToken) / 1e6));
+        if (record && !got) misses++;
         // The turn: 32-128 new tokens (a session that reached its length starts over, shorter).
         let len = s.len + 32 + Math.floor(rand() * 97);
         if (len - s.promptTokens > OWN_MAX) len = s.promptTokens + 64;
-        appended += Math.max(0, len - s.len);
+        if (record) appended += Math.max(0, len - s.len);
         s.len = len;
         const { cache, tokens } = cacheOf(i, len);
         await store.put(`s${i}`, cache, { tokens });
@@ -409,7 +416,22 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
         peakDisk = Math.max(peakDisk, st.disk.storedBytes);
       }
     };
-    await Promise.all(Array.from({ length: CLIENTS }, client));
+    // Warm-up, not measured: the turns that start the store's second restore worker and its JIT.
+    limit = WARMUP_TURNS;
+    await Promise.all(intos.map(client));
+    await store.settled();
+    const histogram = monitorEventLoopDelay({ resolution: 1 });
+    histogram.enable();
+    const gc = watchGc();
+    const prof = await profileWindow(`multiturn-${mode.store}`);
+    const codec0 = store.stats().codec;
+    const cpu0 = process.cpuUsage();
+    const main0 = mainThreadTimes();
+    const t0 = performance.now();
+    paceFrom = t0;
+    record = true;
+    limit = WARMUP_TURNS + TURNS;
+    await Promise.all(intos.map(client));
     await store.settled();
     const seconds = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
@@ -474,6 +496,6 @@ async function multiTurn(): Promise<{ rows: Record<string, unknown>[]; describe:
   }
   return {
     rows,
-    describe: `Multi-turn${useInto ? ' (gets into a cache of their own)' : ''}: ${N} sessions (30% on one of 4 shared prompts of 1024-2048 tokens), ${TURNS} turns of +32-128 tokens by ${CLIENTS} clients under Zipf(1.1); chunkTokens ${CHUNK}, window 32; device budget 10% and host 5% of the raw working set (${(workingSet / 1e6).toFixed(0)} MB)`,
+    describe: `Multi-turn${useInto ? ' (gets into a cache of their own)' : ''}: ${N} sessions (30% on one of 4 shared prompts of 1024-2048 tokens), ${TURNS} turns of +32-128 tokens by ${CLIENTS} clients under Zipf(1.1)${paced ? `, offered at ${rate} turns/s` : ', back to back'} after ${WARMUP_TURNS} unmeasured turns; chunkTokens ${CHUNK}, window 32; device budget 10% and host 5% of the raw working set (${(workingSet / 1e6).toFixed(0)} MB)`,
   };
 }

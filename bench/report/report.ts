@@ -98,7 +98,13 @@ export async function writeReport(dir: string): Promise<string[]> {
     const cols = Object.keys(rows[0] ?? {}).filter((c) => c !== 'compression');
     md.push(`## Store under a Zipf workload (kvtc vs raw lower tiers${how})`, '', mdTable(cols.map((c) => ({ metric: c, kvtc: rows[0]![c]!, raw: rows[1]![c]! }))), '');
   }
-  for (const [key, how] of [['multiTurn', ''], ['multiTurnInto', ', gets into each client\'s own cache']] as const) {
+  const multiTurnModes = [
+    ['multiTurn', ''],
+    ['multiTurnInto', ', gets into each client\'s own cache'],
+    ['multiTurnPaced', ', turns offered at a fixed rate'],
+    ['multiTurnPacedInto', ', turns offered at a fixed rate, gets into each client\'s own cache'],
+  ] as const;
+  for (const [key, how] of multiTurnModes) {
     const turns = store?.[key] as Row[] | undefined;
     if (!turns?.length) continue;
     const cols = Object.keys(turns[0] ?? {}).filter((c) => c !== 'store');
