@@ -4,6 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { copyBytesAsync } from '../../src/binding.js';
@@ -36,6 +37,21 @@ describe('job threads', () => {
     const fsCall = stat(new URL('package.json', root)).then(() => order.push('fs'));
     await Promise.all([...copies, fsCall]);
     expect(order.indexOf('fs')).toBeLessThan(4);
+  });
+
+  it('a caller’s AsyncLocalStorage context is its own again after each job', async () => {
+    const als = new AsyncLocalStorage<{ k: number }>();
+    const seen = await Promise.all(
+      [1, 2, 3].map((k) =>
+        als.run({ k }, async () => {
+          const a = new Uint8Array(1 << 20);
+          await copyBytesAsync([[a, new Uint8Array(1 << 20)]]);
+          await copyBytesAsync([[a, new Uint8Array(1 << 20)]]);
+          return als.getStore()?.k;
+        }),
+      ),
+    );
+    expect(seen).toEqual([1, 2, 3]);
   });
 
   it('a process exits cleanly right after its jobs settle, even rejected ones', () => {

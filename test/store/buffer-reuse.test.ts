@@ -194,4 +194,19 @@ describe('recycled hot-tier buffers', () => {
     expect((mine.keys[1] as Float32Array)[0]).toBe(before);
     expect(before).toBe(300_000 + 8 + 1);
   });
+
+  it('a store whose device budget is below one session still reuses a restore\'s buffer (the idle budget has a 64 MiB floor)', async () => {
+    // A 1 MB device budget against 1.5 MB sessions: half the budget could hold no idle buffer,
+    // so every restore into the caller's cache took a fresh one (5 allocations for the 5 gets).
+    const store = await openStore({ compression: 'kvtc', tiers: { device: { capacityBytes: 1 << 20, idleMs: 60_000 } }, flushOnClose: false });
+    const pool = bufferPool(store);
+    await store.put('s', stamped(4, 1));
+    await store.evict('s', { to: 'host' });
+    const into = { layout: LAYOUT, tokens: TOKENS, keys: [0, 1].map(() => new Float32Array(TOKENS * ROW)), values: [0, 1].map(() => new Float32Array(TOKENS * ROW)) };
+    await store.get('s', { into, promote: false });
+    const allocated = pool.counts.allocated;
+    for (let i = 0; i < 5; i++) await store.get('s', { into, promote: false });
+    expect(pool.counts.allocated).toBe(allocated);
+    expect(pool.idleBytes).toBeGreaterThan(1 << 20);
+  });
 });
