@@ -9,8 +9,8 @@
  * pool, niced by FOREGROUND_NICE, like the addon's own job threads (native/job_threads.h); encodes
  * (policy work: a demotion, a put's chunks) on the background pool, niced by BACKGROUND_NICE. Each
  * worker runs the codec on its own thread (binding.ts runAddonWorkOnThisThread), so the kernel
- * schedules by those priorities: the event loop takes its core back from a running restore, and a
- * restore from a running encode, instead of waiting for its end or its time slice.
+ * schedules by those priorities: where they compete for a core, a thread niced by 5 gets a third
+ * of a normal thread's share and one niced by 10 a tenth, instead of each running a full time slice.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
