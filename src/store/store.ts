@@ -58,7 +58,7 @@ import { type PolicyEntry, policyEntry } from './policy.js';
 import { HostBlock, arenaStats } from './host-block.js';
 import { CodecRouting, type Decoded, type HotCache, type Part } from './codec-routing.js';
 import { type SessionMeta, type Tier, copyCache, copyCacheAsync, copyCacheLeased, overheadOf, rawBytesOf, validateId } from './session.js';
-import { BufferPool, type Lease } from './buffer-pool.js';
+import { BufferPool, type Lease, idleBufferBudget } from './buffer-pool.js';
 import { StoreCounters, type StoreStats } from './stats.js';
 import { TierIndex } from './tier-index.js';
 
@@ -1323,16 +1323,3 @@ function sliceCache(c: KvCache, n: number): KvCache {
   return { layout: { ...c.layout }, tokens: n, positions: (c.positions ?? Int32Array.from({ length: c.tokens }, (_, i) => i)).slice(0, n), keys: c.keys.map(cut), values: c.values.map(cut) };
 }
 
-/**
- * Bytes of idle cache buffers the store keeps for reuse: half the device budget, at least 64 MiB,
- * at most 1 GiB. What a store needs idle is the buffers its turns in flight release and take again
- * (a put's copy, a restore's output: a few per concurrent caller), which a small device budget
- * does not bound. A buffer let go is no cheaper: a SharedArrayBuffer is invisible to V8's
- * external-memory accounting, so it stays allocated until some GC happens to run, and its
- * replacement is a fresh one, paid in page faults. Measured in the store bench's multi-turn
- * workload (24 MB device budget, 3-11 MB sessions, 60 turns/s into callers' caches): buffers reused
- * 33-35% -> 81-83%, CPU per turn 12.4 -> 10.5 ms.
- */
-function idleBufferBudget(deviceBytes: number): number {
-  return Math.min(Math.max(deviceBytes / 2, 64 * 2 ** 20), 2 ** 30);
-}

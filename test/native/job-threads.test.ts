@@ -12,19 +12,17 @@ import { copyBytesAsync } from '../../src/binding.js';
 const linux = process.platform === 'linux';
 const root = new URL('../../', import.meta.url);
 
-/** Nice value of each of this process's threads (Linux: field 19 of /proc/self/task/<tid>/stat). */
-function threadNices(): number[] {
-  return readdirSync('/proc/self/task').map((t) => Number(readFileSync(`/proc/self/task/${t}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]));
-}
+/** A thread's nice value (Linux: field 19 of /proc/self/task/<tid>/stat). */
+const niceOf = (tid: string | number) => Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
 
 describe('job threads', () => {
   it.skipIf(!linux)('the main thread’s copies run on four threads niced by 5', async () => {
-    const base = Number(readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
+    const base = niceOf(process.pid);
     const src = new Uint8Array(1 << 20).fill(3);
     const dst = Array.from({ length: 8 }, () => new Uint8Array(1 << 20));
     await Promise.all(dst.map((d) => copyBytesAsync([[d, src]])));
     expect(dst.every((d) => d[12345] === 3)).toBe(true);
-    expect(threadNices().filter((n) => n === Math.min(19, base + 5))).toHaveLength(4);
+    expect(readdirSync('/proc/self/task').map(niceOf).filter((n) => n === Math.min(19, base + 5))).toHaveLength(4);
   });
 
   it('libuv’s pool stays free for the process while long copies run', async () => {
